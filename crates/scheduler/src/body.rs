@@ -1,0 +1,83 @@
+//! Task bodies: what the scheduler resumes.
+//!
+//! The scheduler does not care what a task is made of, only that it can be
+//! resumed with a value and answers with a system call, a result or a failure.
+//! That contract is [`TaskBody`]. Native Rust closures on stackful coroutines
+//! implement it in this crate ([`Body::native`]); the Python bindings implement
+//! it for coroutines, in their own crate, without touching the scheduler.
+
+use crate::error::SpawnError;
+use crate::native::{NativeBody, TaskContext};
+use crate::outcome::{TaskError, Value};
+use crate::syscall::{Resume, SystemCall};
+
+/// What a body answers when resumed.
+pub enum Step {
+    /// It made a system call and is suspended until the answer.
+    Syscall(SystemCall),
+    /// It finished with this value.
+    Done(Value),
+    /// It failed (a panic or an exception).
+    Failed(TaskError),
+    /// It unwound after being cancelled.
+    Cancelled,
+}
+
+/// Anything the scheduler can run as a task.
+///
+/// The scheduler calls [`resume`](TaskBody::resume) on its own thread, one body
+/// at a time. The first call gets `None`; later calls get the answer to the
+/// system call the body made. After the body answered `Done`, `Failed` or
+/// `Cancelled` it is dropped and never resumed again. A body that is cancelled
+/// before it ever ran is dropped without being resumed.
+pub trait TaskBody: Send {
+    /// Runs the body until its next system call or its end.
+    fn resume(&mut self, input: Option<Resume>) -> Step;
+}
+
+/// A task body ready to be spawned: native or custom.
+pub struct Body(pub(crate) BodyKind);
+
+pub(crate) enum BodyKind {
+    Native(NativeBody),
+    Custom(Box<dyn TaskBody>),
+}
+
+impl Body {
+    /// A native task: `f` runs on a stackful coroutine with the default stack size.
+    pub fn native<F, R>(f: F) -> Result<Body, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        Self::native_with_stack(crate::native::DEFAULT_STACK_SIZE, f)
+    }
+
+    /// A native task with a stack of `stack_size` bytes (rounded up to whole
+    /// pages; at least 4 KiB).
+    pub fn native_with_stack<F, R>(stack_size: usize, f: F) -> Result<Body, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        NativeBody::new(stack_size, f).map(|b| Body(BodyKind::Native(b)))
+    }
+
+    /// A body of another kind (a Python coroutine, a state machine, ...).
+    pub fn custom(body: Box<dyn TaskBody>) -> Body {
+        Body(BodyKind::Custom(body))
+    }
+
+    /// Whether this is a native coroutine body.
+    pub fn is_native(&self) -> bool {
+        matches!(self.0, BodyKind::Native(_))
+    }
+
+    #[inline]
+    pub(crate) fn resume(&mut self, input: Option<Resume>) -> Step {
+        match &mut self.0 {
+            BodyKind::Native(n) => n.resume(input),
+            BodyKind::Custom(c) => c.resume(input),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Clocks: real monotonic time, or virtual time that jumps.
+//!
+//! The scheduler measures time as a [`Duration`] since it was created. With the
+//! real clock that is monotonic wall time. With the virtual clock ([`TickClock`])
+//! time stands still while tasks run and *jumps* to the next timer's deadline
+//! when nothing is runnable, like trio's autojump `MockClock`: an hour of
+//! sleeping takes microseconds, and two runs of the same program see the same
+//! times.
+//!
+//! Real I/O does not stop for virtual time. When tasks wait on I/O and timers
+//! are pending, the virtual scheduler first looks for I/O without blocking and
+//! then jumps; only when no timer is pending does it block in the poller for
+//! outside events. A program that mixes real sockets with virtual sleeps is
+//! therefore deterministic only in the order of its timers, not of its I/O.
+
+use std::time::{Duration, Instant};
+
+/// Which clock a scheduler uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// Monotonic wall time.
+    #[default]
+    Real,
+    /// Virtual time ([`TickClock`]): jumps to the next deadline when idle.
+    Virtual,
+}
+
+/// Virtual time: a counter that only moves when the scheduler jumps it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TickClock {
+    now: Duration,
+}
+
+impl TickClock {
+    /// A clock at time zero.
+    pub fn new() -> Self {
+        TickClock::default()
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Moves time forward to `t` (never backward).
+    pub fn advance_to(&mut self, t: Duration) {
+        if t > self.now {
+            self.now = t;
+        }
+    }
+}
+
+/// The scheduler's time source.
+pub(crate) enum TimeSource {
+    Real(Instant),
+    Virtual(TickClock),
+}
+
+impl TimeSource {
+    pub(crate) fn new(clock: Clock) -> Self {
+        match clock {
+            Clock::Real => TimeSource::Real(Instant::now()),
+            Clock::Virtual => TimeSource::Virtual(TickClock::new()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now(&self) -> Duration {
+        match self {
+            TimeSource::Real(start) => start.elapsed(),
+            TimeSource::Virtual(c) => c.now(),
+        }
+    }
+
+    pub(crate) fn is_virtual(&self) -> bool {
+        matches!(self, TimeSource::Virtual(_))
+    }
+
+    pub(crate) fn kind(&self) -> Clock {
+        match self {
+            TimeSource::Real(_) => Clock::Real,
+            TimeSource::Virtual(_) => Clock::Virtual,
+        }
+    }
+
+    /// Jumps virtual time to `t`; does nothing on the real clock.
+    pub(crate) fn jump_to(&mut self, t: Duration) {
+        if let TimeSource::Virtual(c) = self {
+            c.advance_to(t);
+        }
+    }
+}

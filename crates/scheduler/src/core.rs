@@ -1,0 +1,1190 @@
+//! The scheduler's state and every rule that changes it.
+//!
+//! `Core` is the single-threaded heart of the scheduler: the task table, the
+//! ready queue, the timers, the reactor, the counters. Its methods never call
+//! user code (no task body, no subscriber, no hook): the driver in
+//! [`scheduler`](crate::scheduler) borrows the core, takes a task out, lets go
+//! of the core while the task runs, and borrows it again to apply what the task
+//! asked for. That split is what lets a Python task call back into the scheduler
+//! (to spawn, say) in the middle of its step.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::backpressure::{Watermarks, clamp_pressure};
+use crate::body::{Body, Step};
+use crate::budget::Accounting;
+use crate::clock::TimeSource;
+use crate::error::{SpawnError, SyscallError};
+use crate::handle::Shared;
+use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
+use crate::metrics::Metrics;
+use crate::outcome::{JoinResult, Outcome, TaskError, Value};
+use crate::ready::{ReadyKey, ReadyQueue};
+use crate::shutdown::ShutdownResult;
+use crate::syscall::{Resume, SystemCall};
+use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
+use crate::telemetry::{EventKind, TaskEvent};
+use crate::timer::{TimerKind, Timers};
+use crate::waiter::Waiter;
+
+/// Settings fixed when the scheduler is built (the quantum may change later).
+pub(crate) struct Config {
+    pub(crate) quantum: Duration,
+    pub(crate) accounting: Accounting,
+    pub(crate) watermarks: Watermarks,
+    pub(crate) retain_finished: usize,
+    pub(crate) timing: bool,
+    pub(crate) stack_size: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Requested, not yet seen by the task.
+    Requested,
+    /// The task has been resumed with `Cancelled` at least once.
+    Delivered,
+}
+
+struct Task {
+    id: TaskId,
+    name: Option<Arc<str>>,
+    priority: Priority,
+    system: bool,
+    daemon: bool,
+    state: TaskState,
+    body: Option<Body>,
+    started: bool,
+    queued: bool,
+    generation: u32,
+    cancel: Cancel,
+    input: Option<Resume>,
+    pending_deps: u32,
+    deps: Vec<TaskId>,
+    dependents: Vec<ReadyKey>,
+    joiners: Vec<Waiter>,
+    outcome: Option<Outcome>,
+    budget_used: Duration,
+    throttles: u64,
+    retains: u32,
+    retained_window: bool,
+    /// When it became ready (run latency) or blocked (wait time).
+    since: Duration,
+    io: Option<(IoToken, Interest)>,
+}
+
+impl Task {
+    fn key(&self, slot: usize) -> ReadyKey {
+        ReadyKey { slot, id: self.id }
+    }
+
+    fn waiter(&self, slot: usize) -> Waiter {
+        Waiter {
+            slot,
+            task: self.id,
+            generation: self.generation,
+        }
+    }
+
+    fn is_blocked(&self) -> bool {
+        matches!(self.state, TaskState::Sleeping { .. } | TaskState::Waiting(_))
+    }
+}
+
+/// Where a shutdown stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for non-daemon tasks to finish.
+    Draining,
+    /// Remaining tasks were cancelled; waiting for them to unwind.
+    Cancelling { clean: bool },
+    /// Hooks ran; the result is known.
+    Complete(ShutdownResult),
+}
+
+pub(crate) struct ShutdownState {
+    pub(crate) phase: Phase,
+    requester: Option<Waiter>,
+    pub(crate) replies: Vec<std::sync::mpsc::Sender<ShutdownResult>>,
+}
+
+/// What the driver does after a step was applied.
+pub(crate) enum Next {
+    /// Resume the same task at once with this answer.
+    Continue(Resume),
+    /// The task is parked (blocked, queued or throttled): store its body.
+    Park,
+    /// The task ended: drop its body (outside the core borrow).
+    End,
+}
+
+/// The scheduler's state.
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    pub(crate) clock: TimeSource,
+    tasks: Slab<Task>,
+    ids: HashMap<TaskId, usize>,
+    ready: ReadyQueue,
+    pub(crate) timers: Timers,
+    pub(crate) reactor: Reactor,
+    pub(crate) shared: Arc<Shared>,
+    live: usize,
+    live_nondaemon: usize,
+    pub(crate) metrics: Metrics,
+    pub(crate) subscribed: bool,
+    pub(crate) events: Vec<TaskEvent>,
+    /// Time at the start of the current step (refreshed once per step).
+    now: Duration,
+    slice_start: Duration,
+    slice_steps: u32,
+    pub(crate) current: Option<(usize, TaskId)>,
+    pub(crate) shutdown: Option<ShutdownState>,
+    pub(crate) finish_order: Option<Vec<TaskId>>,
+    retention: VecDeque<ReadyKey>,
+    /// Bodies to drop once the core is no longer borrowed.
+    pub(crate) graveyard: Vec<Body>,
+    pub(crate) paused: bool,
+    pub(crate) pressure: f64,
+    held: VecDeque<ReadyKey>,
+    admit_waiters: VecDeque<Waiter>,
+    pub(crate) has_listener: bool,
+    pub(crate) daemons_cancelled: bool,
+}
+
+macro_rules! emit {
+    ($core:expr, $task:expr, $kind:expr) => {
+        if $core.subscribed {
+            let time = $core.event_time();
+            $core.events.push(TaskEvent {
+                time,
+                task: $task,
+                kind: $kind,
+            });
+        }
+    };
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, clock: TimeSource, reactor: Reactor, shared: Arc<Shared>) -> Self {
+        Core {
+            config,
+            clock,
+            tasks: Slab::new(),
+            ids: HashMap::new(),
+            ready: ReadyQueue::default(),
+            timers: Timers::default(),
+            reactor,
+            shared,
+            live: 0,
+            live_nondaemon: 0,
+            metrics: Metrics::default(),
+            subscribed: false,
+            events: Vec::new(),
+            now: Duration::ZERO,
+            slice_start: Duration::ZERO,
+            slice_steps: 0,
+            current: None,
+            shutdown: None,
+            finish_order: None,
+            retention: VecDeque::new(),
+            graveyard: Vec::new(),
+            paused: false,
+            pressure: 0.0,
+            held: VecDeque::new(),
+            admit_waiters: VecDeque::new(),
+            has_listener: false,
+            daemons_cancelled: false,
+        }
+    }
+
+    // ----- time -----------------------------------------------------------
+
+    /// Reads the clock and caches the reading for this step.
+    #[inline]
+    pub(crate) fn refresh_now(&mut self) -> Duration {
+        self.now = self.clock.now();
+        self.now
+    }
+
+    fn event_time(&self) -> Duration {
+        self.clock.now()
+    }
+
+    // ----- lookups ----------------------------------------------------------
+
+    fn slot_of(&self, id: TaskId) -> Option<usize> {
+        self.ids.get(&id).copied()
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn live_nondaemon(&self) -> usize {
+        self.live_nondaemon
+    }
+
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    pub(crate) fn state(&self, id: TaskId) -> Option<TaskState> {
+        self.slot_of(id).map(|s| self.tasks[s].state)
+    }
+
+    pub(crate) fn info(&self, id: TaskId) -> Option<TaskInfo> {
+        let t = &self.tasks[self.slot_of(id)?];
+        Some(TaskInfo {
+            id: t.id,
+            name: t.name.clone(),
+            priority: t.priority,
+            state: t.state,
+            budget_used: t.budget_used,
+            throttles: t.throttles,
+            system: t.system,
+            daemon: t.daemon,
+        })
+    }
+
+    pub(crate) fn outcome(&self, id: TaskId) -> Option<Outcome> {
+        self.tasks[self.slot_of(id)?].outcome.clone()
+    }
+
+    pub(crate) fn known_records(&self) -> usize {
+        self.tasks.len()
+    }
+
+    // ----- spawning ---------------------------------------------------------
+
+    /// Creates a task. `reserved` is an id (and capacity unit) already taken
+    /// through a handle.
+    pub(crate) fn spawn(
+        &mut self,
+        body: Body,
+        options: SpawnOptions,
+        reserved: Option<TaskId>,
+    ) -> Result<TaskId, SpawnError> {
+        let id = match reserved {
+            Some(id) => id,
+            None => match self.shared.admit_spawn() {
+                Ok(id) => id,
+                Err(e) => return Err(self.deny(body, e)),
+            },
+        };
+        // Dependencies: each must be known; an ended one counts as met if it
+        // succeeded and cancels the new task if it did not.
+        let mut pending = 0u32;
+        let mut doomed = false;
+        for &dep in &options.deps {
+            let Some(slot) = self.slot_of(dep) else {
+                self.unreserve();
+                return Err(self.deny(body, SpawnError::UnknownDependency(dep)));
+            };
+            match &self.tasks[slot].outcome {
+                None => pending += 1,
+                Some(Outcome::Done(_)) => {}
+                Some(_) => doomed = true,
+            }
+        }
+        let now = self.now;
+        let entry = self.tasks.vacant_entry();
+        let slot = entry.key();
+        entry.insert(Task {
+            id,
+            name: options.name.clone(),
+            priority: options.priority,
+            system: options.system,
+            daemon: options.daemon,
+            state: TaskState::Pending,
+            body: Some(body),
+            started: false,
+            queued: false,
+            generation: 0,
+            cancel: Cancel::No,
+            input: None,
+            pending_deps: pending,
+            deps: options.deps.clone(),
+            dependents: Vec::new(),
+            joiners: Vec::new(),
+            outcome: None,
+            budget_used: Duration::ZERO,
+            throttles: 0,
+            retains: 0,
+            retained_window: false,
+            since: now,
+            io: None,
+        });
+        self.ids.insert(id, slot);
+        self.live += 1;
+        if !options.daemon {
+            self.live_nondaemon += 1;
+        }
+        self.metrics.spawned += 1;
+        emit!(
+            self,
+            Some(id),
+            EventKind::Spawned {
+                priority: options.priority,
+                name: options.name.clone(),
+                deps: options.deps.len(),
+            }
+        );
+        let key = ReadyKey { slot, id };
+        for &dep in &options.deps {
+            let dslot = self.ids[&dep];
+            if self.tasks[dslot].outcome.is_none() {
+                self.tasks[dslot].dependents.push(key);
+            }
+        }
+        if doomed {
+            self.cancel_unstarted(slot);
+        } else if pending == 0 {
+            self.make_ready(slot);
+        }
+        Ok(id)
+    }
+
+    fn unreserve(&self) {
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn deny(&mut self, body: Body, e: SpawnError) -> SpawnError {
+        self.metrics.spawn_denied += 1;
+        emit!(self, None, EventKind::SpawnDenied { reason: e.reason() });
+        self.graveyard.push(body);
+        e
+    }
+
+    /// Makes `task` wait for `on` as well. Only for tasks that have not started.
+    pub(crate) fn add_dependency(&mut self, task: TaskId, on: TaskId) -> Result<(), SpawnError> {
+        let slot = self.slot_of(task).ok_or(SpawnError::UnknownDependency(task))?;
+        let on_slot = self.slot_of(on).ok_or(SpawnError::UnknownDependency(on))?;
+        if task == on || self.depends_on(on, task) {
+            self.metrics.spawn_denied += 1;
+            emit!(self, Some(task), EventKind::SpawnDenied { reason: "cycle" });
+            return Err(SpawnError::Cycle(on));
+        }
+        let t = &self.tasks[slot];
+        if t.started || t.state.is_terminal() {
+            return Err(SpawnError::AlreadyStarted(task));
+        }
+        match self.tasks[on_slot].outcome {
+            Some(Outcome::Done(_)) => return Ok(()),
+            Some(_) => {
+                self.cancel_unstarted(slot);
+                return Ok(());
+            }
+            None => {}
+        }
+        let key = self.tasks[slot].key(slot);
+        self.tasks[on_slot].dependents.push(key);
+        let t = &mut self.tasks[slot];
+        t.deps.push(on);
+        t.pending_deps += 1;
+        if t.state == TaskState::Scheduled {
+            // Still queued but not started: it waits again. The queue entry
+            // becomes stale and is skipped.
+            t.state = TaskState::Pending;
+            t.queued = false;
+        }
+        Ok(())
+    }
+
+    /// Whether `from` (transitively) waits for `to`.
+    fn depends_on(&self, from: TaskId, to: TaskId) -> bool {
+        let mut stack = vec![from];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = stack.pop() {
+            if id == to {
+                return true;
+            }
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(slot) = self.slot_of(id) {
+                let t = &self.tasks[slot];
+                if t.outcome.is_none() {
+                    stack.extend(t.deps.iter().copied());
+                }
+            }
+        }
+        false
+    }
+
+    // ----- readiness ---------------------------------------------------------
+
+    #[inline]
+    fn make_ready(&mut self, slot: usize) {
+        let now = self.now;
+        let t = &mut self.tasks[slot];
+        if t.state != TaskState::Throttled {
+            t.state = TaskState::Scheduled;
+        }
+        t.since = now;
+        if !t.queued {
+            t.queued = true;
+            let (priority, key) = (t.priority, t.key(slot));
+            self.ready.push(priority, key);
+        }
+    }
+
+    /// Takes the next runnable task out: its slot, body and input.
+    #[inline]
+    pub(crate) fn next_ready(&mut self) -> Option<(usize, Body, Option<Resume>)> {
+        loop {
+            let key = self.ready.pop()?;
+            let timing = self.config.timing || self.config.accounting == Accounting::Measured;
+            let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id) else {
+                continue;
+            };
+            if !t.queued {
+                continue;
+            }
+            t.queued = false;
+            if !matches!(t.state, TaskState::Scheduled | TaskState::Throttled) || t.body.is_none() {
+                // A stale entry: the task ended or went back to waiting.
+                self.try_free(key.slot);
+                continue;
+            }
+            let mut body = t.body.take();
+            let mut input = t.input.take();
+            if t.cancel == Cancel::Requested {
+                if !t.started {
+                    // Never ran: end it without running it.
+                    t.body = body.take();
+                    self.cancel_unstarted(key.slot);
+                    continue;
+                }
+                t.cancel = Cancel::Delivered;
+                input = Some(Resume::Cancelled);
+            }
+            t.started = true;
+            t.state = TaskState::Running;
+            let since = t.since;
+            let id = t.id;
+            if timing {
+                let now = self.refresh_now();
+                if self.config.timing {
+                    self.metrics.run_latency.observe(now.saturating_sub(since));
+                }
+                self.slice_start = now;
+            }
+            self.slice_steps = 1;
+            self.metrics.steps += 1;
+            self.current = Some((key.slot, id));
+            emit!(self, Some(id), EventKind::Running);
+            return body.take().map(|b| (key.slot, b, input));
+        }
+    }
+
+    /// Stores a parked task's body back.
+    #[inline]
+    pub(crate) fn park(&mut self, slot: usize, body: Body) {
+        self.tasks[slot].body = Some(body);
+        self.current = None;
+    }
+
+    /// Charges the current run and answers whether the quantum is used up.
+    fn quantum_used(&mut self, slot: usize) -> Option<Duration> {
+        let used = match self.config.accounting {
+            Accounting::Measured => self.clock.now().saturating_sub(self.slice_start),
+            Accounting::PerStep(cost) => cost * self.slice_steps,
+        };
+        (used >= self.config.quantum).then(|| {
+            self.tasks[slot].budget_used += used;
+            used
+        })
+    }
+
+    /// Charges a run that ended with the task parking or ending.
+    fn charge(&mut self, slot: usize) {
+        let used = match self.config.accounting {
+            Accounting::Measured => self.clock.now().saturating_sub(self.slice_start),
+            Accounting::PerStep(cost) => cost * self.slice_steps,
+        };
+        self.tasks[slot].budget_used += used;
+    }
+
+    // ----- applying a step ----------------------------------------------------
+
+    /// Applies what the task's step produced.
+    pub(crate) fn after_step(&mut self, slot: usize, step: Step) -> Next {
+        match step {
+            Step::Syscall(call) => self.syscall(slot, call),
+            Step::Done(v) => self.end(slot, Outcome::Done(v)),
+            Step::Failed(e) => self.end(slot, Outcome::Failed(e)),
+            Step::Cancelled => self.end(slot, Outcome::Cancelled),
+        }
+    }
+
+    fn end(&mut self, slot: usize, outcome: Outcome) -> Next {
+        self.charge(slot);
+        self.current = None;
+        self.finish(slot, outcome);
+        Next::End
+    }
+
+    /// Answers at once, or throttles the task if its quantum is used.
+    fn answer(&mut self, slot: usize, answer: Resume) -> Next {
+        if let Some(used) = self.quantum_used(slot) {
+            let t = &mut self.tasks[slot];
+            t.input = Some(answer);
+            t.throttles += 1;
+            t.state = TaskState::Throttled;
+            let id = t.id;
+            self.metrics.throttles += 1;
+            emit!(self, Some(id), EventKind::Throttled { used });
+            self.requeue(slot);
+            return Next::Park;
+        }
+        self.slice_steps += 1;
+        self.metrics.steps += 1;
+        Next::Continue(answer)
+    }
+
+    /// Puts the running task at the back of its priority's queue.
+    fn requeue(&mut self, slot: usize) {
+        self.current = None;
+        self.make_ready(slot);
+    }
+
+    /// Blocks the running task in `state`; returns its waiter for the wait's entries.
+    fn block(&mut self, slot: usize, state: TaskState) -> Waiter {
+        self.charge(slot);
+        self.current = None;
+        let now = self.now;
+        let t = &mut self.tasks[slot];
+        t.state = state;
+        t.since = now;
+        t.waiter(slot)
+    }
+
+    fn is_cancelled(&self, slot: usize) -> bool {
+        self.tasks[slot].cancel != Cancel::No
+    }
+
+    fn syscall(&mut self, slot: usize, call: SystemCall) -> Next {
+        let id = self.tasks[slot].id;
+        // Level-triggered cancellation: a cancelled task never blocks again.
+        let blocking = matches!(
+            call,
+            SystemCall::Yield
+                | SystemCall::Sleep(_)
+                | SystemCall::SleepUntil(_)
+                | SystemCall::Join(_)
+                | SystemCall::JoinTimeout { .. }
+                | SystemCall::IoWait { .. }
+                | SystemCall::Admit
+        );
+        if blocking && self.is_cancelled(slot) {
+            self.tasks[slot].cancel = Cancel::Delivered;
+            self.tasks[slot].input = Some(Resume::Cancelled);
+            self.requeue(slot);
+            return Next::Park;
+        }
+        match call {
+            SystemCall::Yield => self.yield_task(slot, id),
+            SystemCall::Sleep(d) if d.is_zero() => self.yield_task(slot, id),
+            SystemCall::Sleep(d) => {
+                let until = self.clock.now().saturating_add(d);
+                self.sleep_until(slot, id, until)
+            }
+            SystemCall::SleepUntil(t) => {
+                if t <= self.clock.now() {
+                    self.yield_task(slot, id)
+                } else {
+                    self.sleep_until(slot, id, t)
+                }
+            }
+            SystemCall::Join(target) => self.join(slot, id, target, None),
+            SystemCall::JoinTimeout { target, dur } => self.join(slot, id, target, Some(dur)),
+            SystemCall::Cancel(target) => {
+                let r = match self.cancel(target) {
+                    Ok(live) => Resume::Bool(live),
+                    Err(e) => Resume::Error(e),
+                };
+                self.answer(slot, r)
+            }
+            SystemCall::IoWait {
+                token,
+                interest,
+                timeout,
+            } => self.io_wait(slot, id, token, interest, timeout),
+            SystemCall::Spawn(req) => {
+                let req = *req;
+                let r = self.spawn(req.body, req.options, None);
+                self.answer(slot, Resume::Spawned(r))
+            }
+            SystemCall::GetTid => self.answer(slot, Resume::Tid(id)),
+            SystemCall::Now => {
+                let now = self.clock.now();
+                self.answer(slot, Resume::Time(now))
+            }
+            SystemCall::Log(message) => {
+                tracing::info!(target: "tiffany::task", task = id.get(), "{message}");
+                emit!(self, Some(id), EventKind::Log { message: Arc::from(message) });
+                self.answer(slot, Resume::Unit)
+            }
+            SystemCall::Admit => {
+                if !self.paused || self.tasks[slot].system {
+                    self.answer(slot, Resume::Unit)
+                } else {
+                    let w = self.block(slot, TaskState::Waiting(WaitReason::Admission));
+                    self.admit_waiters.push_back(w);
+                    Next::Park
+                }
+            }
+            SystemCall::Shutdown(timeout) => {
+                if self.shutdown.is_some() {
+                    return self.answer(slot, Resume::Error(SyscallError::ShutdownInProgress));
+                }
+                let w = self.block(slot, TaskState::Waiting(WaitReason::Shutdown));
+                self.begin_shutdown(timeout, Some(w));
+                Next::Park
+            }
+            SystemCall::Done(v) => self.end(slot, Outcome::Done(v)),
+        }
+    }
+
+    fn yield_task(&mut self, slot: usize, id: TaskId) -> Next {
+        self.charge(slot);
+        self.tasks[slot].input = Some(Resume::Unit);
+        emit!(self, Some(id), EventKind::Yield);
+        self.requeue(slot);
+        Next::Park
+    }
+
+    fn sleep_until(&mut self, slot: usize, id: TaskId, until: Duration) -> Next {
+        let w = self.block(slot, TaskState::Sleeping { wake_at: until });
+        self.timers.push(until, TimerKind::Wake(w));
+        emit!(self, Some(id), EventKind::Sleep { until });
+        Next::Park
+    }
+
+    fn join(&mut self, slot: usize, id: TaskId, target: TaskId, timeout: Option<Duration>) -> Next {
+        if target == id {
+            return self.answer(slot, Resume::Error(SyscallError::JoinSelf));
+        }
+        let Some(tslot) = self.slot_of(target) else {
+            return self.answer(slot, Resume::Error(SyscallError::UnknownTask(target)));
+        };
+        if let Some(outcome) = &self.tasks[tslot].outcome {
+            let r = outcome.to_join_result();
+            return self.answer(slot, Resume::Joined(r));
+        }
+        if timeout.is_some_and(|d| d.is_zero()) {
+            return self.answer(slot, Resume::Joined(JoinResult::Timeout));
+        }
+        let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
+        self.tasks[tslot].joiners.push(w);
+        if let Some(d) = timeout {
+            let at = self.clock.now().saturating_add(d);
+            self.timers.push(at, TimerKind::Wake(w));
+        }
+        emit!(self, Some(id), EventKind::Join { target });
+        Next::Park
+    }
+
+    fn io_wait(
+        &mut self,
+        slot: usize,
+        id: TaskId,
+        token: IoToken,
+        interest: Interest,
+        timeout: Option<Duration>,
+    ) -> Next {
+        if !self.reactor.is_registered(token) {
+            return self.answer(slot, Resume::Error(SyscallError::UnknownIoToken(token)));
+        }
+        // The waiter the task will have once blocked: generation unchanged.
+        let w = self.tasks[slot].waiter(slot);
+        match self.reactor.wait_for(token, interest, w) {
+            Err(e) => self.answer(slot, Resume::Error(e)),
+            Ok(WaitStart::Ready) => self.answer(slot, Resume::Io(IoReady::Ready)),
+            Ok(WaitStart::Blocked) => {
+                if timeout.is_some_and(|d| d.is_zero()) {
+                    self.reactor.cancel_wait(token, interest, w);
+                    return self.answer(slot, Resume::Io(IoReady::Timeout));
+                }
+                let w2 = self.block(slot, TaskState::Waiting(WaitReason::Io(token, interest)));
+                debug_assert_eq!(w, w2);
+                self.tasks[slot].io = Some((token, interest));
+                if let Some(d) = timeout {
+                    let at = self.clock.now().saturating_add(d);
+                    self.timers.push(at, TimerKind::Wake(w));
+                }
+                emit!(self, Some(id), EventKind::IoWait { token, interest });
+                Next::Park
+            }
+        }
+    }
+
+    // ----- waking -------------------------------------------------------------
+
+    /// Ends a wait with `input`, if `w` is still the task's current wait.
+    /// Returns whether the task was woken.
+    pub(crate) fn wake(&mut self, w: Waiter, input: Resume, from_io: bool) -> bool {
+        let now = self.now;
+        let timing = self.config.timing;
+        let Some(t) = self.tasks.get_mut(w.slot) else {
+            return false;
+        };
+        if t.id != w.task || t.generation != w.generation || !t.is_blocked() {
+            return false;
+        }
+        t.generation = t.generation.wrapping_add(1);
+        if timing {
+            self.metrics.wait_time.observe(now.saturating_sub(t.since));
+        }
+        let state = t.state;
+        let io = t.io.take();
+        t.input = Some(input);
+        // Remove the entries that did not fire and are not simply stale by generation.
+        match state {
+            TaskState::Waiting(WaitReason::Join(target)) => {
+                if let Some(ts) = self.slot_of(target) {
+                    self.tasks[ts].joiners.retain(|j| j.slot != w.slot || j.task != w.task);
+                }
+            }
+            TaskState::Waiting(WaitReason::Admission) => {
+                self.admit_waiters.retain(|a| a.task != w.task);
+            }
+            _ => {}
+        }
+        if let Some((token, interest)) = io {
+            self.reactor.cancel_wait(token, interest, w);
+        }
+        let t = &self.tasks[w.slot];
+        if from_io && self.paused && !t.system {
+            let key = t.key(w.slot);
+            self.tasks[w.slot].state = TaskState::Waiting(WaitReason::Held);
+            self.held.push_back(key);
+            return true;
+        }
+        self.make_ready(w.slot);
+        true
+    }
+
+    /// Fires every timer due at `now`.
+    pub(crate) fn fire_timers(&mut self, now: Duration) {
+        self.now = now;
+        while let Some(kind) = self.timers.pop_due(now) {
+            match kind {
+                TimerKind::Wake(w) => {
+                    let input = match self.tasks.get(w.slot).filter(|t| t.id == w.task).map(|t| t.state) {
+                        Some(TaskState::Sleeping { .. }) => Resume::Unit,
+                        Some(TaskState::Waiting(WaitReason::Join(_))) => Resume::Joined(JoinResult::Timeout),
+                        Some(TaskState::Waiting(WaitReason::Io(..))) => Resume::Io(IoReady::Timeout),
+                        _ => continue,
+                    };
+                    self.wake(w, input, false);
+                }
+                TimerKind::ShutdownDeadline => self.shutdown_deadline(),
+            }
+        }
+    }
+
+    /// Polls the reactor (non-blocking unless `timeout` says otherwise) and
+    /// wakes the tasks whose I/O is ready.
+    pub(crate) fn poll_io(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        let mut woken = Vec::new();
+        self.reactor.poll(timeout, |w| woken.push(w))?;
+        if !woken.is_empty() || timeout != Some(Duration::ZERO) {
+            self.now = self.clock.now();
+        }
+        for w in woken {
+            self.wake(w, Resume::Io(IoReady::Ready), true);
+        }
+        Ok(())
+    }
+
+    /// Readiness reported through the in-memory channel.
+    pub(crate) fn notify_io(&mut self, token: IoToken, interest: Interest) -> bool {
+        if !self.reactor.is_registered(token) {
+            return false;
+        }
+        if let Some(w) = self.reactor.set_ready(token, interest) {
+            self.wake(w, Resume::Io(IoReady::Ready), true);
+        }
+        true
+    }
+
+    pub(crate) fn deregister_io(&mut self, token: IoToken) -> bool {
+        match self.reactor.deregister(token) {
+            None => false,
+            Some(waiters) => {
+                for w in waiters {
+                    if let Some(t) = self.tasks.get_mut(w.slot) {
+                        t.io = None;
+                    }
+                    self.wake(w, Resume::Error(SyscallError::UnknownIoToken(token)), false);
+                }
+                true
+            }
+        }
+    }
+
+    // ----- ending -------------------------------------------------------------
+
+    fn finish(&mut self, slot: usize, outcome: Outcome) {
+        let t = &mut self.tasks[slot];
+        debug_assert!(t.outcome.is_none(), "a task ends once");
+        if let Some((token, interest)) = t.io.take() {
+            let w = t.waiter(slot);
+            self.reactor.cancel_wait(token, interest, w);
+        }
+        let t = &mut self.tasks[slot];
+        t.state = match outcome {
+            Outcome::Done(_) => TaskState::Finished,
+            Outcome::Failed(_) => TaskState::Failed,
+            Outcome::Cancelled => TaskState::Cancelled,
+        };
+        t.generation = t.generation.wrapping_add(1);
+        let id = t.id;
+        let daemon = t.daemon;
+        let joiners = std::mem::take(&mut t.joiners);
+        let dependents = std::mem::take(&mut t.dependents);
+        if let Some(b) = t.body.take() {
+            self.graveyard.push(b);
+        }
+        self.live -= 1;
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        if !daemon {
+            self.live_nondaemon -= 1;
+        }
+        match &outcome {
+            Outcome::Done(_) => {
+                self.metrics.done += 1;
+                emit!(self, Some(id), EventKind::Done);
+            }
+            Outcome::Failed(e) => {
+                self.metrics.failed += 1;
+                emit!(self, Some(id), EventKind::Failed { message: Arc::from(e.message()) });
+            }
+            Outcome::Cancelled => {
+                self.metrics.cancelled += 1;
+                emit!(self, Some(id), EventKind::Cancelled);
+            }
+        }
+        if let Some(order) = &mut self.finish_order {
+            order.push(id);
+        }
+        let result = outcome.to_join_result();
+        let success = matches!(outcome, Outcome::Done(_));
+        self.tasks[slot].outcome = Some(outcome);
+        for j in joiners {
+            self.wake(j, Resume::Joined(result.clone()), false);
+        }
+        for d in dependents {
+            let Some(dt) = self.tasks.get_mut(d.slot).filter(|t| t.id == d.id) else {
+                continue;
+            };
+            if dt.outcome.is_some() {
+                continue;
+            }
+            if success {
+                dt.pending_deps = dt.pending_deps.saturating_sub(1);
+                if dt.pending_deps == 0 && dt.state == TaskState::Pending {
+                    self.make_ready(d.slot);
+                }
+            } else if !dt.started {
+                self.cancel_unstarted(d.slot);
+            }
+        }
+        if self.config.retain_finished > 0 {
+            self.tasks[slot].retained_window = true;
+            self.retention.push_back(ReadyKey { slot, id });
+            while self.retention.len() > self.config.retain_finished {
+                if let Some(old) = self.retention.pop_front()
+                    && let Some(t) = self.tasks.get_mut(old.slot).filter(|t| t.id == old.id)
+                {
+                    t.retained_window = false;
+                    self.try_free(old.slot);
+                }
+            }
+        }
+        self.try_free(slot);
+    }
+
+    /// Frees a finished record once nothing can ask for it.
+    fn try_free(&mut self, slot: usize) {
+        let Some(t) = self.tasks.get(slot) else { return };
+        if t.outcome.is_none() || t.retains > 0 || t.retained_window || t.queued || !t.joiners.is_empty() {
+            return;
+        }
+        let id = t.id;
+        self.tasks.remove(slot);
+        self.ids.remove(&id);
+    }
+
+    pub(crate) fn retain(&mut self, id: TaskId) -> bool {
+        match self.slot_of(id) {
+            Some(s) => {
+                self.tasks[s].retains += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn release(&mut self, id: TaskId) {
+        if let Some(s) = self.slot_of(id) {
+            let t = &mut self.tasks[s];
+            t.retains = t.retains.saturating_sub(1);
+            self.try_free(s);
+        }
+    }
+
+    // ----- cancellation ---------------------------------------------------------
+
+    /// Cancels a task; returns whether it was still live.
+    pub(crate) fn cancel(&mut self, target: TaskId) -> Result<bool, SyscallError> {
+        let slot = self.slot_of(target).ok_or(SyscallError::UnknownTask(target))?;
+        let t = &mut self.tasks[slot];
+        if t.outcome.is_some() {
+            return Ok(false);
+        }
+        if t.cancel != Cancel::No {
+            return Ok(true);
+        }
+        t.cancel = Cancel::Requested;
+        if !t.started && t.state != TaskState::Running {
+            self.cancel_unstarted(slot);
+            return Ok(true);
+        }
+        if t.is_blocked() {
+            let w = t.waiter(slot);
+            if t.state == TaskState::Waiting(WaitReason::Held) {
+                t.generation = t.generation.wrapping_add(1);
+                t.input = Some(Resume::Cancelled);
+                self.held.retain(|k| k.id != target);
+                self.make_ready(slot);
+            } else {
+                self.wake(w, Resume::Cancelled, false);
+            }
+            self.tasks[slot].cancel = Cancel::Delivered;
+        }
+        // Running or queued: it sees `Cancelled` when next resumed / at its next blocking call.
+        Ok(true)
+    }
+
+    /// Ends a task that never ran as cancelled, without running it.
+    fn cancel_unstarted(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        t.cancel = Cancel::Delivered;
+        if t.queued {
+            // Its queue entry turns stale; it is skipped when popped.
+            t.queued = false;
+        }
+        self.finish(slot, Outcome::Cancelled);
+    }
+
+    /// Cancels every live task except the one given.
+    fn cancel_all(&mut self, except: Option<TaskId>, daemons_only: bool) -> usize {
+        let mut ids: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.outcome.is_none() && Some(t.id) != except && (!daemons_only || t.daemon))
+            .map(|(_, t)| t.id)
+            .collect();
+        ids.sort();
+        let n = ids.len();
+        for id in ids {
+            let _ = self.cancel(id);
+        }
+        n
+    }
+
+    /// Cancels the daemon tasks once every other task has finished.
+    pub(crate) fn cancel_daemons(&mut self) {
+        if !self.daemons_cancelled {
+            self.daemons_cancelled = true;
+            self.cancel_all(None, true);
+        }
+    }
+
+    // ----- back-pressure ----------------------------------------------------------
+
+    /// The scheduler's own load: live tasks over capacity.
+    pub(crate) fn own_load(&self) -> f64 {
+        match self.shared.capacity {
+            Some(cap) if cap > 0 => self.live as f64 / cap as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// Whether back-pressure can ever engage.
+    pub(crate) fn pressure_enabled(&self) -> bool {
+        self.has_listener || self.shared.capacity.is_some()
+    }
+
+    /// Applies a pressure reading (already combined with the own load).
+    pub(crate) fn apply_pressure(&mut self, reading: f64) {
+        let p = clamp_pressure(reading);
+        self.pressure = p;
+        let wm = self.config.watermarks;
+        if !self.paused && p >= wm.high {
+            self.paused = true;
+            self.metrics.backpressure_pauses += 1;
+            emit!(self, None, EventKind::Paused { pressure: p });
+        } else if self.paused && p < wm.low {
+            self.paused = false;
+            emit!(self, None, EventKind::Resumed { pressure: p });
+            while let Some(key) = self.held.pop_front() {
+                if let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id)
+                    && t.state == TaskState::Waiting(WaitReason::Held)
+                {
+                    self.make_ready(key.slot);
+                }
+            }
+            while let Some(w) = self.admit_waiters.pop_front() {
+                self.wake(w, Resume::Unit, false);
+            }
+        }
+    }
+
+    /// Tasks held back or waiting for admission.
+    pub(crate) fn held_or_admitting(&self) -> bool {
+        !self.held.is_empty() || !self.admit_waiters.is_empty()
+    }
+
+    // ----- shutdown ---------------------------------------------------------------
+
+    pub(crate) fn begin_shutdown(&mut self, timeout: Duration, requester: Option<Waiter>) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let deadline = self.clock.now().saturating_add(timeout);
+        tracing::info!(target: "tiffany::shutdown", ?timeout, live = self.live, "shutdown begins");
+        emit!(self, None, EventKind::ShutdownBegin { timeout });
+        self.timers.push(deadline, TimerKind::ShutdownDeadline);
+        self.shutdown = Some(ShutdownState {
+            phase: Phase::Draining,
+            requester,
+            replies: Vec::new(),
+        });
+    }
+
+    fn requester_id(&self) -> Option<TaskId> {
+        self.shutdown.as_ref()?.requester.map(|w| w.task)
+    }
+
+    /// Live tasks the drain waits for (the requester excluded), and how many
+    /// of them are not daemons.
+    fn drain_counts(&self) -> (usize, usize) {
+        let mut live = self.live;
+        let mut nondaemon = self.live_nondaemon;
+        if let Some(r) = self.requester_id()
+            && let Some(t) = self.slot_of(r).map(|s| &self.tasks[s])
+            && t.outcome.is_none()
+        {
+            live -= 1;
+            if !t.daemon {
+                nondaemon -= 1;
+            }
+        }
+        (live, nondaemon)
+    }
+
+    fn shutdown_deadline(&mut self) {
+        let Some(state) = &self.shutdown else { return };
+        if state.phase != Phase::Draining {
+            return;
+        }
+        let except = self.requester_id();
+        let n = self.cancel_all(except, false);
+        tracing::warn!(target: "tiffany::shutdown", cancelled = n, "shutdown deadline passed");
+        if let Some(s) = &mut self.shutdown {
+            s.phase = Phase::Cancelling { clean: n == 0 };
+        }
+    }
+
+    /// Moves the shutdown forward; returns `Some(result)` when it is time to
+    /// run the hooks.
+    pub(crate) fn advance_shutdown(&mut self) -> Option<ShutdownResult> {
+        let phase = self.shutdown.as_ref()?.phase;
+        let (live, nondaemon) = self.drain_counts();
+        match phase {
+            Phase::Draining if nondaemon == 0 => {
+                let except = self.requester_id();
+                self.cancel_all(except, true);
+                if let Some(s) = &mut self.shutdown {
+                    s.phase = Phase::Cancelling { clean: true };
+                }
+                self.advance_shutdown()
+            }
+            Phase::Cancelling { clean } if live == 0 => Some(if clean {
+                ShutdownResult::Clean
+            } else {
+                ShutdownResult::Timeout
+            }),
+            _ => None,
+        }
+    }
+
+    /// Records the result after the hooks ran: event, requester, replies.
+    pub(crate) fn complete_shutdown(&mut self, result: ShutdownResult) {
+        emit!(
+            self,
+            None,
+            EventKind::ShutdownComplete {
+                clean: result == ShutdownResult::Clean
+            }
+        );
+        tracing::info!(target: "tiffany::shutdown", result = result.name(), "shutdown complete");
+        let Some(state) = &mut self.shutdown else { return };
+        state.phase = Phase::Complete(result);
+        let requester = state.requester.take();
+        let replies = std::mem::take(&mut state.replies);
+        for r in replies {
+            let _ = r.send(result);
+        }
+        if let Some(w) = requester {
+            self.wake(w, Resume::Shutdown(result), false);
+        }
+    }
+
+    pub(crate) fn shutdown_result(&self) -> Option<ShutdownResult> {
+        match self.shutdown.as_ref()?.phase {
+            Phase::Complete(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    // ----- misc -------------------------------------------------------------------
+
+    pub(crate) fn current_task(&self) -> Option<TaskId> {
+        self.current.map(|(_, id)| id)
+    }
+
+    /// For tests of invariants: nothing queued twice, counters consistent.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let live = self.tasks.iter().filter(|(_, t)| t.outcome.is_none()).count();
+        assert_eq!(live, self.live);
+    }
+
+    pub(crate) fn value_of(&self, id: TaskId) -> Option<Value> {
+        match self.outcome(id)? {
+            Outcome::Done(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn error_of(&self, id: TaskId) -> Option<TaskError> {
+        match self.outcome(id)? {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}

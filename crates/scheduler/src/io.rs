@@ -1,0 +1,427 @@
+//! I/O readiness: sources, interests, and the reactor that watches them.
+//!
+//! A task that would block on a file descriptor does not block the thread: it
+//! registers the descriptor once ([`Scheduler::register_io`](crate::Scheduler::register_io))
+//! and asks to be woken when it is readable or writable
+//! ([`SystemCall::IoWait`](crate::SystemCall::IoWait)). The scheduler keeps
+//! running other tasks; when nothing is runnable it sleeps in the reactor until
+//! the nearest timer, an I/O event, or a wake from another thread.
+//!
+//! With the `async-io` feature (the default) the reactor is a `mio::Poll`
+//! (epoll on Linux). Readiness there is *level* semantics for the task: a wait on
+//! a source that is already ready answers at once, even if its edge was reported
+//! long ago or never (a `poll(2)` check covers the gap before the task sleeps).
+//!
+//! Without the feature there is no poller: readiness comes from an in-memory
+//! channel ([`Scheduler::notify_io`](crate::Scheduler::notify_io),
+//! [`Handle::notify_io`](crate::Handle::notify_io)), which keeps the same API for
+//! platforms and tests without epoll, and for user-space sources (channels) in
+//! both modes.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::waiter::Waiter;
+
+/// Something with a file descriptor the reactor can watch.
+pub trait IoSource {
+    /// The raw descriptor. It must stay open while registered.
+    fn raw_fd(&self) -> RawFd;
+}
+
+impl<T: AsRawFd> IoSource for T {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+}
+
+/// The id of a registered I/O source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IoToken(u64);
+
+impl IoToken {
+    /// The raw id (slot and generation).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    fn new(slot: usize, generation: u32) -> Self {
+        IoToken(((generation as u64) << 32) | slot as u64)
+    }
+
+    fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// Which readiness a task waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// Data to read, a connection to accept, or end of stream.
+    Readable,
+    /// Room to write, or a connection established.
+    Writable,
+}
+
+impl Interest {
+    /// `"readable"` or `"writable"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interest::Readable => "readable",
+            Interest::Writable => "writable",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Interest::Readable => READABLE,
+            Interest::Writable => WRITABLE,
+        }
+    }
+}
+
+/// How an I/O wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoReady {
+    /// The source is ready (or has an error or hang-up the task will see when it
+    /// reads or writes).
+    Ready,
+    /// The wait's timeout passed first.
+    Timeout,
+}
+
+const READABLE: u8 = 1;
+const WRITABLE: u8 = 2;
+
+struct Source {
+    fd: RawFd,
+    generation: u32,
+    /// Readiness seen and not yet handed to a waiter.
+    ready: u8,
+    reader: Option<Waiter>,
+    writer: Option<Waiter>,
+}
+
+impl Source {
+    fn waiter_mut(&mut self, interest: Interest) -> &mut Option<Waiter> {
+        match interest {
+            Interest::Readable => &mut self.reader,
+            Interest::Writable => &mut self.writer,
+        }
+    }
+}
+
+/// What [`Reactor::wait_for`] decided.
+pub(crate) enum WaitStart {
+    /// Ready now: answer at once.
+    Ready,
+    /// The task must block; it is recorded as the waiter.
+    Blocked,
+}
+
+/// Wakes a scheduler that is asleep in its reactor, from any thread.
+#[derive(Clone)]
+pub(crate) struct Waker {
+    #[cfg(feature = "async-io")]
+    inner: Arc<mio::Waker>,
+    #[cfg(not(feature = "async-io"))]
+    inner: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Waker {
+    pub(crate) fn wake(&self) {
+        #[cfg(feature = "async-io")]
+        {
+            // A failed wake means the poller is gone: the scheduler has ended.
+            let _ = self.inner.wake();
+        }
+        #[cfg(not(feature = "async-io"))]
+        {
+            let (flag, cond) = &*self.inner;
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cond.notify_one();
+        }
+    }
+}
+
+#[cfg(feature = "async-io")]
+const WAKE_TOKEN: mio::Token = mio::Token(usize::MAX);
+
+/// Registered sources and the poller (or in-memory channel) behind them.
+pub(crate) struct Reactor {
+    sources: Slab<Source>,
+    next_generation: u32,
+    /// Tasks currently blocked on I/O.
+    waiting: usize,
+    #[cfg(feature = "async-io")]
+    poll: mio::Poll,
+    #[cfg(feature = "async-io")]
+    events: mio::Events,
+    waker: Waker,
+}
+
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Self> {
+        #[cfg(feature = "async-io")]
+        {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE_TOKEN)?);
+            Ok(Reactor {
+                sources: Slab::new(),
+                next_generation: 0,
+                waiting: 0,
+                poll,
+                events: mio::Events::with_capacity(1024),
+                waker: Waker { inner: waker },
+            })
+        }
+        #[cfg(not(feature = "async-io"))]
+        {
+            Ok(Reactor {
+                sources: Slab::new(),
+                next_generation: 0,
+                waiting: 0,
+                waker: Waker {
+                    inner: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+                },
+            })
+        }
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Tasks blocked on I/O right now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Whether a real poller watches descriptors (outside I/O can arrive).
+    pub(crate) fn has_sources(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    pub(crate) fn register(&mut self, fd: RawFd) -> io::Result<IoToken> {
+        if fd < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot register a negative file descriptor",
+            ));
+        }
+        // Refuse a closed descriptor with a clear error rather than a silent hang.
+        // SAFETY: fcntl(F_GETFD) only reads the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let entry = self.sources.vacant_entry();
+        let token = IoToken::new(entry.key(), generation);
+        #[cfg(feature = "async-io")]
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(entry.key()),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+        entry.insert(Source {
+            fd,
+            generation,
+            ready: 0,
+            reader: None,
+            writer: None,
+        });
+        Ok(token)
+    }
+
+    /// Removes a source; returns the tasks that were waiting on it.
+    pub(crate) fn deregister(&mut self, token: IoToken) -> Option<Vec<Waiter>> {
+        self.lookup(token)?;
+        let source = self.sources.remove(token.slot());
+        #[cfg(feature = "async-io")]
+        {
+            // The descriptor may already be closed; that is not an error here.
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&source.fd));
+        }
+        let waiters: Vec<Waiter> = source.reader.into_iter().chain(source.writer).collect();
+        self.waiting -= waiters.len();
+        Some(waiters)
+    }
+
+    fn lookup(&self, token: IoToken) -> Option<&Source> {
+        self.sources
+            .get(token.slot())
+            .filter(|s| s.generation == token.generation())
+    }
+
+    fn lookup_mut(&mut self, token: IoToken) -> Option<&mut Source> {
+        self.sources
+            .get_mut(token.slot())
+            .filter(|s| s.generation == token.generation())
+    }
+
+    pub(crate) fn is_registered(&self, token: IoToken) -> bool {
+        self.lookup(token).is_some()
+    }
+
+    /// Starts a wait: answers at once if the source is ready, or records the waiter.
+    /// `Err` if the token is unknown or another task already waits for the same interest.
+    pub(crate) fn wait_for(
+        &mut self,
+        token: IoToken,
+        interest: Interest,
+        waiter: Waiter,
+    ) -> Result<WaitStart, crate::SyscallError> {
+        let generation = token.generation();
+        let source = self
+            .sources
+            .get_mut(token.slot())
+            .filter(|s| s.generation == generation)
+            .ok_or(crate::SyscallError::UnknownIoToken(token))?;
+        let bit = interest.bit();
+        if source.ready & bit != 0 {
+            source.ready &= !bit;
+            return Ok(WaitStart::Ready);
+        }
+        #[cfg(feature = "async-io")]
+        if source.fd >= 0 && level_ready(source.fd, interest) {
+            return Ok(WaitStart::Ready);
+        }
+        let slot = source.waiter_mut(interest);
+        if let Some(existing) = slot {
+            if existing.task != waiter.task {
+                return Err(crate::SyscallError::IoBusy(token));
+            }
+        }
+        let fresh = slot.is_none();
+        *slot = Some(waiter);
+        if fresh {
+            self.waiting += 1;
+        }
+        Ok(WaitStart::Blocked)
+    }
+
+    /// Forgets a waiter whose wait ended some other way (timeout, cancel).
+    pub(crate) fn cancel_wait(&mut self, token: IoToken, interest: Interest, waiter: Waiter) {
+        if let Some(source) = self.lookup_mut(token) {
+            let slot = source.waiter_mut(interest);
+            if slot.is_some_and(|w| w == waiter) {
+                *slot = None;
+                self.waiting -= 1;
+            }
+        }
+    }
+
+    /// Records readiness for a source; returns the waiter it wakes, if any.
+    pub(crate) fn set_ready(&mut self, token: IoToken, interest: Interest) -> Option<Waiter> {
+        let generation = token.generation();
+        let source = self
+            .sources
+            .get_mut(token.slot())
+            .filter(|s| s.generation == generation)?;
+        Self::mark(source, interest.bit(), &mut self.waiting).pop()
+    }
+
+    fn mark(source: &mut Source, bits: u8, waiting: &mut usize) -> Vec<Waiter> {
+        let mut woken = Vec::new();
+        for interest in [Interest::Readable, Interest::Writable] {
+            if bits & interest.bit() == 0 {
+                continue;
+            }
+            match source.waiter_mut(interest).take() {
+                Some(w) => {
+                    *waiting -= 1;
+                    woken.push(w);
+                }
+                None => source.ready |= interest.bit(),
+            }
+        }
+        woken
+    }
+
+    /// Waits for I/O events or a wake, at most `timeout` (`None`: until something
+    /// happens; zero: just look). Calls `woken` for each waiter made ready.
+    /// Returns whether the wait ended early because of an event or a wake.
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut woken: impl FnMut(Waiter),
+    ) -> io::Result<()> {
+        #[cfg(feature = "async-io")]
+        {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            for event in self.events.iter() {
+                if event.token() == WAKE_TOKEN {
+                    continue;
+                }
+                let mut bits = 0;
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    bits |= READABLE;
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    bits |= WRITABLE;
+                }
+                if let Some(source) = self.sources.get_mut(event.token().0) {
+                    for w in Self::mark(source, bits, &mut self.waiting) {
+                        woken(w);
+                    }
+                }
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "async-io"))]
+        {
+            let _ = &mut woken;
+            let (flag, cond) = &*self.waker.inner;
+            let mut woke = flag.lock().unwrap_or_else(|e| e.into_inner());
+            if !*woke {
+                match timeout {
+                    Some(t) if t.is_zero() => {}
+                    Some(t) => {
+                        woke = cond
+                            .wait_timeout_while(woke, t, |w| !*w)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    None => {
+                        woke = cond.wait_while(woke, |w| !*w).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+            }
+            *woke = false;
+            Ok(())
+        }
+    }
+}
+
+/// Whether `fd` is ready for `interest` right now, without blocking.
+#[cfg(feature = "async-io")]
+fn level_ready(fd: RawFd, interest: Interest) -> bool {
+    let events = match interest {
+        Interest::Readable => libc::POLLIN,
+        Interest::Writable => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents != 0
+}

@@ -1,0 +1,87 @@
+//! # Tiffany's kernel
+//!
+//! A coroutine-first task scheduler. Tasks are coroutines that run until they
+//! make a *system call* — sleep, join, cancel, wait for I/O, spawn — and the
+//! scheduler decides who runs next. The idea is David Beazley's "pyos" grown
+//! into a runtime: priorities, virtual time, I/O readiness, cancellation and
+//! timeouts, failure isolation, CPU budgets, capacity limits, back-pressure,
+//! graceful shutdown and telemetry, on one thread, without locks on the hot path.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tiffany_scheduler::{Scheduler, PRI_SYSTEM};
+//!
+//! let sched = Scheduler::builder().virtual_clock().build().unwrap();
+//! let a = sched.spawn(|cx| { cx.sleep(Duration::from_secs(3600)); "slept an hour" }).unwrap();
+//! let b = sched.spawn_with_priority(PRI_SYSTEM, |cx| cx.yield_now()).unwrap();
+//! let c = sched.spawn_with_deps(&[a], |cx| cx.log("after a")).unwrap();
+//! assert_eq!(sched.run(), vec![b, a, c]);      // the order tasks finished
+//! assert_eq!(sched.now(), Duration::from_secs(3600)); // in microseconds of wall time
+//! ```
+//!
+//! ## Where each concept lives
+//!
+//! | concept | module |
+//! | --- | --- |
+//! | the scheduler, its loop and options | [`scheduler`] |
+//! | task ids, priorities, states | [`task`] |
+//! | system calls and their answers | [`syscall`] |
+//! | what a task is made of (native or custom bodies) | [`body`], [`native`] |
+//! | values, errors, join results | [`outcome`] |
+//! | real and virtual clocks | [`clock`] |
+//! | I/O readiness | [`io`] |
+//! | CPU budgets | [`budget`] |
+//! | back-pressure | [`backpressure`] |
+//! | graceful shutdown | [`shutdown`] |
+//! | cross-thread handle | [`handle`] |
+//! | events and the PAL | [`telemetry`] |
+//! | Prometheus metrics | [`metrics`] |
+//!
+//! The state and the rules that change it are in `core` (private); the ready
+//! queue, timer heap and wait generations in `ready`, `timer` and `waiter`.
+//!
+//! ## Features
+//!
+//! - `async-io` (default): I/O readiness from `mio` (epoll). Without it,
+//!   readiness comes from an in-memory channel with the same API.
+
+#![warn(missing_docs)]
+
+pub mod backpressure;
+pub mod body;
+pub mod budget;
+pub mod clock;
+mod core;
+pub mod error;
+pub mod handle;
+pub mod io;
+pub mod metrics;
+pub mod native;
+pub mod outcome;
+mod ready;
+pub mod scheduler;
+pub mod shutdown;
+pub mod syscall;
+pub mod task;
+pub mod telemetry;
+mod timer;
+mod waiter;
+
+pub use backpressure::{BackPressureListener, Watermarks};
+pub use body::{Body, Step, TaskBody};
+pub use budget::{Accounting, DEFAULT_QUANTUM};
+pub use clock::{Clock, TickClock};
+pub use error::{HandleError, SpawnError, SyscallError};
+pub use handle::Handle;
+pub use io::{Interest, IoReady, IoSource, IoToken};
+pub use metrics::MetricsSnapshot;
+pub use native::TaskContext;
+pub use outcome::{JoinResult, Outcome, TaskError, Value};
+pub use scheduler::{Builder, Scheduler};
+pub use shutdown::{ShutdownHook, ShutdownResult};
+pub use syscall::{Resume, SpawnRequest, SystemCall};
+pub use task::{
+    PRI_DEFAULT, PRI_LOWEST, PRI_SYSTEM, Priority, SpawnOptions, TaskId, TaskInfo, TaskState,
+    WaitReason,
+};
+pub use telemetry::{EventKind, EventLog, EventSubscriber, PalWriter, TaskEvent};

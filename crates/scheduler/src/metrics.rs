@@ -1,0 +1,303 @@
+//! Metrics: counters and histograms kept on the scheduler's thread, exposed in
+//! the Prometheus text format.
+//!
+//! The scheduler owns its metrics and updates them without atomics or locks
+//! (they are plain integers on its own thread). A scrape takes a
+//! [`MetricsSnapshot`], a copy, and encodes it with the `prometheus-client`
+//! crate, so the hot path pays for an add, never for a lock.
+//!
+//! | metric | type | meaning |
+//! | --- | --- | --- |
+//! | `scheduler_ready_queue_depth` | gauge | tasks in the ready queue |
+//! | `scheduler_live_tasks` | gauge | tasks not yet ended |
+//! | `tasks_spawned_total` | counter | tasks created |
+//! | `tasks_total{outcome}` | counter | tasks ended, by `done`, `failed`, `cancelled` |
+//! | `task_spawn_denied_total` | counter | spawns refused |
+//! | `task_run_latency_seconds` | histogram | time from ready to running |
+//! | `task_wait_time_seconds` | histogram | time blocked (sleep, join, I/O) |
+//! | `task_budget_throttle_total` | counter | throttles |
+//! | `backpressure_pauses_total` | counter | pauses of intake |
+//! | `callback_errors_total` | counter | subscriber, hook and listener failures |
+//! | `scheduler_steps_total` | counter | task resumes |
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Histogram bucket bounds in seconds: 1 ms to 2 s.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+
+/// A histogram with the fixed [`LATENCY_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of observations, in seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += s;
+        self.count += 1;
+    }
+
+    fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut acc = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter())
+            .map(|(b, c)| {
+                acc += c;
+                (b, acc)
+            })
+            .collect()
+    }
+}
+
+/// A copy of a scheduler's metrics at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Tasks in the ready queue.
+    pub ready_queue_depth: u64,
+    /// Tasks not yet ended.
+    pub live_tasks: u64,
+    /// Tasks created.
+    pub spawned: u64,
+    /// Tasks that returned.
+    pub done: u64,
+    /// Tasks that failed.
+    pub failed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Spawns refused.
+    pub spawn_denied: u64,
+    /// Throttles.
+    pub throttles: u64,
+    /// Back-pressure pauses.
+    pub backpressure_pauses: u64,
+    /// Failures of subscribers, hooks and listeners.
+    pub callback_errors: u64,
+    /// Task resumes.
+    pub steps: u64,
+    /// Time from ready to running.
+    pub run_latency: Histogram,
+    /// Time blocked.
+    pub wait_time: Histogram,
+    /// Labels added to every series (for example `shard`).
+    pub labels: Vec<(String, String)>,
+}
+
+/// The scheduler's live metrics (single-threaded).
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) spawned: u64,
+    pub(crate) done: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) spawn_denied: u64,
+    pub(crate) throttles: u64,
+    pub(crate) backpressure_pauses: u64,
+    pub(crate) callback_errors: u64,
+    pub(crate) steps: u64,
+    pub(crate) run_latency: Histogram,
+    pub(crate) wait_time: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn snapshot(&self, ready: usize, live: usize) -> MetricsSnapshot {
+        MetricsSnapshot {
+            ready_queue_depth: ready as u64,
+            live_tasks: live as u64,
+            spawned: self.spawned,
+            done: self.done,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            spawn_denied: self.spawn_denied,
+            throttles: self.throttles,
+            backpressure_pauses: self.backpressure_pauses,
+            callback_errors: self.callback_errors,
+            steps: self.steps,
+            run_latency: self.run_latency.clone(),
+            wait_time: self.wait_time.clone(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+impl MetricsSnapshot {
+    /// The snapshot in the Prometheus text exposition format.
+    pub fn to_prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Adds a label to every series (for example `("shard", "0")`).
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+}
+
+struct Labels<'a>(&'a [(String, String)], Option<(&'static str, &'static str)>);
+
+impl prometheus_client::encoding::EncodeLabelSet for Labels<'_> {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        for (k, v) in self.0 {
+            (k.as_str(), v.as_str()).encode(encoder.encode_label())?;
+        }
+        if let Some((k, v)) = self.1 {
+            (k, v).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Label set type for the (absent) exemplars.
+type NoLabels = Vec<(String, String)>;
+
+fn one_sample(s: Sample<'_>) -> Vec<(Option<(&'static str, &'static str)>, Sample<'_>)> {
+    vec![(None, s)]
+}
+
+enum Sample<'a> {
+    Counter(u64),
+    Gauge(i64),
+    Histogram(&'a Histogram),
+}
+
+struct Series<'a> {
+    labels: &'a [(String, String)],
+    samples: Vec<(Option<(&'static str, &'static str)>, Sample<'a>)>,
+    kind: MetricType,
+}
+
+impl EncodeMetric for Series<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (extra, sample) in &self.samples {
+            let labels = Labels(self.labels, *extra);
+            let mut e = encoder.encode_family(&labels)?;
+            match sample {
+                Sample::Counter(v) => e.encode_counter::<NoLabels, _, u64>(v, None)?,
+                Sample::Gauge(v) => e.encode_gauge(v)?,
+                Sample::Histogram(h) => {
+                    e.encode_histogram::<NoLabels>(h.sum, h.count, &h.cumulative(), None)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let l = self.labels.as_slice();
+        let families: Vec<(&str, &str, Series<'_>)> = vec![
+            (
+                "scheduler_ready_queue_depth",
+                "Tasks in the ready queue.",
+                Series { labels: l, samples: one_sample(Sample::Gauge(self.ready_queue_depth as i64)), kind: MetricType::Gauge },
+            ),
+            (
+                "scheduler_live_tasks",
+                "Tasks not yet ended.",
+                Series { labels: l, samples: one_sample(Sample::Gauge(self.live_tasks as i64)), kind: MetricType::Gauge },
+            ),
+            (
+                "tasks_spawned",
+                "Tasks created.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.spawned)), kind: MetricType::Counter },
+            ),
+            (
+                "tasks",
+                "Tasks ended, by outcome.",
+                Series {
+                    labels: l,
+                    samples: vec![
+                        (Some(("outcome", "done")), Sample::Counter(self.done)),
+                        (Some(("outcome", "failed")), Sample::Counter(self.failed)),
+                        (Some(("outcome", "cancelled")), Sample::Counter(self.cancelled)),
+                    ],
+                    kind: MetricType::Counter,
+                },
+            ),
+            (
+                "task_spawn_denied",
+                "Spawns refused.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.spawn_denied)), kind: MetricType::Counter },
+            ),
+            (
+                "task_run_latency_seconds",
+                "Time from ready to running.",
+                Series { labels: l, samples: one_sample(Sample::Histogram(&self.run_latency)), kind: MetricType::Histogram },
+            ),
+            (
+                "task_wait_time_seconds",
+                "Time blocked in sleep, join or I/O.",
+                Series { labels: l, samples: one_sample(Sample::Histogram(&self.wait_time)), kind: MetricType::Histogram },
+            ),
+            (
+                "task_budget_throttle",
+                "Tasks re-queued after using their CPU quantum.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.throttles)), kind: MetricType::Counter },
+            ),
+            (
+                "backpressure_pauses",
+                "Times intake paused at the high watermark.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.backpressure_pauses)), kind: MetricType::Counter },
+            ),
+            (
+                "callback_errors",
+                "Failures of event subscribers, shutdown hooks and pressure listeners.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.callback_errors)), kind: MetricType::Counter },
+            ),
+            (
+                "scheduler_steps",
+                "Task resumes.",
+                Series { labels: l, samples: one_sample(Sample::Counter(self.steps)), kind: MetricType::Counter },
+            ),
+        ];
+        for (name, help, series) in families {
+            let metric_encoder = encoder.encode_descriptor(name, help, None, series.metric_type())?;
+            series.encode(metric_encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Series<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Series")
+    }
+}
+

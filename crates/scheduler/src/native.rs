@@ -1,0 +1,386 @@
+//! Native tasks: Rust closures on stackful coroutines.
+//!
+//! A native task is a closure running on its own small stack (may's coroutine
+//! engine, the `generator` crate). The scheduler resumes it synchronously on its
+//! own thread: a stack switch in, the closure runs until it makes a system call
+//! through its [`TaskContext`], a stack switch out. No thread hand-off, no
+//! allocation per step.
+//!
+//! Stacks are `mmap`ed (32 KiB by default plus a guard page: two mappings each),
+//! so Linux's default `vm.max_map_count` caps live native tasks near 32,000 and a
+//! fresh stack costs a few microseconds. Finished tasks' coroutines are therefore
+//! kept in a per-thread pool and reused, and a failed allocation becomes a
+//! [`SpawnError::StackAllocation`] rather than an abort.
+//!
+//! Cancellation unwinds the task from the system call it is suspended in, with
+//! `resume_unwind` (which does not run the panic hook): its destructors run, and
+//! the unwind stops at the coroutine's base, never in the scheduler. A panic in
+//! the task likewise ends only that task, as [`Step::Failed`].
+//!
+//! A native task must never call into Python (CPython overflows a 32 KiB stack)
+//! and should not block its thread: it shares it with every other task.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use generator::{Generator, Gn, Scope};
+
+use crate::body::{Body, Step};
+use crate::error::{SpawnError, SyscallError};
+use crate::io::{Interest, IoReady, IoToken};
+use crate::outcome::{JoinResult, TaskError, Value};
+use crate::shutdown::ShutdownResult;
+use crate::syscall::{Resume, SpawnRequest, SystemCall};
+use crate::task::{Priority, SpawnOptions, TaskId};
+
+/// Default native stack size in bytes (32 KiB).
+pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
+/// Smallest native stack size accepted, in bytes.
+pub const MIN_STACK_SIZE: usize = 8 * 1024;
+/// How many finished coroutines a thread keeps for reuse.
+const POOL_LIMIT: usize = 1024;
+
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// What a native coroutine hands back to the scheduler.
+pub(crate) enum Yielded {
+    Call(SystemCall),
+    Return(Value),
+}
+
+type NativeGen = Generator<'static, Resume, Yielded>;
+
+/// The unwind payload that carries a cancellation through a native task.
+struct CancelUnwind;
+
+thread_local! {
+    /// Finished coroutines of each stack size, ready for reuse.
+    static POOL: RefCell<Vec<(usize, Vec<NativeGen>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pool_take(words: usize) -> Option<NativeGen> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.iter_mut().find(|(w, _)| *w == words)?.1.pop()
+    })
+}
+
+fn pool_give(words: usize, g: NativeGen) {
+    // During thread teardown the pool may be gone; then the stack is simply freed.
+    let _ = POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        let total: usize = p.iter().map(|(_, v)| v.len()).sum();
+        if total >= POOL_LIMIT {
+            return;
+        }
+        match p.iter_mut().find(|(w, _)| *w == words) {
+            Some((_, v)) => v.push(g),
+            None => p.push((words, vec![g])),
+        }
+    });
+}
+
+/// Number of pooled coroutine stacks on this thread (for tests and metrics).
+pub fn pooled_stacks() -> usize {
+    POOL.with(|p| p.borrow().iter().map(|(_, v)| v.len()).sum())
+}
+
+fn stack_words(stack_size: usize) -> usize {
+    let page = 4096;
+    let bytes = stack_size.max(MIN_STACK_SIZE).div_ceil(page) * page;
+    bytes / WORD
+}
+
+/// A native task's coroutine.
+pub(crate) struct NativeBody {
+    coro: Option<NativeGen>,
+    words: usize,
+    /// Set when the coroutine overflowed its stack: it is not reused.
+    poisoned: bool,
+}
+
+impl NativeBody {
+    pub(crate) fn new<F, R>(stack_size: usize, f: F) -> Result<Self, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let words = stack_words(stack_size);
+        let code = move |scope: Scope<'_, 'static, Resume, Yielded>| {
+            let mut cx = TaskContext {
+                scope,
+                tid: None,
+                stack_size: words * WORD,
+            };
+            Yielded::Return(Value::new(f(&mut cx)))
+        };
+        let coro = match pool_take(words) {
+            Some(mut g) => {
+                g.scoped_init(code);
+                g
+            }
+            None => {
+                // The engine panics when mmap fails; turn that into an error.
+                // Catching it here keeps the process alive; the panic message
+                // still goes through the panic hook.
+                panic::catch_unwind(AssertUnwindSafe(|| Gn::new_scoped_opt(words, code)))
+                    .map_err(|p| SpawnError::StackAllocation(TaskError::from_panic(&*p).message().to_owned()))?
+            }
+        };
+        Ok(NativeBody {
+            coro: Some(coro),
+            words,
+            poisoned: false,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn resume(&mut self, input: Option<Resume>) -> Step {
+        let Some(coro) = self.coro.as_mut() else {
+            return Step::Failed(TaskError::new("native task resumed after it ended"));
+        };
+        match panic::catch_unwind(AssertUnwindSafe(|| coro.raw_send(input))) {
+            Ok(Some(Yielded::Call(call))) => Step::Syscall(call),
+            Ok(Some(Yielded::Return(v))) => Step::Done(v),
+            Ok(None) => Step::Failed(TaskError::new("native task resumed after it ended")),
+            Err(payload) => self.unwound(payload),
+        }
+    }
+
+    fn unwound(&mut self, payload: Box<dyn Any + Send>) -> Step {
+        if payload.is::<CancelUnwind>() {
+            return Step::Cancelled;
+        }
+        if let Some(e) = payload.downcast_ref::<generator::Error>() {
+            self.poisoned = true;
+            return Step::Failed(TaskError::new(match e {
+                generator::Error::StackErr => "native task overflowed its stack".to_owned(),
+                other => format!("native task's coroutine failed: {other:?}"),
+            }));
+        }
+        Step::Failed(TaskError::from_panic(&*payload))
+    }
+}
+
+impl Drop for NativeBody {
+    fn drop(&mut self) {
+        let Some(mut coro) = self.coro.take() else {
+            return;
+        };
+        if self.poisoned {
+            return;
+        }
+        if !coro.is_done() {
+            // Never started: its closure is dropped. Suspended: it unwinds from
+            // its yield point so its destructors run.
+            if panic::catch_unwind(AssertUnwindSafe(|| coro.cancel())).is_err() {
+                return;
+            }
+        }
+        if coro.is_done() {
+            pool_give(self.words, coro);
+        }
+    }
+}
+
+/// A native task's view of the scheduler: every system call, as methods.
+///
+/// Each call suspends the task until the scheduler answers. A call answered by
+/// [`Resume::Cancelled`] unwinds the task from that point (destructors run);
+/// once cancelled, every later blocking call unwinds again.
+pub struct TaskContext<'s> {
+    scope: Scope<'s, 'static, Resume, Yielded>,
+    tid: Option<TaskId>,
+    stack_size: usize,
+}
+
+impl TaskContext<'_> {
+    /// Makes a system call and returns the scheduler's answer. Unwinds the task
+    /// if the answer is [`Resume::Cancelled`].
+    pub fn syscall(&mut self, call: SystemCall) -> Resume {
+        match self.scope.yield_(Yielded::Call(call)) {
+            Some(Resume::Cancelled) => panic::resume_unwind(Box::new(CancelUnwind)),
+            Some(answer) => answer,
+            None => panic!("native task resumed without an answer to {}", "its system call"),
+        }
+    }
+
+    /// Goes behind every ready task of the same priority.
+    pub fn yield_now(&mut self) {
+        self.syscall(SystemCall::Yield);
+    }
+
+    /// Sleeps for `d` on the scheduler's clock (`Duration::ZERO` yields).
+    pub fn sleep(&mut self, d: Duration) {
+        self.syscall(SystemCall::Sleep(d));
+    }
+
+    /// Sleeps until `t` on the scheduler's clock.
+    pub fn sleep_until(&mut self, t: Duration) {
+        self.syscall(SystemCall::SleepUntil(t));
+    }
+
+    /// The scheduler's current time.
+    pub fn now(&mut self) -> Duration {
+        match self.syscall(SystemCall::Now) {
+            Resume::Time(t) => t,
+            other => unexpected("Now", other),
+        }
+    }
+
+    /// Waits for `target` to finish and returns its outcome. Joining a finished
+    /// task answers at once; an unknown task or the task itself answers `Failed`
+    /// with the reason.
+    pub fn join(&mut self, target: TaskId) -> JoinResult {
+        self.join_answer(SystemCall::Join(target))
+    }
+
+    /// Like [`join`](Self::join), answering [`JoinResult::Timeout`] after `dur`.
+    pub fn join_timeout(&mut self, target: TaskId, dur: Duration) -> JoinResult {
+        self.join_answer(SystemCall::JoinTimeout { target, dur })
+    }
+
+    fn join_answer(&mut self, call: SystemCall) -> JoinResult {
+        match self.syscall(call) {
+            Resume::Joined(r) => r,
+            Resume::Error(e) => JoinResult::Failed(TaskError::new(e.to_string())),
+            other => unexpected("Join", other),
+        }
+    }
+
+    /// Cancels `target`; returns whether it was still live.
+    pub fn cancel(&mut self, target: TaskId) -> bool {
+        match self.syscall(SystemCall::Cancel(target)) {
+            Resume::Bool(live) => live,
+            Resume::Error(_) => false,
+            other => unexpected("Cancel", other),
+        }
+    }
+
+    /// Waits until the registered source is ready for `interest`.
+    pub fn io_wait(&mut self, token: IoToken, interest: Interest) -> Result<IoReady, SyscallError> {
+        self.io_wait_call(token, interest, None)
+    }
+
+    /// Like [`io_wait`](Self::io_wait), answering [`IoReady::Timeout`] after `timeout`.
+    pub fn io_wait_timeout(
+        &mut self,
+        token: IoToken,
+        interest: Interest,
+        timeout: Duration,
+    ) -> Result<IoReady, SyscallError> {
+        self.io_wait_call(token, interest, Some(timeout))
+    }
+
+    fn io_wait_call(
+        &mut self,
+        token: IoToken,
+        interest: Interest,
+        timeout: Option<Duration>,
+    ) -> Result<IoReady, SyscallError> {
+        match self.syscall(SystemCall::IoWait {
+            token,
+            interest,
+            timeout,
+        }) {
+            Resume::Io(r) => Ok(r),
+            Resume::Error(e) => Err(e),
+            other => unexpected("IoWait", other),
+        }
+    }
+
+    /// Spawns a native task at the default priority.
+    pub fn spawn<F, R>(&mut self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::default(), f)
+    }
+
+    /// Spawns a native task at `priority`.
+    pub fn spawn_with_priority<F, R>(&mut self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::priority(priority), f)
+    }
+
+    /// Spawns a system task (priority 0, never held by back-pressure).
+    pub fn spawn_system<F, R>(&mut self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::system(), f)
+    }
+
+    /// Spawns a native task that starts once every task in `deps` finished.
+    pub fn spawn_with_deps<F, R>(&mut self, deps: &[TaskId], f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::default().with_deps(deps), f)
+    }
+
+    /// Spawns a native task with full options. The child gets this task's stack size.
+    pub fn spawn_with<F, R>(&mut self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let body = Body::native_with_stack(self.stack_size, f)?;
+        self.spawn_body(body, options)
+    }
+
+    /// Spawns a task from any body (a custom [`TaskBody`](crate::TaskBody), for example).
+    pub fn spawn_body(&mut self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
+        match self.syscall(SystemCall::Spawn(Box::new(SpawnRequest { body, options }))) {
+            Resume::Spawned(r) => r,
+            other => unexpected("Spawn", other),
+        }
+    }
+
+    /// This task's id.
+    pub fn tid(&mut self) -> TaskId {
+        if let Some(t) = self.tid {
+            return t;
+        }
+        match self.syscall(SystemCall::GetTid) {
+            Resume::Tid(t) => {
+                self.tid = Some(t);
+                t
+            }
+            other => unexpected("GetTid", other),
+        }
+    }
+
+    /// Records a message in the telemetry.
+    pub fn log(&mut self, message: impl Into<String>) {
+        self.syscall(SystemCall::Log(message.into()));
+    }
+
+    /// Waits at the back-pressure admission gate until intake is open.
+    pub fn admit(&mut self) {
+        self.syscall(SystemCall::Admit);
+    }
+
+    /// Shuts the scheduler down: other tasks may finish until `timeout`, the
+    /// rest are cancelled, hooks run, then this task resumes with the result.
+    pub fn shutdown(&mut self, timeout: Duration) -> Result<ShutdownResult, SyscallError> {
+        match self.syscall(SystemCall::Shutdown(timeout)) {
+            Resume::Shutdown(r) => Ok(r),
+            Resume::Error(e) => Err(e),
+            other => unexpected("Shutdown", other),
+        }
+    }
+}
+
+#[cold]
+fn unexpected(call: &str, answer: Resume) -> ! {
+    panic!("scheduler answered {call} with {answer:?}")
+}

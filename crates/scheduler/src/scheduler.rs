@@ -1,0 +1,920 @@
+//! The scheduler: spawn tasks, run them, shut down.
+//!
+//! [`Scheduler`] is the public face of the kernel. It owns the [`core`](crate::core)
+//! state and drives it: take the next ready task, resume it *without* holding
+//! the core, apply its system call, deliver events to subscribers, and when
+//! nothing is runnable, sleep in the reactor until the next timer, I/O event or
+//! wake (or, on the virtual clock, jump to the next timer).
+//!
+//! A task's life, from `spawn` to done, in the order the code runs it:
+//!
+//! 1. [`Scheduler::spawn`] → `Core::spawn`: id, record, `Spawned` event, and into
+//!    the ready queue (or `Pending` until its dependencies finish).
+//! 2. [`Scheduler::run`] → `Scheduler::step` → `Core::next_ready`: popped,
+//!    `Running`, resumed through its [`Body`].
+//! 3. The body answers a [`Step`]: `Core::after_step` applies a system call
+//!    (answer at once, throttle, or block on a timer, join or I/O), or ends it.
+//! 4. A blocked task is woken by `Core::wake` (timer, joined task's end, I/O
+//!    readiness, cancel), goes back to the ready queue, and step 2 repeats.
+//! 5. `Core::finish`: outcome recorded, joiners woken, dependents released or
+//!    cancelled, `Done`/`Failed`/`Cancelled` event, record freed when nothing
+//!    can ask for it any more.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::instrument;
+
+use crate::backpressure::{BackPressureListener, Watermarks};
+use crate::body::{Body, Step};
+use crate::budget::{Accounting, DEFAULT_QUANTUM, DEFAULT_STEP_COST};
+use crate::clock::{Clock, TimeSource};
+use crate::core::{Config, Core, Next};
+use crate::error::SpawnError;
+use crate::handle::{Command, Handle, Shared};
+use crate::io::{Interest, IoSource, IoToken, Reactor};
+use crate::metrics::MetricsSnapshot;
+use crate::native::{DEFAULT_STACK_SIZE, TaskContext};
+use crate::outcome::{Outcome, TaskError, Value};
+use crate::shutdown::{ShutdownHook, ShutdownResult};
+use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState};
+use crate::telemetry::{EventSubscriber, TaskEvent};
+
+/// How long a paused, idle scheduler waits before reading the pressure again.
+const PRESSURE_RECHECK: Duration = Duration::from_millis(10);
+/// Look at timers and I/O at least every this many steps while busy.
+const MAINTENANCE_INTERVAL: u32 = 61;
+
+/// Wraps each blocking wait in the reactor (the Python bindings release the GIL here).
+pub type BlockingWrapper = Box<dyn Fn(&mut dyn FnMut())>;
+/// Called after each blocking wait; returning `true` asks for a shutdown with
+/// the given timeout (the Python bindings check for Ctrl-C here).
+pub type InterruptCheck = Box<dyn FnMut() -> Option<Duration>>;
+
+/// Configures and builds a [`Scheduler`].
+pub struct Builder {
+    clock: Clock,
+    quantum: Duration,
+    accounting: Option<Accounting>,
+    capacity: Option<usize>,
+    listener: Option<Box<dyn BackPressureListener>>,
+    watermarks: Watermarks,
+    stack_size: usize,
+    retain_finished: usize,
+    timing: bool,
+    blocking: Option<BlockingWrapper>,
+    interrupt: Option<InterruptCheck>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            clock: Clock::Real,
+            quantum: DEFAULT_QUANTUM,
+            accounting: None,
+            capacity: None,
+            listener: None,
+            watermarks: Watermarks::default(),
+            stack_size: DEFAULT_STACK_SIZE,
+            retain_finished: 4096,
+            timing: true,
+            blocking: None,
+            interrupt: None,
+        }
+    }
+}
+
+impl Builder {
+    /// The clock: [`Clock::Real`] (default) or [`Clock::Virtual`].
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Shorthand for `clock(Clock::Virtual)`.
+    pub fn virtual_clock(self) -> Self {
+        self.clock(Clock::Virtual)
+    }
+
+    /// The CPU quantum per run (default 5 ms).
+    pub fn quantum(mut self, quantum: Duration) -> Self {
+        self.quantum = quantum;
+        self
+    }
+
+    /// How CPU use is charged (default: measured on the real clock, 100 µs per
+    /// resume on the virtual clock).
+    pub fn accounting(mut self, accounting: Accounting) -> Self {
+        self.accounting = Some(accounting);
+        self
+    }
+
+    /// The most live tasks at once; spawns beyond fail with
+    /// [`SpawnError::CapacityExceeded`]. Also makes live/capacity part of the
+    /// back-pressure.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// A back-pressure listener.
+    pub fn backpressure(mut self, listener: impl BackPressureListener + 'static) -> Self {
+        self.listener = Some(Box::new(listener));
+        self
+    }
+
+    /// Back-pressure watermarks and check interval.
+    pub fn watermarks(mut self, watermarks: Watermarks) -> Self {
+        self.watermarks = watermarks;
+        self
+    }
+
+    /// Stack size for native tasks spawned by [`Scheduler::spawn`] and their
+    /// children, in bytes (default 32 KiB, at least 8 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// How many finished tasks keep their outcome for a later join, beyond the
+    /// ones that are retained, joined or depended on (default 4096). The
+    /// oldest are forgotten first, so a long-running scheduler does not grow.
+    pub fn retain_finished(mut self, n: usize) -> Self {
+        self.retain_finished = n;
+        self
+    }
+
+    /// Whether to time run latency and wait time for the histograms (default
+    /// on; off saves a clock read per step).
+    pub fn timing_metrics(mut self, on: bool) -> Self {
+        self.timing = on;
+        self
+    }
+
+    /// Wraps each blocking wait (for example to release a language runtime's lock).
+    pub fn blocking_wrapper(mut self, wrapper: BlockingWrapper) -> Self {
+        self.blocking = Some(wrapper);
+        self
+    }
+
+    /// Checked after each blocking wait; `Some(timeout)` starts a shutdown.
+    pub fn interrupt_check(mut self, check: InterruptCheck) -> Self {
+        self.interrupt = Some(check);
+        self
+    }
+
+    /// Builds the scheduler. Fails only if the OS refuses a poller.
+    pub fn build(self) -> io::Result<Scheduler> {
+        let reactor = Reactor::new()?;
+        let clock = TimeSource::new(self.clock);
+        let accounting = self.accounting.unwrap_or(if clock.is_virtual() {
+            Accounting::PerStep(DEFAULT_STEP_COST)
+        } else {
+            Accounting::Measured
+        });
+        let shared = Arc::new(Shared {
+            next_id: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
+            capacity: self.capacity,
+            shutting_down: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            inbox: Mutex::new(Vec::new()),
+            waker: reactor.waker(),
+            thread: std::thread::current().id(),
+        });
+        let config = Config {
+            quantum: self.quantum,
+            accounting,
+            watermarks: self.watermarks,
+            retain_finished: self.retain_finished,
+            timing: self.timing,
+            stack_size: self.stack_size,
+        };
+        let mut core = Core::new(config, clock, reactor, shared.clone());
+        core.has_listener = self.listener.is_some();
+        Ok(Scheduler {
+            inner: Rc::new(Inner {
+                core: RefCell::new(core),
+                subscribers: RefCell::new(Vec::new()),
+                hooks: RefCell::new(Vec::new()),
+                listener: RefCell::new(self.listener),
+                blocking: self.blocking,
+                interrupt: RefCell::new(self.interrupt),
+                shared,
+                running: Cell::new(false),
+                ticks: Cell::new(0),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    core: RefCell<Core>,
+    subscribers: RefCell<Vec<Box<dyn EventSubscriber>>>,
+    hooks: RefCell<Vec<Box<dyn ShutdownHook>>>,
+    listener: RefCell<Option<Box<dyn BackPressureListener>>>,
+    blocking: Option<BlockingWrapper>,
+    interrupt: RefCell<Option<InterruptCheck>>,
+    shared: Arc<Shared>,
+    running: Cell<bool>,
+    ticks: Cell<u32>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Pending commands hold task bodies: drop them here, on this thread.
+        drop(self.shared.take_inbox());
+    }
+}
+
+/// When a run loop stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Every non-daemon task finished (daemons are then cancelled) — `run`.
+    AllDone,
+    /// A shutdown completed and every task ended — `serve`.
+    Shutdown,
+    /// The shutdown in progress completed — a nested drain.
+    ShutdownComplete,
+}
+
+/// A coroutine scheduler on the current thread.
+///
+/// Cheap to clone (it is a reference-counted handle to one scheduler); not
+/// `Send`: use [`Scheduler::handle`] to reach it from other threads.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiffany_scheduler::{Scheduler, JoinResult};
+///
+/// let sched = Scheduler::builder().virtual_clock().build().unwrap();
+/// let child = sched.spawn(|cx| { cx.sleep(Duration::from_millis(50)); 21 * 2 }).unwrap();
+/// sched.spawn(move |cx| match cx.join(child) {
+///     JoinResult::Success(v) => assert_eq!(v.downcast_ref::<i32>(), Some(&42)),
+///     other => panic!("{other:?}"),
+/// }).unwrap();
+/// let order = sched.run();
+/// assert_eq!(order.len(), 2);
+/// assert_eq!(sched.now(), Duration::from_millis(50));
+/// ```
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Rc<Inner>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with the default settings (real clock, 5 ms quantum, no
+    /// capacity limit).
+    ///
+    /// # Panics
+    ///
+    /// If the OS refuses to create a poller (file descriptors exhausted); use
+    /// [`Scheduler::builder`] and [`Builder::build`] to handle that as an error.
+    pub fn new() -> Self {
+        Builder::default()
+            .build()
+            .unwrap_or_else(|e| panic!("tiffany: cannot create the scheduler's poller: {e}"))
+    }
+
+    /// A builder for the options.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    // ----- spawning -----------------------------------------------------------
+
+    /// Spawns a native task at [`PRI_DEFAULT`](crate::PRI_DEFAULT).
+    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::default(), f)
+    }
+
+    /// Spawns a native task at `priority` (0 first, 255 last).
+    pub fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::priority(priority), f)
+    }
+
+    /// Spawns a system task: [`PRI_SYSTEM`](crate::PRI_SYSTEM), never held by back-pressure.
+    pub fn spawn_system<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::system(), f)
+    }
+
+    /// Spawns a native task that starts once every task in `deps` finished
+    /// successfully; if one fails or is cancelled, this task is cancelled.
+    pub fn spawn_with_deps<F, R>(&self, deps: &[TaskId], f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::default().with_deps(deps), f)
+    }
+
+    /// Spawns a native task with full options.
+    pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let stack = self.inner.core.borrow().config.stack_size;
+        let body = Body::native_with_stack(stack, f)?;
+        self.spawn_body(body, options)
+    }
+
+    /// Spawns any body (native or custom). Safe to call while the scheduler
+    /// runs, from a custom body's step or an event subscriber.
+    pub fn spawn_body(&self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
+        let r = self.inner.core.borrow_mut().spawn(body, options, None);
+        self.after_user_call();
+        r
+    }
+
+    /// Makes `task` (not started yet) also wait for `on`. Refuses cycles,
+    /// self-dependencies and unknown ids.
+    pub fn add_dependency(&self, task: TaskId, on: TaskId) -> Result<(), SpawnError> {
+        let r = self.inner.core.borrow_mut().add_dependency(task, on);
+        self.after_user_call();
+        r
+    }
+
+    /// Cancels a task: a task that never ran ends at once; a suspended one is
+    /// resumed with `Cancelled`; the running one sees it at its next blocking
+    /// call. Returns whether the task was still live.
+    pub fn cancel(&self, task: TaskId) -> bool {
+        let r = self.inner.core.borrow_mut().cancel(task).unwrap_or(false);
+        self.after_user_call();
+        r
+    }
+
+    // ----- running ----------------------------------------------------------
+
+    /// Runs until every task has finished (daemon tasks are cancelled once the
+    /// others are done) and returns the ids in the order they finished.
+    #[instrument(level = "debug", skip(self))]
+    pub fn run(&self) -> Vec<TaskId> {
+        self.inner.core.borrow_mut().finish_order = Some(Vec::new());
+        self.run_loop(Until::AllDone);
+        self.inner.core.borrow_mut().finish_order.take().unwrap_or_default()
+    }
+
+    /// Runs until every task has finished, without recording the order (for
+    /// long runs).
+    #[instrument(level = "debug", skip(self))]
+    pub fn run_until_idle(&self) {
+        self.run_loop(Until::AllDone);
+    }
+
+    /// Runs as a service: keeps running while idle, until a shutdown (from a
+    /// task, a [`Handle`] or an interrupt) has completed and every task ended.
+    #[instrument(level = "debug", skip(self))]
+    pub fn serve(&self) -> ShutdownResult {
+        self.run_loop(Until::Shutdown);
+        self.inner.core.borrow().shutdown_result().unwrap_or(ShutdownResult::Clean)
+    }
+
+    /// Shuts down: refuses new spawns, lets tasks finish until `timeout`,
+    /// cancels the rest, runs the hooks, and returns how it went.
+    ///
+    /// Called while the scheduler is running on this thread (from a custom
+    /// body or a subscriber), it drains the other tasks right there; the
+    /// caller is not part of the drain.
+    #[instrument(level = "info", skip(self))]
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownResult {
+        {
+            let mut core = self.inner.core.borrow_mut();
+            if let Some(r) = core.shutdown_result() {
+                return r;
+            }
+            core.begin_shutdown(timeout, None);
+        }
+        let was_running = self.inner.running.replace(false);
+        self.run_loop(Until::ShutdownComplete);
+        self.inner.running.set(was_running);
+        self.inner.core.borrow().shutdown_result().unwrap_or(ShutdownResult::Timeout)
+    }
+
+    /// A thread-safe handle to this scheduler.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    // ----- configuration ------------------------------------------------------
+
+    /// Changes the CPU quantum.
+    pub fn set_quantum(&self, quantum: Duration) {
+        self.inner.core.borrow_mut().config.quantum = quantum;
+    }
+
+    /// Adds an event subscriber. Events are built only while someone subscribes.
+    pub fn subscribe(&self, subscriber: impl EventSubscriber + 'static) {
+        self.inner.subscribers.borrow_mut().push(Box::new(subscriber));
+        self.inner.core.borrow_mut().subscribed = true;
+    }
+
+    /// Adds a hook run at the end of a shutdown, after the last task.
+    pub fn add_shutdown_hook(&self, hook: impl ShutdownHook + 'static) {
+        self.inner.hooks.borrow_mut().push(Box::new(hook));
+    }
+
+    /// Sets (or replaces) the back-pressure listener.
+    pub fn set_backpressure_listener(&self, listener: impl BackPressureListener + 'static) {
+        *self.inner.listener.borrow_mut() = Some(Box::new(listener));
+        self.inner.core.borrow_mut().has_listener = true;
+    }
+
+    // ----- I/O ------------------------------------------------------------------
+
+    /// Registers a source with the reactor; tasks then wait on its token.
+    pub fn register_io(&self, source: &impl IoSource) -> io::Result<IoToken> {
+        self.inner.core.borrow_mut().reactor.register(source.raw_fd())
+    }
+
+    /// Deregisters a source; tasks waiting on it are answered with an error.
+    pub fn deregister_io(&self, token: IoToken) -> bool {
+        let r = self.inner.core.borrow_mut().deregister_io(token);
+        self.after_user_call();
+        r
+    }
+
+    /// Reports readiness through the in-memory channel. Returns `false` for an
+    /// unknown token.
+    pub fn notify_io(&self, token: IoToken, interest: Interest) -> bool {
+        let r = self.inner.core.borrow_mut().notify_io(token, interest);
+        self.after_user_call();
+        r
+    }
+
+    // ----- introspection --------------------------------------------------------
+
+    /// The scheduler's time (virtual clock: starts at zero, moves only by jumps).
+    pub fn now(&self) -> Duration {
+        self.inner.core.borrow().clock.now()
+    }
+
+    /// Which clock this scheduler uses.
+    pub fn clock(&self) -> Clock {
+        self.inner.core.borrow().clock.kind()
+    }
+
+    /// A task's state, while its record exists.
+    pub fn state(&self, task: TaskId) -> Option<TaskState> {
+        self.inner.core.borrow().state(task)
+    }
+
+    /// A task's details, while its record exists.
+    pub fn info(&self, task: TaskId) -> Option<TaskInfo> {
+        self.inner.core.borrow().info(task)
+    }
+
+    /// A finished task's outcome, while its record exists.
+    pub fn outcome(&self, task: TaskId) -> Option<Outcome> {
+        self.inner.core.borrow().outcome(task)
+    }
+
+    /// A finished task's value, if it returned one and its record exists.
+    pub fn value(&self, task: TaskId) -> Option<Value> {
+        self.inner.core.borrow().value_of(task)
+    }
+
+    /// A failed task's error, while its record exists.
+    pub fn error(&self, task: TaskId) -> Option<TaskError> {
+        self.inner.core.borrow().error_of(task)
+    }
+
+    /// Keeps a task's record (and outcome) until [`release`](Self::release).
+    /// Returns `false` if the record is already gone.
+    pub fn retain(&self, task: TaskId) -> bool {
+        self.inner.core.borrow_mut().retain(task)
+    }
+
+    /// Drops one [`retain`](Self::retain); the record is freed once nothing
+    /// else needs it.
+    pub fn release(&self, task: TaskId) {
+        if let Ok(mut core) = self.inner.core.try_borrow_mut() {
+            core.release(task);
+        }
+    }
+
+    /// The task being resumed right now, if any.
+    pub fn current_task(&self) -> Option<TaskId> {
+        self.inner.core.borrow().current_task()
+    }
+
+    /// Tasks not yet ended.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.core.borrow().live()
+    }
+
+    /// Task records held (live tasks plus finished ones still retained).
+    pub fn task_records(&self) -> usize {
+        self.inner.core.borrow().known_records()
+    }
+
+    /// The last pressure reading (0.0–1.0).
+    pub fn pressure(&self) -> f64 {
+        self.inner.core.borrow().pressure
+    }
+
+    /// Whether intake is paused by back-pressure.
+    pub fn is_paused(&self) -> bool {
+        self.inner.core.borrow().paused
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.core.borrow().shutdown.is_some()
+    }
+
+    /// A copy of the metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let core = self.inner.core.borrow();
+        core.metrics.snapshot(core.ready_len(), core.live())
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        self.metrics().to_prometheus()
+    }
+
+    // ----- the loop -------------------------------------------------------------
+
+    fn run_loop(&self, until: Until) {
+        let inner = &*self.inner;
+        let nested = inner.running.replace(true);
+        let _span = tracing::debug_span!("tiffany.run").entered();
+        loop {
+            if inner.shared.pending.load(Ordering::Acquire) {
+                self.drain_inbox();
+            }
+            let ticks = inner.ticks.get().wrapping_add(1);
+            inner.ticks.set(ticks);
+            if ticks % MAINTENANCE_INTERVAL == 0 {
+                self.maintenance();
+            }
+            if self.step() {
+                continue;
+            }
+            // Nothing ready.
+            self.maintenance();
+            if self.inner.core.borrow().has_ready() {
+                continue;
+            }
+            if self.progress_shutdown() && until == Until::ShutdownComplete {
+                break;
+            }
+            if self.should_stop(until) {
+                break;
+            }
+            if !self.idle_wait(until) {
+                break;
+            }
+        }
+        self.flush();
+        inner.running.set(nested);
+    }
+
+    /// Runs one task until it parks or ends. Returns `false` if none was ready.
+    #[inline]
+    fn step(&self) -> bool {
+        let inner = &*self.inner;
+        let Some((slot, mut body, mut input)) = inner.core.borrow_mut().next_ready() else {
+            return false;
+        };
+        loop {
+            let step: Step = body.resume(input);
+            let next = inner.core.borrow_mut().after_step(slot, step);
+            match next {
+                Next::Continue(answer) => {
+                    if inner.core.borrow().subscribed {
+                        self.dispatch_events();
+                    }
+                    input = Some(answer);
+                }
+                Next::Park => {
+                    inner.core.borrow_mut().park(slot, body);
+                    break;
+                }
+                Next::End => {
+                    drop(body);
+                    break;
+                }
+            }
+        }
+        self.flush();
+        true
+    }
+
+    /// Delivers buffered events and drops dead bodies, outside the core borrow.
+    #[inline]
+    fn flush(&self) {
+        let (subscribed, graveyard) = {
+            let core = self.inner.core.borrow();
+            (core.subscribed, !core.graveyard.is_empty())
+        };
+        if graveyard {
+            let dead = std::mem::take(&mut self.inner.core.borrow_mut().graveyard);
+            drop(dead);
+        }
+        if subscribed {
+            self.dispatch_events();
+        }
+    }
+
+    fn dispatch_events(&self) {
+        let events: Vec<TaskEvent> = std::mem::take(&mut self.inner.core.borrow_mut().events);
+        if events.is_empty() {
+            return;
+        }
+        let mut subs = std::mem::take(&mut *self.inner.subscribers.borrow_mut());
+        let mut errors = 0;
+        for event in &events {
+            for sub in subs.iter_mut() {
+                if panic::catch_unwind(AssertUnwindSafe(|| sub.on_event(event))).is_err() {
+                    errors += 1;
+                    tracing::error!(target: "tiffany::telemetry", "an event subscriber panicked");
+                }
+            }
+        }
+        {
+            let mut slot = self.inner.subscribers.borrow_mut();
+            let added = std::mem::take(&mut *slot);
+            subs.extend(added);
+            *slot = subs;
+        }
+        let mut core = self.inner.core.borrow_mut();
+        core.metrics.callback_errors += errors;
+        // Reuse the buffer.
+        let mut events = events;
+        events.clear();
+        if core.events.is_empty() {
+            core.events = events;
+        }
+    }
+
+    /// After a call from user code outside a step: deliver events, drop bodies.
+    fn after_user_call(&self) {
+        if !self.inner.running.get() {
+            self.flush();
+        }
+    }
+
+    /// Timers due, I/O without blocking, pressure.
+    fn maintenance(&self) {
+        {
+            let mut core = self.inner.core.borrow_mut();
+            if !core.timers.is_empty() {
+                let now = core.clock.now();
+                if core.timers.next_deadline().is_some_and(|d| d <= now) {
+                    core.fire_timers(now);
+                }
+            }
+            if core.reactor.has_sources()
+                && let Err(e) = core.poll_io(Some(Duration::ZERO))
+            {
+                tracing::error!(target: "tiffany::io", error = %e, "poll failed");
+            }
+        }
+        self.check_pressure();
+    }
+
+    fn check_pressure(&self) {
+        let (enabled, own) = {
+            let core = self.inner.core.borrow();
+            (core.pressure_enabled(), core.own_load())
+        };
+        if !enabled {
+            return;
+        }
+        let external = match self.inner.listener.try_borrow_mut() {
+            Ok(mut l) => match l.as_mut() {
+                Some(listener) => match panic::catch_unwind(AssertUnwindSafe(|| listener.pressure())) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tracing::error!(target: "tiffany::backpressure", "the pressure listener panicked");
+                        self.inner.core.borrow_mut().metrics.callback_errors += 1;
+                        0.0
+                    }
+                },
+                None => 0.0,
+            },
+            Err(_) => 0.0,
+        };
+        let reading = if external.is_nan() { own } else { external.max(own) };
+        self.inner.core.borrow_mut().apply_pressure(reading);
+    }
+
+    fn drain_inbox(&self) {
+        let commands = self.inner.shared.take_inbox();
+        for cmd in commands {
+            let mut core = self.inner.core.borrow_mut();
+            match cmd {
+                Command::Spawn { id, body, options } => {
+                    if core.shutdown.is_some() && core.shutdown_result().is_some() {
+                        // The shutdown already completed: nothing can run it.
+                        core.graveyard.push(body);
+                        core.shared.live.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if let Err(e) = core.spawn(body, options, Some(id)) {
+                        tracing::warn!(target: "tiffany::handle", task = id.get(), error = %e, "spawn from a handle refused");
+                    }
+                }
+                Command::Cancel(id) => {
+                    let _ = core.cancel(id);
+                }
+                Command::NotifyIo(token, interest) => {
+                    core.notify_io(token, interest);
+                }
+                Command::Shutdown { timeout, reply } => {
+                    if let Some(r) = core.shutdown_result() {
+                        if let Some(tx) = reply {
+                            let _ = tx.send(r);
+                        }
+                        continue;
+                    }
+                    core.begin_shutdown(timeout, None);
+                    if let (Some(tx), Some(state)) = (reply, core.shutdown.as_mut()) {
+                        state.replies.push(tx);
+                    }
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Advances a shutdown; runs the hooks when it is time. Returns whether the
+    /// shutdown is complete.
+    fn progress_shutdown(&self) -> bool {
+        let result = {
+            let mut core = self.inner.core.borrow_mut();
+            if core.shutdown.is_none() {
+                return false;
+            }
+            if core.shutdown_result().is_some() {
+                return true;
+            }
+            core.advance_shutdown()
+        };
+        self.flush();
+        let Some(result) = result else {
+            return false;
+        };
+        let mut hooks = std::mem::take(&mut *self.inner.hooks.borrow_mut());
+        for hook in hooks.iter_mut() {
+            if panic::catch_unwind(AssertUnwindSafe(|| hook.on_shutdown(result))).is_err() {
+                tracing::error!(target: "tiffany::shutdown", "a shutdown hook panicked");
+                self.inner.core.borrow_mut().metrics.callback_errors += 1;
+            }
+        }
+        self.inner.core.borrow_mut().complete_shutdown(result);
+        self.flush();
+        true
+    }
+
+    fn should_stop(&self, until: Until) -> bool {
+        let mut core = self.inner.core.borrow_mut();
+        if core.has_ready() || core.shared.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        match until {
+            Until::AllDone => {
+                if core.shutdown_result().is_some() {
+                    return core.live() == 0;
+                }
+                if core.shutdown.is_some() {
+                    return false;
+                }
+                if core.live_nondaemon() == 0 {
+                    if core.live() == 0 {
+                        return true;
+                    }
+                    core.cancel_daemons();
+                    drop(core);
+                    self.flush();
+                    return false;
+                }
+                false
+            }
+            Until::Shutdown => core.shutdown_result().is_some() && core.live() == 0,
+            Until::ShutdownComplete => core.shutdown_result().is_some(),
+        }
+    }
+
+    /// Waits for something to happen. Returns `false` when nothing ever can
+    /// (every live task is blocked with no timer, I/O or handle to wake it).
+    fn idle_wait(&self, until: Until) -> bool {
+        let inner = &*self.inner;
+        let mut core = inner.core.borrow_mut();
+        if core.has_ready() {
+            return true;
+        }
+        let paused_waiting = core.paused && core.held_or_admitting();
+        let next = core.timers.next_deadline();
+        let handles_exist = Arc::strong_count(&inner.shared) > 1;
+        if core.clock.is_virtual() {
+            // Outside I/O first, without blocking.
+            if core.reactor.has_sources() {
+                let _ = core.poll_io(Some(Duration::ZERO));
+                if core.has_ready() {
+                    return true;
+                }
+            }
+            if let Some(deadline) = next {
+                core.clock.jump_to(deadline);
+                core.fire_timers(deadline);
+                return true;
+            }
+        }
+        let now = core.clock.now();
+        let mut timeout = match next {
+            _ if core.clock.is_virtual() => None,
+            Some(d) => Some(d.saturating_sub(now)),
+            None => None,
+        };
+        if paused_waiting && core.has_listener {
+            timeout = Some(timeout.map_or(PRESSURE_RECHECK, |t| t.min(PRESSURE_RECHECK)));
+        }
+        let anything_can_happen = timeout.is_some()
+            || core.reactor.waiting() > 0
+            || handles_exist
+            || until == Until::Shutdown
+            || inner.interrupt.borrow().is_some();
+        if !anything_can_happen {
+            if core.live() > 0 {
+                tracing::warn!(
+                    target: "tiffany",
+                    live = core.live(),
+                    "every live task is blocked and nothing can wake them; the run ends"
+                );
+            }
+            return false;
+        }
+        let mut result = Ok(());
+        let mut wait = || result = core.poll_io(timeout);
+        match &inner.blocking {
+            Some(wrapper) => wrapper(&mut wait),
+            None => wait(),
+        }
+        if let Err(e) = result {
+            tracing::error!(target: "tiffany::io", error = %e, "poll failed");
+        }
+        let now = core.clock.now();
+        if !core.clock.is_virtual() {
+            core.fire_timers(now);
+        }
+        drop(core);
+        self.check_interrupt();
+        self.flush();
+        true
+    }
+
+    fn check_interrupt(&self) {
+        let request = match self.inner.interrupt.try_borrow_mut() {
+            Ok(mut check) => check.as_mut().and_then(|f| f()),
+            Err(_) => None,
+        };
+        if let Some(timeout) = request {
+            self.inner.core.borrow_mut().begin_shutdown(timeout, None);
+        }
+    }
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.inner.core.try_borrow() {
+            Ok(core) => f
+                .debug_struct("Scheduler")
+                .field("clock", &core.clock.kind())
+                .field("now", &core.clock.now())
+                .field("live", &core.live())
+                .field("ready", &core.ready_len())
+                .finish(),
+            Err(_) => f.write_str("Scheduler { <running> }"),
+        }
+    }
+}

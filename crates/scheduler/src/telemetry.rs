@@ -1,0 +1,283 @@
+//! Telemetry: an event for every transition, and the PAL that records them.
+//!
+//! Every state change of every task is a [`TaskEvent`]. Subscribers
+//! ([`Scheduler::subscribe`](crate::Scheduler::subscribe)) receive them on the
+//! scheduler's thread between steps; [`PalWriter`] writes them as JSON lines,
+//! the *Process Activity Log* (PAL):
+//!
+//! ```text
+//! {"ts":0.05,"task_id":2,"event":"sleep","until":0.1}
+//! ```
+//!
+//! `ts` is the scheduler's time in seconds (virtual or real), `task_id` the task
+//! (`null` for scheduler-wide events), `event` the kind; the other fields are
+//! the kind's details. Under the virtual clock the PAL of a program without
+//! outside I/O is identical from run to run, byte for byte.
+//!
+//! Events are only built when someone subscribes: with no subscriber the cost
+//! on the hot path is one predictable branch. A subscriber that panics is
+//! caught, logged (`tracing`) and counted (`callback_errors_total`); it cannot
+//! break the scheduler.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::io::{Interest, IoToken};
+use crate::task::{Priority, TaskId};
+
+/// One transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskEvent {
+    /// Scheduler time of the event.
+    pub time: Duration,
+    /// The task, or `None` for scheduler-wide events.
+    pub task: Option<TaskId>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened, with its details.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// A task was created.
+    Spawned {
+        /// Its priority.
+        priority: Priority,
+        /// Its name, if any.
+        name: Option<Arc<str>>,
+        /// How many dependencies it waits for.
+        deps: usize,
+    },
+    /// A task was resumed.
+    Running,
+    /// A task yielded (or slept for zero).
+    Yield,
+    /// A task went to sleep.
+    Sleep {
+        /// When it wakes.
+        until: Duration,
+    },
+    /// A task waits for I/O.
+    IoWait {
+        /// The source.
+        token: IoToken,
+        /// Readable or writable.
+        interest: Interest,
+    },
+    /// A task waits for another to finish.
+    Join {
+        /// The task it waits for.
+        target: TaskId,
+    },
+    /// A task returned.
+    Done,
+    /// A task failed.
+    Failed {
+        /// The panic or exception message.
+        message: Arc<str>,
+    },
+    /// A task ended cancelled.
+    Cancelled,
+    /// A task used its quantum and was re-queued behind its peers.
+    Throttled {
+        /// CPU time charged in the run that used the quantum up.
+        used: Duration,
+    },
+    /// Back-pressure reached the high watermark: intake paused.
+    Paused {
+        /// The pressure read.
+        pressure: f64,
+    },
+    /// Back-pressure fell below the low watermark: intake resumed.
+    Resumed {
+        /// The pressure read.
+        pressure: f64,
+    },
+    /// A spawn was refused.
+    SpawnDenied {
+        /// Why (see [`SpawnError::reason`](crate::SpawnError::reason)).
+        reason: &'static str,
+    },
+    /// A shutdown began.
+    ShutdownBegin {
+        /// How long tasks may take to finish.
+        timeout: Duration,
+    },
+    /// A shutdown completed.
+    ShutdownComplete {
+        /// Whether every task finished before the deadline.
+        clean: bool,
+    },
+    /// A task logged a message.
+    Log {
+        /// The message.
+        message: Arc<str>,
+    },
+}
+
+impl EventKind {
+    /// The kind's name in the PAL: `spawned`, `running`, `yield`, `sleep`,
+    /// `io_wait`, `join`, `done`, `failed`, `cancelled`, `throttled`, `paused`,
+    /// `resumed`, `spawn_denied`, `shutdown_begin`, `shutdown_complete`, `log`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Spawned { .. } => "spawned",
+            EventKind::Running => "running",
+            EventKind::Yield => "yield",
+            EventKind::Sleep { .. } => "sleep",
+            EventKind::IoWait { .. } => "io_wait",
+            EventKind::Join { .. } => "join",
+            EventKind::Done => "done",
+            EventKind::Failed { .. } => "failed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Throttled { .. } => "throttled",
+            EventKind::Paused { .. } => "paused",
+            EventKind::Resumed { .. } => "resumed",
+            EventKind::SpawnDenied { .. } => "spawn_denied",
+            EventKind::ShutdownBegin { .. } => "shutdown_begin",
+            EventKind::ShutdownComplete { .. } => "shutdown_complete",
+            EventKind::Log { .. } => "log",
+        }
+    }
+}
+
+impl TaskEvent {
+    /// The event as one PAL line (JSON, without the newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"event\":\"{}\",\"error\":\"{e}\"}}", self.kind.name())
+        })
+    }
+}
+
+impl Serialize for TaskEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("ts", &self.time.as_secs_f64())?;
+        m.serialize_entry("task_id", &self.task.map(TaskId::get))?;
+        m.serialize_entry("event", self.kind.name())?;
+        match &self.kind {
+            EventKind::Spawned {
+                priority,
+                name,
+                deps,
+            } => {
+                m.serialize_entry("priority", priority)?;
+                if let Some(n) = name {
+                    m.serialize_entry("name", &**n)?;
+                }
+                if *deps > 0 {
+                    m.serialize_entry("deps", deps)?;
+                }
+            }
+            EventKind::Sleep { until } => m.serialize_entry("until", &until.as_secs_f64())?,
+            EventKind::IoWait { token, interest } => {
+                m.serialize_entry("token", &token.get())?;
+                m.serialize_entry("interest", interest.name())?;
+            }
+            EventKind::Join { target } => m.serialize_entry("target", &target.get())?,
+            EventKind::Failed { message } => m.serialize_entry("error", &**message)?,
+            EventKind::Throttled { used } => m.serialize_entry("used", &used.as_secs_f64())?,
+            EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {
+                m.serialize_entry("pressure", pressure)?
+            }
+            EventKind::SpawnDenied { reason } => m.serialize_entry("reason", reason)?,
+            EventKind::ShutdownBegin { timeout } => {
+                m.serialize_entry("timeout", &timeout.as_secs_f64())?
+            }
+            EventKind::ShutdownComplete { clean } => m.serialize_entry("clean", clean)?,
+            EventKind::Log { message } => m.serialize_entry("message", &**message)?,
+            EventKind::Running
+            | EventKind::Yield
+            | EventKind::Done
+            | EventKind::Cancelled => {}
+        }
+        m.end()
+    }
+}
+
+/// Receives events on the scheduler's thread.
+pub trait EventSubscriber {
+    /// Called once per event, in order.
+    fn on_event(&mut self, event: &TaskEvent);
+}
+
+impl<F: FnMut(&TaskEvent)> EventSubscriber for F {
+    fn on_event(&mut self, event: &TaskEvent) {
+        self(event)
+    }
+}
+
+/// Writes every event as a JSON line: the PAL.
+pub struct PalWriter<W: Write> {
+    out: W,
+    failed: bool,
+}
+
+impl<W: Write> PalWriter<W> {
+    /// A PAL written to `out`.
+    pub fn new(out: W) -> Self {
+        PalWriter { out, failed: false }
+    }
+
+    /// The writer back (flushed).
+    pub fn into_inner(mut self) -> W {
+        let _ = self.out.flush();
+        self.out
+    }
+}
+
+impl<W: Write> EventSubscriber for PalWriter<W> {
+    fn on_event(&mut self, event: &TaskEvent) {
+        if self.failed {
+            return;
+        }
+        let mut line = event.to_json();
+        line.push('\n');
+        if let Err(e) = self.out.write_all(line.as_bytes()) {
+            // Report once; a broken PAL sink must not spam or stop the scheduler.
+            self.failed = true;
+            tracing::error!(error = %e, "PAL writer failed; further events are dropped");
+        }
+    }
+}
+
+/// A subscriber that keeps every event in memory (handy in tests).
+#[derive(Clone, Default)]
+pub struct EventLog {
+    events: Arc<std::sync::Mutex<Vec<TaskEvent>>>,
+}
+
+impl EventLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        EventLog::default()
+    }
+
+    /// A copy of the events so far.
+    pub fn events(&self) -> Vec<TaskEvent> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The events so far as PAL lines.
+    pub fn to_pal(&self) -> String {
+        let mut s = String::new();
+        for e in self.events() {
+            s.push_str(&e.to_json());
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl EventSubscriber for EventLog {
+    fn on_event(&mut self, event: &TaskEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+    }
+}
