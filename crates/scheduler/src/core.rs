@@ -73,6 +73,8 @@ struct Task {
     throttles: u64,
     retains: u32,
     retained_window: bool,
+    /// Someone registered an end callback: report the end to the driver.
+    watch_end: bool,
     /// When it became ready (run latency) or blocked (wait time).
     since: Duration,
     io: Option<(IoToken, Interest)>,
@@ -92,7 +94,10 @@ impl Task {
     }
 
     fn is_blocked(&self) -> bool {
-        matches!(self.state, TaskState::Sleeping { .. } | TaskState::Waiting(_))
+        matches!(
+            self.state,
+            TaskState::Sleeping { .. } | TaskState::Waiting(_)
+        )
     }
 }
 
@@ -148,6 +153,8 @@ pub(crate) struct Core {
     retention: VecDeque<ReadyKey>,
     /// Bodies to drop once the core is no longer borrowed.
     pub(crate) graveyard: Vec<Body>,
+    /// Watched tasks that ended, for the driver's end callbacks.
+    pub(crate) ended: Vec<(TaskId, Outcome)>,
     pub(crate) paused: bool,
     pub(crate) pressure: f64,
     held: VecDeque<ReadyKey>,
@@ -170,7 +177,12 @@ macro_rules! emit {
 }
 
 impl Core {
-    pub(crate) fn new(config: Config, clock: TimeSource, reactor: Reactor, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        clock: TimeSource,
+        reactor: Reactor,
+        shared: Arc<Shared>,
+    ) -> Self {
         Core {
             config,
             clock,
@@ -193,6 +205,7 @@ impl Core {
             finish_order: None,
             retention: VecDeque::new(),
             graveyard: Vec::new(),
+            ended: Vec::new(),
             paused: false,
             pressure: 0.0,
             held: VecDeque::new(),
@@ -320,6 +333,7 @@ impl Core {
             throttles: 0,
             retains: 0,
             retained_window: false,
+            watch_end: false,
             since: now,
             io: None,
         });
@@ -366,7 +380,9 @@ impl Core {
 
     /// Makes `task` wait for `on` as well. Only for tasks that have not started.
     pub(crate) fn add_dependency(&mut self, task: TaskId, on: TaskId) -> Result<(), SpawnError> {
-        let slot = self.slot_of(task).ok_or(SpawnError::UnknownDependency(task))?;
+        let slot = self
+            .slot_of(task)
+            .ok_or(SpawnError::UnknownDependency(task))?;
         let on_slot = self.slot_of(on).ok_or(SpawnError::UnknownDependency(on))?;
         if task == on || self.depends_on(on, task) {
             self.metrics.spawn_denied += 1;
@@ -631,7 +647,13 @@ impl Core {
             }
             SystemCall::Log(message) => {
                 tracing::info!(target: "tiffany::task", task = id.get(), "{message}");
-                emit!(self, Some(id), EventKind::Log { message: Arc::from(message) });
+                emit!(
+                    self,
+                    Some(id),
+                    EventKind::Log {
+                        message: Arc::from(message)
+                    }
+                );
                 self.answer(slot, Resume::Unit)
             }
             SystemCall::Admit => {
@@ -752,7 +774,9 @@ impl Core {
         match state {
             TaskState::Waiting(WaitReason::Join(target)) => {
                 if let Some(ts) = self.slot_of(target) {
-                    self.tasks[ts].joiners.retain(|j| j.slot != w.slot || j.task != w.task);
+                    self.tasks[ts]
+                        .joiners
+                        .retain(|j| j.slot != w.slot || j.task != w.task);
                 }
             }
             TaskState::Waiting(WaitReason::Admission) => {
@@ -780,10 +804,19 @@ impl Core {
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
                 TimerKind::Wake(w) => {
-                    let input = match self.tasks.get(w.slot).filter(|t| t.id == w.task).map(|t| t.state) {
+                    let input = match self
+                        .tasks
+                        .get(w.slot)
+                        .filter(|t| t.id == w.task)
+                        .map(|t| t.state)
+                    {
                         Some(TaskState::Sleeping { .. }) => Resume::Unit,
-                        Some(TaskState::Waiting(WaitReason::Join(_))) => Resume::Joined(JoinResult::Timeout),
-                        Some(TaskState::Waiting(WaitReason::Io(..))) => Resume::Io(IoReady::Timeout),
+                        Some(TaskState::Waiting(WaitReason::Join(_))) => {
+                            Resume::Joined(JoinResult::Timeout)
+                        }
+                        Some(TaskState::Waiting(WaitReason::Io(..))) => {
+                            Resume::Io(IoReady::Timeout)
+                        }
                         _ => continue,
                     };
                     self.wake(w, input, false);
@@ -868,7 +901,13 @@ impl Core {
             }
             Outcome::Failed(e) => {
                 self.metrics.failed += 1;
-                emit!(self, Some(id), EventKind::Failed { message: Arc::from(e.message()) });
+                emit!(
+                    self,
+                    Some(id),
+                    EventKind::Failed {
+                        message: Arc::from(e.message())
+                    }
+                );
             }
             Outcome::Cancelled => {
                 self.metrics.cancelled += 1;
@@ -877,6 +916,9 @@ impl Core {
         }
         if let Some(order) = &mut self.finish_order {
             order.push(id);
+        }
+        if self.tasks[slot].watch_end {
+            self.ended.push((id, outcome.clone()));
         }
         let result = outcome.to_join_result();
         let success = matches!(outcome, Outcome::Done(_));
@@ -917,8 +959,15 @@ impl Core {
 
     /// Frees a finished record once nothing can ask for it.
     fn try_free(&mut self, slot: usize) {
-        let Some(t) = self.tasks.get(slot) else { return };
-        if t.outcome.is_none() || t.retains > 0 || t.retained_window || t.queued || !t.joiners.is_empty() {
+        let Some(t) = self.tasks.get(slot) else {
+            return;
+        };
+        if t.outcome.is_none()
+            || t.retains > 0
+            || t.retained_window
+            || t.queued
+            || !t.joiners.is_empty()
+        {
             return;
         }
         let id = t.id;
@@ -936,6 +985,17 @@ impl Core {
         }
     }
 
+    /// Asks to be told when `id` ends. `false` if it already ended or is unknown.
+    pub(crate) fn watch_end(&mut self, id: TaskId) -> bool {
+        match self.slot_of(id) {
+            Some(s) if self.tasks[s].outcome.is_none() => {
+                self.tasks[s].watch_end = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn release(&mut self, id: TaskId) {
         if let Some(s) = self.slot_of(id) {
             let t = &mut self.tasks[s];
@@ -948,7 +1008,9 @@ impl Core {
 
     /// Cancels a task; returns whether it was still live.
     pub(crate) fn cancel(&mut self, target: TaskId) -> Result<bool, SyscallError> {
-        let slot = self.slot_of(target).ok_or(SyscallError::UnknownTask(target))?;
+        let slot = self
+            .slot_of(target)
+            .ok_or(SyscallError::UnknownTask(target))?;
         let t = &mut self.tasks[slot];
         if t.outcome.is_some() {
             return Ok(false);
@@ -993,7 +1055,9 @@ impl Core {
         let mut ids: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.outcome.is_none() && Some(t.id) != except && (!daemons_only || t.daemon))
+            .filter(|(_, t)| {
+                t.outcome.is_none() && Some(t.id) != except && (!daemons_only || t.daemon)
+            })
             .map(|(_, t)| t.id)
             .collect();
         ids.sort();
@@ -1142,7 +1206,9 @@ impl Core {
             }
         );
         tracing::info!(target: "tiffany::shutdown", result = result.name(), "shutdown complete");
-        let Some(state) = &mut self.shutdown else { return };
+        let Some(state) = &mut self.shutdown else {
+            return;
+        };
         state.phase = Phase::Complete(result);
         let requester = state.requester.take();
         let replies = std::mem::take(&mut state.replies);
@@ -1170,7 +1236,11 @@ impl Core {
     /// For tests of invariants: nothing queued twice, counters consistent.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        let live = self.tasks.iter().filter(|(_, t)| t.outcome.is_none()).count();
+        let live = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.outcome.is_none())
+            .count();
         assert_eq!(live, self.live);
     }
 

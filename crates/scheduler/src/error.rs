@@ -49,20 +49,37 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::CapacityExceeded { capacity } => {
-                write!(f, "spawn refused: the scheduler is at its capacity of {capacity} live tasks")
+                write!(
+                    f,
+                    "spawn refused: the scheduler is at its capacity of {capacity} live tasks"
+                )
             }
-            SpawnError::ShuttingDown => f.write_str("spawn refused: the scheduler is shutting down"),
+            SpawnError::ShuttingDown => {
+                f.write_str("spawn refused: the scheduler is shutting down")
+            }
             SpawnError::Cycle(id) => {
-                write!(f, "spawn refused: depending on task {id} would form a cycle")
+                write!(
+                    f,
+                    "spawn refused: depending on task {id} would form a cycle"
+                )
             }
             SpawnError::UnknownDependency(id) => {
-                write!(f, "spawn refused: dependency {id} is not a task of this scheduler")
+                write!(
+                    f,
+                    "spawn refused: dependency {id} is not a task of this scheduler"
+                )
             }
             SpawnError::StackAllocation(msg) => {
-                write!(f, "spawn refused: could not allocate a coroutine stack: {msg}")
+                write!(
+                    f,
+                    "spawn refused: could not allocate a coroutine stack: {msg}"
+                )
             }
             SpawnError::AlreadyStarted(id) => {
-                write!(f, "task {id} has already started; dependencies can only be added before")
+                write!(
+                    f,
+                    "task {id} has already started; dependencies can only be added before"
+                )
             }
             SpawnError::Closed => f.write_str("spawn refused: the scheduler is gone"),
         }

@@ -64,7 +64,9 @@ impl Shared {
             }
             Some(cap) => {
                 self.live
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                        (n < cap).then_some(n + 1)
+                    })
                     .map_err(|_| SpawnError::CapacityExceeded { capacity: cap })?;
             }
         }
@@ -120,7 +122,11 @@ impl Handle {
     /// Spawns any body.
     pub fn spawn_body(&self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
         let id = self.shared.admit_spawn()?;
-        if self.shared.send(Command::Spawn { id, body, options }).is_err() {
+        if self
+            .shared
+            .send(Command::Spawn { id, body, options })
+            .is_err()
+        {
             return Err(SpawnError::Closed);
         }
         Ok(id)

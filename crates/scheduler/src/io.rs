@@ -399,7 +399,9 @@ impl Reactor {
                             .0;
                     }
                     None => {
-                        woke = cond.wait_while(woke, |w| !*w).unwrap_or_else(|e| e.into_inner());
+                        woke = cond
+                            .wait_while(woke, |w| !*w)
+                            .unwrap_or_else(|e| e.into_inner());
                     }
                 }
             }

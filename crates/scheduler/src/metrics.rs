@@ -226,17 +226,29 @@ impl Collector for MetricsSnapshot {
             (
                 "scheduler_ready_queue_depth",
                 "Tasks in the ready queue.",
-                Series { labels: l, samples: one_sample(Sample::Gauge(self.ready_queue_depth as i64)), kind: MetricType::Gauge },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Gauge(self.ready_queue_depth as i64)),
+                    kind: MetricType::Gauge,
+                },
             ),
             (
                 "scheduler_live_tasks",
                 "Tasks not yet ended.",
-                Series { labels: l, samples: one_sample(Sample::Gauge(self.live_tasks as i64)), kind: MetricType::Gauge },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Gauge(self.live_tasks as i64)),
+                    kind: MetricType::Gauge,
+                },
             ),
             (
                 "tasks_spawned",
                 "Tasks created.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.spawned)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.spawned)),
+                    kind: MetricType::Counter,
+                },
             ),
             (
                 "tasks",
@@ -246,7 +258,10 @@ impl Collector for MetricsSnapshot {
                     samples: vec![
                         (Some(("outcome", "done")), Sample::Counter(self.done)),
                         (Some(("outcome", "failed")), Sample::Counter(self.failed)),
-                        (Some(("outcome", "cancelled")), Sample::Counter(self.cancelled)),
+                        (
+                            Some(("outcome", "cancelled")),
+                            Sample::Counter(self.cancelled),
+                        ),
                     ],
                     kind: MetricType::Counter,
                 },
@@ -254,41 +269,70 @@ impl Collector for MetricsSnapshot {
             (
                 "task_spawn_denied",
                 "Spawns refused.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.spawn_denied)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.spawn_denied)),
+                    kind: MetricType::Counter,
+                },
             ),
             (
                 "task_run_latency_seconds",
                 "Time from ready to running.",
-                Series { labels: l, samples: one_sample(Sample::Histogram(&self.run_latency)), kind: MetricType::Histogram },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Histogram(&self.run_latency)),
+                    kind: MetricType::Histogram,
+                },
             ),
             (
                 "task_wait_time_seconds",
                 "Time blocked in sleep, join or I/O.",
-                Series { labels: l, samples: one_sample(Sample::Histogram(&self.wait_time)), kind: MetricType::Histogram },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Histogram(&self.wait_time)),
+                    kind: MetricType::Histogram,
+                },
             ),
             (
                 "task_budget_throttle",
                 "Tasks re-queued after using their CPU quantum.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.throttles)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.throttles)),
+                    kind: MetricType::Counter,
+                },
             ),
             (
                 "backpressure_pauses",
                 "Times intake paused at the high watermark.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.backpressure_pauses)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.backpressure_pauses)),
+                    kind: MetricType::Counter,
+                },
             ),
             (
                 "callback_errors",
                 "Failures of event subscribers, shutdown hooks and pressure listeners.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.callback_errors)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.callback_errors)),
+                    kind: MetricType::Counter,
+                },
             ),
             (
                 "scheduler_steps",
                 "Task resumes.",
-                Series { labels: l, samples: one_sample(Sample::Counter(self.steps)), kind: MetricType::Counter },
+                Series {
+                    labels: l,
+                    samples: one_sample(Sample::Counter(self.steps)),
+                    kind: MetricType::Counter,
+                },
             ),
         ];
         for (name, help, series) in families {
-            let metric_encoder = encoder.encode_descriptor(name, help, None, series.metric_type())?;
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, series.metric_type())?;
             series.encode(metric_encoder)?;
         }
         Ok(())
@@ -300,4 +344,3 @@ impl fmt::Debug for Series<'_> {
         f.write_str("Series")
     }
 }
-

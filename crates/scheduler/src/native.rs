@@ -125,8 +125,11 @@ impl NativeBody {
                 // The engine panics when mmap fails; turn that into an error.
                 // Catching it here keeps the process alive; the panic message
                 // still goes through the panic hook.
-                panic::catch_unwind(AssertUnwindSafe(|| Gn::new_scoped_opt(words, code)))
-                    .map_err(|p| SpawnError::StackAllocation(TaskError::from_panic(&*p).message().to_owned()))?
+                panic::catch_unwind(AssertUnwindSafe(|| Gn::new_scoped_opt(words, code))).map_err(
+                    |p| {
+                        SpawnError::StackAllocation(TaskError::from_panic(&*p).message().to_owned())
+                    },
+                )?
             }
         };
         Ok(NativeBody {
@@ -203,7 +206,10 @@ impl TaskContext<'_> {
         match self.scope.yield_(Yielded::Call(call)) {
             Some(Resume::Cancelled) => panic::resume_unwind(Box::new(CancelUnwind)),
             Some(answer) => answer,
-            None => panic!("native task resumed without an answer to {}", "its system call"),
+            None => panic!(
+                "native task resumed without an answer to {}",
+                "its system call"
+            ),
         }
     }
 
@@ -301,7 +307,11 @@ impl TaskContext<'_> {
     }
 
     /// Spawns a native task at `priority`.
-    pub fn spawn_with_priority<F, R>(&mut self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    pub fn spawn_with_priority<F, R>(
+        &mut self,
+        priority: Priority,
+        f: F,
+    ) -> Result<TaskId, SpawnError>
     where
         F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
         R: Send + Sync + 'static,

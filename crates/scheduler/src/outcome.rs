@@ -32,7 +32,9 @@ impl Value {
         if let Some(v) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Value>>() {
             return v.take().unwrap_or_default();
         }
-        let Some(value) = slot else { return Value(None) };
+        let Some(value) = slot else {
+            return Value(None);
+        };
         Value(Some(Arc::new(value)))
     }
 

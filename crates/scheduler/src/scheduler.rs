@@ -21,6 +21,7 @@
 //!    can ask for it any more.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -49,6 +50,9 @@ use crate::telemetry::{EventSubscriber, TaskEvent};
 const PRESSURE_RECHECK: Duration = Duration::from_millis(10);
 /// Look at timers and I/O at least every this many steps while busy.
 const MAINTENANCE_INTERVAL: u32 = 61;
+
+/// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
+pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
 
 /// Wraps each blocking wait in the reactor (the Python bindings release the GIL here).
 pub type BlockingWrapper = Box<dyn Fn(&mut dyn FnMut())>;
@@ -209,6 +213,7 @@ impl Builder {
                 shared,
                 running: Cell::new(false),
                 ticks: Cell::new(0),
+                end_callbacks: RefCell::new(HashMap::new()),
             }),
         })
     }
@@ -224,6 +229,7 @@ struct Inner {
     shared: Arc<Shared>,
     running: Cell<bool>,
     ticks: Cell<u32>,
+    end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
 
 impl Drop for Inner {
@@ -377,7 +383,12 @@ impl Scheduler {
     pub fn run(&self) -> Vec<TaskId> {
         self.inner.core.borrow_mut().finish_order = Some(Vec::new());
         self.run_loop(Until::AllDone);
-        self.inner.core.borrow_mut().finish_order.take().unwrap_or_default()
+        self.inner
+            .core
+            .borrow_mut()
+            .finish_order
+            .take()
+            .unwrap_or_default()
     }
 
     /// Runs until every task has finished, without recording the order (for
@@ -392,7 +403,11 @@ impl Scheduler {
     #[instrument(level = "debug", skip(self))]
     pub fn serve(&self) -> ShutdownResult {
         self.run_loop(Until::Shutdown);
-        self.inner.core.borrow().shutdown_result().unwrap_or(ShutdownResult::Clean)
+        self.inner
+            .core
+            .borrow()
+            .shutdown_result()
+            .unwrap_or(ShutdownResult::Clean)
     }
 
     /// Shuts down: refuses new spawns, lets tasks finish until `timeout`,
@@ -413,7 +428,11 @@ impl Scheduler {
         let was_running = self.inner.running.replace(false);
         self.run_loop(Until::ShutdownComplete);
         self.inner.running.set(was_running);
-        self.inner.core.borrow().shutdown_result().unwrap_or(ShutdownResult::Timeout)
+        self.inner
+            .core
+            .borrow()
+            .shutdown_result()
+            .unwrap_or(ShutdownResult::Timeout)
     }
 
     /// A thread-safe handle to this scheduler.
@@ -432,8 +451,55 @@ impl Scheduler {
 
     /// Adds an event subscriber. Events are built only while someone subscribes.
     pub fn subscribe(&self, subscriber: impl EventSubscriber + 'static) {
-        self.inner.subscribers.borrow_mut().push(Box::new(subscriber));
+        self.inner
+            .subscribers
+            .borrow_mut()
+            .push(Box::new(subscriber));
         self.inner.core.borrow_mut().subscribed = true;
+    }
+
+    /// Calls `callback` once `task` has ended, on the scheduler's thread between
+    /// steps. If the task has already ended (and its record exists) the
+    /// callback runs at once. Returns `false` (and drops the callback) for an
+    /// unknown task.
+    pub fn on_task_end(
+        &self,
+        task: TaskId,
+        callback: impl FnOnce(TaskId, &Outcome) + 'static,
+    ) -> bool {
+        let watching = self.inner.core.borrow_mut().watch_end(task);
+        if watching {
+            self.inner
+                .end_callbacks
+                .borrow_mut()
+                .entry(task)
+                .or_default()
+                .push(Box::new(callback));
+            return true;
+        }
+        let outcome = self.inner.core.borrow().outcome(task);
+        match outcome {
+            Some(o) => {
+                self.run_end_callback(task, &o, Box::new(callback));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failure of a callback that the caller caught itself (for
+    /// bindings whose callbacks raise instead of panicking).
+    pub fn record_callback_error(&self) {
+        if let Ok(mut core) = self.inner.core.try_borrow_mut() {
+            core.metrics.callback_errors += 1;
+        }
+    }
+
+    fn run_end_callback(&self, task: TaskId, outcome: &Outcome, cb: EndCallback) {
+        if panic::catch_unwind(AssertUnwindSafe(|| cb(task, outcome))).is_err() {
+            tracing::error!(target: "tiffany::telemetry", task = task.get(), "an end callback panicked");
+            self.record_callback_error();
+        }
     }
 
     /// Adds a hook run at the end of a shutdown, after the last task.
@@ -451,7 +517,11 @@ impl Scheduler {
 
     /// Registers a source with the reactor; tasks then wait on its token.
     pub fn register_io(&self, source: &impl IoSource) -> io::Result<IoToken> {
-        self.inner.core.borrow_mut().reactor.register(source.raw_fd())
+        self.inner
+            .core
+            .borrow_mut()
+            .reactor
+            .register(source.raw_fd())
     }
 
     /// Deregisters a source; tasks waiting on it are answered with an error.
@@ -632,9 +702,13 @@ impl Scheduler {
     /// Delivers buffered events and drops dead bodies, outside the core borrow.
     #[inline]
     fn flush(&self) {
-        let (subscribed, graveyard) = {
+        let (subscribed, graveyard, ended) = {
             let core = self.inner.core.borrow();
-            (core.subscribed, !core.graveyard.is_empty())
+            (
+                core.subscribed,
+                !core.graveyard.is_empty(),
+                !core.ended.is_empty(),
+            )
         };
         if graveyard {
             let dead = std::mem::take(&mut self.inner.core.borrow_mut().graveyard);
@@ -642,6 +716,19 @@ impl Scheduler {
         }
         if subscribed {
             self.dispatch_events();
+        }
+        if ended {
+            self.dispatch_end_callbacks();
+        }
+    }
+
+    fn dispatch_end_callbacks(&self) {
+        let ended = std::mem::take(&mut self.inner.core.borrow_mut().ended);
+        for (task, outcome) in ended {
+            let callbacks = self.inner.end_callbacks.borrow_mut().remove(&task);
+            for cb in callbacks.into_iter().flatten() {
+                self.run_end_callback(task, &outcome, cb);
+            }
         }
     }
 
@@ -712,19 +799,25 @@ impl Scheduler {
         }
         let external = match self.inner.listener.try_borrow_mut() {
             Ok(mut l) => match l.as_mut() {
-                Some(listener) => match panic::catch_unwind(AssertUnwindSafe(|| listener.pressure())) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        tracing::error!(target: "tiffany::backpressure", "the pressure listener panicked");
-                        self.inner.core.borrow_mut().metrics.callback_errors += 1;
-                        0.0
+                Some(listener) => {
+                    match panic::catch_unwind(AssertUnwindSafe(|| listener.pressure())) {
+                        Ok(p) => p,
+                        Err(_) => {
+                            tracing::error!(target: "tiffany::backpressure", "the pressure listener panicked");
+                            self.inner.core.borrow_mut().metrics.callback_errors += 1;
+                            0.0
+                        }
                     }
-                },
+                }
                 None => 0.0,
             },
             Err(_) => 0.0,
         };
-        let reading = if external.is_nan() { own } else { external.max(own) };
+        let reading = if external.is_nan() {
+            own
+        } else {
+            external.max(own)
+        };
         self.inner.core.borrow_mut().apply_pressure(reading);
     }
 

@@ -147,9 +147,8 @@ impl EventKind {
 impl TaskEvent {
     /// The event as one PAL line (JSON, without the newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!("{{\"event\":\"{}\",\"error\":\"{e}\"}}", self.kind.name())
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"event\":\"{}\",\"error\":\"{e}\"}}", self.kind.name()))
     }
 }
 
@@ -190,10 +189,7 @@ impl Serialize for TaskEvent {
             }
             EventKind::ShutdownComplete { clean } => m.serialize_entry("clean", clean)?,
             EventKind::Log { message } => m.serialize_entry("message", &**message)?,
-            EventKind::Running
-            | EventKind::Yield
-            | EventKind::Done
-            | EventKind::Cancelled => {}
+            EventKind::Running | EventKind::Yield | EventKind::Done | EventKind::Cancelled => {}
         }
         m.end()
     }
@@ -259,7 +255,10 @@ impl EventLog {
 
     /// A copy of the events so far.
     pub fn events(&self) -> Vec<TaskEvent> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The events so far as PAL lines.

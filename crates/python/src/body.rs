@@ -1,0 +1,262 @@
+//! The driver: a Python coroutine (or generator) as a kernel task body.
+//!
+//! The scheduler resumes a [`PyBody`] with the answer to its last system call.
+//! The body converts the answer to a Python value (or an exception to throw),
+//! resumes the coroutine with `PyIter_Send` — no Python frame between the kernel
+//! and the task — and turns what the coroutine yields into the next
+//! [`SystemCall`]. A generator that yields another generator calls it as a
+//! subroutine (trampolining, as in pyos): the body keeps a stack of them and
+//! passes return values and exceptions between them.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use tiffany_scheduler::{
+    IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
+};
+
+use crate::convert::value_to_py;
+use crate::errors::{Cancelled, JoinTimeout, TaskCancelled, task_error};
+use crate::syscall::{Kind, Syscall};
+
+/// A Python task's coroutine stack.
+pub(crate) struct PyBody {
+    /// The root coroutine or generator, then the generators it called.
+    stack: Vec<Py<PyAny>>,
+    /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
+    sched: u64,
+}
+
+impl PyBody {
+    pub(crate) fn new(coro: Py<PyAny>, sched: u64) -> Self {
+        PyBody {
+            stack: vec![coro],
+            sched,
+        }
+    }
+}
+
+/// What to resume the top of the stack with.
+enum Input {
+    Send(Py<PyAny>),
+    Throw(PyErr),
+}
+
+/// How one resume of one coroutine ended.
+enum Outcome {
+    Yielded(Py<PyAny>),
+    Returned(Py<PyAny>),
+    Raised(PyErr),
+}
+
+fn resume_one(py: Python<'_>, coro: &Py<PyAny>, input: Input) -> Outcome {
+    match input {
+        Input::Send(value) => {
+            let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+            // SAFETY: both pointers are valid objects for the duration of the
+            // call; PyIter_Send returns a new reference in `result` (or NULL
+            // with an exception set).
+            let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), value.as_ptr(), &mut result) };
+            match status {
+                ffi::PySendResult::PYGEN_NEXT => {
+                    // SAFETY: a new, non-null reference.
+                    Outcome::Yielded(unsafe { Bound::from_owned_ptr(py, result) }.unbind())
+                }
+                ffi::PySendResult::PYGEN_RETURN => {
+                    Outcome::Returned(unsafe { Bound::from_owned_ptr(py, result) }.unbind())
+                }
+                _ => Outcome::Raised(PyErr::take(py).unwrap_or_else(|| {
+                    PyRuntimeError::new_err("task raised without an exception set")
+                })),
+            }
+        }
+        Input::Throw(err) => {
+            let exc = err.into_value(py);
+            match coro.bind(py).call_method1("throw", (exc,)) {
+                Ok(v) => Outcome::Yielded(v.unbind()),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    let value = e
+                        .value(py)
+                        .getattr("value")
+                        .map(Bound::unbind)
+                        .unwrap_or_else(|_| py.None());
+                    Outcome::Returned(value)
+                }
+                Err(e) => Outcome::Raised(e),
+            }
+        }
+    }
+}
+
+impl PyBody {
+    fn input(&self, py: Python<'_>, answer: Option<Resume>) -> Input {
+        let Some(answer) = answer else {
+            return Input::Send(py.None());
+        };
+        match answer {
+            Resume::Unit => Input::Send(py.None()),
+            Resume::Tid(t) => Input::Send(int(py, t.get())),
+            Resume::Time(t) => Input::Send(float(py, t.as_secs_f64())),
+            Resume::Bool(b) => Input::Send(
+                pyo3::types::PyBool::new(py, b)
+                    .to_owned()
+                    .into_any()
+                    .unbind(),
+            ),
+            Resume::Spawned(Ok(t)) => Input::Send(int(py, t.get())),
+            Resume::Spawned(Err(e)) => Input::Throw(crate::errors::spawn_error(py, &e)),
+            Resume::Joined(JoinResult::Success(v)) => Input::Send(value_to_py(py, &v)),
+            Resume::Joined(JoinResult::Failed(e)) => Input::Throw(task_error(py, &e)),
+            Resume::Joined(JoinResult::Cancelled) => {
+                Input::Throw(TaskCancelled::new_err("the joined task was cancelled"))
+            }
+            Resume::Joined(JoinResult::Timeout) => {
+                Input::Throw(JoinTimeout::new_err("join timed out; the task goes on"))
+            }
+            Resume::Io(IoReady::Ready) => Input::Send(py.None()),
+            Resume::Io(IoReady::Timeout) => {
+                Input::Throw(PyTimeoutError::new_err("I/O wait timed out"))
+            }
+            Resume::Shutdown(r) => Input::Send(PyString::new(py, r.name()).into_any().unbind()),
+            Resume::Cancelled => Input::Throw(Cancelled::new_err("task cancelled")),
+            Resume::Error(e) => Input::Throw(PyRuntimeError::new_err(e.to_string())),
+        }
+    }
+
+    /// Turns a yielded object into a system call, or an error to throw back.
+    fn translate(&self, py: Python<'_>, yielded: &Bound<'_, PyAny>) -> Result<SystemCall, PyErr> {
+        let Ok(sc) = yielded.cast::<Syscall>() else {
+            return Err(PyTypeError::new_err(format!(
+                "a tiffany task can only await tiffany's awaitables (sleep, join, tasks, ...); \
+                 it yielded {}",
+                yielded
+                    .repr()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| "an object".into())
+            )));
+        };
+        let kind = sc.borrow().kind;
+        let _ = py;
+        Ok(match kind {
+            Kind::Yield => SystemCall::Yield,
+            Kind::Sleep(s) => SystemCall::Sleep(Duration::from_secs_f64(s)),
+            Kind::Join {
+                target,
+                sched,
+                timeout,
+            } => {
+                if sched != self.sched {
+                    return Err(PyRuntimeError::new_err(
+                        "cannot join a task of another scheduler",
+                    ));
+                }
+                let target = TaskId::from_raw(target);
+                match timeout {
+                    None => SystemCall::Join(target),
+                    Some(t) => SystemCall::JoinTimeout {
+                        target,
+                        dur: Duration::from_secs_f64(t),
+                    },
+                }
+            }
+            Kind::GetTid => SystemCall::GetTid,
+            Kind::Admit => SystemCall::Admit,
+            Kind::Shutdown(t) => SystemCall::Shutdown(Duration::from_secs_f64(t)),
+        })
+    }
+
+    fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
+        let mut input = self.input(py, answer);
+        loop {
+            let Some(top) = self.stack.last() else {
+                return Step::Failed(TaskError::new("python task resumed after it ended"));
+            };
+            match resume_one(py, top, input) {
+                Outcome::Yielded(obj) => {
+                    let bound = obj.bind(py);
+                    if is_generator(py, bound) {
+                        // Trampolining: call the generator as a subroutine.
+                        self.stack.push(obj);
+                        input = Input::Send(py.None());
+                        continue;
+                    }
+                    match self.translate(py, bound) {
+                        Ok(call) => return Step::Syscall(call),
+                        Err(e) => input = Input::Throw(e),
+                    }
+                }
+                Outcome::Returned(value) => {
+                    self.stack.pop();
+                    if self.stack.is_empty() {
+                        return Step::Done(Value::new(value));
+                    }
+                    input = Input::Send(value);
+                }
+                Outcome::Raised(err) => {
+                    self.stack.pop();
+                    if self.stack.is_empty() {
+                        return if err.is_instance_of::<Cancelled>(py) {
+                            Step::Cancelled
+                        } else {
+                            let message = err.to_string();
+                            Step::Failed(TaskError::with_payload(
+                                message,
+                                Value::new(err.into_value(py).into_any()),
+                            ))
+                        };
+                    }
+                    input = Input::Throw(err);
+                }
+            }
+        }
+    }
+}
+
+impl TaskBody for PyBody {
+    fn resume(&mut self, input: Option<Resume>) -> Step {
+        Python::attach(|py| self.step(py, input))
+    }
+}
+
+impl Drop for PyBody {
+    fn drop(&mut self) {
+        if self.stack.is_empty() {
+            return;
+        }
+        // Close the coroutines (innermost first) so an unfinished one runs its
+        // `finally` blocks and an unstarted one does not warn "never awaited".
+        Python::attach(|py| {
+            for coro in self.stack.drain(..).rev() {
+                if let Err(e) = coro.bind(py).call_method0("close") {
+                    e.write_unraisable(py, Some(coro.bind(py)));
+                }
+            }
+        });
+    }
+}
+
+fn int(py: Python<'_>, v: u64) -> Py<PyAny> {
+    v.into_pyobject(py)
+        .map(|o| o.into_any().unbind())
+        .unwrap_or_else(|_| py.None())
+}
+
+fn float(py: Python<'_>, v: f64) -> Py<PyAny> {
+    pyo3::types::PyFloat::new(py, v).into_any().unbind()
+}
+
+fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    static GEN_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+        pyo3::sync::PyOnceLock::new();
+    let ty = GEN_TYPE.get_or_init(py, || {
+        py.import("types")
+            .and_then(|m| m.getattr("GeneratorType"))
+            .and_then(|t| t.cast_into::<pyo3::types::PyType>().map_err(Into::into))
+            .map(Bound::unbind)
+            .expect("types.GeneratorType")
+    });
+    obj.get_type().is(ty.bind(py))
+}
