@@ -3,6 +3,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+venv := justfile_directory() / ".venv"
+python := venv / "bin/python"
+
 # Show the recipes.
 default:
     @just --list
@@ -10,25 +13,38 @@ default:
 # Install what the build and tests need that a fresh machine lacks.
 setup:
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+    test -x {{python}} || python3 -m venv {{venv}}
+    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "ruff>=0.5" "mypy>=1.10"
 
-# The main job: a tour of the embedded scheduler.
-demo:
-    cargo run --quiet --release --example demo -p tiffany-scheduler
+# Build the Python package into the project's environment (.venv).
+develop: setup
+    VIRTUAL_ENV={{venv}} {{venv}}/bin/maturin develop --quiet
 
-# Every test: lint, the kernel with and without async-io, doc tests.
-test: setup lint test-rust
+# The main job: a tour of the runtime on the embedded scheduler.
+demo: develop
+    {{python}} -m tiffany
+
+# Every test: lints, the kernel with and without async-io, doc tests, the Python suite.
+test: lint test-rust test-python
 
 # Rust tests: nextest with the default features (async-io) and without, plus doc tests.
-test-rust:
+test-rust: setup
     cargo nextest run --workspace --no-fail-fast
     cargo nextest run --workspace --no-fail-fast --no-default-features
     cargo test --workspace --doc --quiet
 
-# Formatting and lints.
-lint:
+# The Python suite against a fresh build of the package.
+test-python: develop
+    {{python}} -m pytest tests/python -q
+
+# Formatting and lints, Rust and Python.
+lint: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
+    {{venv}}/bin/ruff check python tests/python
+    {{venv}}/bin/ruff format --check python tests/python
+    {{venv}}/bin/mypy python/tiffany
 
 # Native benchmarks (Criterion).
 bench-native:

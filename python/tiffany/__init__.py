@@ -21,7 +21,8 @@ cancellation, CPU budgets, back-pressure and an event for every transition.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Generator, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, TypeVar
 
 from tiffany._native import (
     PRI_DEFAULT,

@@ -22,7 +22,7 @@ use tiffany_scheduler::{
 use crate::body::PyBody;
 use crate::convert::value_to_py;
 use crate::errors::{TaskCancelled, spawn_error, task_error};
-use crate::syscall::{Kind, Syscall, seconds};
+use crate::syscall::{Kind, Syscall, check_seconds};
 
 static NEXT_SCHEDULER: AtomicU64 = AtomicU64::new(1);
 
@@ -389,7 +389,7 @@ impl PyScheduler {
         backpressure: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let clock = parse_clock(clock)?;
-        let quantum = seconds("quantum", quantum)?;
+        let quantum = check_seconds("quantum", quantum)?;
         if quantum == 0.0 {
             return Err(PyValueError::new_err("quantum must be > 0"));
         }
@@ -567,7 +567,7 @@ impl PyScheduler {
     /// Shuts down: refuses new spawns, lets tasks finish until `timeout`
     /// seconds, cancels the rest. Returns "clean" or "timeout".
     fn shutdown(&self, timeout: f64) -> PyResult<&'static str> {
-        let t = seconds("timeout", timeout)?;
+        let t = check_seconds("timeout", timeout)?;
         Ok(self.cur.kernel.shutdown(Duration::from_secs_f64(t)).name())
     }
 
@@ -631,7 +631,9 @@ pub fn current_task() -> PyResult<Option<Task>> {
 #[pyo3(signature = (task, timeout = None))]
 pub fn join(task: &Bound<'_, Task>, timeout: Option<f64>) -> PyResult<Syscall> {
     let t = task.borrow();
-    let timeout = timeout.map(|s| seconds("join() timeout", s)).transpose()?;
+    let timeout = timeout
+        .map(|s| check_seconds("join() timeout", s))
+        .transpose()?;
     Ok(Syscall::new(Kind::Join {
         target: t.id.get(),
         sched: t.sched,

@@ -93,7 +93,7 @@ impl Syscall {
 }
 
 /// Checks a duration given in seconds: finite and not negative.
-pub(crate) fn seconds(name: &str, s: f64) -> PyResult<f64> {
+pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
     if !s.is_finite() || s < 0.0 {
         return Err(PyValueError::new_err(format!(
             "{name} must be a finite number of seconds >= 0, got {s}"
@@ -104,8 +104,10 @@ pub(crate) fn seconds(name: &str, s: f64) -> PyResult<f64> {
 
 /// `await tiffany.sleep(seconds)`: sleep on the scheduler's clock.
 #[pyfunction]
-pub fn sleep(seconds_: f64) -> PyResult<Syscall> {
-    Ok(Syscall::new(Kind::Sleep(seconds("sleep()", seconds_)?)))
+pub fn sleep(seconds: f64) -> PyResult<Syscall> {
+    Ok(Syscall::new(Kind::Sleep(check_seconds(
+        "sleep()", seconds,
+    )?)))
 }
 
 /// `await tiffany.yield_now()`: go behind every ready task of the same priority.
@@ -129,7 +131,7 @@ pub fn admit() -> Syscall {
 /// `await tiffany.shutdown(timeout)`: shut the scheduler down from a task.
 #[pyfunction]
 pub fn shutdown(timeout: f64) -> PyResult<Syscall> {
-    Ok(Syscall::new(Kind::Shutdown(seconds(
+    Ok(Syscall::new(Kind::Shutdown(check_seconds(
         "shutdown() timeout",
         timeout,
     )?)))

@@ -1,0 +1,151 @@
+"""Typing stubs for the compiled core, ``tiffany._native``."""
+
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from typing import Any, Final, Literal, TypeVar, final
+
+_T = TypeVar("_T")
+
+PRI_SYSTEM: Final[int]
+PRI_DEFAULT: Final[int]
+PRI_LOWEST: Final[int]
+
+TaskState = Literal[
+    "pending",
+    "scheduled",
+    "running",
+    "sleeping",
+    "waiting",
+    "throttled",
+    "finished",
+    "failed",
+    "cancelled",
+]
+EventKind = Literal[
+    "spawned",
+    "running",
+    "yield",
+    "sleep",
+    "io_wait",
+    "join",
+    "done",
+    "failed",
+    "cancelled",
+    "throttled",
+    "paused",
+    "resumed",
+    "spawn_denied",
+    "shutdown_begin",
+    "shutdown_complete",
+    "log",
+]
+
+class Cancelled(BaseException):
+    """Raised inside a cancelled task at its ``await``, so ``finally`` blocks run."""
+
+class TaskCancelled(Exception):
+    """Raised to whoever joins a task that was cancelled."""
+
+class JoinTimeout(TimeoutError):
+    """Raised by ``join(task, timeout=...)`` when the timeout passes first."""
+
+class SpawnError(Exception):
+    """A spawn was refused."""
+
+    reason: Literal["capacity", "shutting_down", "cycle", "unknown_dependency"]
+
+class TaskFailed(RuntimeError):
+    """Raised to whoever joins a native (Rust) task that panicked."""
+
+@final
+class Syscall:
+    """A system call: awaitable from a coroutine, or yielded from a generator task."""
+
+    def __await__(self) -> Generator[Any, Any, Any]: ...
+    def __iter__(self) -> Syscall: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any: ...
+
+@final
+class Task:
+    """A task: awaiting it joins it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def state(self) -> TaskState: ...
+    def done(self) -> bool: ...
+    def result(self) -> Any: ...
+    def exception(self) -> BaseException | None: ...
+    def cancel(self) -> bool: ...
+    def add_done_callback(self, callback: Callable[[Task], object]) -> None: ...
+    def __await__(self) -> Generator[Any, Any, Any]: ...
+
+@final
+class TaskEvent:
+    """One transition of one task (or of the scheduler)."""
+
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def task_id(self) -> int | None: ...
+    @property
+    def time(self) -> float: ...
+    @property
+    def detail(self) -> dict[str, Any]: ...
+    def to_json(self) -> str: ...
+
+@final
+class Scheduler:
+    """A scheduler for Python (and native) tasks on the current thread."""
+
+    def __init__(
+        self,
+        *,
+        clock: Literal["real", "virtual"] | str = "real",
+        quantum: float = 0.005,
+        capacity: int | None = None,
+        backpressure: Callable[[], float] | None = None,
+    ) -> None: ...
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        *,
+        priority: int = 10,
+        deps: Iterable[Task] | None = None,
+        name: str | None = None,
+        daemon: bool = False,
+    ) -> Task: ...
+    def spawn_system(
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        *,
+        name: str | None = None,
+    ) -> Task: ...
+    def run(self, main: Coroutine[Any, Any, _T] | Generator[Any, Any, _T] | None = None) -> _T: ...
+    def now(self) -> float: ...
+    def on_event(self, callback: Callable[[TaskEvent], object]) -> None: ...
+    def metrics(self) -> dict[str, Any]: ...
+    def prometheus(self) -> str: ...
+    def shutdown(self, timeout: float) -> Literal["clean", "timeout"]: ...
+    def pressure(self) -> float: ...
+
+def sleep(seconds: float) -> Syscall: ...
+def yield_now() -> Syscall: ...
+def GetTid() -> Syscall: ...
+def admit() -> Syscall: ...
+def shutdown(timeout: float) -> Syscall: ...
+def spawn(
+    coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+    *,
+    priority: int = 10,
+    deps: Iterable[Task] | None = None,
+    name: str | None = None,
+    daemon: bool = False,
+) -> Task: ...
+def now() -> float: ...
+def current_task() -> Task | None: ...
+def join(task: Task, timeout: float | None = None) -> Syscall: ...

@@ -1,0 +1,334 @@
+"""The Python API: spawning, joining, cancelling, ordering and time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+import tiffany
+
+
+def test_quick_start() -> None:
+    async def child(x: int) -> int:
+        await tiffany.sleep(0.05)
+        return x * 2
+
+    async def main() -> int:
+        t = tiffany.spawn(child(21), priority=5, name="child")
+        assert await t == 42
+        u = tiffany.spawn(child(1), deps=[t])
+        return await tiffany.join(u, timeout=1.0)
+
+    assert tiffany.run(main(), clock="virtual") == 2
+
+
+def test_round_robin_order() -> None:
+    order: list[tuple[str, int]] = []
+
+    async def worker(name: str) -> None:
+        for i in range(3):
+            order.append((name, i))
+            await tiffany.yield_now()
+
+    sched = tiffany.Scheduler(clock="virtual")
+    for name in "abc":
+        sched.spawn(worker(name))
+    sched.run()
+    assert order == [(n, i) for i in range(3) for n in "abc"]
+
+
+def test_sleep_zero_goes_behind_peers() -> None:
+    order: list[str] = []
+
+    async def a() -> None:
+        order.append("a1")
+        await tiffany.sleep(0)
+        order.append("a2")
+
+    async def b() -> None:
+        order.append("b1")
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.spawn(a())
+    sched.spawn(b())
+    sched.run()
+    assert order == ["a1", "b1", "a2"]
+
+
+def test_priority_order_and_system_first() -> None:
+    order: list[str] = []
+
+    async def note(name: str) -> None:
+        order.append(name)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.spawn(note("low"), priority=tiffany.PRI_LOWEST)
+    sched.spawn(note("default"))
+    sched.spawn(note("high"), priority=1)
+    sched.spawn_system(note("system"))
+    sched.run()
+    assert order == ["system", "high", "default", "low"]
+
+
+def test_virtual_hour_is_instant_and_now_advances() -> None:
+    async def main() -> float:
+        await tiffany.sleep(3600)
+        return tiffany.now()
+
+    sched = tiffany.Scheduler(clock="virtual")
+    assert sched.now() == 0.0
+    assert sched.run(main()) == 3600.0
+
+
+def test_exception_propagates_to_joiner() -> None:
+    class Boom(Exception):
+        pass
+
+    async def bad() -> None:
+        await tiffany.sleep(0.01)
+        raise Boom("no")
+
+    async def main() -> str:
+        t = tiffany.spawn(bad())
+        with pytest.raises(Boom, match="no"):
+            await t
+        assert t.state == "failed"
+        assert isinstance(t.exception(), Boom)
+        return "ok"
+
+    assert tiffany.run(main(), clock="virtual") == "ok"
+
+
+def test_join_timeout_raises_and_task_goes_on() -> None:
+    async def slow() -> str:
+        await tiffany.sleep(10)
+        return "late"
+
+    async def main() -> tuple[float, str]:
+        t = tiffany.spawn(slow())
+        with pytest.raises(tiffany.JoinTimeout):
+            await tiffany.join(t, timeout=1.0)
+        at = tiffany.now()
+        return at, await t
+
+    assert tiffany.run(main(), clock="virtual") == (1.0, "late")
+    assert issubclass(tiffany.JoinTimeout, TimeoutError)
+
+
+def test_cancel_runs_finally_and_joiner_sees_task_cancelled() -> None:
+    cleaned: list[str] = []
+
+    async def victim() -> None:
+        try:
+            await tiffany.sleep(100)
+        finally:
+            cleaned.append("finally")
+
+    async def main() -> str:
+        t = tiffany.spawn(victim())
+        await tiffany.sleep(1)
+        assert t.cancel() is True
+        with pytest.raises(tiffany.TaskCancelled):
+            await t
+        assert t.state == "cancelled"
+        assert t.cancel() is False
+        return "done"
+
+    assert tiffany.run(main(), clock="virtual") == "done"
+    assert cleaned == ["finally"]
+    assert issubclass(tiffany.Cancelled, BaseException)
+    assert not issubclass(tiffany.Cancelled, Exception)
+
+
+def test_cancellation_is_level_triggered() -> None:
+    seen: list[str] = []
+
+    async def stubborn() -> str:
+        try:
+            await tiffany.sleep(100)
+        except tiffany.Cancelled:
+            seen.append("first")
+        try:
+            await tiffany.sleep(100)
+        except tiffany.Cancelled:
+            seen.append("second")
+        return "survived"
+
+    async def main() -> None:
+        t = tiffany.spawn(stubborn())
+        await tiffany.yield_now()
+        t.cancel()
+        await t
+
+    tiffany.run(main(), clock="virtual")
+    assert seen == ["first", "second"]
+
+
+def test_dependency_chain_and_failed_dependency_cancels() -> None:
+    order: list[str] = []
+
+    async def step(name: str, fail: bool = False) -> None:
+        await tiffany.sleep(0.1)
+        order.append(name)
+        if fail:
+            raise ValueError(name)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    a = sched.spawn(step("a"))
+    b = sched.spawn(step("b", fail=True), deps=[a])
+    c = sched.spawn(step("c"), deps=[b])
+    d = sched.spawn(step("d"), deps=[a])
+    assert c.state == "pending"
+    sched.run()
+    assert order == ["a", "b", "d"]
+    assert b.state == "failed"
+    assert c.state == "cancelled"
+    assert d.state == "finished"
+
+
+def test_capacity_refusal() -> None:
+    async def idle() -> None:
+        await tiffany.sleep(1)
+
+    sched = tiffany.Scheduler(clock="virtual", capacity=2)
+    sched.spawn(idle())
+    sched.spawn(idle())
+    with pytest.raises(tiffany.SpawnError) as info:
+        sched.spawn(idle())
+    assert info.value.reason == "capacity"  # type: ignore[attr-defined]
+    sched.run()
+
+
+def test_spawn_after_shutdown_refused() -> None:
+    async def idle() -> None:
+        await tiffany.sleep(1)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.spawn(idle())
+    assert sched.shutdown(5.0) == "clean"
+    coro = idle()
+    with pytest.raises(tiffany.SpawnError) as info:
+        sched.spawn(coro)
+    assert info.value.reason == "shutting_down"  # type: ignore[attr-defined]
+
+
+def test_shutdown_timeout_cancels_the_rest() -> None:
+    async def forever() -> None:
+        await tiffany.sleep(1e9)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    t = sched.spawn(forever())
+    assert sched.shutdown(2.0) == "timeout"
+    assert t.state == "cancelled"
+    assert sched.now() == 2.0
+
+
+def test_bad_input_gets_clear_errors() -> None:
+    sched = tiffany.Scheduler(clock="virtual")
+
+    async def f() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="forget to call"):
+        sched.spawn(f)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        tiffany.sleep(-1)
+    with pytest.raises(ValueError):
+        tiffany.Scheduler(clock="wall")
+    orphan = f()
+    with pytest.raises(RuntimeError, match="no tiffany scheduler"):
+        tiffany.spawn(orphan)
+    orphan.close()
+
+
+def test_generator_task_with_trampolining() -> None:
+    def add(a: int, b: int) -> Generator[Any, Any, int]:
+        yield tiffany.sleep(1)
+        return a + b
+
+    def main() -> Generator[Any, Any, tuple[int, int]]:
+        tid = yield tiffany.GetTid()
+        total = yield add(2, 3)
+        return tid, total
+
+    sched = tiffany.Scheduler(clock="virtual")
+    t = sched.spawn(main())
+    sched.run()
+    assert t.result() == (t.id, 5)
+    assert sched.now() == 1.0
+
+
+def test_events_are_deterministic_under_virtual_clock() -> None:
+    def program() -> list[str]:
+        lines: list[str] = []
+
+        async def child(i: int) -> int:
+            await tiffany.sleep(0.01 * (i % 3))
+            await tiffany.yield_now()
+            return i
+
+        async def main() -> int:
+            tasks = [tiffany.spawn(child(i), priority=10 + i % 2) for i in range(6)]
+            total = 0
+            for t in tasks:
+                total += await t
+            return total
+
+        sched = tiffany.Scheduler(clock="virtual")
+        sched.on_event(lambda e: lines.append(e.to_json()))
+        assert sched.run(main()) == 15
+        return lines
+
+    first, second = program(), program()
+    assert first == second
+    kinds = {json.loads(line)["event"] for line in first}
+    assert {"spawned", "running", "sleep", "yield", "join", "done"} <= kinds
+
+
+def test_event_callback_errors_are_counted_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_callback(event: tiffany.TaskEvent) -> None:
+        raise RuntimeError("callback broke")
+
+    async def main() -> str:
+        await tiffany.sleep(0.1)
+        return "fine"
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.on_event(bad_callback)
+    assert sched.run(main()) == "fine"
+    assert sched.metrics()["callback_errors"] > 0
+    assert any("callback broke" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_done_callback_and_current_task() -> None:
+    seen: list[int] = []
+
+    async def child() -> int:
+        me = tiffany.current_task()
+        assert me is not None
+        return me.id
+
+    async def main() -> None:
+        t = tiffany.spawn(child())
+        t.add_done_callback(lambda task: seen.append(task.result()))
+        await t
+
+    tiffany.run(main(), clock="virtual")
+    assert len(seen) == 1
+
+
+def test_metrics_and_prometheus() -> None:
+    async def main() -> None:
+        for _ in range(3):
+            await tiffany.sleep(0.01)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.run(main())
+    m = sched.metrics()
+    assert m["done"] == 1 and m["spawned"] == 1
+    text = sched.prometheus()
+    assert 'tasks_total{outcome="done"} 1' in text
+    assert "task_run_latency_seconds_bucket" in text
