@@ -10,7 +10,10 @@ use tiffany_scheduler::{
 };
 
 fn main() {
-    let sched = Scheduler::builder().virtual_clock().build().expect("a poller");
+    let sched = Scheduler::builder()
+        .virtual_clock()
+        .build()
+        .expect("a poller");
     let log = EventLog::new();
     sched.subscribe(log.clone());
     sched.add_shutdown_hook(|r: ShutdownResult| println!("shutdown hook ran: {}", r.name()));
@@ -19,13 +22,16 @@ fn main() {
     let mut workers = Vec::new();
     for (name, priority) in [("low", 200u8), ("default", PRI_DEFAULT), ("urgent", 1)] {
         let id = sched
-            .spawn_with(SpawnOptions::priority(priority).with_name(name), move |cx| {
-                for step in 0..3 {
-                    cx.log(format!("{name}: step {step}"));
-                    cx.sleep(Duration::from_millis(100));
-                }
-                name.len()
-            })
+            .spawn_with(
+                SpawnOptions::priority(priority).with_name(name),
+                move |cx| {
+                    for step in 0..3 {
+                        cx.log(format!("{name}: step {step}"));
+                        cx.sleep(Duration::from_millis(100));
+                    }
+                    name.len()
+                },
+            )
             .expect("spawn");
         workers.push(id);
     }
@@ -55,7 +61,10 @@ fn main() {
 
     let order = sched.run();
     println!("tasks finished in this order: {order:?}");
-    println!("virtual time elapsed: {:?} (an hour-long sleep was cut short)", sched.now());
+    println!(
+        "virtual time elapsed: {:?} (an hour-long sleep was cut short)",
+        sched.now()
+    );
     println!("priority {PRI_SYSTEM} is the system priority.\n");
 
     println!("-- events (PAL) --");

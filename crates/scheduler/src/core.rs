@@ -160,7 +160,8 @@ pub(crate) struct Core {
     held: VecDeque<ReadyKey>,
     admit_waiters: VecDeque<Waiter>,
     pub(crate) has_listener: bool,
-    pub(crate) daemons_cancelled: bool,
+    /// Valid entries in the ready queue (tasks with `queued` set).
+    queued: usize,
 }
 
 macro_rules! emit {
@@ -211,7 +212,7 @@ impl Core {
             held: VecDeque::new(),
             admit_waiters: VecDeque::new(),
             has_listener: false,
-            daemons_cancelled: false,
+            queued: 0,
         }
     }
 
@@ -242,8 +243,9 @@ impl Core {
         self.live_nondaemon
     }
 
+    /// Tasks waiting in the ready queue (stale entries not counted).
     pub(crate) fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.queued
     }
 
     pub(crate) fn has_ready(&self) -> bool {
@@ -407,10 +409,10 @@ impl Core {
         t.deps.push(on);
         t.pending_deps += 1;
         if t.state == TaskState::Scheduled {
-            // Still queued but not started: it waits again. The queue entry
-            // becomes stale and is skipped.
+            // Still queued but not started: it waits again. Its queue entry
+            // stays (and keeps `queued` set, so it is never queued twice): if
+            // the task is still pending when the entry is popped, it is skipped.
             t.state = TaskState::Pending;
-            t.queued = false;
         }
         Ok(())
     }
@@ -450,6 +452,7 @@ impl Core {
             t.queued = true;
             let (priority, key) = (t.priority, t.key(slot));
             self.ready.push(priority, key);
+            self.queued += 1;
         }
     }
 
@@ -466,6 +469,7 @@ impl Core {
                 continue;
             }
             t.queued = false;
+            self.queued -= 1;
             if !matches!(t.state, TaskState::Scheduled | TaskState::Throttled) || t.body.is_none() {
                 // A stale entry: the task ended or went back to waiting.
                 self.try_free(key.slot);
@@ -826,6 +830,32 @@ impl Core {
         }
     }
 
+    /// Whether a timer entry still has something to do.
+    fn timer_is_live(&self, kind: TimerKind) -> bool {
+        match kind {
+            TimerKind::Wake(w) => self
+                .tasks
+                .get(w.slot)
+                .is_some_and(|t| t.id == w.task && t.generation == w.generation && t.is_blocked()),
+            TimerKind::ShutdownDeadline => self
+                .shutdown
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Draining),
+        }
+    }
+
+    /// The earliest deadline that still matters, dropping stale entries on
+    /// the way, so the virtual clock never jumps to a wait that already ended.
+    pub(crate) fn next_live_deadline(&mut self) -> Option<Duration> {
+        loop {
+            let (deadline, kind) = self.timers.peek()?;
+            if self.timer_is_live(kind) {
+                return Some(deadline);
+            }
+            self.timers.pop();
+        }
+    }
+
     /// Polls the reactor (non-blocking unless `timeout` says otherwise) and
     /// wakes the tasks whose I/O is ready.
     pub(crate) fn poll_io(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
@@ -1046,6 +1076,7 @@ impl Core {
         if t.queued {
             // Its queue entry turns stale; it is skipped when popped.
             t.queued = false;
+            self.queued -= 1;
         }
         self.finish(slot, Outcome::Cancelled);
     }
@@ -1068,12 +1099,10 @@ impl Core {
         n
     }
 
-    /// Cancels the daemon tasks once every other task has finished.
+    /// Cancels the daemon tasks once every other task has finished. Harmless
+    /// to repeat: a task already cancelled is left alone.
     pub(crate) fn cancel_daemons(&mut self) {
-        if !self.daemons_cancelled {
-            self.daemons_cancelled = true;
-            self.cancel_all(None, true);
-        }
+        self.cancel_all(None, true);
     }
 
     // ----- back-pressure ----------------------------------------------------------
@@ -1231,17 +1260,6 @@ impl Core {
 
     pub(crate) fn current_task(&self) -> Option<TaskId> {
         self.current.map(|(_, id)| id)
-    }
-
-    /// For tests of invariants: nothing queued twice, counters consistent.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
-        let live = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.outcome.is_none())
-            .count();
-        assert_eq!(live, self.live);
     }
 
     pub(crate) fn value_of(&self, id: TaskId) -> Option<Value> {

@@ -102,6 +102,7 @@ const READABLE: u8 = 1;
 const WRITABLE: u8 = 2;
 
 struct Source {
+    #[cfg_attr(not(feature = "async-io"), allow(dead_code))]
     fd: RawFd,
     generation: u32,
     /// Readiness seen and not yet handed to a waiter.
@@ -299,10 +300,10 @@ impl Reactor {
             return Ok(WaitStart::Ready);
         }
         let slot = source.waiter_mut(interest);
-        if let Some(existing) = slot {
-            if existing.task != waiter.task {
-                return Err(crate::SyscallError::IoBusy(token));
-            }
+        if let Some(existing) = slot
+            && existing.task != waiter.task
+        {
+            return Err(crate::SyscallError::IoBusy(token));
         }
         let fresh = slot.is_none();
         *slot = Some(waiter);

@@ -58,17 +58,14 @@ impl Histogram {
         self.count += 1;
     }
 
-    fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut acc = 0;
+    /// `(upper bound, count in this bucket)` pairs, `+Inf` last. Not
+    /// cumulative: the encoder accumulates them.
+    fn buckets(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKETS
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
-            .zip(self.counts.iter())
-            .map(|(b, c)| {
-                acc += c;
-                (b, acc)
-            })
+            .zip(self.counts.iter().copied())
             .collect()
     }
 }
@@ -207,7 +204,7 @@ impl EncodeMetric for Series<'_> {
                 Sample::Counter(v) => e.encode_counter::<NoLabels, _, u64>(v, None)?,
                 Sample::Gauge(v) => e.encode_gauge(v)?,
                 Sample::Histogram(h) => {
-                    e.encode_histogram::<NoLabels>(h.sum, h.count, &h.cumulative(), None)?
+                    e.encode_histogram::<NoLabels>(h.sum, h.count, &h.buckets(), None)?
                 }
             }
         }

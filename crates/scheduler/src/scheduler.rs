@@ -213,6 +213,7 @@ impl Builder {
                 shared,
                 running: Cell::new(false),
                 ticks: Cell::new(0),
+                pressure_interval: self.watermarks.check_interval.max(1),
                 end_callbacks: RefCell::new(HashMap::new()),
             }),
         })
@@ -229,6 +230,8 @@ struct Inner {
     shared: Arc<Shared>,
     running: Cell<bool>,
     ticks: Cell<u32>,
+    /// Read the pressure every this many steps (at least 1).
+    pressure_interval: u32,
     end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
 
@@ -643,8 +646,11 @@ impl Scheduler {
             }
             let ticks = inner.ticks.get().wrapping_add(1);
             inner.ticks.set(ticks);
-            if ticks % MAINTENANCE_INTERVAL == 0 {
-                self.maintenance();
+            if ticks.is_multiple_of(MAINTENANCE_INTERVAL) {
+                self.timers_and_io();
+            }
+            if ticks.is_multiple_of(inner.pressure_interval) {
+                self.check_pressure();
             }
             if self.step() {
                 continue;
@@ -772,6 +778,12 @@ impl Scheduler {
 
     /// Timers due, I/O without blocking, pressure.
     fn maintenance(&self) {
+        self.timers_and_io();
+        self.check_pressure();
+    }
+
+    /// Fires due timers and looks for I/O without blocking.
+    fn timers_and_io(&self) {
         {
             let mut core = self.inner.core.borrow_mut();
             if !core.timers.is_empty() {
@@ -786,7 +798,6 @@ impl Scheduler {
                 tracing::error!(target: "tiffany::io", error = %e, "poll failed");
             }
         }
-        self.check_pressure();
     }
 
     fn check_pressure(&self) {
@@ -927,7 +938,7 @@ impl Scheduler {
             return true;
         }
         let paused_waiting = core.paused && core.held_or_admitting();
-        let next = core.timers.next_deadline();
+        let next = core.next_live_deadline();
         let handles_exist = Arc::strong_count(&inner.shared) > 1;
         if core.clock.is_virtual() {
             // Outside I/O first, without blocking.

@@ -67,6 +67,16 @@ impl Timers {
         self.heap.peek().map(|e| e.0.deadline)
     }
 
+    /// The earliest entry, without removing it.
+    pub(crate) fn peek(&self) -> Option<(Duration, TimerKind)> {
+        self.heap.peek().map(|e| (e.0.deadline, e.0.kind))
+    }
+
+    /// Removes the earliest entry.
+    pub(crate) fn pop(&mut self) {
+        self.heap.pop();
+    }
+
     /// Removes and returns the earliest entry if it is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Duration) -> Option<TimerKind> {
         if self.heap.peek()?.0.deadline <= now {

@@ -1,0 +1,129 @@
+//! Capacity: at most `n` live tasks; spawns beyond are refused, not queued,
+//! and ids keep increasing, never reused.
+
+mod common;
+
+use common::*;
+use tiffany_scheduler::*;
+
+#[test]
+fn spawn_beyond_capacity_is_refused_with_an_event() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(3)
+        .build()
+        .unwrap();
+    let log = logged(&s);
+    let ids: Vec<TaskId> = (0..3)
+        .map(|i| s.spawn(move |cx| cx.sleep(ms(i + 1))).unwrap())
+        .collect();
+    assert_denied(
+        s.spawn(|_cx| ()),
+        SpawnError::CapacityExceeded { capacity: 3 },
+    );
+    assert_eq!(
+        SpawnError::CapacityExceeded { capacity: 3 }.reason(),
+        "capacity"
+    );
+    assert_eq!(s.live_tasks(), 3);
+    let m = s.metrics();
+    assert_eq!((m.spawned, m.spawn_denied), (3, 1));
+    let events = log.events();
+    let denied: Vec<&TaskEvent> = events
+        .iter()
+        .filter(|e| e.kind.name() == "spawn_denied")
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].task, None);
+    assert_eq!(
+        denied[0].kind,
+        EventKind::SpawnDenied { reason: "capacity" }
+    );
+    assert!(denied[0].to_json().contains("\"reason\":\"capacity\""));
+
+    let order = s.run();
+    assert_eq!(order, ids);
+    // Room again: the refused spawn did not use up an id.
+    let next = s.spawn(|_cx| ()).unwrap();
+    assert_eq!(next.get(), ids[2].get() + 1);
+    assert!(s.prometheus().contains("task_spawn_denied_total 1\n"));
+}
+
+#[test]
+fn capacity_is_per_live_task_from_tasks_and_handles_too() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(2)
+        .build()
+        .unwrap();
+    let handle = s.handle();
+    let parent = s
+        .spawn(move |cx| {
+            let first = cx.spawn(|cx| cx.sleep(ms(5))).unwrap();
+            // Parent + first = 2 live: full.
+            let refused = cx.spawn(|_cx| ());
+            let from_handle = handle.spawn(|_cx| ());
+            cx.join(first);
+            // first ended: room for one more.
+            let later = cx.spawn(|_cx| ());
+            (refused, from_handle.err(), later.is_ok())
+        })
+        .unwrap();
+    s.run();
+    let (refused, from_handle, later) =
+        value_of::<(Result<TaskId, SpawnError>, Option<SpawnError>, bool)>(&s, parent);
+    assert_eq!(refused, Err(SpawnError::CapacityExceeded { capacity: 2 }));
+    assert_eq!(
+        from_handle,
+        Some(SpawnError::CapacityExceeded { capacity: 2 })
+    );
+    assert!(later);
+    // Only the refusal the core saw is counted: a handle refuses on its own
+    // thread, from the shared counters, without reaching the scheduler.
+    assert_eq!(s.metrics().spawn_denied, 1);
+}
+
+#[test]
+fn cancelling_frees_capacity() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(1)
+        .build()
+        .unwrap();
+    let a = s.spawn(|_cx| ()).unwrap();
+    assert!(s.spawn(|_cx| ()).is_err());
+    assert!(s.cancel(a));
+    let b = s.spawn(|_cx| ()).unwrap();
+    assert!(b > a);
+    assert_eq!(s.run(), vec![b]);
+}
+
+#[test]
+fn ids_keep_increasing_and_are_never_reused() {
+    // No retention, so task slots are reused constantly; ids must not be.
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(4)
+        .retain_finished(0)
+        .build()
+        .unwrap();
+    let mut all = Vec::new();
+    let mut refused = 0;
+    for round in 0..50 {
+        for _ in 0..6 {
+            match s.spawn(move |cx| cx.sleep(ms(round % 3))) {
+                Ok(id) => all.push(id),
+                Err(SpawnError::CapacityExceeded { capacity: 4 }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        s.run();
+        assert_eq!(s.task_records(), 0);
+    }
+    assert_eq!(all.len(), 200);
+    assert_eq!(refused, 100);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "ids increase");
+    // Refusals take no id: the ids are exactly 1..=200.
+    assert_eq!(all.first().unwrap().get(), 1);
+    assert_eq!(all.last().unwrap().get(), 200);
+}
