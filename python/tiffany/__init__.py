@@ -21,15 +21,23 @@ cancellation, CPU budgets, back-pressure and an event for every transition.
 
 from __future__ import annotations
 
+import concurrent.futures
+import errno
+import functools
+import os
+import socket
+import threading
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from tiffany._native import (
     PRI_DEFAULT,
     PRI_LOWEST,
     PRI_SYSTEM,
     Cancelled,
+    Completion,
     GetTid,
+    Handle,
     JoinTimeout,
     Scheduler,
     SpawnError,
@@ -44,7 +52,12 @@ from tiffany._native import (
     now,
     shutdown,
     sleep,
+    sock_accept,
+    sock_recv,
+    sock_sendall,
     spawn,
+    wait_readable,
+    wait_writable,
     yield_now,
 )
 
@@ -53,7 +66,9 @@ __all__ = [
     "PRI_LOWEST",
     "PRI_SYSTEM",
     "Cancelled",
+    "Completion",
     "GetTid",
+    "Handle",
     "JoinTimeout",
     "Scheduler",
     "SpawnError",
@@ -69,11 +84,65 @@ __all__ = [
     "run",
     "shutdown",
     "sleep",
+    "sock_accept",
+    "sock_connect",
+    "sock_recv",
+    "sock_sendall",
     "spawn",
+    "to_thread",
+    "wait_readable",
+    "wait_writable",
     "yield_now",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            workers = min(32, (os.cpu_count() or 1) + 4)
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="tiffany-worker"
+            )
+        return _executor
+
+
+async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run ``fn(*args, **kwargs)`` in a worker thread; the scheduler keeps running.
+
+    The calling task waits without blocking the scheduler, then receives the
+    return value (or the exception). If the task is cancelled meanwhile, the
+    call still finishes in its thread but its result is dropped.
+    """
+    done = Completion()
+    future = _thread_pool().submit(functools.partial(fn, *args, **kwargs))
+    future.add_done_callback(lambda _: done.notify())
+    try:
+        await done
+    finally:
+        done.close()
+    return future.result()
+
+
+async def sock_connect(sock: socket.socket, address: Any) -> None:
+    """Connect ``sock`` to ``address`` without blocking the scheduler.
+
+    The socket is made non-blocking; the scheduler waits for it to become
+    writable and raises ``OSError`` if the connection failed.
+    """
+    sock.setblocking(False)
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+        await wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err not in (0, errno.EISCONN):
+        raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
 
 
 def run(

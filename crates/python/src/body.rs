@@ -15,7 +15,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tiffany_scheduler::{
-    IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
+    Interest, IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
 };
 
 use crate::convert::value_to_py;
@@ -28,6 +28,8 @@ pub(crate) struct PyBody {
     stack: Vec<Py<PyAny>>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
+    /// A descriptor registered for the current I/O wait, released on resume.
+    held_fd: Option<i32>,
 }
 
 impl PyBody {
@@ -35,6 +37,7 @@ impl PyBody {
         PyBody {
             stack: vec![coro],
             sched,
+            held_fd: None,
         }
     }
 }
@@ -127,7 +130,11 @@ impl PyBody {
     }
 
     /// Turns a yielded object into a system call, or an error to throw back.
-    fn translate(&self, py: Python<'_>, yielded: &Bound<'_, PyAny>) -> Result<SystemCall, PyErr> {
+    fn translate(
+        &mut self,
+        py: Python<'_>,
+        yielded: &Bound<'_, PyAny>,
+    ) -> Result<SystemCall, PyErr> {
         let Ok(sc) = yielded.cast::<Syscall>() else {
             return Err(PyTypeError::new_err(format!(
                 "a tiffany task can only await tiffany's awaitables (sleep, join, tasks, ...); \
@@ -165,10 +172,35 @@ impl PyBody {
             Kind::GetTid => SystemCall::GetTid,
             Kind::Admit => SystemCall::Admit,
             Kind::Shutdown(t) => SystemCall::Shutdown(Duration::from_secs_f64(t)),
+            Kind::Io {
+                fd,
+                writable,
+                timeout,
+            } => {
+                let token = crate::runtime::io_acquire(fd)?;
+                self.held_fd = Some(fd);
+                SystemCall::IoWait {
+                    token,
+                    interest: if writable {
+                        Interest::Writable
+                    } else {
+                        Interest::Readable
+                    },
+                    timeout: timeout.map(Duration::from_secs_f64),
+                }
+            }
+            Kind::Channel { token } => SystemCall::IoWait {
+                token: crate::runtime::channel_token(token)?,
+                interest: Interest::Readable,
+                timeout: None,
+            },
         })
     }
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
+        if let Some(fd) = self.held_fd.take() {
+            crate::runtime::io_release(fd);
+        }
         let mut input = self.input(py, answer);
         loop {
             let Some(top) = self.stack.last() else {
@@ -223,6 +255,9 @@ impl TaskBody for PyBody {
 
 impl Drop for PyBody {
     fn drop(&mut self) {
+        if let Some(fd) = self.held_fd.take() {
+            crate::runtime::io_release(fd);
+        }
         if self.stack.is_empty() {
             return;
         }

@@ -11,7 +11,9 @@ mod body;
 mod convert;
 mod errors;
 mod runtime;
+mod sockets;
 mod syscall;
+mod threads;
 
 /// The compiled core of the `tiffany` package.
 #[pymodule]
@@ -21,6 +23,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Task>()?;
     m.add_class::<runtime::PyTaskEvent>()?;
     m.add_class::<syscall::Syscall>()?;
+    m.add_class::<sockets::SockOp>()?;
+    m.add_class::<threads::Handle>()?;
+    m.add_class::<threads::Completion>()?;
     m.add("Cancelled", py.get_type::<errors::Cancelled>())?;
     m.add("TaskCancelled", py.get_type::<errors::TaskCancelled>())?;
     m.add("JoinTimeout", py.get_type::<errors::JoinTimeout>())?;
@@ -38,5 +43,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::now, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::current_task, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::join, m)?)?;
+    m.add_function(wrap_pyfunction!(syscall::wait_readable, m)?)?;
+    m.add_function(wrap_pyfunction!(syscall::wait_writable, m)?)?;
+    m.add_function(wrap_pyfunction!(sockets::sock_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(sockets::sock_sendall, m)?)?;
+    m.add_function(wrap_pyfunction!(sockets::sock_accept, m)?)?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! thread-local stack.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,8 +16,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tiffany_scheduler::{
-    Accounting, Body, Clock, EventKind, Outcome, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions,
-    TaskEvent, TaskId,
+    Accounting, Body, Clock, EventKind, IoToken, Outcome, PRI_DEFAULT, Scheduler as Kernel,
+    SpawnOptions, TaskEvent, TaskId,
 };
 
 use crate::body::PyBody;
@@ -36,6 +37,79 @@ struct Current {
     kernel: Kernel,
     id: u64,
     callback_errors: Rc<Cell<u64>>,
+    /// An exception raised by a signal handler while the scheduler waited.
+    interrupt: Rc<RefCell<Option<PyErr>>>,
+    /// Descriptors registered with the reactor, with how many waits use each.
+    io: Rc<RefCell<HashMap<i32, (IoToken, usize)>>>,
+}
+
+/// Registers `fd` for a wait (or counts one more wait on it).
+pub(crate) fn io_acquire(fd: i32) -> PyResult<IoToken> {
+    let cur = current()?;
+    let mut io = cur.io.borrow_mut();
+    if let Some((token, n)) = io.get_mut(&fd) {
+        *n += 1;
+        return Ok(*token);
+    }
+    struct Fd(i32);
+    impl tiffany_scheduler::IoSource for Fd {
+        fn raw_fd(&self) -> i32 {
+            self.0
+        }
+    }
+    let token = cur.kernel.register_io(&Fd(fd)).map_err(PyErr::from)?;
+    io.insert(fd, (token, 1));
+    Ok(token)
+}
+
+/// Ends one wait on `fd`; deregisters it after the last.
+pub(crate) fn io_release(fd: i32) {
+    let Ok(cur) = current() else { return };
+    let mut io = cur.io.borrow_mut();
+    if let Some((token, n)) = io.get_mut(&fd) {
+        *n -= 1;
+        if *n == 0 {
+            let token = *token;
+            io.remove(&fd);
+            drop(io);
+            cur.kernel.deregister_io(token);
+        }
+    }
+}
+
+/// A new in-memory channel on the running scheduler, and a handle to notify it.
+pub(crate) fn new_channel() -> PyResult<(tiffany_scheduler::Handle, IoToken)> {
+    let cur = current()?;
+    Ok((cur.kernel.handle(), cur.kernel.register_channel()))
+}
+
+/// Releases a channel made by [`new_channel`].
+pub(crate) fn close_channel(token: IoToken) {
+    if let Ok(cur) = current() {
+        cur.kernel.deregister_io(token);
+    }
+}
+
+/// Makes `cur` the thread's current scheduler until the guard drops.
+struct Enter;
+
+impl Enter {
+    fn new(cur: &Current) -> Self {
+        CURRENT.with(|c| c.borrow_mut().push(cur.clone()));
+        Enter
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().pop());
+    }
+}
+
+/// The token of a channel on the current scheduler.
+pub(crate) fn channel_token(raw: u64) -> PyResult<IoToken> {
+    current()?;
+    Ok(IoToken::from_raw(raw))
 }
 
 fn current() -> PyResult<Current> {
@@ -94,6 +168,18 @@ impl Task {
 
 impl Drop for Task {
     fn drop(&mut self) {
+        if let Some(Outcome::Failed(e)) = self.outcome()
+            && !self.kernel.observe(self.id)
+        {
+            Python::attach(|py| {
+                let err = task_error(py, &e);
+                log_callback_error(
+                    py,
+                    &format!("task {} (its exception was never retrieved)", self.id),
+                    err,
+                );
+            });
+        }
         self.kernel.release(self.id);
     }
 }
@@ -136,6 +222,7 @@ impl Task {
     /// The task's return value; re-raises its exception; raises
     /// `TaskCancelled` if it was cancelled and `RuntimeError` if not done.
     fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.kernel.observe(self.id);
         match self.outcome() {
             None => Err(PyRuntimeError::new_err(format!(
                 "task {} is not done",
@@ -153,6 +240,7 @@ impl Task {
     /// The task's exception, or None if it returned; raises `TaskCancelled`
     /// if it was cancelled and `RuntimeError` if not done.
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.kernel.observe(self.id);
         match self.outcome() {
             None => Err(PyRuntimeError::new_err(format!(
                 "task {} is not done",
@@ -313,6 +401,26 @@ fn parse_clock(clock: &str) -> PyResult<Clock> {
     }
 }
 
+/// Refuses anything that is not a coroutine or a generator, with a hint.
+pub(crate) fn check_task_object(py: Python<'_>, coro: &Bound<'_, PyAny>) -> PyResult<()> {
+    if is_task_object(py, coro)? {
+        return Ok(());
+    }
+    let what = coro
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let hint = if coro.is_callable() {
+        " (did you forget to call the async function?)"
+    } else {
+        ""
+    };
+    Err(PyTypeError::new_err(format!(
+        "spawn() needs a coroutine or a generator, got {what}{hint}"
+    )))
+}
+
 fn is_task_object(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let types = py.import("types")?;
     if obj.is_instance(&types.getattr("CoroutineType")?)?
@@ -333,21 +441,7 @@ impl PyScheduler {
         mut options: SpawnOptions,
         name: Option<String>,
     ) -> PyResult<Task> {
-        if !is_task_object(py, coro)? {
-            let what = coro
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            let hint = if coro.is_callable() {
-                " (did you forget to call the async function?)"
-            } else {
-                ""
-            };
-            return Err(PyTypeError::new_err(format!(
-                "spawn() needs a coroutine or a generator, got {what}{hint}"
-            )));
-        }
+        check_task_object(py, coro)?;
         if let Some(n) = &name {
             options.name = Some(n.as_str().into());
         }
@@ -420,6 +514,29 @@ impl PyScheduler {
             b = b.capacity(c);
         }
         let callback_errors = Rc::new(Cell::new(0u64));
+        let interrupt: Rc<RefCell<Option<PyErr>>> = Rc::new(RefCell::new(None));
+        let pending = interrupt.clone();
+        // Run Python's signal handlers while the scheduler waits or works; an
+        // exception from one shuts the scheduler down and is re-raised by run().
+        b = b.interrupt_check(Box::new(move || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => None,
+                Err(e) => {
+                    pending.borrow_mut().get_or_insert(e);
+                    Some(Duration::ZERO)
+                }
+            })
+        }));
+        b = b.on_unobserved_failure(Box::new(|task, error| {
+            Python::attach(|py| {
+                let err = task_error(py, error);
+                log_callback_error(
+                    py,
+                    &format!("task {task}, which nothing was waiting for"),
+                    err,
+                );
+            })
+        }));
         if let Some(cb) = backpressure {
             let errors = callback_errors.clone();
             b = b.backpressure(move || {
@@ -441,6 +558,8 @@ impl PyScheduler {
                 kernel,
                 id: NEXT_SCHEDULER.fetch_add(1, Ordering::Relaxed),
                 callback_errors,
+                interrupt,
+                io: Rc::new(RefCell::new(HashMap::new())),
             },
         })
     }
@@ -488,15 +607,16 @@ impl PyScheduler {
             }
             None => None,
         };
-        CURRENT.with(|c| c.borrow_mut().push(self.cur.clone()));
-        struct Pop;
-        impl Drop for Pop {
-            fn drop(&mut self) {
-                CURRENT.with(|c| c.borrow_mut().pop());
-            }
-        }
-        let _pop = Pop;
+        let _enter = Enter::new(&self.cur);
+        let sigint = SigintGuard::install(py, &self.cur)?;
         self.cur.kernel.run_until_idle();
+        let interrupted = sigint.restore(py)?;
+        if let Some(err) = self.cur.interrupt.borrow_mut().take() {
+            return Err(err);
+        }
+        if interrupted {
+            return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(()));
+        }
         match main_task {
             Some(t) => t.result(py),
             None => Ok(py.None()),
@@ -568,7 +688,44 @@ impl PyScheduler {
     /// seconds, cancels the rest. Returns "clean" or "timeout".
     fn shutdown(&self, timeout: f64) -> PyResult<&'static str> {
         let t = check_seconds("timeout", timeout)?;
+        let _enter = Enter::new(&self.cur);
         Ok(self.cur.kernel.shutdown(Duration::from_secs_f64(t)).name())
+    }
+
+    /// A thread-safe handle: `spawn`, `cancel`, `shutdown` from other threads.
+    fn handle(&self) -> crate::threads::Handle {
+        crate::threads::Handle {
+            kernel: self.cur.kernel.handle(),
+            sched: self.cur.id,
+        }
+    }
+
+    /// Spawns a native (Rust) task that sleeps `seconds` on the kernel's clock
+    /// and returns `result`. It shares the scheduler, ids and ready queue with
+    /// Python tasks; Python tasks can await it like any task.
+    #[pyo3(signature = (seconds, result = None, *, priority = PRI_DEFAULT, name = None))]
+    fn spawn_native_sleep(
+        &self,
+        py: Python<'_>,
+        seconds: f64,
+        result: Option<Py<PyAny>>,
+        priority: u8,
+        name: Option<String>,
+    ) -> PyResult<Task> {
+        let d = Duration::from_secs_f64(check_seconds("seconds", seconds)?);
+        let mut options = SpawnOptions::priority(priority);
+        options.name = name.as_deref().map(Into::into);
+        let result = result.unwrap_or_else(|| py.None());
+        // The closure only moves the object; it never touches Python.
+        let id = self
+            .cur
+            .kernel
+            .spawn_with(options, move |cx| {
+                cx.sleep(d);
+                result
+            })
+            .map_err(|e| spawn_error(py, &e))?;
+        Ok(Task::new(&self.cur, id, name, priority))
     }
 
     /// The last back-pressure reading (0.0–1.0).
@@ -639,4 +796,73 @@ pub fn join(task: &Bound<'_, Task>, timeout: Option<f64>) -> PyResult<Syscall> {
         sched: t.sched,
         timeout,
     }))
+}
+
+/// Ctrl-C during `run()`: on the main thread, SIGINT starts a shutdown that
+/// cancels every task (they see `Cancelled`), and `run()` then raises
+/// `KeyboardInterrupt`, as `asyncio.run` does.
+#[pyclass(module = "tiffany._native", name = "_SigintHandler", frozen)]
+struct SigintHandler {
+    handle: tiffany_scheduler::Handle,
+    hit: std::sync::atomic::AtomicBool,
+}
+
+#[pymethods]
+impl SigintHandler {
+    fn __call__(&self, _signum: i32, _frame: Py<PyAny>) {
+        self.hit.store(true, Ordering::SeqCst);
+        let _ = self.handle.request_shutdown(Duration::ZERO);
+    }
+}
+
+struct SigintGuard {
+    installed: Option<(Py<PyAny>, Py<SigintHandler>)>,
+}
+
+impl SigintGuard {
+    fn install(py: Python<'_>, cur: &Current) -> PyResult<Self> {
+        let threading = py.import("threading")?;
+        let main = threading.call_method0("main_thread")?;
+        let this = threading.call_method0("current_thread")?;
+        if !main.is(&this) {
+            return Ok(SigintGuard { installed: None });
+        }
+        let signal = py.import("signal")?;
+        let sigint = signal.getattr("SIGINT")?;
+        let handler = Py::new(
+            py,
+            SigintHandler {
+                handle: cur.kernel.handle(),
+                hit: std::sync::atomic::AtomicBool::new(false),
+            },
+        )?;
+        let previous = signal.call_method1("signal", (sigint, handler.clone_ref(py)))?;
+        Ok(SigintGuard {
+            installed: Some((previous.unbind(), handler)),
+        })
+    }
+
+    /// Puts the previous handler back; returns whether Ctrl-C was pressed.
+    fn restore(mut self, py: Python<'_>) -> PyResult<bool> {
+        let Some((previous, handler)) = self.installed.take() else {
+            return Ok(false);
+        };
+        let signal = py.import("signal")?;
+        signal.call_method1("signal", (signal.getattr("SIGINT")?, previous))?;
+        Ok(handler.get().hit.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for SigintGuard {
+    fn drop(&mut self) {
+        if let Some((previous, _)) = self.installed.take() {
+            Python::attach(|py| {
+                if let Ok(signal) = py.import("signal")
+                    && let Ok(sigint) = signal.getattr("SIGINT")
+                {
+                    let _ = signal.call_method1("signal", (sigint, previous));
+                }
+            });
+        }
+    }
 }

@@ -24,6 +24,16 @@ pub(crate) enum Kind {
     GetTid,
     Admit,
     Shutdown(f64),
+    /// Wait for a file descriptor (registered by the driver for the wait).
+    Io {
+        fd: i32,
+        writable: bool,
+        timeout: Option<f64>,
+    },
+    /// Wait for an in-memory channel (a completion from another thread).
+    Channel {
+        token: u64,
+    },
 }
 
 /// A system call, awaitable from a coroutine or yieldable from a generator.
@@ -88,6 +98,11 @@ impl Syscall {
             Kind::GetTid => "<tiffany syscall get_tid>".into(),
             Kind::Admit => "<tiffany syscall admit>".into(),
             Kind::Shutdown(t) => format!("<tiffany syscall shutdown {t}>"),
+            Kind::Io { fd, writable, .. } => format!(
+                "<tiffany syscall wait_{} fd={fd}>",
+                if writable { "writable" } else { "readable" }
+            ),
+            Kind::Channel { token } => format!("<tiffany syscall channel {token}>"),
         }
     }
 }
@@ -135,4 +150,51 @@ pub fn shutdown(timeout: f64) -> PyResult<Syscall> {
         "shutdown() timeout",
         timeout,
     )?)))
+}
+
+/// The file descriptor of an int or of an object with `fileno()`.
+pub(crate) fn fd_of(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let fd: i64 = match obj.extract::<i64>() {
+        Ok(fd) => fd,
+        Err(_) => obj
+            .call_method0("fileno")
+            .map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(
+                    "expected a file descriptor (int) or an object with fileno()",
+                )
+            })?
+            .extract()?,
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!(
+            "invalid file descriptor {fd} (closed socket?)"
+        )));
+    }
+    Ok(fd as i32)
+}
+
+fn io_wait(obj: &Bound<'_, PyAny>, writable: bool, timeout: Option<f64>) -> PyResult<Syscall> {
+    let fd = fd_of(obj)?;
+    let timeout = timeout.map(|t| check_seconds("timeout", t)).transpose()?;
+    Ok(Syscall::new(Kind::Io {
+        fd,
+        writable,
+        timeout,
+    }))
+}
+
+/// `await tiffany.wait_readable(fd_or_fileobj, timeout=None)`: wait until
+/// readable; raises `TimeoutError` if the timeout passes first.
+#[pyfunction]
+#[pyo3(signature = (fd, timeout = None))]
+pub fn wait_readable(fd: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Syscall> {
+    io_wait(fd, false, timeout)
+}
+
+/// `await tiffany.wait_writable(fd_or_fileobj, timeout=None)`: wait until
+/// writable; raises `TimeoutError` if the timeout passes first.
+#[pyfunction]
+#[pyo3(signature = (fd, timeout = None))]
+pub fn wait_writable(fd: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Syscall> {
+    io_wait(fd, true, timeout)
 }

@@ -75,6 +75,8 @@ struct Task {
     retained_window: bool,
     /// Someone registered an end callback: report the end to the driver.
     watch_end: bool,
+    /// Someone received the outcome (a join, or an explicit observation).
+    observed: bool,
     /// When it became ready (run latency) or blocked (wait time).
     since: Duration,
     io: Option<(IoToken, Interest)>,
@@ -155,6 +157,8 @@ pub(crate) struct Core {
     pub(crate) graveyard: Vec<Body>,
     /// Watched tasks that ended, for the driver's end callbacks.
     pub(crate) ended: Vec<(TaskId, Outcome)>,
+    /// Failures nobody was waiting for, for the driver's report.
+    pub(crate) unobserved: Vec<(TaskId, TaskError)>,
     pub(crate) paused: bool,
     pub(crate) pressure: f64,
     held: VecDeque<ReadyKey>,
@@ -207,6 +211,7 @@ impl Core {
             retention: VecDeque::new(),
             graveyard: Vec::new(),
             ended: Vec::new(),
+            unobserved: Vec::new(),
             paused: false,
             pressure: 0.0,
             held: VecDeque::new(),
@@ -336,6 +341,7 @@ impl Core {
             retains: 0,
             retained_window: false,
             watch_end: false,
+            observed: false,
             since: now,
             io: None,
         });
@@ -705,6 +711,7 @@ impl Core {
         };
         if let Some(outcome) = &self.tasks[tslot].outcome {
             let r = outcome.to_join_result();
+            self.tasks[tslot].observed = true;
             return self.answer(slot, Resume::Joined(r));
         }
         if timeout.is_some_and(|d| d.is_zero()) {
@@ -950,6 +957,14 @@ impl Core {
         if self.tasks[slot].watch_end {
             self.ended.push((id, outcome.clone()));
         }
+        let observed = !joiners.is_empty();
+        self.tasks[slot].observed = observed;
+        if let Outcome::Failed(e) = &outcome
+            && !observed
+            && self.tasks[slot].retains == 0
+        {
+            self.unobserved.push((id, e.clone()));
+        }
         let result = outcome.to_join_result();
         let success = matches!(outcome, Outcome::Done(_));
         self.tasks[slot].outcome = Some(outcome);
@@ -1023,6 +1038,14 @@ impl Core {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Marks a task's outcome as received; returns whether it already was.
+    pub(crate) fn observe(&mut self, id: TaskId) -> bool {
+        match self.slot_of(id) {
+            Some(s) => std::mem::replace(&mut self.tasks[s].observed, true),
+            None => true,
         }
     }
 

@@ -49,6 +49,12 @@ impl IoToken {
         self.0
     }
 
+    /// Rebuilds a token from its raw id (as handed to a foreign language).
+    /// A token that was never issued is refused by every call that takes it.
+    pub const fn from_raw(raw: u64) -> Self {
+        IoToken(raw)
+    }
+
     fn new(slot: usize, generation: u32) -> Self {
         IoToken(((generation as u64) << 32) | slot as u64)
     }
@@ -206,7 +212,7 @@ impl Reactor {
         self.waiting
     }
 
-    /// Whether a real poller watches descriptors (outside I/O can arrive).
+    /// Whether any source is registered (outside readiness can arrive).
     pub(crate) fn has_sources(&self) -> bool {
         !self.sources.is_empty()
     }
@@ -223,16 +229,29 @@ impl Reactor {
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        self.insert(fd)
+    }
+
+    /// Registers a source without a descriptor: its readiness comes only from
+    /// the in-memory channel (`notify_io`).
+    pub(crate) fn register_channel(&mut self) -> IoToken {
+        // Cannot fail: no descriptor is involved.
+        self.insert(-1).unwrap_or(IoToken(u64::MAX))
+    }
+
+    fn insert(&mut self, fd: RawFd) -> io::Result<IoToken> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
         let entry = self.sources.vacant_entry();
         let token = IoToken::new(entry.key(), generation);
         #[cfg(feature = "async-io")]
-        self.poll.registry().register(
-            &mut mio::unix::SourceFd(&fd),
-            mio::Token(entry.key()),
-            mio::Interest::READABLE | mio::Interest::WRITABLE,
-        )?;
+        if fd >= 0 {
+            self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(entry.key()),
+                mio::Interest::READABLE | mio::Interest::WRITABLE,
+            )?;
+        }
         entry.insert(Source {
             fd,
             generation,
@@ -248,7 +267,7 @@ impl Reactor {
         self.lookup(token)?;
         let source = self.sources.remove(token.slot());
         #[cfg(feature = "async-io")]
-        {
+        if source.fd >= 0 {
             // The descriptor may already be closed; that is not an error here.
             let _ = self
                 .poll

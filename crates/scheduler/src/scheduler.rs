@@ -54,6 +54,10 @@ const MAINTENANCE_INTERVAL: u32 = 61;
 /// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
 pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
 
+/// Called for a task that failed while nothing was waiting for it (no
+/// joiner, no retain): the failure would otherwise go unnoticed.
+pub type FailureReport = Box<dyn FnMut(TaskId, &TaskError)>;
+
 /// Wraps each blocking wait in the reactor (the Python bindings release the GIL here).
 pub type BlockingWrapper = Box<dyn Fn(&mut dyn FnMut())>;
 /// Called after each blocking wait; returning `true` asks for a shutdown with
@@ -73,6 +77,7 @@ pub struct Builder {
     timing: bool,
     blocking: Option<BlockingWrapper>,
     interrupt: Option<InterruptCheck>,
+    unobserved: Option<FailureReport>,
 }
 
 impl Default for Builder {
@@ -89,6 +94,7 @@ impl Default for Builder {
             timing: true,
             blocking: None,
             interrupt: None,
+            unobserved: None,
         }
     }
 }
@@ -172,6 +178,12 @@ impl Builder {
         self
     }
 
+    /// Reports failures nobody was waiting for (default: a `tracing` warning).
+    pub fn on_unobserved_failure(mut self, report: FailureReport) -> Self {
+        self.unobserved = Some(report);
+        self
+    }
+
     /// Builds the scheduler. Fails only if the OS refuses a poller.
     pub fn build(self) -> io::Result<Scheduler> {
         let reactor = Reactor::new()?;
@@ -210,6 +222,7 @@ impl Builder {
                 listener: RefCell::new(self.listener),
                 blocking: self.blocking,
                 interrupt: RefCell::new(self.interrupt),
+                unobserved: RefCell::new(self.unobserved),
                 shared,
                 running: Cell::new(false),
                 ticks: Cell::new(0),
@@ -227,6 +240,7 @@ struct Inner {
     listener: RefCell<Option<Box<dyn BackPressureListener>>>,
     blocking: Option<BlockingWrapper>,
     interrupt: RefCell<Option<InterruptCheck>>,
+    unobserved: RefCell<Option<FailureReport>>,
     shared: Arc<Shared>,
     running: Cell<bool>,
     ticks: Cell<u32>,
@@ -527,6 +541,14 @@ impl Scheduler {
             .register(source.raw_fd())
     }
 
+    /// Registers a source without a file descriptor: an in-memory readiness
+    /// channel. Tasks wait on its token like on any source; readiness comes
+    /// from [`notify_io`](Self::notify_io) or [`Handle::notify_io`] (from any
+    /// thread). Useful for completions from other threads.
+    pub fn register_channel(&self) -> IoToken {
+        self.inner.core.borrow_mut().reactor.register_channel()
+    }
+
     /// Deregisters a source; tasks waiting on it are answered with an error.
     pub fn deregister_io(&self, token: IoToken) -> bool {
         let r = self.inner.core.borrow_mut().deregister_io(token);
@@ -583,6 +605,13 @@ impl Scheduler {
     /// Returns `false` if the record is already gone.
     pub fn retain(&self, task: TaskId) -> bool {
         self.inner.core.borrow_mut().retain(task)
+    }
+
+    /// Marks a task's outcome as received by someone (a binding's
+    /// `result()`); returns whether it already had been (joined, or observed
+    /// before). Unknown tasks count as observed.
+    pub fn observe(&self, task: TaskId) -> bool {
+        self.inner.core.borrow_mut().observe(task)
     }
 
     /// Drops one [`retain`](Self::retain); the record is freed once nothing
@@ -648,6 +677,7 @@ impl Scheduler {
             inner.ticks.set(ticks);
             if ticks.is_multiple_of(MAINTENANCE_INTERVAL) {
                 self.timers_and_io();
+                self.check_interrupt();
             }
             if ticks.is_multiple_of(inner.pressure_interval) {
                 self.check_pressure();
@@ -708,14 +738,18 @@ impl Scheduler {
     /// Delivers buffered events and drops dead bodies, outside the core borrow.
     #[inline]
     fn flush(&self) {
-        let (subscribed, graveyard, ended) = {
+        let (subscribed, graveyard, ended, unobserved) = {
             let core = self.inner.core.borrow();
             (
                 core.subscribed,
                 !core.graveyard.is_empty(),
                 !core.ended.is_empty(),
+                !core.unobserved.is_empty(),
             )
         };
+        if unobserved {
+            self.report_unobserved();
+        }
         if graveyard {
             let dead = std::mem::take(&mut self.inner.core.borrow_mut().graveyard);
             drop(dead);
@@ -725,6 +759,28 @@ impl Scheduler {
         }
         if ended {
             self.dispatch_end_callbacks();
+        }
+    }
+
+    fn report_unobserved(&self) {
+        let failures = std::mem::take(&mut self.inner.core.borrow_mut().unobserved);
+        let Ok(mut report) = self.inner.unobserved.try_borrow_mut() else {
+            return;
+        };
+        for (task, error) in failures {
+            match report.as_mut() {
+                Some(f) => {
+                    if panic::catch_unwind(AssertUnwindSafe(|| f(task, &error))).is_err() {
+                        self.record_callback_error();
+                    }
+                }
+                None => tracing::warn!(
+                    target: "tiffany",
+                    task = task.get(),
+                    error = %error,
+                    "a task failed and nothing was waiting for it"
+                ),
+            }
         }
     }
 

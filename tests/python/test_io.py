@@ -1,0 +1,159 @@
+"""I/O: readiness waits and the native socket helpers."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import tiffany
+
+
+def test_wait_readable_on_socketpair() -> None:
+    a, b = socket.socketpair()
+    events: list[str] = []
+
+    async def reader() -> bytes:
+        await tiffany.wait_readable(a)
+        events.append("readable")
+        return a.recv(16)
+
+    async def writer() -> None:
+        await tiffany.sleep(0.01)
+        events.append("write")
+        b.send(b"ping")
+
+    async def main() -> bytes:
+        r = tiffany.spawn(reader())
+        tiffany.spawn(writer())
+        return await r
+
+    try:
+        assert tiffany.run(main()) == b"ping"
+        assert events == ["write", "readable"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_readable_already_ready_and_fd_int() -> None:
+    a, b = socket.socketpair()
+    b.send(b"x")
+
+    async def main() -> bytes:
+        await tiffany.wait_readable(a.fileno())
+        await tiffany.wait_readable(a)  # still readable: level semantics
+        return a.recv(1)
+
+    try:
+        assert tiffany.run(main()) == b"x"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_writable_and_timeout() -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> str:
+        await tiffany.wait_writable(a)
+        with pytest.raises(TimeoutError):
+            await tiffany.wait_readable(a, timeout=0.02)
+        return "ok"
+
+    try:
+        assert tiffany.run(main()) == "ok"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_on_closed_socket_is_a_clear_error() -> None:
+    a, b = socket.socketpair()
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match="invalid file descriptor"):
+        tiffany.wait_readable(a)
+
+
+def test_wait_on_closed_fd_number_raises_oserror() -> None:
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+
+    async def main() -> None:
+        await tiffany.wait_readable(fd)
+
+    with pytest.raises(OSError):
+        tiffany.run(main())
+
+
+def test_echo_server_and_clients_over_loopback() -> None:
+    clients, rounds = 5, 20
+
+    async def handle(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                data = await tiffany.sock_recv(conn, 4096)
+                if not data:
+                    return
+                await tiffany.sock_sendall(conn, data)
+
+    async def server(listener: socket.socket) -> None:
+        for _ in range(clients):
+            conn, _addr = await tiffany.sock_accept(listener)
+            tiffany.spawn(handle(conn))
+
+    async def client(port: int, i: int) -> int:
+        sock = socket.socket()
+        try:
+            await tiffany.sock_connect(sock, ("127.0.0.1", port))
+            for r in range(rounds):
+                msg = f"client {i} round {r}".encode() * 3
+                await tiffany.sock_sendall(sock, msg)
+                got = b""
+                while len(got) < len(msg):
+                    chunk = await tiffany.sock_recv(sock, 4096)
+                    assert chunk, "server closed early"
+                    got += chunk
+                assert got == msg
+            return rounds
+        finally:
+            sock.close()
+
+    async def main() -> int:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        try:
+            srv = tiffany.spawn(server(listener))
+            cs = [tiffany.spawn(client(port, i)) for i in range(clients)]
+            total = 0
+            for c in cs:
+                total += await c
+            await srv
+            return total
+        finally:
+            listener.close()
+
+    assert tiffany.run(main()) == clients * rounds
+
+
+def test_sock_connect_refused() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+
+    async def main() -> None:
+        sock = socket.socket()
+        try:
+            await tiffany.sock_connect(sock, ("127.0.0.1", port))
+        finally:
+            sock.close()
+
+    with pytest.raises(OSError):
+        tiffany.run(main())
