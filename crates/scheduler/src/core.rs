@@ -8,7 +8,9 @@
 //! asked for. That split is what lets a Python task call back into the scheduler
 //! (to spawn, say) in the middle of its step.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -135,7 +137,7 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) clock: TimeSource,
     tasks: Slab<Task>,
-    ids: HashMap<TaskId, usize>,
+    ids: FxHashMap<TaskId, usize>,
     ready: ReadyQueue,
     pub(crate) timers: Timers,
     pub(crate) reactor: Reactor,
@@ -149,6 +151,10 @@ pub(crate) struct Core {
     now: Duration,
     slice_start: Duration,
     slice_steps: u32,
+    /// A clock reading taken when the last run ended, reused as the start of
+    /// the next run (one read per step instead of two). Dropped whenever time
+    /// passes outside a run (timers, I/O, idle waits).
+    pub(crate) carried_now: Option<Duration>,
     pub(crate) current: Option<(usize, TaskId)>,
     pub(crate) shutdown: Option<ShutdownState>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
@@ -192,7 +198,7 @@ impl Core {
             config,
             clock,
             tasks: Slab::new(),
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
             ready: ReadyQueue::default(),
             timers: Timers::default(),
             reactor,
@@ -205,6 +211,7 @@ impl Core {
             now: Duration::ZERO,
             slice_start: Duration::ZERO,
             slice_steps: 0,
+            carried_now: None,
             current: None,
             shutdown: None,
             finish_order: None,
@@ -498,7 +505,13 @@ impl Core {
             let since = t.since;
             let id = t.id;
             if timing {
-                let now = self.refresh_now();
+                let now = match self.carried_now.take() {
+                    Some(t) => {
+                        self.now = t;
+                        t
+                    }
+                    None => self.refresh_now(),
+                };
                 if self.config.timing {
                     self.metrics.run_latency.observe(now.saturating_sub(since));
                 }
@@ -534,7 +547,11 @@ impl Core {
     /// Charges a run that ended with the task parking or ending.
     fn charge(&mut self, slot: usize) {
         let used = match self.config.accounting {
-            Accounting::Measured => self.clock.now().saturating_sub(self.slice_start),
+            Accounting::Measured => {
+                let now = self.clock.now();
+                self.carried_now = Some(now);
+                now.saturating_sub(self.slice_start)
+            }
             Accounting::PerStep(cost) => cost * self.slice_steps,
         };
         self.tasks[slot].budget_used += used;
@@ -812,6 +829,7 @@ impl Core {
     /// Fires every timer due at `now`.
     pub(crate) fn fire_timers(&mut self, now: Duration) {
         self.now = now;
+        self.carried_now = None;
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
                 TimerKind::Wake(w) => {
@@ -867,6 +885,7 @@ impl Core {
     /// wakes the tasks whose I/O is ready.
     pub(crate) fn poll_io(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         let mut woken = Vec::new();
+        self.carried_now = None;
         self.reactor.poll(timeout, |w| woken.push(w))?;
         if !woken.is_empty() || timeout != Some(Duration::ZERO) {
             self.now = self.clock.now();

@@ -47,6 +47,11 @@
 
 #![warn(missing_docs)]
 
+/// The crate README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod backpressure;
 pub mod body;
 pub mod budget;

@@ -39,8 +39,8 @@ use crate::task::{Priority, SpawnOptions, TaskId};
 pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
 /// Smallest native stack size accepted, in bytes.
 pub const MIN_STACK_SIZE: usize = 8 * 1024;
-/// How many finished coroutines a thread keeps for reuse.
-const POOL_LIMIT: usize = 1024;
+/// How many finished coroutines a thread keeps for reuse, by default.
+const DEFAULT_POOL_LIMIT: usize = 1024;
 
 const WORD: usize = std::mem::size_of::<usize>();
 
@@ -58,6 +58,22 @@ struct CancelUnwind;
 thread_local! {
     /// Finished coroutines of each stack size, ready for reuse.
     static POOL: RefCell<Vec<(usize, Vec<NativeGen>)>> = const { RefCell::new(Vec::new()) };
+    /// How many the pool keeps.
+    static POOL_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(DEFAULT_POOL_LIMIT) };
+}
+
+/// Sets how many finished coroutines this thread keeps for reuse.
+pub(crate) fn set_pool_limit(n: usize) {
+    POOL_LIMIT.with(|l| l.set(n));
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let mut total: usize = p.iter().map(|(_, v)| v.len()).sum();
+        for (_, v) in p.iter_mut() {
+            while total > n && v.pop().is_some() {
+                total -= 1;
+            }
+        }
+    });
 }
 
 fn pool_take(words: usize) -> Option<NativeGen> {
@@ -72,7 +88,7 @@ fn pool_give(words: usize, g: NativeGen) {
     let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
         let total: usize = p.iter().map(|(_, v)| v.len()).sum();
-        if total >= POOL_LIMIT {
+        if total >= POOL_LIMIT.with(|l| l.get()) {
             return;
         }
         match p.iter_mut().find(|(w, _)| *w == words) {

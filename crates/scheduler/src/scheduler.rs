@@ -144,6 +144,15 @@ impl Builder {
         self
     }
 
+    /// How many finished native coroutines (with their stacks) this thread
+    /// keeps for reuse (default 1024). A larger pool makes bursts of many
+    /// short native tasks cheaper; each pooled stack holds two memory
+    /// mappings, which count against `vm.max_map_count`.
+    pub fn stack_pool(self, coroutines: usize) -> Self {
+        crate::native::set_pool_limit(coroutines);
+        self
+    }
+
     /// Stack size for native tasks spawned by [`Scheduler::spawn`] and their
     /// children, in bytes (default 32 KiB, at least 8 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Self {
@@ -160,7 +169,8 @@ impl Builder {
     }
 
     /// Whether to time run latency and wait time for the histograms (default
-    /// on; off saves a clock read per step).
+    /// on). Off saves the histogram updates; with [`Accounting::PerStep`] it
+    /// also saves the clock read per step (measured accounting needs it).
     pub fn timing_metrics(mut self, on: bool) -> Self {
         self.timing = on;
         self
@@ -817,6 +827,8 @@ impl Scheduler {
         }
         let mut core = self.inner.core.borrow_mut();
         core.metrics.callback_errors += errors;
+        // Time spent in subscribers is not the next task's.
+        core.carried_now = None;
         // Reuse the buffer.
         let mut events = events;
         events.clear();
