@@ -24,8 +24,9 @@ develop: setup
 demo: develop
     {{python}} -m tiffany
 
-# Every test: lints, the kernel with and without async-io, doc tests, the Python suite.
-test: lint test-rust test-python
+# Every test: lints, the kernel with and without async-io, doc tests, the Python
+# suite, and a wheel installed with pip into a fresh environment.
+test: lint test-rust test-python check-install
 
 # Rust tests: nextest with the default features (async-io) and without, plus doc tests.
 test-rust: setup
@@ -42,9 +43,16 @@ lint: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
-    {{venv}}/bin/ruff check python tests/python
-    {{venv}}/bin/ruff format --check python tests/python
+    {{venv}}/bin/ruff check python tests/python examples
+    {{venv}}/bin/ruff format --check python tests/python examples
     {{venv}}/bin/mypy python/tiffany
+    {{venv}}/bin/mypy --strict examples
+
+# `pip install .` into a fresh environment, then the demo from outside the tree.
+check-install:
+    rm -rf target/install-check && python3 -m venv target/install-check
+    target/install-check/bin/pip install -q .
+    cd target && install-check/bin/python -m tiffany > /dev/null && echo "pip install . works"
 
 # Native benchmarks (Criterion).
 bench-native:

@@ -178,11 +178,21 @@ class Scheduler:
         name: str | None = None,
     ) -> Task: ...
 
-def sleep(seconds: float) -> Syscall: ...
-def yield_now() -> Syscall: ...
-def GetTid() -> Syscall: ...
-def admit() -> Syscall: ...
-def shutdown(timeout: float) -> Syscall: ...
+def sleep(seconds: float) -> Syscall:
+    """``await sleep(s)``: sleep ``s`` seconds on the scheduler's clock (``0`` yields)."""
+
+def yield_now() -> Syscall:
+    """``await yield_now()``: go behind every ready task of the same priority."""
+
+def GetTid() -> Syscall:
+    """``tid = yield GetTid()``: the current task's id (pyos style; awaitable too)."""
+
+def admit() -> Syscall:
+    """``await admit()``: wait at the back-pressure admission gate until intake is open."""
+
+def shutdown(timeout: float) -> Syscall:
+    """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout"."""
+
 def spawn(
     coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
     *,
@@ -190,12 +200,29 @@ def spawn(
     deps: Iterable[Task] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> Task: ...
-def now() -> float: ...
-def current_task() -> Task | None: ...
-def join(task: Task, timeout: float | None = None) -> Syscall: ...
-def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall: ...
-def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall: ...
-def sock_recv(sock: socket.socket, n: int) -> _Awaitable[bytes]: ...
-def sock_sendall(sock: socket.socket, data: bytes) -> _Awaitable[None]: ...
-def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]: ...
+) -> Task:
+    """Spawn on the running scheduler (see ``Scheduler.spawn``)."""
+
+def now() -> float:
+    """The running scheduler's time in seconds."""
+
+def current_task() -> Task | None:
+    """The task being run, or ``None`` outside tasks."""
+
+def join(task: Task, timeout: float | None = None) -> Syscall:
+    """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``."""
+
+def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall:
+    """``await wait_readable(fd)``: wait until readable; ``TimeoutError`` after ``timeout``."""
+
+def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall:
+    """``await wait_writable(fd)``: wait until writable; ``TimeoutError`` after ``timeout``."""
+
+def sock_recv(sock: socket.socket, n: int) -> _Awaitable[bytes]:
+    """``await sock_recv(sock, n)``: up to ``n`` bytes, ``b""`` at end of stream."""
+
+def sock_sendall(sock: socket.socket, data: bytes) -> _Awaitable[None]:
+    """``await sock_sendall(sock, data)``: send every byte of ``data``."""
+
+def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]:
+    """``conn, addr = await sock_accept(sock)``: the next connection."""
