@@ -332,3 +332,75 @@ def test_metrics_and_prometheus() -> None:
     text = sched.prometheus()
     assert 'tasks_total{outcome="done"} 1' in text
     assert "task_run_latency_seconds_bucket" in text
+
+
+def test_dependency_cycle_and_unknown_dependency_refused() -> None:
+    async def step() -> None:
+        await tiffany.sleep(0.1)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    a = sched.spawn(step())
+    b = sched.spawn(step(), deps=[a])
+    c = sched.spawn(step(), deps=[b])
+    with pytest.raises(tiffany.SpawnError) as cycle:
+        a.add_dependency(c)  # a -> c -> b -> a
+    assert cycle.value.reason == "cycle"  # type: ignore[attr-defined]
+    with pytest.raises(tiffany.SpawnError) as self_dep:
+        b.add_dependency(b)
+    assert self_dep.value.reason == "cycle"  # type: ignore[attr-defined]
+
+    other = tiffany.Scheduler(clock="virtual")
+    foreign = other.spawn(step())
+    coro = step()
+    with pytest.raises(tiffany.SpawnError) as unknown:
+        sched.spawn(coro, deps=[foreign])
+    assert unknown.value.reason == "unknown_dependency"  # type: ignore[attr-defined]
+    other.run()
+
+    d = sched.spawn(step())
+    d.add_dependency(c)  # allowed: no cycle; d now starts after c
+    sched.run()
+    assert [t.state for t in (a, b, c, d)] == ["finished"] * 4
+    assert sched.now() == pytest.approx(0.4)
+
+
+def test_native_task_joins_python_task() -> None:
+    async def python_child() -> dict[str, int]:
+        await tiffany.sleep(1.0)
+        return {"answer": 42}
+
+    async def failing() -> None:
+        raise ValueError("python failed")
+
+    sched = tiffany.Scheduler(clock="virtual")
+    child = sched.spawn(python_child())
+    native = sched.spawn_native_join(child, name="native-joiner")
+    bad = sched.spawn(failing())
+    native_bad = sched.spawn_native_join(bad)
+    sched.run()
+    assert native.result() == {"answer": 42}
+    assert native.result() is child.result()  # the same object crosses the kernel
+    with pytest.raises(tiffany.TaskFailed, match="python failed"):
+        native_bad.result()
+    with pytest.raises(ValueError):
+        bad.result()
+
+
+def test_shutdown_from_inside_a_task_excludes_the_caller() -> None:
+    finished: list[str] = []
+
+    async def worker(d: float) -> None:
+        await tiffany.sleep(d)
+        finished.append(f"worker {d}")
+
+    async def main() -> str:
+        tiffany.spawn(worker(1.0))
+        tiffany.spawn(worker(50.0))
+        result = await tiffany.shutdown(5.0)
+        finished.append("main resumed")
+        return str(result)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    assert sched.run(main()) == "timeout"
+    assert finished == ["worker 1.0", "main resumed"]
+    assert sched.now() == 5.0

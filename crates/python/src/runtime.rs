@@ -260,6 +260,21 @@ impl Task {
         self.kernel.cancel(self.id)
     }
 
+    /// Makes this task (which must not have started yet) also wait for
+    /// `other`. Raises `SpawnError` with reason "cycle" if `other` already
+    /// waits for this task (or is this task), "unknown_dependency" if it
+    /// belongs to another scheduler.
+    fn add_dependency(&self, py: Python<'_>, other: &Bound<'_, Task>) -> PyResult<()> {
+        let other = other.borrow();
+        if other.sched != self.sched {
+            let err = tiffany_scheduler::SpawnError::UnknownDependency(other.id);
+            return Err(spawn_error(py, &err));
+        }
+        self.kernel
+            .add_dependency(self.id, other.id)
+            .map_err(|e| spawn_error(py, &e))
+    }
+
     /// Calls `fn(task)` once the task has ended (at once if it already has),
     /// on the scheduler's thread between steps. Exceptions are logged.
     fn add_done_callback(slf: PyRef<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
@@ -462,9 +477,8 @@ impl PyScheduler {
             })?;
             let t = t.borrow();
             if t.sched != self.cur.id {
-                return Err(PyValueError::new_err(
-                    "a dependency belongs to another scheduler",
-                ));
+                let err = tiffany_scheduler::SpawnError::UnknownDependency(t.id);
+                return Err(spawn_error(deps.py(), &err));
             }
             out.push(t.id);
         }
@@ -575,9 +589,16 @@ impl PyScheduler {
         name: Option<String>,
         daemon: bool,
     ) -> PyResult<Task> {
-        let deps = match deps {
-            Some(d) => self.deps(d)?,
-            None => Vec::new(),
+        let deps = match deps.map(|d| self.deps(d)).transpose() {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                // A refused coroutine is closed, as it is for every other refusal,
+                // so it does not warn "never awaited".
+                if is_task_object(py, coro)? {
+                    coro.call_method0("close")?;
+                }
+                return Err(e);
+            }
         };
         let options = SpawnOptions::priority(priority)
             .with_deps(&deps)
@@ -690,6 +711,48 @@ impl PyScheduler {
         let t = check_seconds("timeout", timeout)?;
         let _enter = Enter::new(&self.cur);
         Ok(self.cur.kernel.shutdown(Duration::from_secs_f64(t)).name())
+    }
+
+    /// Spawns a native (Rust) task that joins `task` and returns its result:
+    /// it fails if `task` failed and is cancelled if `task` was. Shows that a
+    /// native task can wait for a Python one.
+    #[pyo3(signature = (task, *, name = None))]
+    fn spawn_native_join(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, Task>,
+        name: Option<String>,
+    ) -> PyResult<Task> {
+        let target = {
+            let t = task.borrow();
+            if t.sched != self.cur.id {
+                return Err(PyRuntimeError::new_err(
+                    "cannot join a task of another scheduler",
+                ));
+            }
+            t.id
+        };
+        let mut options = SpawnOptions::default();
+        options.name = name.as_deref().map(Into::into);
+        let id = self
+            .cur
+            .kernel
+            .spawn_with(options, move |cx| match cx.join(target) {
+                tiffany_scheduler::JoinResult::Success(v) => v,
+                tiffany_scheduler::JoinResult::Failed(e) => std::panic::resume_unwind(Box::new(
+                    format!("joined task failed: {}", e.message()),
+                )),
+                _ => {
+                    // Cancelled (or a timeout, which a plain join cannot give):
+                    // end cancelled too, through level-triggered cancellation.
+                    let me = cx.tid();
+                    cx.cancel(me);
+                    cx.yield_now();
+                    tiffany_scheduler::Value::unit()
+                }
+            })
+            .map_err(|e| spawn_error(py, &e))?;
+        Ok(Task::new(&self.cur, id, name, PRI_DEFAULT))
     }
 
     /// A thread-safe handle: `spawn`, `cancel`, `shutdown` from other threads.
