@@ -732,8 +732,10 @@ impl PyScheduler {
             }
             t.id
         };
-        let mut options = SpawnOptions::default();
-        options.name = name.as_deref().map(Into::into);
+        let options = SpawnOptions {
+            name: name.as_deref().map(Into::into),
+            ..SpawnOptions::default()
+        };
         let id = self
             .cur
             .kernel
