@@ -8,11 +8,9 @@ use crate::task::TaskId;
 /// Why a spawn was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpawnError {
-    /// The scheduler already holds as many live tasks as its capacity allows.
-    CapacityExceeded {
-        /// The configured limit.
-        capacity: usize,
-    },
+    /// The scheduler already holds as many live tasks as its capacity allows
+    /// ([`Builder::capacity`](crate::Builder::capacity)).
+    CapacityExceeded,
     /// The scheduler is shutting down and accepts no new tasks.
     ShuttingDown,
     /// The dependencies would form a cycle (including a task depending on itself).
@@ -34,7 +32,7 @@ impl SpawnError {
     /// `unknown_dependency`, `stack_allocation` or `closed`.
     pub fn reason(&self) -> &'static str {
         match self {
-            SpawnError::CapacityExceeded { .. } => "capacity",
+            SpawnError::CapacityExceeded => "capacity",
             SpawnError::ShuttingDown => "shutting_down",
             SpawnError::Cycle(_) => "cycle",
             SpawnError::UnknownDependency(_) => "unknown_dependency",
@@ -48,11 +46,8 @@ impl SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::CapacityExceeded { capacity } => {
-                write!(
-                    f,
-                    "spawn refused: the scheduler is at its capacity of {capacity} live tasks"
-                )
+            SpawnError::CapacityExceeded => {
+                f.write_str("spawn refused: the scheduler is at its capacity of live tasks")
             }
             SpawnError::ShuttingDown => {
                 f.write_str("spawn refused: the scheduler is shutting down")

@@ -67,7 +67,7 @@ impl Shared {
                     .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                         (n < cap).then_some(n + 1)
                     })
-                    .map_err(|_| SpawnError::CapacityExceeded { capacity: cap })?;
+                    .map_err(|_| SpawnError::CapacityExceeded)?;
             }
         }
         Ok(TaskId(self.next_id.fetch_add(1, Ordering::Relaxed)))

@@ -31,6 +31,12 @@ use crate::waiter::Waiter;
 pub trait IoSource {
     /// The raw descriptor. It must stay open while registered.
     fn raw_fd(&self) -> RawFd;
+
+    /// An id for logs (by default the descriptor's number). The scheduler
+    /// identifies a registered source by the [`IoToken`] it hands out.
+    fn id(&self) -> u64 {
+        self.raw_fd() as u64
+    }
 }
 
 impl<T: AsRawFd> IoSource for T {
