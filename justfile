@@ -46,7 +46,7 @@ lint: setup
     {{venv}}/bin/ruff check python tests/python examples
     {{venv}}/bin/ruff format --check python tests/python examples
     {{venv}}/bin/mypy python/tiffany
-    {{venv}}/bin/mypy --strict examples
+    MYPYPATH=python {{venv}}/bin/mypy --strict examples
 
 # `pip install .` into a fresh environment, then the demo from outside the tree.
 check-install:
