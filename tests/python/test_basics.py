@@ -404,3 +404,31 @@ def test_shutdown_from_inside_a_task_excludes_the_caller() -> None:
     assert sched.run(main()) == "timeout"
     assert finished == ["worker 1.0", "main resumed"]
     assert sched.now() == 5.0
+
+
+def test_constants_task_attributes_and_event_fields() -> None:
+    assert (tiffany.PRI_SYSTEM, tiffany.PRI_DEFAULT, tiffany.PRI_LOWEST) == (0, 10, 255)
+    events: list[tiffany.TaskEvent] = []
+
+    async def napper() -> str:
+        await tiffany.sleep(0.25)
+        return "rested"
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.on_event(events.append)
+    t = sched.spawn(napper(), priority=42, name="napper")
+    assert (t.name, t.priority, t.done(), t.state) == ("napper", 42, False, "scheduled")
+    with pytest.raises(RuntimeError, match="not done"):
+        t.result()
+    sched.run()
+    assert t.done() and t.state == "finished" and t.exception() is None
+    assert repr(t).startswith("<Task ")
+
+    spawned = events[0]
+    assert spawned.kind == "spawned" and spawned.task_id == t.id and spawned.time == 0.0
+    assert spawned.detail == {"priority": 42, "name": "napper", "deps": 0}
+    sleep = next(e for e in events if e.kind == "sleep")
+    assert sleep.detail == {"until": 0.25}
+    done = events[-1]
+    assert (done.kind, done.task_id, done.time) == ("done", t.id, 0.25)
+    assert json.loads(done.to_json()) == {"ts": 0.25, "task_id": t.id, "event": "done"}
