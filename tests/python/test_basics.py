@@ -432,3 +432,27 @@ def test_constants_task_attributes_and_event_fields() -> None:
     done = events[-1]
     assert (done.kind, done.task_id, done.time) == ("done", t.id, 0.25)
     assert json.loads(done.to_json()) == {"ts": 0.25, "task_id": t.id, "event": "done"}
+
+
+def test_scheduler_shutdown_called_from_inside_a_task() -> None:
+    hooks: list[str] = []
+
+    async def worker() -> None:
+        await tiffany.sleep(1.0)
+        hooks.append("worker done")
+
+    async def forever() -> None:
+        await tiffany.sleep(1e9)
+
+    sched = tiffany.Scheduler(clock="virtual")
+
+    async def main() -> str:
+        tiffany.spawn(worker())
+        tiffany.spawn(forever())
+        result = sched.shutdown(2.0)  # synchronous: drains the others right here
+        hooks.append(f"main saw {result}")
+        return result
+
+    assert sched.run(main()) == "timeout"
+    assert hooks == ["worker done", "main saw timeout"]
+    assert sched.now() == 2.0

@@ -231,3 +231,29 @@ def test_ctrl_c_shuts_down_gracefully_then_raises_keyboard_interrupt() -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert out.splitlines() == ["worker saw Cancelled", "worker finally", "KeyboardInterrupt"]
+
+
+def test_system_exit_in_a_task_ends_the_run_after_cancelling_the_rest() -> None:
+    cleaned: list[str] = []
+
+    async def bystander() -> None:
+        try:
+            await tiffany.sleep(1e6)
+        finally:
+            cleaned.append("bystander")
+
+    async def quitter() -> None:
+        await tiffany.sleep(1.0)
+        raise SystemExit(4)
+
+    async def main() -> None:
+        tiffany.spawn(bystander())
+        tiffany.spawn(quitter())
+        await tiffany.sleep(1e6)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    with pytest.raises(SystemExit) as info:
+        sched.run(main())
+    assert info.value.code == 4
+    assert cleaned == ["bystander"]
+    assert sched.now() == 1.0

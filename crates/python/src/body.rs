@@ -233,6 +233,14 @@ impl PyBody {
                         return if err.is_instance_of::<Cancelled>(py) {
                             Step::Cancelled
                         } else {
+                            if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                                || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                            {
+                                // As in asyncio: these end the whole run, not just
+                                // the task. The scheduler shuts down (every task
+                                // sees `Cancelled`) and run() re-raises it.
+                                crate::runtime::interrupt_with(err.clone_ref(py));
+                            }
                             let message = err.to_string();
                             Step::Failed(TaskError::with_payload(
                                 message,

@@ -77,6 +77,15 @@ pub(crate) fn io_release(fd: i32) {
     }
 }
 
+/// Ends the running scheduler's run with `err` (KeyboardInterrupt or
+/// SystemExit from a task): shut down now, re-raise from `run()`.
+pub(crate) fn interrupt_with(err: PyErr) {
+    if let Ok(cur) = current() {
+        cur.interrupt.borrow_mut().get_or_insert(err);
+        let _ = cur.kernel.handle().request_shutdown(Duration::ZERO);
+    }
+}
+
 /// A new in-memory channel on the running scheduler, and a handle to notify it.
 pub(crate) fn new_channel() -> PyResult<(tiffany_scheduler::Handle, IoToken)> {
     let cur = current()?;

@@ -1300,6 +1300,12 @@ impl Core {
 
     // ----- misc -------------------------------------------------------------------
 
+    /// The running task as a waiter (for a shutdown it asks for re-entrantly).
+    pub(crate) fn current_waiter(&self) -> Option<Waiter> {
+        let (slot, _) = self.current?;
+        Some(self.tasks[slot].waiter(slot))
+    }
+
     pub(crate) fn current_task(&self) -> Option<TaskId> {
         self.current.map(|(_, id)| id)
     }

@@ -450,7 +450,10 @@ impl Scheduler {
             if let Some(r) = core.shutdown_result() {
                 return r;
             }
-            core.begin_shutdown(timeout, None);
+            // Called from inside a task (a Python task calling this directly):
+            // that task is not part of the drain it waits for.
+            let requester = core.current_waiter();
+            core.begin_shutdown(timeout, requester);
         }
         let was_running = self.inner.running.replace(false);
         self.run_loop(Until::ShutdownComplete);
