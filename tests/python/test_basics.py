@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -456,3 +457,32 @@ def test_scheduler_shutdown_called_from_inside_a_task() -> None:
     assert sched.run(main()) == "timeout"
     assert hooks == ["worker done", "main saw timeout"]
     assert sched.now() == 2.0
+
+
+def test_awaits_work_under_a_trace_function() -> None:
+    # With a trace function (coverage, debuggers) CPython resumes awaits through
+    # the Syscall's `send` method instead of its C-level `am_send` slot.
+    async def child() -> int:
+        await tiffany.sleep(0.01)
+        await tiffany.yield_now()
+        return 5
+
+    async def main() -> tuple[int, None, None]:
+        value = await tiffany.spawn(child())
+        with pytest.raises(tiffany.JoinTimeout):
+            await tiffany.join(tiffany.spawn(child()), timeout=0.001)
+        return value, await tiffany.sleep(0), await tiffany.yield_now()
+
+    previous = sys.gettrace()
+    sys.settrace(lambda *args: None)
+    try:
+        assert tiffany.run(main(), clock="virtual") == (5, None, None)
+    finally:
+        sys.settrace(previous)
+
+
+def test_yield_object_is_shared_and_syscalls_are_typed() -> None:
+    y = tiffany.yield_now()
+    assert y is tiffany.yield_now()
+    assert isinstance(tiffany.sleep(1.5), tiffany.Syscall)
+    assert repr(tiffany.sleep(1.5)) == "<tiffany syscall sleep 1.5>"

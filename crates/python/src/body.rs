@@ -20,12 +20,13 @@ use tiffany_scheduler::{
 
 use crate::convert::value_to_py;
 use crate::errors::{Cancelled, JoinTimeout, TaskCancelled, task_error};
-use crate::syscall::{Kind, Syscall};
+use crate::syscall::Kind;
 
 /// A Python task's coroutine stack.
 pub(crate) struct PyBody {
-    /// The root coroutine or generator, then the generators it called.
-    stack: Vec<Py<PyAny>>,
+    /// The root coroutine or generator, then the generators it called; each
+    /// with whether it is a (pyos-style) generator.
+    stack: Vec<(Py<PyAny>, bool)>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
@@ -33,9 +34,10 @@ pub(crate) struct PyBody {
 }
 
 impl PyBody {
-    pub(crate) fn new(coro: Py<PyAny>, sched: u64) -> Self {
+    pub(crate) fn new(py: Python<'_>, coro: Py<PyAny>, sched: u64) -> Self {
+        let generator = is_generator(py, coro.bind(py));
         PyBody {
-            stack: vec![coro],
+            stack: vec![(coro, generator)],
             sched,
             held_fd: None,
         }
@@ -44,6 +46,8 @@ impl PyBody {
 
 /// What to resume the top of the stack with.
 enum Input {
+    /// The first resume of a coroutine or generator: send `None`.
+    Start,
     Send(Py<PyAny>),
     Throw(PyErr),
 }
@@ -55,8 +59,20 @@ enum Outcome {
     Raised(PyErr),
 }
 
-fn resume_one(py: Python<'_>, coro: &Py<PyAny>, input: Input) -> Outcome {
+fn resume_one(py: Python<'_>, coro: &Py<PyAny>, generator: bool, input: Input) -> Outcome {
+    let input = match input {
+        Input::Start => Input::Send(py.None()),
+        Input::Send(value) if !generator && value.is_none(py) => {
+            // A coroutine's await of a Syscall returns what is sent; `None`
+            // there means "start", so "no value" travels as the unit sentinel.
+            // A generator task receives the value itself.
+            // SAFETY: the sentinel lives for the whole process.
+            Input::Send(unsafe { Bound::from_borrowed_ptr(py, crate::syscall::unit()) }.unbind())
+        }
+        other => other,
+    };
     match input {
+        Input::Start => unreachable!("mapped above"),
         Input::Send(value) => {
             let mut result: *mut ffi::PyObject = std::ptr::null_mut();
             // SAFETY: both pointers are valid objects for the duration of the
@@ -97,7 +113,7 @@ fn resume_one(py: Python<'_>, coro: &Py<PyAny>, input: Input) -> Outcome {
 impl PyBody {
     fn input(&self, py: Python<'_>, answer: Option<Resume>) -> Input {
         let Some(answer) = answer else {
-            return Input::Send(py.None());
+            return Input::Start;
         };
         match answer {
             Resume::Unit => Input::Send(py.None()),
@@ -135,7 +151,7 @@ impl PyBody {
         py: Python<'_>,
         yielded: &Bound<'_, PyAny>,
     ) -> Result<SystemCall, PyErr> {
-        let Ok(sc) = yielded.cast::<Syscall>() else {
+        let Some(kind) = crate::syscall::kind_of(yielded) else {
             return Err(PyTypeError::new_err(format!(
                 "a tiffany task can only await tiffany's awaitables (sleep, join, tasks, ...); \
                  it yielded {}",
@@ -145,7 +161,6 @@ impl PyBody {
                     .unwrap_or_else(|_| "an object".into())
             )));
         };
-        let kind = sc.borrow().kind;
         let _ = py;
         Ok(match kind {
             Kind::Yield => SystemCall::Yield,
@@ -203,16 +218,16 @@ impl PyBody {
         }
         let mut input = self.input(py, answer);
         loop {
-            let Some(top) = self.stack.last() else {
+            let Some((top, generator)) = self.stack.last() else {
                 return Step::Failed(TaskError::new("python task resumed after it ended"));
             };
-            match resume_one(py, top, input) {
+            match resume_one(py, top, *generator, input) {
                 Outcome::Yielded(obj) => {
                     let bound = obj.bind(py);
                     if is_generator(py, bound) {
                         // Trampolining: call the generator as a subroutine.
-                        self.stack.push(obj);
-                        input = Input::Send(py.None());
+                        self.stack.push((obj, true));
+                        input = Input::Start;
                         continue;
                     }
                     match self.translate(py, bound) {
@@ -272,7 +287,7 @@ impl Drop for PyBody {
         // Close the coroutines (innermost first) so an unfinished one runs its
         // `finally` blocks and an unstarted one does not warn "never awaited".
         Python::attach(|py| {
-            for coro in self.stack.drain(..).rev() {
+            for (coro, _) in self.stack.drain(..).rev() {
                 if let Err(e) = coro.bind(py).call_method0("close") {
                     e.write_unraisable(py, Some(coro.bind(py)));
                 }

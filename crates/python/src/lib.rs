@@ -22,7 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::PyScheduler>()?;
     m.add_class::<runtime::Task>()?;
     m.add_class::<runtime::PyTaskEvent>()?;
-    m.add_class::<syscall::Syscall>()?;
+    syscall::init(m)?;
     m.add_class::<sockets::SockOp>()?;
     m.add_class::<threads::Handle>()?;
     m.add_class::<threads::Completion>()?;

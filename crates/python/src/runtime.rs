@@ -470,7 +470,11 @@ impl PyScheduler {
             options.name = Some(n.as_str().into());
         }
         let priority = options.priority;
-        let body = Body::custom(Box::new(PyBody::new(coro.clone().unbind(), self.cur.id)));
+        let body = Body::custom(Box::new(PyBody::new(
+            py,
+            coro.clone().unbind(),
+            self.cur.id,
+        )));
         match self.cur.kernel.spawn_body(body, options) {
             Ok(id) => Ok(Task::new(&self.cur, id, name, priority)),
             Err(e) => Err(spawn_error(py, &e)),

@@ -8,7 +8,11 @@
 //! other value through `send`, and a failure is thrown into the coroutine at its
 //! `await`. A generator task may `yield` the same objects directly, pyos style.
 
-use pyo3::exceptions::{PyStopIteration, PyValueError};
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 
 /// What a [`Syscall`] asks for.
@@ -37,54 +41,26 @@ pub(crate) enum Kind {
 }
 
 /// A system call, awaitable from a coroutine or yieldable from a generator.
-#[pyclass(module = "tiffany._native", name = "Syscall", freelist = 64)]
+///
+/// On the Python side this is `tiffany._native.Syscall`, a type built at the
+/// C level (not a PyO3 class) so that an `await` costs no method lookup, no
+/// exception and no allocation beyond the object itself: its `am_send` slot
+/// answers `PyIter_Send` directly. The protocol is stateless, so one object
+/// can be awaited by many tasks (`yield_now()` returns a shared one):
+///
+/// - sent `None` (the start of an `await`): yield the object itself, up to the
+///   driver;
+/// - sent the driver's answer: return it as the value of the `await` (the
+///   driver sends [`unit`] instead of `None`, which this maps back to `None`).
+#[derive(Clone, Copy, Debug)]
 pub struct Syscall {
     pub(crate) kind: Kind,
-    /// 0: not yet yielded; 1: yielded, waiting for the answer.
-    stage: u8,
 }
 
 impl Syscall {
     pub(crate) fn new(kind: Kind) -> Self {
-        Syscall { kind, stage: 0 }
+        Syscall { kind }
     }
-}
-
-#[pymethods]
-impl Syscall {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(mut slf: PyRefMut<'_, Self>) -> Option<Py<PyAny>> {
-        if slf.stage == 0 {
-            slf.stage = 1;
-            let py = slf.py();
-            Some(slf.into_pyobject(py).ok()?.into_any().unbind())
-        } else {
-            None
-        }
-    }
-
-    /// Resumes the await with `value` (the driver's answer).
-    fn send(mut slf: PyRefMut<'_, Self>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        if slf.stage == 0 {
-            if !value.is_none(py) {
-                return Err(PyValueError::new_err(
-                    "can't send a value to a system call that has not started",
-                ));
-            }
-            slf.stage = 1;
-            return Ok(slf.into_pyobject(py)?.into_any().unbind());
-        }
-        Err(PyStopIteration::new_err((value,)))
-    }
-
     fn __repr__(&self) -> String {
         match self.kind {
             Kind::Yield => "<tiffany syscall yield>".into(),
@@ -105,6 +81,192 @@ impl Syscall {
             Kind::Channel { token } => format!("<tiffany syscall channel {token}>"),
         }
     }
+}
+
+#[repr(C)]
+struct RawSyscall {
+    ob_base: ffi::PyObject,
+    kind: Kind,
+}
+
+/// The `Syscall` type object, the `unit` sentinel and the shared `yield` object.
+static TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+static UNIT: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+static YIELD: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The value the driver sends for "no value" (the await then returns `None`).
+pub(crate) fn unit() -> *mut ffi::PyObject {
+    UNIT.load(Ordering::Relaxed)
+}
+
+/// The system call an object asks for, if it is a `Syscall`.
+#[inline]
+pub(crate) fn kind_of(obj: &Bound<'_, PyAny>) -> Option<Kind> {
+    let ptr = obj.as_ptr();
+    // SAFETY: reading the type pointer of a live object; the layout is ours
+    // when the type matches.
+    unsafe {
+        if ffi::Py_TYPE(ptr) != TYPE.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some((*(ptr as *mut RawSyscall)).kind)
+    }
+}
+
+impl<'py> IntoPyObject<'py> for Syscall {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if matches!(self.kind, Kind::Yield) {
+            let shared = YIELD.load(Ordering::Relaxed);
+            // SAFETY: the shared object lives for the whole process.
+            return Ok(unsafe { Bound::from_borrowed_ptr(py, shared) });
+        }
+        alloc(py, self.kind)
+    }
+}
+
+fn alloc<'py>(py: Python<'py>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
+    let ty = TYPE.load(Ordering::Relaxed);
+    // SAFETY: the type was created at module init; GenericAlloc returns a new,
+    // zeroed object of our size (or NULL with an exception set).
+    unsafe {
+        let obj = ffi::PyType_GenericAlloc(ty, 0);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        std::ptr::addr_of_mut!((*(obj as *mut RawSyscall)).kind).write(kind);
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+unsafe extern "C" fn syscall_dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: called by CPython with the last reference; a heap type's
+    // instances own a reference to the type.
+    unsafe {
+        let ty = ffi::Py_TYPE(obj);
+        let free = ffi::PyType_GetSlot(ty, ffi::Py_tp_free);
+        let free: ffi::freefunc = std::mem::transmute(free);
+        free(obj.cast());
+        ffi::Py_DECREF(ty.cast());
+    }
+}
+
+unsafe extern "C" fn syscall_self(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: returning a new reference to a live object.
+    unsafe { ffi::Py_INCREF(obj) };
+    obj
+}
+
+unsafe extern "C" fn syscall_am_send(
+    obj: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // SAFETY: CPython passes live objects and a valid out pointer.
+    unsafe {
+        if arg.is_null() || arg == ffi::Py_None() {
+            ffi::Py_INCREF(obj);
+            *result = obj;
+            return ffi::PySendResult::PYGEN_NEXT;
+        }
+        let value = if arg == unit() { ffi::Py_None() } else { arg };
+        ffi::Py_INCREF(value);
+        *result = value;
+        ffi::PySendResult::PYGEN_RETURN
+    }
+}
+
+/// `send(value)`, for callers that do not use `am_send` (CPython under a trace
+/// function, or user code).
+unsafe extern "C" fn syscall_send(
+    obj: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: live objects; on the "return" path we set StopIteration(value).
+    unsafe {
+        if arg == ffi::Py_None() {
+            ffi::Py_INCREF(obj);
+            return obj;
+        }
+        if arg == unit() {
+            ffi::PyErr_SetNone(ffi::PyExc_StopIteration);
+            return std::ptr::null_mut();
+        }
+        let args = ffi::PyTuple_Pack(1, arg);
+        if args.is_null() {
+            return std::ptr::null_mut();
+        }
+        let exc = ffi::PyObject_CallObject(ffi::PyExc_StopIteration, args);
+        ffi::Py_DECREF(args);
+        if !exc.is_null() {
+            ffi::PyErr_SetObject(ffi::PyExc_StopIteration, exc);
+            ffi::Py_DECREF(exc);
+        }
+        std::ptr::null_mut()
+    }
+}
+
+unsafe extern "C" fn syscall_repr(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: obj is one of ours (the slot belongs to our type).
+    let kind = unsafe { (*(obj as *mut RawSyscall)).kind };
+    let text = Syscall::new(kind).__repr__();
+    // SAFETY: a valid UTF-8 buffer.
+    unsafe { ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast(), text.len() as ffi::Py_ssize_t) }
+}
+
+/// Creates the `Syscall` type and the shared objects; adds the type to `m`.
+pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    if TYPE.load(Ordering::Relaxed).is_null() {
+        let methods = Box::leak(Box::new([
+            ffi::PyMethodDef {
+                ml_name: c"send".as_ptr(),
+                ml_meth: ffi::PyMethodDefPointer {
+                    PyCFunction: syscall_send,
+                },
+                ml_flags: ffi::METH_O,
+                ml_doc: c"Resume the await with a value (the scheduler's answer).".as_ptr(),
+            },
+            ffi::PyMethodDef::zeroed(),
+        ]));
+        let slots = Box::leak(Box::new([
+            ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: syscall_dealloc as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_iter, pfunc: syscall_self as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_iternext, pfunc: syscall_self as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_am_await, pfunc: syscall_self as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_am_send, pfunc: syscall_am_send as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_repr, pfunc: syscall_repr as *mut c_void },
+            ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: methods.as_mut_ptr().cast() },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_doc,
+                pfunc: c"A tiffany system call: await it in a task (or yield it from a generator task).".as_ptr() as *mut c_void,
+            },
+            ffi::PyType_Slot { slot: 0, pfunc: std::ptr::null_mut() },
+        ]));
+        let spec = Box::leak(Box::new(ffi::PyType_Spec {
+            name: c"tiffany._native.Syscall".as_ptr(),
+            basicsize: std::mem::size_of::<RawSyscall>() as c_int,
+            itemsize: 0,
+            flags: ffi::Py_TPFLAGS_DEFAULT as c_uint,
+            slots: slots.as_mut_ptr(),
+        }));
+        // SAFETY: a complete, 'static spec.
+        let ty = unsafe { ffi::PyType_FromSpec(spec) };
+        if ty.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        TYPE.store(ty.cast(), Ordering::Relaxed);
+        let sentinel = py.import("builtins")?.getattr("object")?.call0()?;
+        UNIT.store(sentinel.into_ptr(), Ordering::Relaxed);
+        let shared = alloc(py, Kind::Yield)?;
+        YIELD.store(shared.into_ptr(), Ordering::Relaxed);
+    }
+    // SAFETY: the type object lives for the whole process.
+    let ty = unsafe { Bound::from_borrowed_ptr(py, TYPE.load(Ordering::Relaxed).cast()) };
+    m.add("Syscall", ty)
 }
 
 /// Checks a duration given in seconds: finite and not negative.

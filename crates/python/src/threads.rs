@@ -37,7 +37,7 @@ impl Handle {
         crate::runtime::check_task_object(py, coro)?;
         let mut options = SpawnOptions::priority(priority);
         options.name = name.map(|n| n.as_str().into());
-        let body = Body::custom(Box::new(PyBody::new(coro.clone().unbind(), self.sched)));
+        let body = Body::custom(Box::new(PyBody::new(py, coro.clone().unbind(), self.sched)));
         self.kernel
             .spawn_body(body, options)
             .map(|id| id.get())
