@@ -26,7 +26,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tiffany_scheduler::{Accounting, JoinResult, Scheduler};
+use tiffany_scheduler::{Accounting, JoinResult, Scheduler, ShardPool};
 
 /// The scheduler configurations compared by the yield and join benchmarks.
 #[derive(Clone, Copy)]
@@ -275,11 +275,53 @@ fn join(c: &mut Criterion) {
     g.finish();
 }
 
+/// A CPU-bound piece of work (a few hundred microseconds), kept from being
+/// optimised away.
+fn burn(seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+/// `tasks` CPU-bound native tasks on a pool of `shards`; returns the wall time.
+fn sharded(shards: usize, tasks: u64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let pool = ShardPool::new(shards);
+        for i in 0..tasks {
+            pool.spawn(move |_| black_box(burn(i))).unwrap();
+        }
+        let start = Instant::now();
+        let finished = pool.run();
+        total += start.elapsed();
+        assert_eq!(finished.len() as u64, tasks, "every task ran");
+    }
+    total
+}
+
+/// Workload 9: the same CPU-bound tasks on 1 and on 2 shards; the speed-up is
+/// the ratio of the two times.
+fn sharding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sharding");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for shards in [1, 2] {
+        g.bench_function(format!("64_cpu_bound_tasks/{shards}_shards"), |b| {
+            b.iter_custom(|iters| sharded(shards, 64, iters))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     native_yield_round_trip,
     native_spawn,
     native_sleep_virtual,
-    join
+    join,
+    sharding
 );
 criterion_main!(benches);

@@ -27,6 +27,7 @@ use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
 use crate::ready::{ReadyKey, ReadyQueue};
+use crate::shard::{RemoteNotify, RemoteTasks};
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SystemCall};
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
@@ -172,6 +173,11 @@ pub(crate) struct Core {
     pub(crate) has_listener: bool,
     /// Valid entries in the ready queue (tasks with `queued` set).
     queued: usize,
+    /// The other shards' tasks, when this scheduler is part of a pool.
+    pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
+    /// Local joins of other shards' tasks, by key.
+    remote_waits: FxHashMap<u64, Waiter>,
+    next_remote_key: u64,
 }
 
 macro_rules! emit {
@@ -225,6 +231,9 @@ impl Core {
             admit_waiters: VecDeque::new(),
             has_listener: false,
             queued: 0,
+            remote: None,
+            remote_waits: FxHashMap::default(),
+            next_remote_key: 0,
         }
     }
 
@@ -724,7 +733,7 @@ impl Core {
             return self.answer(slot, Resume::Error(SyscallError::JoinSelf));
         }
         let Some(tslot) = self.slot_of(target) else {
-            return self.answer(slot, Resume::Error(SyscallError::UnknownTask(target)));
+            return self.join_remote(slot, id, target, timeout);
         };
         if let Some(outcome) = &self.tasks[tslot].outcome {
             let r = outcome.to_join_result();
@@ -742,6 +751,51 @@ impl Core {
         }
         emit!(self, Some(id), EventKind::Join { target });
         Next::Park
+    }
+
+    /// Joins a task that lives on another shard of the pool (if any).
+    fn join_remote(
+        &mut self,
+        slot: usize,
+        id: TaskId,
+        target: TaskId,
+        timeout: Option<Duration>,
+    ) -> Next {
+        let Some(remote) = self.remote.clone() else {
+            return self.answer(slot, Resume::Error(SyscallError::UnknownTask(target)));
+        };
+        self.next_remote_key += 1;
+        let key = self.next_remote_key;
+        let notify = RemoteNotify {
+            handle: crate::Handle {
+                shared: self.shared.clone(),
+            },
+            key,
+        };
+        match remote.watch(target, notify) {
+            None => self.answer(slot, Resume::Error(SyscallError::UnknownTask(target))),
+            Some(Some(outcome)) => self.answer(slot, Resume::Joined(outcome.to_join_result())),
+            Some(None) if timeout.is_some_and(|d| d.is_zero()) => {
+                self.answer(slot, Resume::Joined(JoinResult::Timeout))
+            }
+            Some(None) => {
+                let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
+                self.remote_waits.insert(key, w);
+                if let Some(d) = timeout {
+                    let at = self.clock.now().saturating_add(d);
+                    self.timers.push(at, TimerKind::Wake(w));
+                }
+                emit!(self, Some(id), EventKind::Join { target });
+                Next::Park
+            }
+        }
+    }
+
+    /// Another shard's task, joined here under `key`, has ended.
+    pub(crate) fn remote_joined(&mut self, key: u64, outcome: Outcome) {
+        if let Some(w) = self.remote_waits.remove(&key) {
+            self.wake(w, Resume::Joined(outcome.to_join_result()), false);
+        }
     }
 
     fn io_wait(
@@ -1080,9 +1134,14 @@ impl Core {
 
     /// Cancels a task; returns whether it was still live.
     pub(crate) fn cancel(&mut self, target: TaskId) -> Result<bool, SyscallError> {
-        let slot = self
-            .slot_of(target)
-            .ok_or(SyscallError::UnknownTask(target))?;
+        let Some(slot) = self.slot_of(target) else {
+            return match &self.remote {
+                Some(remote) => remote
+                    .cancel(target)
+                    .ok_or(SyscallError::UnknownTask(target)),
+                None => Err(SyscallError::UnknownTask(target)),
+            };
+        };
         let t = &mut self.tasks[slot];
         if t.outcome.is_some() {
             return Ok(false);

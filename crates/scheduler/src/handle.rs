@@ -18,7 +18,9 @@ use std::time::Duration;
 use crate::body::Body;
 use crate::error::{HandleError, SpawnError};
 use crate::io::{Interest, IoToken, Waker};
+use crate::metrics::MetricsSnapshot;
 use crate::native::TaskContext;
+use crate::outcome::Outcome;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
@@ -34,11 +36,18 @@ pub(crate) enum Command {
         timeout: Duration,
         reply: Option<mpsc::Sender<ShutdownResult>>,
     },
+    /// A task of another shard ended; `key` names the local join waiting for it.
+    RemoteJoined {
+        key: u64,
+        outcome: Outcome,
+    },
+    /// A copy of the metrics, for another thread.
+    Metrics(mpsc::Sender<MetricsSnapshot>),
 }
 
 /// State shared between a scheduler and its handles.
 pub(crate) struct Shared {
-    pub(crate) next_id: AtomicU64,
+    pub(crate) next_id: Arc<AtomicU64>,
     pub(crate) live: AtomicUsize,
     pub(crate) capacity: Option<usize>,
     pub(crate) shutting_down: AtomicBool,
@@ -164,6 +173,28 @@ impl Handle {
             reply: Some(tx),
         })?;
         rx.recv().map_err(|_| HandleError::Closed)
+    }
+
+    /// A copy of the scheduler's metrics, taken on its thread between steps.
+    /// Must not be called from the scheduler's own thread.
+    pub fn metrics(&self) -> Result<MetricsSnapshot, HandleError> {
+        if std::thread::current().id() == self.shared.thread {
+            return Err(HandleError::WouldDeadlock);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Command::Metrics(tx))?;
+        rx.recv().map_err(|_| HandleError::Closed)
+    }
+
+    /// Wakes the scheduler if it sleeps in its poller (it then looks for work).
+    pub(crate) fn wake(&self) {
+        self.shared.waker.wake();
+    }
+
+    /// Tells a scheduler that a task of another shard, which one of its tasks
+    /// joins, has ended.
+    pub(crate) fn remote_joined(&self, key: u64, outcome: Outcome) {
+        let _ = self.shared.send(Command::RemoteJoined { key, outcome });
     }
 
     /// Whether the scheduler has begun shutting down.

@@ -34,6 +34,7 @@
 //! | back-pressure | [`backpressure`] |
 //! | graceful shutdown | [`shutdown`] |
 //! | cross-thread handle | [`handle`] |
+//! | several schedulers on several threads | [`shard`] |
 //! | events and the PAL | [`telemetry`] |
 //! | Prometheus metrics | [`metrics`] |
 //!
@@ -65,6 +66,7 @@ pub mod native;
 pub mod outcome;
 mod ready;
 pub mod scheduler;
+pub mod shard;
 pub mod shutdown;
 pub mod syscall;
 pub mod task;
@@ -83,6 +85,7 @@ pub use metrics::MetricsSnapshot;
 pub use native::TaskContext;
 pub use outcome::{JoinResult, Outcome, TaskError, Value};
 pub use scheduler::{Builder, Scheduler};
+pub use shard::{Executor, PoolHandle, ShardPool};
 pub use shutdown::{ShutdownHook, ShutdownResult};
 pub use syscall::{Resume, SpawnRequest, SystemCall};
 pub use task::{

@@ -143,12 +143,7 @@ impl Metrics {
 impl MetricsSnapshot {
     /// The snapshot in the Prometheus text exposition format.
     pub fn to_prometheus(&self) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(self.clone()));
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
-        out
+        to_prometheus_all(std::slice::from_ref(self))
     }
 
     /// Adds a label to every series (for example `("shard", "0")`).
@@ -179,26 +174,27 @@ impl prometheus_client::encoding::EncodeLabelSet for Labels<'_> {
 /// Label set type for the (absent) exemplars.
 type NoLabels = Vec<(String, String)>;
 
-fn one_sample(s: Sample<'_>) -> Vec<(Option<(&'static str, &'static str)>, Sample<'_>)> {
-    vec![(None, s)]
-}
-
 enum Sample<'a> {
     Counter(u64),
     Gauge(i64),
     Histogram(&'a Histogram),
 }
 
+/// A label pair added to one sample (such as `outcome="done"`).
+type ExtraLabel = Option<(&'static str, &'static str)>;
+
+/// One sample with its snapshot's labels and an optional extra label.
+type LabelledSample<'a> = (&'a [(String, String)], ExtraLabel, Sample<'a>);
+
 struct Series<'a> {
-    labels: &'a [(String, String)],
-    samples: Vec<(Option<(&'static str, &'static str)>, Sample<'a>)>,
+    samples: Vec<LabelledSample<'a>>,
     kind: MetricType,
 }
 
 impl EncodeMetric for Series<'_> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        for (extra, sample) in &self.samples {
-            let labels = Labels(self.labels, *extra);
+        for (labels, extra, sample) in &self.samples {
+            let labels = Labels(labels, *extra);
             let mut e = encoder.encode_family(&labels)?;
             match sample {
                 Sample::Counter(v) => e.encode_counter::<NoLabels, _, u64>(v, None)?,
@@ -216,124 +212,112 @@ impl EncodeMetric for Series<'_> {
     }
 }
 
-impl Collector for MetricsSnapshot {
+/// Several snapshots (one per shard, say) exposed together: each metric family
+/// once, with one series per snapshot, told apart by their labels.
+#[derive(Clone, Debug)]
+struct Snapshots(Vec<MetricsSnapshot>);
+
+type Family = (&'static str, &'static str, MetricType);
+
+const FAMILIES: [Family; 11] = [
+    (
+        "scheduler_ready_queue_depth",
+        "Tasks in the ready queue.",
+        MetricType::Gauge,
+    ),
+    (
+        "scheduler_live_tasks",
+        "Tasks not yet ended.",
+        MetricType::Gauge,
+    ),
+    ("tasks_spawned", "Tasks created.", MetricType::Counter),
+    ("tasks", "Tasks ended, by outcome.", MetricType::Counter),
+    ("task_spawn_denied", "Spawns refused.", MetricType::Counter),
+    (
+        "task_run_latency_seconds",
+        "Time from ready to running.",
+        MetricType::Histogram,
+    ),
+    (
+        "task_wait_time_seconds",
+        "Time blocked in sleep, join or I/O.",
+        MetricType::Histogram,
+    ),
+    (
+        "task_budget_throttle",
+        "Tasks re-queued after using their CPU quantum.",
+        MetricType::Counter,
+    ),
+    (
+        "backpressure_pauses",
+        "Times intake paused at the high watermark.",
+        MetricType::Counter,
+    ),
+    (
+        "callback_errors",
+        "Failures of event subscribers, shutdown hooks and pressure listeners.",
+        MetricType::Counter,
+    ),
+    ("scheduler_steps", "Task resumes.", MetricType::Counter),
+];
+
+impl MetricsSnapshot {
+    /// The samples of family `index` (in [`FAMILIES`] order).
+    fn samples(&self, index: usize) -> Vec<(Option<(&'static str, &'static str)>, Sample<'_>)> {
+        let one = |s| vec![(None, s)];
+        match index {
+            0 => one(Sample::Gauge(self.ready_queue_depth as i64)),
+            1 => one(Sample::Gauge(self.live_tasks as i64)),
+            2 => one(Sample::Counter(self.spawned)),
+            3 => vec![
+                (Some(("outcome", "done")), Sample::Counter(self.done)),
+                (Some(("outcome", "failed")), Sample::Counter(self.failed)),
+                (
+                    Some(("outcome", "cancelled")),
+                    Sample::Counter(self.cancelled),
+                ),
+            ],
+            4 => one(Sample::Counter(self.spawn_denied)),
+            5 => one(Sample::Histogram(&self.run_latency)),
+            6 => one(Sample::Histogram(&self.wait_time)),
+            7 => one(Sample::Counter(self.throttles)),
+            8 => one(Sample::Counter(self.backpressure_pauses)),
+            9 => one(Sample::Counter(self.callback_errors)),
+            _ => one(Sample::Counter(self.steps)),
+        }
+    }
+}
+
+impl Collector for Snapshots {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let l = self.labels.as_slice();
-        let families: Vec<(&str, &str, Series<'_>)> = vec![
-            (
-                "scheduler_ready_queue_depth",
-                "Tasks in the ready queue.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Gauge(self.ready_queue_depth as i64)),
-                    kind: MetricType::Gauge,
-                },
-            ),
-            (
-                "scheduler_live_tasks",
-                "Tasks not yet ended.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Gauge(self.live_tasks as i64)),
-                    kind: MetricType::Gauge,
-                },
-            ),
-            (
-                "tasks_spawned",
-                "Tasks created.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.spawned)),
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "tasks",
-                "Tasks ended, by outcome.",
-                Series {
-                    labels: l,
-                    samples: vec![
-                        (Some(("outcome", "done")), Sample::Counter(self.done)),
-                        (Some(("outcome", "failed")), Sample::Counter(self.failed)),
-                        (
-                            Some(("outcome", "cancelled")),
-                            Sample::Counter(self.cancelled),
-                        ),
-                    ],
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "task_spawn_denied",
-                "Spawns refused.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.spawn_denied)),
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "task_run_latency_seconds",
-                "Time from ready to running.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Histogram(&self.run_latency)),
-                    kind: MetricType::Histogram,
-                },
-            ),
-            (
-                "task_wait_time_seconds",
-                "Time blocked in sleep, join or I/O.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Histogram(&self.wait_time)),
-                    kind: MetricType::Histogram,
-                },
-            ),
-            (
-                "task_budget_throttle",
-                "Tasks re-queued after using their CPU quantum.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.throttles)),
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "backpressure_pauses",
-                "Times intake paused at the high watermark.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.backpressure_pauses)),
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "callback_errors",
-                "Failures of event subscribers, shutdown hooks and pressure listeners.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.callback_errors)),
-                    kind: MetricType::Counter,
-                },
-            ),
-            (
-                "scheduler_steps",
-                "Task resumes.",
-                Series {
-                    labels: l,
-                    samples: one_sample(Sample::Counter(self.steps)),
-                    kind: MetricType::Counter,
-                },
-            ),
-        ];
-        for (name, help, series) in families {
-            let metric_encoder =
-                encoder.encode_descriptor(name, help, None, series.metric_type())?;
+        for (index, (name, help, kind)) in FAMILIES.iter().enumerate() {
+            let series = Series {
+                samples: self
+                    .0
+                    .iter()
+                    .flat_map(|snap| {
+                        snap.samples(index)
+                            .into_iter()
+                            .map(move |(extra, sample)| (snap.labels.as_slice(), extra, sample))
+                    })
+                    .collect(),
+                kind: *kind,
+            };
+            let metric_encoder = encoder.encode_descriptor(name, help, None, *kind)?;
             series.encode(metric_encoder)?;
         }
         Ok(())
     }
+}
+
+/// Several snapshots in one Prometheus text exposition (each family once).
+pub fn to_prometheus_all(snapshots: &[MetricsSnapshot]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshots(snapshots.to_vec())));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
 }
 
 impl fmt::Debug for Series<'_> {

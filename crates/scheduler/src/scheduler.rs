@@ -42,6 +42,7 @@ use crate::io::{Interest, IoSource, IoToken, Reactor};
 use crate::metrics::MetricsSnapshot;
 use crate::native::{DEFAULT_STACK_SIZE, TaskContext};
 use crate::outcome::{Outcome, TaskError, Value};
+use crate::shard::RemoteTasks;
 use crate::shutdown::{ShutdownHook, ShutdownResult};
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState};
 use crate::telemetry::{EventSubscriber, TaskEvent};
@@ -53,6 +54,10 @@ const MAINTENANCE_INTERVAL: u32 = 61;
 
 /// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
 pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
+
+/// Called when the scheduler runs out of ready tasks, to take in more work
+/// (a shard pool's queues); returns how many tasks it spawned.
+pub(crate) type Intake = Box<dyn FnMut(&Scheduler) -> usize>;
 
 /// Called for a task that failed while nothing was waiting for it (no
 /// joiner, no retain): the failure would otherwise go unnoticed.
@@ -78,6 +83,9 @@ pub struct Builder {
     blocking: Option<BlockingWrapper>,
     interrupt: Option<InterruptCheck>,
     unobserved: Option<FailureReport>,
+    pub(crate) id_source: Option<Arc<AtomicU64>>,
+    pub(crate) intake: Option<Intake>,
+    pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
 }
 
 impl Default for Builder {
@@ -95,6 +103,9 @@ impl Default for Builder {
             blocking: None,
             interrupt: None,
             unobserved: None,
+            id_source: None,
+            intake: None,
+            remote: None,
         }
     }
 }
@@ -204,7 +215,9 @@ impl Builder {
             Accounting::Measured
         });
         let shared = Arc::new(Shared {
-            next_id: AtomicU64::new(1),
+            next_id: self
+                .id_source
+                .unwrap_or_else(|| Arc::new(AtomicU64::new(1))),
             live: AtomicUsize::new(0),
             capacity: self.capacity,
             shutting_down: AtomicBool::new(false),
@@ -224,6 +237,7 @@ impl Builder {
         };
         let mut core = Core::new(config, clock, reactor, shared.clone());
         core.has_listener = self.listener.is_some();
+        core.remote = self.remote;
         Ok(Scheduler {
             inner: Rc::new(Inner {
                 core: RefCell::new(core),
@@ -233,6 +247,7 @@ impl Builder {
                 blocking: self.blocking,
                 interrupt: RefCell::new(self.interrupt),
                 unobserved: RefCell::new(self.unobserved),
+                intake: RefCell::new(self.intake),
                 shared,
                 running: Cell::new(false),
                 ticks: Cell::new(0),
@@ -251,6 +266,7 @@ struct Inner {
     blocking: Option<BlockingWrapper>,
     interrupt: RefCell<Option<InterruptCheck>>,
     unobserved: RefCell<Option<FailureReport>>,
+    intake: RefCell<Option<Intake>>,
     shared: Arc<Shared>,
     running: Cell<bool>,
     ticks: Cell<u32>,
@@ -700,7 +716,7 @@ impl Scheduler {
             }
             // Nothing ready.
             self.maintenance();
-            if self.inner.core.borrow().has_ready() {
+            if self.inner.core.borrow().has_ready() || self.intake() > 0 {
                 continue;
             }
             if self.progress_shutdown() && until == Until::ShutdownComplete {
@@ -746,6 +762,34 @@ impl Scheduler {
         }
         self.flush();
         true
+    }
+
+    /// Takes in work from the intake (a shard pool), if any.
+    fn intake(&self) -> usize {
+        let Ok(mut intake) = self.inner.intake.try_borrow_mut() else {
+            return 0;
+        };
+        let Some(f) = intake.as_mut() else {
+            return 0;
+        };
+        let n = f(self);
+        drop(intake);
+        self.flush();
+        n
+    }
+
+    /// Spawns a body under an id reserved elsewhere (a shard pool's shared ids).
+    pub(crate) fn spawn_with_id(
+        &self,
+        id: TaskId,
+        body: Body,
+        options: SpawnOptions,
+    ) -> Result<TaskId, SpawnError> {
+        // The reserved path expects the capacity unit taken; a refusal gives it back.
+        self.inner.shared.live.fetch_add(1, Ordering::Relaxed);
+        let r = self.inner.core.borrow_mut().spawn(body, options, Some(id));
+        self.after_user_call();
+        r
     }
 
     /// Delivers buffered events and drops dead bodies, outside the core borrow.
@@ -924,6 +968,10 @@ impl Scheduler {
                 }
                 Command::NotifyIo(token, interest) => {
                     core.notify_io(token, interest);
+                }
+                Command::RemoteJoined { key, outcome } => core.remote_joined(key, outcome),
+                Command::Metrics(reply) => {
+                    let _ = reply.send(core.metrics.snapshot(core.ready_len(), core.live()));
                 }
                 Command::Shutdown { timeout, reply } => {
                     if let Some(r) = core.shutdown_result() {

@@ -1,0 +1,693 @@
+//! Sharding: several schedulers on several threads, sharing the work.
+//!
+//! One [`Scheduler`] runs one task at a time on one thread. A [`ShardPool`]
+//! runs `n` of them, one per thread, for native tasks that need more than one
+//! core. The pattern is the usual one for work-stealing runtimes, kept small:
+//!
+//! - **Routing.** A task spawned into the pool goes into the queue of one
+//!   shard: the shard its key names ([`ShardPool::spawn_keyed`]), or the next
+//!   one in turn. Queues are `crossbeam` injectors: any thread may push, any
+//!   shard may take.
+//! - **Intake.** A shard takes tasks from its queue only when it has nothing
+//!   ready to run, a few at a time, so work stays in the queues where idle
+//!   shards can reach it.
+//! - **Stealing.** A shard with nothing to do takes from the other shards'
+//!   queues before it goes to sleep; pushing a task wakes its shard and any
+//!   idle one. A task is stolen only before it starts: once a shard has
+//!   started a task it stays there (its stack, timers and waits live in that
+//!   shard's scheduler). Tasks it spawns from inside (`cx.spawn`) are local to
+//!   that shard too.
+//! - **Ids and joins.** Ids come from one counter, so they are unique across
+//!   the pool. A task can join any task spawned into the pool, wherever it
+//!   runs: the pool keeps each such task's outcome until it is asked for, and
+//!   tells the joiner's shard when the task ends.
+//! - **Telemetry.** Each shard keeps its own metrics; [`ShardPool::prometheus`]
+//!   exposes them together with a `shard` label.
+//!
+//! Python tasks do not go into a pool: they stay on the scheduler of the
+//! thread that runs them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_deque::{Injector, Steal};
+
+use crate::body::Body;
+use crate::error::{HandleError, SpawnError};
+use crate::handle::Handle;
+use crate::metrics::{MetricsSnapshot, to_prometheus_all};
+use crate::native::TaskContext;
+use crate::outcome::Outcome;
+use crate::scheduler::{Builder, Scheduler};
+use crate::shutdown::ShutdownResult;
+use crate::task::{Priority, SpawnOptions, TaskId};
+
+/// Spawn and run tasks: implemented by a single [`Scheduler`] and by a
+/// [`ShardPool`], so code can be written against either.
+pub trait Executor {
+    /// Spawns a native task at the default priority.
+    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static;
+
+    /// Spawns a native task at `priority`.
+    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static;
+
+    /// Runs until every task has finished; returns the ids in the order they
+    /// finished.
+    fn run(&self) -> Vec<TaskId>;
+}
+
+impl Executor for Scheduler {
+    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        Scheduler::spawn(self, f)
+    }
+
+    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        Scheduler::spawn_with_priority(self, priority, f)
+    }
+
+    fn run(&self) -> Vec<TaskId> {
+        Scheduler::run(self)
+    }
+}
+
+/// Other schedulers' tasks, for joins and cancels across shards.
+pub(crate) trait RemoteTasks: Send + Sync {
+    /// Asks to be told when `task` ends. `None`: not a task of the pool;
+    /// `Some(Some(outcome))`: it has already ended; `Some(None)`: `notify`
+    /// will be called.
+    fn watch(&self, task: TaskId, notify: RemoteNotify) -> Option<Option<Outcome>>;
+    /// Cancels a task of the pool. `None`: not a task of the pool.
+    fn cancel(&self, task: TaskId) -> Option<bool>;
+}
+
+/// How to tell a shard that a task it joins has ended.
+pub(crate) struct RemoteNotify {
+    pub(crate) handle: Handle,
+    pub(crate) key: u64,
+}
+
+/// Pool tasks whose outcome is kept after they end, waiting to be joined.
+const RETAIN_OUTCOMES: usize = 65_536;
+/// How many queued tasks an idle shard takes in at once.
+const INTAKE_BATCH: usize = 16;
+
+struct Job {
+    id: TaskId,
+    body: Body,
+    options: SpawnOptions,
+}
+
+enum Entry {
+    /// Not ended yet (queued or running).
+    Live {
+        watchers: Vec<RemoteNotify>,
+        /// The shard running it, once taken in.
+        shard: Option<usize>,
+        /// Cancelled before it was taken in: it will not run.
+        cancelled: bool,
+    },
+    Done(Outcome),
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<TaskId, Entry>,
+    /// Ended tasks, oldest first, to forget their outcomes eventually.
+    done: VecDeque<TaskId>,
+    /// Every pool task's id in the order it ended.
+    order: Vec<TaskId>,
+}
+
+struct Pool {
+    queues: Vec<Injector<Job>>,
+    next_id: Arc<AtomicU64>,
+    turn: AtomicUsize,
+    /// Pool tasks not ended yet.
+    pending: AtomicUsize,
+    registry: Mutex<Registry>,
+    /// Signalled when `pending` reaches zero or a shutdown is asked for.
+    settled: Condvar,
+    handles: Mutex<Vec<Option<Handle>>>,
+    /// Each shard's last shutdown result, once its thread ended.
+    results: Mutex<Vec<Option<ShutdownResult>>>,
+    idle: Vec<AtomicBool>,
+    shutting_down: AtomicBool,
+    stack_size: usize,
+}
+
+impl Pool {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, shard: usize, job: Job) -> Result<TaskId, SpawnError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let id = job.id;
+        self.registry().entries.insert(
+            id,
+            Entry::Live {
+                watchers: Vec::new(),
+                shard: None,
+                cancelled: false,
+            },
+        );
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.queues[shard].push(job);
+        self.wake(shard);
+        Ok(id)
+    }
+
+    /// Wakes `shard` and every idle shard (one of them may steal the task).
+    fn wake(&self, shard: usize) {
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, h) in handles.iter().enumerate() {
+            if let Some(h) = h
+                && (i == shard || self.idle[i].load(Ordering::Acquire))
+            {
+                h.wake();
+            }
+        }
+    }
+
+    /// Takes a job from queue `index`.
+    fn take_from(&self, index: usize) -> Option<Job> {
+        loop {
+            match self.queues[index].steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    /// Steals one job from another shard's queue.
+    fn steal(&self, shard: usize) -> Option<Job> {
+        let n = self.queues.len();
+        (1..n).find_map(|k| self.take_from((shard + k) % n))
+    }
+
+    /// Shard `shard`'s intake: spawn up to a batch of queued tasks into `sched`.
+    fn intake(self: &Arc<Self>, shard: usize, sched: &Scheduler) -> usize {
+        let mut taken = 0;
+        let mut stolen = false;
+        while taken < INTAKE_BATCH && !stolen {
+            // Own queue first; steal (one task) only when it is empty, so a
+            // busy shard's backlog is shared out one task at a time.
+            let job = match self.take_from(shard) {
+                Some(job) => job,
+                None if taken == 0 => match self.steal(shard) {
+                    Some(job) => {
+                        stolen = true;
+                        job
+                    }
+                    None => break,
+                },
+                None => break,
+            };
+            let cancelled = {
+                let mut reg = self.registry();
+                match reg.entries.get_mut(&job.id) {
+                    Some(Entry::Live {
+                        shard: s,
+                        cancelled,
+                        ..
+                    }) => {
+                        *s = Some(shard);
+                        *cancelled
+                    }
+                    _ => true,
+                }
+            };
+            let id = job.id;
+            if cancelled {
+                drop(job);
+                self.finish(id, Some(Outcome::Cancelled));
+                continue;
+            }
+            match sched.spawn_with_id(id, job.body, job.options) {
+                Ok(_) => {
+                    let pool = Arc::clone(self);
+                    sched.on_task_end(id, move |id, outcome| {
+                        pool.finish(id, Some(outcome.clone()))
+                    });
+                    taken += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "tiffany::shard", task = id.get(), error = %e, "a pool task was refused by its shard");
+                    self.finish(id, Some(Outcome::Cancelled));
+                }
+            }
+        }
+        self.idle[shard].store(taken == 0, Ordering::Release);
+        taken
+    }
+
+    /// Records a pool task's end and tells whoever waits for it.
+    fn finish(&self, id: TaskId, outcome: Option<Outcome>) {
+        let outcome = outcome.unwrap_or(Outcome::Cancelled);
+        // A pool shutdown may already have recorded a queued task's end.
+        if matches!(self.registry().entries.get(&id), Some(Entry::Done(_))) {
+            return;
+        }
+        let watchers = {
+            let mut reg = self.registry();
+            let previous = reg.entries.insert(id, Entry::Done(outcome.clone()));
+            reg.order.push(id);
+            reg.done.push_back(id);
+            while reg.done.len() > RETAIN_OUTCOMES {
+                if let Some(old) = reg.done.pop_front() {
+                    reg.entries.remove(&old);
+                }
+            }
+            match previous {
+                Some(Entry::Live { watchers, .. }) => watchers,
+                _ => Vec::new(),
+            }
+        };
+        for w in watchers {
+            w.handle.remote_joined(w.key, outcome.clone());
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.registry();
+            self.settled.notify_all();
+        }
+    }
+}
+
+impl RemoteTasks for Pool {
+    fn watch(&self, task: TaskId, notify: RemoteNotify) -> Option<Option<Outcome>> {
+        let mut reg = self.registry();
+        match reg.entries.get_mut(&task)? {
+            Entry::Done(outcome) => Some(Some(outcome.clone())),
+            Entry::Live { watchers, .. } => {
+                watchers.push(notify);
+                Some(None)
+            }
+        }
+    }
+
+    fn cancel(&self, task: TaskId) -> Option<bool> {
+        let shard = {
+            let mut reg = self.registry();
+            match reg.entries.get_mut(&task)? {
+                Entry::Done(_) => return Some(false),
+                Entry::Live { shard: Some(s), .. } => *s,
+                Entry::Live { cancelled, .. } => {
+                    // Still queued: it will be dropped when taken in.
+                    *cancelled = true;
+                    return Some(true);
+                }
+            }
+        };
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(h)) = handles.get(shard) {
+            let _ = h.cancel(task);
+        }
+        Some(true)
+    }
+}
+
+/// A pool of schedulers, one per thread, for native tasks. See the
+/// [module documentation](self).
+///
+/// ```
+/// use tiffany_scheduler::{ShardPool, JoinResult};
+///
+/// let pool = ShardPool::new(2);
+/// let squares: Vec<_> = (0..8u64).map(|i| pool.spawn(move |_| i * i).unwrap()).collect();
+/// let total = pool.spawn(move |cx| {
+///     squares.iter().map(|&t| match cx.join(t) {
+///         JoinResult::Success(v) => *v.downcast_ref::<u64>().unwrap(),
+///         other => panic!("{other:?}"),
+///     }).sum::<u64>()
+/// }).unwrap();
+/// let finished = pool.run();
+/// assert_eq!(finished.len(), 9);
+/// assert_eq!(pool.value(total).and_then(|v| v.downcast_ref::<u64>().copied()), Some(140));
+/// ```
+pub struct ShardPool {
+    pool: Arc<Pool>,
+}
+
+impl ShardPool {
+    /// A pool of `shards` schedulers (at least one), with the default settings.
+    pub fn new(shards: usize) -> Self {
+        Self::with_stack_size(shards, crate::native::DEFAULT_STACK_SIZE)
+    }
+
+    /// A pool whose native tasks get stacks of `stack_size` bytes.
+    pub fn with_stack_size(shards: usize, stack_size: usize) -> Self {
+        let shards = shards.max(1);
+        ShardPool {
+            pool: Arc::new(Pool {
+                queues: (0..shards).map(|_| Injector::new()).collect(),
+                next_id: Arc::new(AtomicU64::new(1)),
+                turn: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                registry: Mutex::new(Registry::default()),
+                settled: Condvar::new(),
+                handles: Mutex::new(vec![None; shards]),
+                results: Mutex::new(vec![None; shards]),
+                idle: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+                shutting_down: AtomicBool::new(false),
+                stack_size,
+            }),
+        }
+    }
+
+    /// How many shards (threads) the pool runs.
+    pub fn shards(&self) -> usize {
+        self.pool.queues.len()
+    }
+
+    /// Spawns a native task on the shard `key` names (`key % shards`).
+    pub fn spawn_keyed<F, R>(&self, key: u64, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let shard = (key % self.shards() as u64) as usize;
+        self.handle().spawn_to(shard, SpawnOptions::default(), f)
+    }
+
+    /// A thread-safe handle that spawns into the pool and shuts it down.
+    pub fn handle(&self) -> PoolHandle {
+        PoolHandle {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// A pool task's outcome, kept after it ended until it is joined (the most
+    /// recent 65,536 are kept).
+    pub fn outcome(&self, task: TaskId) -> Option<Outcome> {
+        match self.pool.registry().entries.get(&task)? {
+            Entry::Done(o) => Some(o.clone()),
+            Entry::Live { .. } => None,
+        }
+    }
+
+    /// A pool task's value, if it ended returning one.
+    pub fn value(&self, task: TaskId) -> Option<crate::Value> {
+        match self.outcome(task)? {
+            Outcome::Done(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Runs the shards until every task spawned into the pool has ended (and
+    /// the tasks those spawned locally), then stops them. Returns the pool
+    /// tasks' ids in the order they ended.
+    pub fn run(&self) -> Vec<TaskId> {
+        self.run_with(Duration::MAX);
+        std::mem::take(&mut self.pool.registry().order)
+    }
+
+    /// Runs the shards until the pool is idle or shut down; `drain` is how long
+    /// the final shutdown of each shard may wait for local tasks.
+    fn run_with(&self, drain: Duration) -> Vec<ShutdownResult> {
+        let pool = &self.pool;
+        let n = self.shards();
+        std::thread::scope(|scope| {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let threads: Vec<_> = (0..n)
+                .map(|shard| {
+                    let pool = Arc::clone(pool);
+                    let ready = ready_tx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("tiffany-shard-{shard}"))
+                        .spawn_scoped(scope, move || run_shard(pool, shard, ready))
+                        .expect("spawn a shard thread")
+                })
+                .collect();
+            drop(ready_tx);
+            // Every shard has registered its handle once it sent its token.
+            for _ in 0..n {
+                let _ = ready_rx.recv();
+            }
+            {
+                let mut reg = pool.registry();
+                while pool.pending.load(Ordering::Acquire) > 0
+                    && !pool.shutting_down.load(Ordering::Acquire)
+                {
+                    reg = pool.settled.wait(reg).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            let handles: Vec<Handle> = pool
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for h in &handles {
+                let _ = h.request_shutdown(drain);
+            }
+            let results = threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or(ShutdownResult::Timeout))
+                .collect();
+            let mut slots = pool.handles.lock().unwrap_or_else(|e| e.into_inner());
+            slots.iter_mut().for_each(|h| *h = None);
+            results
+        })
+    }
+
+    /// Every shard's metrics, each labelled `shard="<index>"`. Only while
+    /// the pool runs (from another thread); empty otherwise.
+    pub fn metrics(&self) -> Vec<MetricsSnapshot> {
+        self.handle().metrics()
+    }
+
+    /// Every shard's metrics in one Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        to_prometheus_all(&self.metrics())
+    }
+}
+
+impl Executor for ShardPool {
+    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.handle().spawn(f)
+    }
+
+    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.handle()
+            .spawn_with(SpawnOptions::priority(priority), f)
+    }
+
+    fn run(&self) -> Vec<TaskId> {
+        ShardPool::run(self)
+    }
+}
+
+impl ShardPool {
+    /// Spawns a native task into the pool (the next shard in turn).
+    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.handle().spawn(f)
+    }
+}
+
+/// One shard's thread: a scheduler fed from the pool's queues.
+fn run_shard(pool: Arc<Pool>, shard: usize, ready: std::sync::mpsc::Sender<()>) -> ShutdownResult {
+    let intake_pool = Arc::clone(&pool);
+    let remote: Arc<dyn RemoteTasks> = pool.clone();
+    let mut builder = Builder::default().stack_size(pool.stack_size);
+    builder.id_source = Some(pool.next_id.clone());
+    builder.remote = Some(remote);
+    builder.intake = Some(Box::new(move |sched: &Scheduler| {
+        intake_pool.intake(shard, sched)
+    }));
+    let sched = match builder.build() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(target: "tiffany::shard", shard, error = %e, "a shard could not start");
+            let _ = ready.send(());
+            return ShutdownResult::Timeout;
+        }
+    };
+    pool.handles.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(sched.handle());
+    let _ = ready.send(());
+    let result = sched.serve();
+    pool.results.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(result);
+    result
+}
+
+/// A thread-safe handle to a [`ShardPool`]: spawn into it, cancel, shut down.
+#[derive(Clone)]
+pub struct PoolHandle {
+    pool: Arc<Pool>,
+}
+
+impl PoolHandle {
+    /// Spawns a native task into the pool (the next shard in turn).
+    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.spawn_with(SpawnOptions::default(), f)
+    }
+
+    /// Spawns a native task with options (dependencies are not supported
+    /// across the pool: each must be a task of the shard that runs this one).
+    pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let n = self.pool.queues.len();
+        let shard = self.pool.turn.fetch_add(1, Ordering::Relaxed) % n;
+        self.spawn_to(shard, options, f)
+    }
+
+    /// Spawns a native task on the shard `key` names.
+    pub fn spawn_keyed<F, R>(&self, key: u64, f: F) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let shard = (key % self.pool.queues.len() as u64) as usize;
+        self.spawn_to(shard, SpawnOptions::default(), f)
+    }
+
+    fn spawn_to<F, R>(
+        &self,
+        shard: usize,
+        options: SpawnOptions,
+        f: F,
+    ) -> Result<TaskId, SpawnError>
+    where
+        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        if self.pool.shutting_down.load(Ordering::Acquire) {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let body = Body::native_with_stack(self.pool.stack_size, f)?;
+        let id = TaskId(self.pool.next_id.fetch_add(1, Ordering::Relaxed));
+        self.pool.push(shard, Job { id, body, options })
+    }
+
+    /// Cancels a pool task; returns whether it was still live.
+    pub fn cancel(&self, task: TaskId) -> bool {
+        self.pool.cancel(task).unwrap_or(false)
+    }
+
+    /// Every shard's metrics, labelled with `shard`, while the pool runs.
+    pub fn metrics(&self) -> Vec<MetricsSnapshot> {
+        let handles: Vec<Option<Handle>> = self
+            .pool
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                Some(
+                    h.as_ref()?
+                        .metrics()
+                        .ok()?
+                        .with_label("shard", i.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// Shuts the whole pool down: no more spawns, queued tasks are cancelled,
+    /// every shard drains for up to `timeout` then cancels what remains.
+    /// Returns `Clean` if every shard was clean. Not from a shard's thread.
+    pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownResult, HandleError> {
+        self.pool.shutting_down.store(true, Ordering::Release);
+        // Queued tasks never start.
+        for q in &self.pool.queues {
+            loop {
+                match q.steal() {
+                    Steal::Success(job) => {
+                        let id = job.id;
+                        drop(job);
+                        self.pool.finish(id, Some(Outcome::Cancelled));
+                    }
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
+        }
+        let handles: Vec<Option<Handle>> = self
+            .pool
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if handles
+            .iter()
+            .flatten()
+            .any(|h| std::thread::current().id() == h.shared.thread)
+        {
+            return Err(HandleError::WouldDeadlock);
+        }
+        // Ask every shard first, then wait for all: they drain in parallel.
+        let waits: Vec<Option<std::sync::mpsc::Receiver<ShutdownResult>>> = handles
+            .iter()
+            .map(|h| {
+                let h = h.as_ref()?;
+                let (tx, rx) = std::sync::mpsc::channel();
+                h.shared
+                    .send(crate::handle::Command::Shutdown {
+                        timeout,
+                        reply: Some(tx),
+                    })
+                    .ok()?;
+                Some(rx)
+            })
+            .collect();
+        let mut clean = true;
+        for (shard, wait) in waits.into_iter().enumerate() {
+            // A shard that already stopped reports the result it stopped with.
+            let result = wait
+                .and_then(|rx| rx.recv().ok())
+                .or_else(|| self.pool.results.lock().unwrap_or_else(|e| e.into_inner())[shard]);
+            clean &= result != Some(ShutdownResult::Timeout);
+        }
+        {
+            let _guard = self.pool.registry();
+            self.pool.settled.notify_all();
+        }
+        Ok(if clean {
+            ShutdownResult::Clean
+        } else {
+            ShutdownResult::Timeout
+        })
+    }
+}

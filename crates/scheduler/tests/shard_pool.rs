@@ -1,0 +1,262 @@
+//! The sharded executor: every task runs exactly once under stealing, joins
+//! across shards, shutdown of the whole pool, per-shard telemetry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use tiffany_scheduler::{
+    Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, TaskId,
+};
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_owned()
+}
+
+#[test]
+fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
+    let pool = ShardPool::new(2);
+    let runs: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let threads_seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // The first task keeps shard 0 busy (it yields until another thread has
+    // run a task), so shard 1 can only get work by stealing from shard 0's
+    // queue: every task is keyed to shard 0.
+    let seen = threads_seen.clone();
+    let r = runs.clone();
+    pool.spawn_keyed(0, move |cx| {
+        seen.lock().unwrap().insert(thread_name());
+        r.lock().unwrap().push((cx.tid().get(), thread_name()));
+        while seen.lock().unwrap().len() < 2 {
+            cx.yield_now();
+        }
+    })
+    .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..500 {
+        let seen = threads_seen.clone();
+        let r = runs.clone();
+        ids.push(
+            pool.spawn_keyed(0, move |cx| {
+                seen.lock().unwrap().insert(thread_name());
+                r.lock().unwrap().push((cx.tid().get(), thread_name()));
+            })
+            .unwrap(),
+        );
+    }
+    let finished = pool.run();
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), 501);
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for (id, _) in runs.iter() {
+        *counts.entry(*id).or_default() += 1;
+    }
+    assert!(counts.values().all(|&c| c == 1), "a task ran twice");
+    assert_eq!(finished.len(), 501);
+    assert_eq!(finished.iter().collect::<HashSet<_>>().len(), 501);
+    for id in ids {
+        assert!(counts.contains_key(&id.get()));
+    }
+    let on_shard_1 = runs.iter().filter(|(_, t)| t == "tiffany-shard-1").count();
+    assert!(on_shard_1 > 0, "shard 1 never stole a task");
+}
+
+#[test]
+fn ids_are_unique_across_shards() {
+    let pool = ShardPool::new(2);
+    let ids: Vec<TaskId> = (0..100)
+        .map(|i| pool.spawn_keyed(i, |cx| cx.tid()).unwrap())
+        .collect();
+    pool.run();
+    for id in &ids {
+        match pool.outcome(*id) {
+            Some(Outcome::Done(v)) => assert_eq!(v.downcast_ref::<TaskId>(), Some(id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 100);
+}
+
+#[test]
+fn joins_across_shards() {
+    let pool = ShardPool::new(2);
+    // Two tasks that each yield until both shards run one of them: a shard with
+    // a ready task takes no more work, so each shard holds exactly one.
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let rendezvous = |seen: Arc<Mutex<HashSet<String>>>,
+                      cx: &mut tiffany_scheduler::TaskContext<'_>| {
+        seen.lock().unwrap().insert(thread_name());
+        while seen.lock().unwrap().len() < 2 {
+            cx.yield_now();
+        }
+    };
+    let s = seen.clone();
+    let target = pool
+        .spawn_keyed(1, move |cx| {
+            rendezvous(s, cx);
+            for _ in 0..10 {
+                cx.yield_now();
+            }
+            (thread_name(), 42u32)
+        })
+        .unwrap();
+    let s = seen.clone();
+    let joiner = pool
+        .spawn_keyed(0, move |cx| {
+            rendezvous(s, cx);
+            let me = thread_name();
+            match cx.join(target) {
+                JoinResult::Success(v) => {
+                    let (their_thread, n) = v.downcast_ref::<(String, u32)>().unwrap().clone();
+                    assert_ne!(their_thread, me, "the join did not cross shards");
+                    n
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .unwrap();
+    pool.run();
+    assert_eq!(pool.value(joiner).unwrap().downcast_ref::<u32>(), Some(&42));
+}
+
+#[test]
+fn joining_a_finished_remote_task_and_failures_cross_shards() {
+    let pool = ShardPool::new(2);
+    let failing = pool
+        .spawn_keyed(1, |_| -> u32 { panic!("remote boom") })
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let joiner = pool
+        .spawn_keyed(0, move |cx| {
+            let r = cx.join(failing);
+            d.fetch_add(1, Ordering::SeqCst);
+            match r {
+                JoinResult::Failed(e) => e.message().to_owned(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .unwrap();
+    pool.run();
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        pool.value(joiner)
+            .unwrap()
+            .downcast_ref::<String>()
+            .map(String::as_str),
+        Some("remote boom")
+    );
+    assert!(matches!(pool.outcome(failing), Some(Outcome::Failed(_))));
+}
+
+#[test]
+fn cancel_across_shards() {
+    let pool = ShardPool::new(2);
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let started_rx = Arc::new(Mutex::new(started_rx));
+    let sleeper = pool
+        .spawn_keyed(1, move |cx| {
+            started_tx.send(()).unwrap();
+            cx.sleep(Duration::from_secs(3600));
+        })
+        .unwrap();
+    pool.spawn_keyed(0, move |cx| {
+        while started_rx.lock().unwrap().try_recv().is_err() {
+            cx.yield_now();
+        }
+        assert!(cx.cancel(sleeper));
+        assert!(matches!(cx.join(sleeper), JoinResult::Cancelled));
+    })
+    .unwrap();
+    pool.run();
+    assert!(matches!(pool.outcome(sleeper), Some(Outcome::Cancelled)));
+}
+
+#[test]
+fn shutdown_of_the_whole_pool() {
+    let pool = ShardPool::new(2);
+    let handle = pool.handle();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let mut sleepers = Vec::new();
+    for key in 0..2 {
+        let tx = started_tx.clone();
+        sleepers.push(
+            pool.spawn_keyed(key, move |cx| {
+                tx.send(()).unwrap();
+                cx.sleep(Duration::from_secs(3600));
+            })
+            .unwrap(),
+        );
+    }
+    let stopper = std::thread::spawn(move || {
+        started_rx.recv().unwrap();
+        started_rx.recv().unwrap();
+        let result = handle.shutdown(Duration::from_millis(20)).unwrap();
+        let refused = handle.spawn(|_| ()).unwrap_err();
+        (result, refused)
+    });
+    pool.run();
+    let (result, refused) = stopper.join().unwrap();
+    assert_eq!(result, ShutdownResult::Timeout);
+    assert_eq!(refused, tiffany_scheduler::SpawnError::ShuttingDown);
+    for s in sleepers {
+        assert!(matches!(pool.outcome(s), Some(Outcome::Cancelled)));
+    }
+}
+
+#[test]
+fn metrics_carry_a_shard_label() {
+    let pool = ShardPool::new(2);
+    let handle = pool.handle();
+    let (tx, rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(go_rx));
+    for key in 0..2 {
+        let tx = tx.clone();
+        let go = go_rx.clone();
+        pool.spawn_keyed(key, move |cx| {
+            tx.send(()).unwrap();
+            while go.lock().unwrap().try_recv().is_err() {
+                cx.yield_now();
+            }
+        })
+        .unwrap();
+    }
+    let reader = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        rx.recv().unwrap();
+        let snapshots = handle.metrics();
+        let text = tiffany_scheduler::metrics::to_prometheus_all(&snapshots);
+        go_tx.send(()).unwrap();
+        go_tx.send(()).unwrap();
+        text
+    });
+    pool.run();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("scheduler_live_tasks{shard=\"0\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scheduler_live_tasks{shard=\"1\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE scheduler_steps_total counter").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn the_executor_trait_drives_a_scheduler_or_a_pool() {
+    fn squares(e: &impl Executor) -> usize {
+        for i in 0..10u64 {
+            e.spawn(move |_| i * i).unwrap();
+        }
+        e.spawn_with_priority(0, |_| ()).unwrap();
+        e.run().len()
+    }
+    assert_eq!(squares(&Scheduler::new()), 11);
+    assert_eq!(squares(&ShardPool::new(2)), 11);
+}
