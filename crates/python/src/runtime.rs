@@ -445,16 +445,37 @@ pub(crate) fn check_task_object(py: Python<'_>, coro: &Bound<'_, PyAny>) -> PyRe
     )))
 }
 
+/// The types a task can be made of: coroutine and generator types (checked by
+/// identity first, the common case), then the `collections.abc` classes.
+struct TaskTypes {
+    coroutine: Py<PyAny>,
+    generator: Py<PyAny>,
+    abc_coroutine: Py<PyAny>,
+    abc_generator: Py<PyAny>,
+}
+
+static TASK_TYPES: pyo3::sync::PyOnceLock<TaskTypes> = pyo3::sync::PyOnceLock::new();
+
+fn task_types(py: Python<'_>) -> PyResult<&TaskTypes> {
+    TASK_TYPES.get_or_try_init(py, || {
+        let types = py.import("types")?;
+        let abc = py.import("collections.abc")?;
+        Ok(TaskTypes {
+            coroutine: types.getattr("CoroutineType")?.unbind(),
+            generator: types.getattr("GeneratorType")?.unbind(),
+            abc_coroutine: abc.getattr("Coroutine")?.unbind(),
+            abc_generator: abc.getattr("Generator")?.unbind(),
+        })
+    })
+}
+
 fn is_task_object(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let types = py.import("types")?;
-    if obj.is_instance(&types.getattr("CoroutineType")?)?
-        || obj.is_instance(&types.getattr("GeneratorType")?)?
-    {
+    let t = task_types(py)?;
+    let ty = obj.get_type();
+    if ty.is(t.coroutine.bind(py)) || ty.is(t.generator.bind(py)) {
         return Ok(true);
     }
-    let abc = py.import("collections.abc")?;
-    Ok(obj.is_instance(&abc.getattr("Coroutine")?)?
-        || obj.is_instance(&abc.getattr("Generator")?)?)
+    Ok(obj.is_instance(t.abc_coroutine.bind(py))? || obj.is_instance(t.abc_generator.bind(py))?)
 }
 
 impl PyScheduler {
