@@ -43,8 +43,8 @@ lint: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
-    {{venv}}/bin/ruff check python tests/python examples
-    {{venv}}/bin/ruff format --check python tests/python examples
+    {{venv}}/bin/ruff check python tests/python examples bench
+    {{venv}}/bin/ruff format --check python tests/python examples bench
     {{venv}}/bin/mypy python/tiffany
     MYPYPATH=python {{venv}}/bin/mypy --strict examples
 
@@ -57,6 +57,19 @@ check-install:
 # Native benchmarks (Criterion).
 bench-native:
     cargo bench -p tiffany-scheduler --bench native
+
+# `just bench` (about 20 minutes) pip-installs the peers into .venv, builds a
+# release wheel of tiffany into target/bench, runs every workload on every
+# runtime and writes docs/mdbook/src/benchmarks.md; `just bench --quick` (about
+# a minute) writes target/bench/benchmarks-quick.md instead; `--native` adds the
+# Criterion benches; `.venv/bin/python -m bench --help` lists the options.
+#
+# Benchmarks against asyncio, uvloop, rloop, trio and gevent (`--quick`: short version).
+bench *args: setup
+    BENCH_COMMAND="$(echo just bench {{args}})" {{python}} -m bench {{args}}
+
+# The short version of `just bench`.
+bench-quick: (bench "--quick")
 
 # API documentation.
 doc:

@@ -1,0 +1,342 @@
+"""The registry of workloads: what each measures, at which sizes, on which runtimes.
+
+Each workload family lives in its own module (``switch``, ``spawn``,
+``timers``, ``echo``, ``memory``, ``join``) with one function per runtime
+family, side by side: ``on_tiffany(params)``, ``on_asyncio(params,
+loop_factory)`` (asyncio, uvloop and rloop), ``on_trio(params)`` and
+``on_gevent(params)``. Each returns a dict with ``counts`` — the work it did
+(steps, tasks, bytes, ...) — which the harness checks against
+``Workload.expected(params)`` before using the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.runtimes import RUNTIMES
+
+Params = dict[str, Any]
+Result = dict[str, Any]
+Derive = Callable[[dict[str, float], dict[str, list[Result]], Params], tuple[str, float, str]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One column of a workload: a runtime, possibly with a variant of the parameters."""
+
+    runtime: str
+    label: str
+    params: Params = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target for Tiffany, printed next to its figure.
+
+    ``check(medians, quick)`` gets the median figure of every entry label and
+    returns (met, detail); met is None when it cannot be judged.
+    """
+
+    text: str
+    check: Callable[[dict[str, float], bool], tuple[bool | None, str]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    number: int
+    module: str
+    full: Params
+    quick: Params
+    #: The title, given the parameters.
+    title: Callable[[Params], str]
+    unit: str
+    higher_is_better: bool
+    #: The figure of one run, given its result and parameters.
+    figure: Callable[[Result, Params], float]
+    #: The counts every run must report, given the parameters.
+    expected: Callable[[Params], dict[str, int]]
+    entries: list[Entry]
+    #: Runtimes the workload does not apply to, and why.
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    #: Secondary figures shown in the detailed table: (name, unit, function).
+    extras: list[tuple[str, str, Callable[[Result, Params], float]]] = field(default_factory=list)
+    target: Target | None = None
+    #: A figure derived from the medians of several entries (name, value, unit),
+    #: given the medians, every entry's results and the parameters; it is also
+    #: passed to the target's check under its name.
+    derive: Derive | None = None
+
+
+def each_runtime(**notes: str) -> list[Entry]:
+    return [Entry(r.name, r.name, note=notes.get(r.name, "")) for r in RUNTIMES]
+
+
+def _ratio(tiffany: float | None, other: float | None, higher_is_better: bool) -> float | None:
+    """How many times better Tiffany is than ``other`` (>1: Tiffany is better)."""
+    if not tiffany or not other:
+        return None
+    return tiffany / other if higher_is_better else other / tiffany
+
+
+def _at_most(limit: float, unit: str, entry: str = "tiffany") -> Callable[..., Any]:
+    def check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+        v = m.get(entry)
+        if v is None:
+            return None, "no figure"
+        return v <= limit, f"{v:,.0f} {unit}"
+
+    return check
+
+
+def _switch_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    v, uv = m.get("tiffany"), m.get("uvloop")
+    if v is None:
+        return None, "no figure"
+    r = _ratio(v, uv, False)
+    ok = v <= 200 and (r is None or r >= 8)
+    return ok, f"{v:,.0f} ns/step, " + (f"{r:.1f}× uvloop" if r else "uvloop unavailable")
+
+
+def _timers_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    v, uv = m.get("tiffany"), m.get("uvloop")
+    if v is None or uv is None:
+        return None, "no figure"
+    return v <= uv / 5, f"{v:,.0f} ms vs uvloop {uv:,.0f} ms ({uv / v:.1f}× less)"
+
+
+def _virtual_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    v = m.get("tiffany")
+    if v is None:
+        return None, "no figure"
+    if quick:
+        return None, f"{v:.2f} s at the quick size (judged at 1,000,000 only)"
+    return v <= 2.0, f"{v:.2f} s"
+
+
+def _echo_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    v, uv = m.get("tiffany"), m.get("uvloop")
+    if v is None or uv is None:
+        return None, "no figure"
+    return v >= 1.5 * uv, f"{v / uv:.2f}× uvloop"
+
+
+def _telemetry_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    v = m.get("added")
+    if v is None:
+        return None, "no figure"
+    return v <= 30, f"{v:,.0f} ns added per transition"
+
+
+def _telemetry_derive(
+    m: dict[str, float], results: dict[str, list[Result]], p: Params
+) -> tuple[str, float, str]:
+    """(median with subscriber − median without) × steps / events of the subscribed run."""
+    events = sorted(r["events"] for r in results["tiffany + on_event"])[
+        len(results["tiffany + on_event"]) // 2
+    ]
+    steps = p["tasks"] * p["yields"]
+    added = (m["tiffany + on_event"] - m["tiffany"]) * steps / events
+    return "added", added, f"ns per transition ({events:,} events)"
+
+
+def _switch_figure(r: Result, p: Params) -> float:
+    return r["seconds"] / (p["tasks"] * p["yields"]) * 1e9
+
+
+def _switch_expected(p: Params) -> dict[str, int]:
+    return {"tasks": p["tasks"], "steps": p["tasks"] * p["yields"]}
+
+
+def _echo(key: str, number: int, size: int, target: Target | None) -> Workload:
+    return Workload(
+        key=key,
+        number=number,
+        module="bench.workloads.echo",
+        full={"clients": 100, "rounds": 1000, "size": size},
+        quick={"clients": 50, "rounds": 200, "size": size},
+        title=lambda p: (
+            f"TCP echo, {p['size']:,} B: {p['clients']} clients × {p['rounds']:,} round trips"
+        ),
+        unit="round trips/s",
+        higher_is_better=True,
+        figure=lambda r, p: r["counts"]["round_trips"] / r["seconds"],
+        expected=lambda p: {
+            "round_trips": p["clients"] * p["rounds"],
+            "client_bytes": p["clients"] * p["rounds"] * p["size"],
+            "server_bytes": p["clients"] * p["rounds"] * p["size"],
+        },
+        entries=each_runtime(
+            tiffany="sock_* helpers",
+            asyncio="streams",
+            uvloop="streams",
+            rloop="streams",
+            trio="SocketStream",
+            gevent="gevent.socket",
+        ),
+        target=target,
+    )
+
+
+NO_VIRTUAL_CLOCK = "no virtual clock"
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        key="switch",
+        number=1,
+        module="bench.workloads.switch",
+        full={"tasks": 100_000, "yields": 10},
+        quick={"tasks": 20_000, "yields": 10},
+        title=lambda p: f"switch: {p['tasks']:,} tasks × {p['yields']} yields (sleep 0)",
+        unit="ns/step",
+        higher_is_better=False,
+        figure=_switch_figure,
+        expected=_switch_expected,
+        entries=each_runtime(),
+        extras=[("total incl. spawn", "s", lambda r, p: r["total_seconds"])],
+        target=Target("≤ 200 ns/step and ≥ 8× uvloop", _switch_check),
+    ),
+    Workload(
+        key="spawn",
+        number=2,
+        module="bench.workloads.spawn",
+        full={"tasks": 1_000_000},
+        quick={"tasks": 100_000},
+        title=lambda p: f"spawn: {p['tasks']:,} trivial tasks, spawned and finished",
+        unit="ns/task",
+        higher_is_better=False,
+        figure=lambda r, p: r["seconds"] / p["tasks"] * 1e9,
+        expected=lambda p: {"tasks": p["tasks"]},
+        entries=each_runtime(),
+        extras=[("peak RSS", "MB", lambda r, p: r["maxrss_kb"] / 1024)],
+        target=Target("≤ 400 ns/task", _at_most(400, "ns/task")),
+    ),
+    Workload(
+        key="timers_real",
+        number=3,
+        module="bench.workloads.timers",
+        full={"tasks": 100_000, "max_sleep": 0.5, "seed": 1, "virtual": False},
+        quick={"tasks": 20_000, "max_sleep": 0.5, "seed": 1, "virtual": False},
+        title=lambda p: (
+            f"timers, real clock: {p['tasks']:,} tasks sleeping 0–{p['max_sleep']} s"
+            " (wall time beyond the longest sleep)"
+        ),
+        unit="ms",
+        higher_is_better=False,
+        figure=lambda r, p: r["overhead"] * 1e3,
+        expected=lambda p: {"tasks": p["tasks"]},
+        entries=each_runtime(),
+        extras=[("wall time", "s", lambda r, p: r["seconds"])],
+        target=Target("≤ 1/5 of uvloop's", _timers_check),
+    ),
+    Workload(
+        key="timers_virtual",
+        number=4,
+        module="bench.workloads.timers",
+        full={"tasks": 1_000_000, "max_sleep": 3600.0, "seed": 2, "virtual": True},
+        quick={"tasks": 100_000, "max_sleep": 3600.0, "seed": 2, "virtual": True},
+        title=lambda p: (
+            f"timers, virtual clock: {p['tasks']:,} tasks sleeping 0–{p['max_sleep'] / 3600:g} h"
+            " (wall time)"
+        ),
+        unit="s",
+        higher_is_better=False,
+        figure=lambda r, p: r["seconds"],
+        expected=lambda p: {"tasks": p["tasks"]},
+        entries=[
+            Entry("tiffany", "tiffany", note='Scheduler(clock="virtual")'),
+            Entry("trio", "trio", note="MockClock(autojump_threshold=0)"),
+        ],
+        not_applicable={
+            "asyncio": NO_VIRTUAL_CLOCK,
+            "uvloop": NO_VIRTUAL_CLOCK,
+            "rloop": NO_VIRTUAL_CLOCK,
+            "gevent": NO_VIRTUAL_CLOCK,
+        },
+        target=Target("1,000,000 sleepers ≤ 2 s", _virtual_check),
+    ),
+    _echo("echo_100", 5, 100, Target("≥ 1.5× uvloop", _echo_check)),
+    _echo("echo_10k", 5, 10_000, None),
+    Workload(
+        key="memory",
+        number=6,
+        module="bench.workloads.memory",
+        full={"tasks": 100_000},
+        quick={"tasks": 20_000},
+        title=lambda p: f"memory: {p['tasks']:,} idle tasks (RSS growth per task)",
+        unit="B/task",
+        higher_is_better=False,
+        figure=lambda r, p: r["rss_delta"] / p["tasks"],
+        expected=lambda p: {"blocked": p["tasks"], "released": p["tasks"]},
+        entries=each_runtime(
+            tiffany="joining a task that sleeps 1 h (no Event yet)",
+            asyncio="asyncio.Event",
+            uvloop="asyncio.Event",
+            rloop="asyncio.Event",
+            trio="trio.Event",
+            gevent="gevent.event.Event",
+        ),
+        target=Target("≤ 600 B/idle task", _at_most(600, "B/task")),
+    ),
+    Workload(
+        key="join",
+        number=7,
+        module="bench.workloads.join",
+        full={"joins": 100_000, "child": "python"},
+        quick={"joins": 20_000, "child": "python"},
+        title=lambda p: f"join a child: {p['joins']:,} × (spawn a child that sleeps 0, join it)",
+        unit="ns/join",
+        higher_is_better=False,
+        figure=lambda r, p: r["seconds"] / p["joins"] * 1e9,
+        expected=lambda p: {"joins": p["joins"]},
+        entries=[
+            Entry(
+                "tiffany",
+                "tiffany (native child)",
+                {"child": "native"},
+                "Scheduler.spawn_native_sleep(0, 1)",
+            ),
+            Entry("tiffany", "tiffany", note="Python child"),
+            *each_runtime(trio="a nursery per child")[1:],
+        ],
+    ),
+    Workload(
+        key="telemetry",
+        number=8,
+        module="bench.workloads.switch",
+        full={"tasks": 100_000, "yields": 10},
+        quick={"tasks": 20_000, "yields": 10},
+        title=lambda p: (
+            f"telemetry: switch ({p['tasks']:,} × {p['yields']}) with one on_event subscriber"
+            " (whole run, spawn included)"
+        ),
+        unit="ns/step",
+        higher_is_better=False,
+        figure=lambda r, p: r["total_seconds"] / (p["tasks"] * p["yields"]) * 1e9,
+        expected=_switch_expected,
+        entries=[
+            Entry("tiffany", "tiffany", note="no subscriber"),
+            Entry(
+                "tiffany",
+                "tiffany + on_event",
+                {"subscriber": True},
+                "sched.on_event(lambda e: None)",
+            ),
+        ],
+        derive=_telemetry_derive,
+        target=Target("≤ 30 ns added per transition", _telemetry_check),
+    ),
+]
+
+BY_KEY = {w.key: w for w in WORKLOADS}
+
+#: Listed in the tables without being run.
+NOT_YET_AVAILABLE = {
+    "sharding": (
+        "sharding (one scheduler per core): not yet available from Python"
+        " (the kernel's ShardPool has a native Criterion bench, run by --native)"
+    ),
+}
