@@ -12,6 +12,10 @@ use pyo3::types::PyBytes;
 
 use crate::syscall::{Kind, Syscall, fd_of};
 
+thread_local! {
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 enum Op {
     Recv { n: usize },
     SendAll { data: Vec<u8>, sent: usize },
@@ -56,13 +60,21 @@ impl SockOp {
     fn attempt(&mut self, py: Python<'_>) -> PyResult<Result<Py<PyAny>, Syscall>> {
         match &mut self.op {
             Op::Recv { n } => {
-                let mut buf = vec![0u8; *n];
-                // SAFETY: buf is valid for n bytes.
-                let r =
-                    unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), *n, libc::MSG_DONTWAIT) };
-                if r >= 0 {
-                    buf.truncate(r as usize);
-                    return Ok(Ok(PyBytes::new(py, &buf).into_any().unbind()));
+                // One buffer per thread, grown (and zeroed) once: a receive
+                // copies only the bytes that arrived.
+                let received = RECV_BUF.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    if buf.len() < *n {
+                        buf.resize(*n, 0);
+                    }
+                    // SAFETY: buf is valid for at least n bytes.
+                    let r = unsafe {
+                        libc::recv(self.fd, buf.as_mut_ptr().cast(), *n, libc::MSG_DONTWAIT)
+                    };
+                    (r >= 0).then(|| PyBytes::new(py, &buf[..r as usize]).into_any().unbind())
+                });
+                if let Some(bytes) = received {
+                    return Ok(Ok(bytes));
                 }
                 let e = last_errno();
                 if would_block(e) {
