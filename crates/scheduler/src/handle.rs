@@ -117,9 +117,10 @@ impl Handle {
         self.spawn_with(SpawnOptions::default(), f)
     }
 
-    /// Spawns a native task with options. Dependencies are checked when the
-    /// scheduler receives the task; a refusal then is reported as a
-    /// `SpawnDenied` event and the task ends cancelled.
+    /// Spawns a native task with options. Capacity and shutdown are checked
+    /// at once; dependencies only when the scheduler receives the task, and a
+    /// refusal then is reported as a `SpawnDenied` event (and logged), the
+    /// returned id naming no task.
     pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
     where
         F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
