@@ -4,6 +4,8 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Final, Literal, Protocol, TypeVar, final
 
+from _typeshed import ReadableBuffer
+
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
@@ -130,12 +132,6 @@ class Completion:
     def __await__(self) -> Generator[Any, Any]: ...
 
 @final
-class SockOp:
-    """A socket operation in progress; await it."""
-
-    def __await__(self) -> Generator[Any, Any, Any]: ...
-
-@final
 class Scheduler:
     """A scheduler for Python (and native) tasks on the current thread."""
 
@@ -221,10 +217,19 @@ def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall
     """``await wait_writable(fd)``: wait until writable; ``TimeoutError`` after ``timeout``."""
 
 def sock_recv(sock: socket.socket, n: int) -> _Awaitable[bytes]:
-    """``await sock_recv(sock, n)``: up to ``n`` bytes, ``b""`` at end of stream."""
+    """``await sock_recv(sock, n)``: up to ``n`` bytes, ``b""`` at end of stream.
 
-def sock_sendall(sock: socket.socket, data: bytes) -> _Awaitable[None]:
-    """``await sock_sendall(sock, data)``: send every byte of ``data``."""
+    The receive is tried at once, natively; only if it would block does the
+    task wait for the socket to become readable. The socket must be
+    non-blocking and stays registered with the scheduler between calls.
+    """
+
+def sock_sendall(sock: socket.socket, data: ReadableBuffer) -> _Awaitable[None]:
+    """``await sock_sendall(sock, data)``: send every byte of ``data``.
+
+    ``data`` is any bytes-like object (anything but ``bytes`` is copied when
+    the call is made); ``TypeError`` for anything else.
+    """
 
 def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]:
     """``conn, addr = await sock_accept(sock)``: the next connection."""

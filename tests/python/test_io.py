@@ -157,3 +157,112 @@ def test_sock_connect_refused() -> None:
 
     with pytest.raises(OSError):
         tiffany.run(main())
+
+
+def test_sock_recv_after_descriptor_number_is_reused() -> None:
+    # The helpers keep a socket registered between waits; a socket closed
+    # and its number reused by a new socket must get a fresh registration,
+    # or the second wait would never be woken.
+    async def recv_one(a: socket.socket, b: socket.socket, payload: bytes) -> bytes:
+        async def send_later() -> None:
+            await tiffany.sleep(0.001)
+            b.sendall(payload)
+
+        tiffany.spawn(send_later())
+        return await tiffany.sock_recv(a, 100)
+
+    async def main() -> list[tuple[int, bytes]]:
+        seen = []
+        for i in range(20):
+            a, b = socket.socketpair()
+            a.setblocking(False)
+            with a, b:
+                seen.append((a.fileno(), await recv_one(a, b, b"round %d" % i)))
+        return seen
+
+    seen = tiffany.run(main())
+    assert [data for _, data in seen] == [b"round %d" % i for i in range(20)]
+    # The test means something only if numbers were reused.
+    assert len({fd for fd, _ in seen}) < len(seen)
+
+
+def test_sock_sendall_accepts_bytes_like_and_refuses_str() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def main() -> bytes:
+        await tiffany.sock_sendall(a, bytearray(b"ab"))
+        await tiffany.sock_sendall(a, memoryview(b"cd"))
+        await tiffany.sock_sendall(a, b"ef")
+        return b.recv(16)
+
+    with a, b:
+        assert tiffany.run(main()) == b"abcdef"
+        with pytest.raises(TypeError, match="bytes-like"):
+            tiffany.sock_sendall(a, "text")  # type: ignore[arg-type]
+
+
+def test_large_sendall_waits_for_room_and_delivers_every_byte() -> None:
+    # Several MB through a socketpair: the sender fills the buffer, waits for
+    # room (writable), and goes on; the reader drains in chunks.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    payload = bytes(range(256)) * 16384  # 4 MiB
+
+    async def reader() -> bytes:
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await tiffany.sock_recv(b, 65536)
+            assert chunk
+            got += chunk
+        return bytes(got)
+
+    async def main() -> bytes:
+        r = tiffany.spawn(reader())
+        await tiffany.sock_sendall(a, payload)
+        return await r
+
+    with a, b:
+        assert tiffany.run(main()) == payload
+
+
+def test_cancelling_a_task_blocked_in_sock_recv_frees_the_socket() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def blocked() -> None:
+        await tiffany.sock_recv(a, 16)
+
+    async def main() -> tuple[str, bytes]:
+        t = tiffany.spawn(blocked())
+        await tiffany.sleep(0.001)
+        t.cancel()
+        try:
+            await t
+            outcome = "finished"
+        except tiffany.TaskCancelled:
+            outcome = "cancelled"
+        # Another task can now wait on the same socket.
+        b.sendall(b"after")
+        return outcome, await tiffany.sock_recv(a, 16)
+
+    with a, b:
+        assert tiffany.run(main()) == ("cancelled", b"after")
+
+
+def test_sock_recv_on_a_socket_closed_by_its_peer_returns_empty() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def main() -> list[bytes]:
+        async def close_later() -> None:
+            await tiffany.sleep(0.001)
+            b.sendall(b"last")
+            b.close()
+
+        tiffany.spawn(close_later())
+        return [await tiffany.sock_recv(a, 16), await tiffany.sock_recv(a, 16)]
+
+    with a:
+        assert tiffany.run(main()) == [b"last", b""]

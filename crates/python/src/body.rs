@@ -20,6 +20,7 @@ use tiffany_scheduler::{
 
 use crate::convert::value_to_py;
 use crate::errors::{Cancelled, JoinTimeout, TaskCancelled, task_error};
+use crate::sockets::{Attempt, SockOp};
 use crate::syscall::Kind;
 
 /// A Python task's coroutine stack.
@@ -31,6 +32,8 @@ pub(crate) struct PyBody {
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
     held_fd: Option<i32>,
+    /// The socket operation the task waits to retry, if any.
+    pending: Option<SockOp>,
 }
 
 impl PyBody {
@@ -40,6 +43,7 @@ impl PyBody {
             stack: vec![(coro, generator)],
             sched,
             held_fd: None,
+            pending: None,
         }
     }
 }
@@ -50,6 +54,15 @@ enum Input {
     Start,
     Send(Py<PyAny>),
     Throw(PyErr),
+}
+
+/// What a yielded object comes to.
+enum Translated {
+    /// A system call for the kernel.
+    Call(SystemCall),
+    /// An answer the driver has at once (a socket operation that did not
+    /// block): resume the coroutine with it without a trip through the kernel.
+    Now(Input),
 }
 
 /// How one resume of one coroutine ended.
@@ -150,7 +163,7 @@ impl PyBody {
         &mut self,
         py: Python<'_>,
         yielded: &Bound<'_, PyAny>,
-    ) -> Result<SystemCall, PyErr> {
+    ) -> Result<Translated, PyErr> {
         let Some(kind) = crate::syscall::kind_of(yielded) else {
             return Err(PyTypeError::new_err(format!(
                 "a tiffany task can only await tiffany's awaitables (sleep, join, tasks, ...); \
@@ -161,8 +174,7 @@ impl PyBody {
                     .unwrap_or_else(|_| "an object".into())
             )));
         };
-        let _ = py;
-        Ok(match kind {
+        Ok(Translated::Call(match kind {
             Kind::Yield => SystemCall::Yield,
             Kind::Sleep(s) => SystemCall::Sleep(Duration::from_secs_f64(s)),
             Kind::Join {
@@ -192,7 +204,7 @@ impl PyBody {
                 writable,
                 timeout,
             } => {
-                let token = crate::runtime::io_acquire(fd)?;
+                let token = crate::runtime::io_acquire(py, fd, None)?;
                 self.held_fd = Some(fd);
                 SystemCall::IoWait {
                     token,
@@ -202,21 +214,61 @@ impl PyBody {
                         Interest::Readable
                     },
                     timeout: timeout.map(Duration::from_secs_f64),
+                    after_would_block: false,
                 }
             }
             Kind::Channel { token } => SystemCall::IoWait {
                 token: crate::runtime::channel_token(token)?,
                 interest: Interest::Readable,
                 timeout: None,
+                after_would_block: false,
             },
-        })
+            Kind::Sock(op) => {
+                let (sock, data) = crate::syscall::operands_of(yielded);
+                return self.sock_attempt(py, SockOp::new(op, sock, data)?);
+            }
+        }))
+    }
+
+    /// Tries a socket operation: its result at once, or a wait for readiness
+    /// (the operation is kept and retried when the task is woken).
+    fn sock_attempt(&mut self, py: Python<'_>, mut op: SockOp) -> Result<Translated, PyErr> {
+        match op.attempt(py)? {
+            Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
+            Attempt::Wait { fd, writable } => {
+                let token = crate::runtime::io_acquire(py, fd, Some(op.sock().bind(py)))?;
+                self.held_fd = Some(fd);
+                self.pending = Some(op);
+                Ok(Translated::Call(SystemCall::IoWait {
+                    token,
+                    interest: if writable {
+                        Interest::Writable
+                    } else {
+                        Interest::Readable
+                    },
+                    timeout: None,
+                    after_would_block: true,
+                }))
+            }
+        }
     }
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
         if let Some(fd) = self.held_fd.take() {
             crate::runtime::io_release(fd);
         }
-        let mut input = self.input(py, answer);
+        let mut input = match self.pending.take() {
+            // Woken for a socket operation: retry it. Any other answer
+            // (cancellation) drops the operation and goes to the coroutine.
+            Some(op) if matches!(answer, Some(Resume::Io(IoReady::Ready))) => {
+                match self.sock_attempt(py, op) {
+                    Ok(Translated::Call(call)) => return Step::Syscall(call),
+                    Ok(Translated::Now(input)) => input,
+                    Err(e) => Input::Throw(e),
+                }
+            }
+            _ => self.input(py, answer),
+        };
         loop {
             let Some((top, generator)) = self.stack.last() else {
                 return Step::Failed(TaskError::new("python task resumed after it ended"));
@@ -231,7 +283,8 @@ impl PyBody {
                         continue;
                     }
                     match self.translate(py, bound) {
-                        Ok(call) => return Step::Syscall(call),
+                        Ok(Translated::Call(call)) => return Step::Syscall(call),
+                        Ok(Translated::Now(now)) => input = now,
                         Err(e) => input = Input::Throw(e),
                     }
                 }

@@ -23,7 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Task>()?;
     m.add_class::<runtime::PyTaskEvent>()?;
     syscall::init(m)?;
-    m.add_class::<sockets::SockOp>()?;
     m.add_class::<threads::Handle>()?;
     m.add_class::<threads::Completion>()?;
     m.add("Cancelled", py.get_type::<errors::Cancelled>())?;

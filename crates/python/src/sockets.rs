@@ -1,36 +1,62 @@
-//! Socket helpers that do the I/O natively.
+//! Socket operations the driver performs natively.
 //!
-//! `await tiffany.sock_recv(sock, n)` and friends try the system call first
-//! (non-blocking, from Rust, without going through Python's socket methods);
-//! only when it would block do they yield an I/O wait to the scheduler, and
-//! they retry when woken. A [`SockOp`] is that little state machine: an
-//! awaitable whose `__next__` is "try, or wait".
+//! `await tiffany.sock_recv(sock, n)` and its siblings build a
+//! [`Syscall`](crate::syscall) that names the operation and carries the socket
+//! (and, for a send, the bytes). The driver ([`crate::body`]) tries the system
+//! call at once, from Rust and without going through Python's socket methods;
+//! only when it would block does the task wait for readiness, and the driver
+//! tries again when woken. The result is sent into the coroutine as the value
+//! of its `await`: no Python-level iterator, no `StopIteration` per call.
+//!
+//! Because the failed attempt has just shown the socket not ready, the wait
+//! tells the kernel so (`after_would_block`), and the socket stays registered
+//! with the reactor from one wait to the next (see `runtime::io_acquire`). A
+//! round trip therefore costs the receive that would block, the receive and
+//! the send, plus a share of one `epoll_wait` — nothing else.
 
-use pyo3::exceptions::{PyOSError, PyStopIteration};
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-
-use crate::syscall::{Kind, Syscall, fd_of};
 
 thread_local! {
     static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-enum Op {
-    Recv { n: usize },
-    SendAll { data: Vec<u8>, sent: usize },
-    Accept,
+/// Which socket operation a `Syscall` asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum SockKind {
+    /// Up to `n` bytes.
+    Recv { fd: i32, n: usize },
+    /// Every byte of the `Syscall`'s data.
+    SendAll { fd: i32 },
+    /// The next connection.
+    Accept { fd: i32 },
 }
 
-/// A socket operation in progress (returned by `sock_recv`, `sock_sendall`,
-/// `sock_accept`).
-#[pyclass(module = "tiffany._native", name = "SockOp", unsendable)]
-pub struct SockOp {
-    fd: i32,
-    op: Op,
-    /// The socket object (kept alive while the operation runs; accept uses
-    /// its family to build the new socket).
+impl SockKind {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            SockKind::Recv { fd, n } => format!("sock_recv fd={fd} n={n}"),
+            SockKind::SendAll { fd } => format!("sock_sendall fd={fd}"),
+            SockKind::Accept { fd } => format!("sock_accept fd={fd}"),
+        }
+    }
+}
+
+/// What one attempt at an operation came to.
+pub(crate) enum Attempt {
+    /// Finished: the value of the `await`.
+    Done(Py<PyAny>),
+    /// It would block: wait until `fd` is readable (or writable), then retry.
+    Wait { fd: i32, writable: bool },
+}
+
+/// A socket operation a task is carrying out (kept by the driver across waits).
+pub(crate) struct SockOp {
+    kind: SockKind,
     sock: Py<PyAny>,
+    data: Option<Py<PyBytes>>,
+    sent: usize,
 }
 
 fn would_block(errno: i32) -> bool {
@@ -46,166 +72,176 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn wait(fd: i32, writable: bool) -> Syscall {
-    Syscall::new(Kind::Io {
-        fd,
-        writable,
-        timeout: None,
-    })
-}
-
 impl SockOp {
-    /// Tries the operation: `Ok(Ok(result))` when done, `Ok(Err(syscall))`
-    /// when it must wait first.
-    fn attempt(&mut self, py: Python<'_>) -> PyResult<Result<Py<PyAny>, Syscall>> {
-        match &mut self.op {
-            Op::Recv { n } => {
+    /// The operation a `Syscall` of kind `kind` with these operands asks for.
+    pub(crate) fn new(
+        kind: SockKind,
+        sock: Option<Bound<'_, PyAny>>,
+        data: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let sock = sock.ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("socket operation without a socket")
+        })?;
+        let data = data.map(|d| d.cast_into::<PyBytes>()).transpose()?;
+        Ok(SockOp {
+            kind,
+            sock: sock.unbind(),
+            data: data.map(Bound::unbind),
+            sent: 0,
+        })
+    }
+
+    /// The socket the operation works on.
+    pub(crate) fn sock(&self) -> &Py<PyAny> {
+        &self.sock
+    }
+
+    /// Tries the operation once, without blocking.
+    pub(crate) fn attempt(&mut self, py: Python<'_>) -> PyResult<Attempt> {
+        match self.kind {
+            SockKind::Recv { fd, n } => {
                 // One buffer per thread, grown (and zeroed) once: a receive
                 // copies only the bytes that arrived.
                 let received = RECV_BUF.with(|b| {
                     let mut buf = b.borrow_mut();
-                    if buf.len() < *n {
-                        buf.resize(*n, 0);
+                    if buf.len() < n {
+                        buf.resize(n, 0);
                     }
                     // SAFETY: buf is valid for at least n bytes.
-                    let r = unsafe {
-                        libc::recv(self.fd, buf.as_mut_ptr().cast(), *n, libc::MSG_DONTWAIT)
-                    };
+                    let r =
+                        unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
                     (r >= 0).then(|| PyBytes::new(py, &buf[..r as usize]).into_any().unbind())
                 });
                 if let Some(bytes) = received {
-                    return Ok(Ok(bytes));
+                    return Ok(Attempt::Done(bytes));
                 }
                 let e = last_errno();
                 if would_block(e) {
-                    Ok(Err(wait(self.fd, false)))
+                    Ok(Attempt::Wait {
+                        fd,
+                        writable: false,
+                    })
                 } else {
                     Err(os_error(e))
                 }
             }
-            Op::SendAll { data, sent } => {
-                while *sent < data.len() {
-                    let rest = &data[*sent..];
+            SockKind::SendAll { fd } => {
+                let Some(data) = &self.data else {
+                    return Ok(Attempt::Done(py.None()));
+                };
+                let data = data.bind(py).as_bytes();
+                while self.sent < data.len() {
+                    let rest = &data[self.sent..];
                     // SAFETY: rest is a valid slice.
                     let r = unsafe {
                         libc::send(
-                            self.fd,
+                            fd,
                             rest.as_ptr().cast(),
                             rest.len(),
                             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                         )
                     };
                     if r >= 0 {
-                        *sent += r as usize;
+                        self.sent += r as usize;
                         continue;
                     }
                     let e = last_errno();
                     if would_block(e) {
-                        return Ok(Err(wait(self.fd, true)));
+                        return Ok(Attempt::Wait { fd, writable: true });
                     }
                     return Err(os_error(e));
                 }
-                Ok(Ok(py.None()))
+                Ok(Attempt::Done(py.None()))
             }
-            Op::Accept => {
-                // SAFETY: null address pointers are allowed.
-                let fd = unsafe {
-                    libc::accept4(
-                        self.fd,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    )
-                };
-                if fd < 0 {
-                    let e = last_errno();
-                    return if would_block(e) || e == libc::ECONNABORTED {
-                        Ok(Err(wait(self.fd, false)))
-                    } else {
-                        Err(os_error(e))
-                    };
-                }
-                let socket = py.import("socket")?;
-                let sock = self.sock.bind(py);
-                let kwargs = pyo3::types::PyDict::new(py);
-                kwargs.set_item("family", sock.getattr("family")?)?;
-                kwargs.set_item("type", sock.getattr("type")?)?;
-                kwargs.set_item("proto", sock.getattr("proto")?)?;
-                kwargs.set_item("fileno", fd)?;
-                let conn = match socket.getattr("socket")?.call((), Some(&kwargs)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // SAFETY: we own fd and nothing else refers to it.
-                        unsafe { libc::close(fd) };
-                        return Err(e);
-                    }
-                };
-                conn.call_method1("setblocking", (false,))?;
-                let addr = conn.call_method0("getpeername")?;
-                Ok(Ok((conn, addr).into_pyobject(py)?.into_any().unbind()))
-            }
+            SockKind::Accept { fd } => self.accept(py, fd),
         }
     }
 
-    fn new(sock: &Bound<'_, PyAny>, op: Op) -> PyResult<Self> {
-        Ok(SockOp {
-            fd: fd_of(sock)?,
-            op,
-            sock: sock.clone().unbind(),
-        })
+    fn accept(&self, py: Python<'_>, listener: i32) -> PyResult<Attempt> {
+        // SAFETY: null address pointers are allowed.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            let e = last_errno();
+            return if would_block(e) || e == libc::ECONNABORTED {
+                Ok(Attempt::Wait {
+                    fd: listener,
+                    writable: false,
+                })
+            } else {
+                Err(os_error(e))
+            };
+        }
+        let socket = py.import("socket")?;
+        let sock = self.sock.bind(py);
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("family", sock.getattr("family")?)?;
+        kwargs.set_item("type", sock.getattr("type")?)?;
+        kwargs.set_item("proto", sock.getattr("proto")?)?;
+        kwargs.set_item("fileno", fd)?;
+        let conn = match socket.getattr("socket")?.call((), Some(&kwargs)) {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: we own fd and nothing else refers to it.
+                unsafe { libc::close(fd) };
+                return Err(e);
+            }
+        };
+        conn.call_method1("setblocking", (false,))?;
+        let addr = conn.call_method0("getpeername")?;
+        Ok(Attempt::Done(
+            (conn, addr).into_pyobject(py)?.into_any().unbind(),
+        ))
     }
 }
 
-#[pymethods]
-impl SockOp {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Syscall> {
-        match self.attempt(py)? {
-            Ok(result) => {
-                if result.is_none(py) {
-                    Err(PyStopIteration::new_err(()))
-                } else {
-                    Err(PyStopIteration::new_err((result,)))
-                }
-            }
-            Err(wait) => Ok(wait),
-        }
-    }
-
-    /// Resumes after the wait (the value sent is ignored).
-    fn send(&mut self, py: Python<'_>, _value: Py<PyAny>) -> PyResult<Syscall> {
-        self.__next__(py)
-    }
+fn sock_fd(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
+    crate::syscall::fd_of(sock)
 }
 
 /// `await tiffany.sock_recv(sock, n)`: up to `n` bytes (`b""` at end of stream).
 #[pyfunction]
-pub fn sock_recv(sock: &Bound<'_, PyAny>, n: usize) -> PyResult<SockOp> {
-    SockOp::new(sock, Op::Recv { n })
+pub fn sock_recv<'py>(sock: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    let fd = sock_fd(sock)?;
+    crate::syscall::sock_syscall(sock, SockKind::Recv { fd, n }, None)
 }
 
-/// `await tiffany.sock_sendall(sock, data)`: send every byte of `data`.
+/// `await tiffany.sock_sendall(sock, data)`: send every byte of `data` (any
+/// bytes-like object; anything but `bytes` is copied first).
 #[pyfunction]
-pub fn sock_sendall(sock: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<SockOp> {
-    SockOp::new(
-        sock,
-        Op::SendAll {
-            data: data.to_vec(),
-            sent: 0,
-        },
-    )
+pub fn sock_sendall<'py>(
+    sock: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fd = sock_fd(sock)?;
+    let bytes = if data.is_instance_of::<PyBytes>() {
+        data.clone()
+    } else {
+        let py = sock.py();
+        let buffer = pyo3::buffer::PyBuffer::<u8>::get(data).map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "sock_sendall() needs a bytes-like object, got {}",
+                data.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        PyBytes::new(py, &buffer.to_vec(py)?).into_any()
+    };
+    crate::syscall::sock_syscall(sock, SockKind::SendAll { fd }, Some(bytes))
 }
 
 /// `conn, addr = await tiffany.sock_accept(sock)`: the next connection (a
 /// non-blocking socket) and its peer's address.
 #[pyfunction]
-pub fn sock_accept(sock: &Bound<'_, PyAny>) -> PyResult<SockOp> {
-    SockOp::new(sock, Op::Accept)
+pub fn sock_accept<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let fd = sock_fd(sock)?;
+    crate::syscall::sock_syscall(sock, SockKind::Accept { fd }, None)
 }

@@ -38,6 +38,9 @@ pub(crate) enum Kind {
     Channel {
         token: u64,
     },
+    /// A socket operation the driver performs natively ([`crate::sockets`]):
+    /// the socket is the object's `owner`, the bytes to send its `data`.
+    Sock(crate::sockets::SockKind),
 }
 
 /// A system call, awaitable from a coroutine or yieldable from a generator.
@@ -79,6 +82,7 @@ impl Syscall {
                 if writable { "writable" } else { "readable" }
             ),
             Kind::Channel { token } => format!("<tiffany syscall channel {token}>"),
+            Kind::Sock(op) => format!("<tiffany syscall {}>", op.describe()),
         }
     }
 }
@@ -87,6 +91,10 @@ impl Syscall {
 struct RawSyscall {
     ob_base: ffi::PyObject,
     kind: Kind,
+    /// Owned references (or NULL): the socket of a socket operation, and
+    /// the bytes it sends.
+    owner: *mut ffi::PyObject,
+    data: *mut ffi::PyObject,
 }
 
 /// The `Syscall` type object, the `unit` sentinel and the shared `yield` object.
@@ -113,6 +121,38 @@ pub(crate) fn kind_of(obj: &Bound<'_, PyAny>) -> Option<Kind> {
     }
 }
 
+/// The objects a socket-operation `Syscall` carries: its socket, and the
+/// bytes to send (if any). `obj` must be a `Syscall` (see [`kind_of`]).
+pub(crate) fn operands_of<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) {
+    let py = obj.py();
+    let raw = obj.as_ptr() as *mut RawSyscall;
+    // SAFETY: the caller checked the type; the pointers are owned references
+    // or NULL, and borrowing them for the object's lifetime is sound.
+    unsafe {
+        let own = |p: *mut ffi::PyObject| (!p.is_null()).then(|| Bound::from_borrowed_ptr(py, p));
+        (own((*raw).owner), own((*raw).data))
+    }
+}
+
+/// A socket-operation `Syscall` carrying `owner` (the socket) and `data`.
+pub(crate) fn sock_syscall<'py>(
+    owner: &Bound<'py, PyAny>,
+    op: crate::sockets::SockKind,
+    data: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let obj = alloc(owner.py(), Kind::Sock(op))?;
+    let raw = obj.as_ptr() as *mut RawSyscall;
+    // SAFETY: a fresh object of our type; we store owned references that
+    // the dealloc releases.
+    unsafe {
+        (*raw).owner = owner.clone().into_ptr();
+        (*raw).data = data.map_or(std::ptr::null_mut(), Bound::into_ptr);
+    }
+    Ok(obj)
+}
+
 impl<'py> IntoPyObject<'py> for Syscall {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
@@ -137,7 +177,10 @@ fn alloc<'py>(py: Python<'py>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
-        std::ptr::addr_of_mut!((*(obj as *mut RawSyscall)).kind).write(kind);
+        let raw = obj as *mut RawSyscall;
+        std::ptr::addr_of_mut!((*raw).kind).write(kind);
+        std::ptr::addr_of_mut!((*raw).owner).write(std::ptr::null_mut());
+        std::ptr::addr_of_mut!((*raw).data).write(std::ptr::null_mut());
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }
@@ -146,6 +189,9 @@ unsafe extern "C" fn syscall_dealloc(obj: *mut ffi::PyObject) {
     // SAFETY: called by CPython with the last reference; a heap type's
     // instances own a reference to the type.
     unsafe {
+        let raw = obj as *mut RawSyscall;
+        ffi::Py_XDECREF((*raw).owner);
+        ffi::Py_XDECREF((*raw).data);
         let ty = ffi::Py_TYPE(obj);
         let free = ffi::PyType_GetSlot(ty, ffi::Py_tp_free);
         let free: ffi::freefunc = std::mem::transmute(free);
@@ -316,16 +362,18 @@ pub fn shutdown(timeout: f64) -> PyResult<Syscall> {
 
 /// The file descriptor of an int or of an object with `fileno()`.
 pub(crate) fn fd_of(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let fd: i64 = match obj.extract::<i64>() {
-        Ok(fd) => fd,
-        Err(_) => obj
-            .call_method0("fileno")
+    // An int is checked first: trying to extract one from a socket would
+    // build (and drop) a TypeError on every call.
+    let fd: i64 = if obj.is_instance_of::<pyo3::types::PyInt>() {
+        obj.extract()?
+    } else {
+        obj.call_method0(pyo3::intern!(obj.py(), "fileno"))
             .map_err(|_| {
                 pyo3::exceptions::PyTypeError::new_err(
                     "expected a file descriptor (int) or an object with fileno()",
                 )
             })?
-            .extract()?,
+            .extract()?
     };
     if fd < 0 || fd > i32::MAX as i64 {
         return Err(PyValueError::new_err(format!(

@@ -670,7 +670,8 @@ impl Core {
                 token,
                 interest,
                 timeout,
-            } => self.io_wait(slot, id, token, interest, timeout),
+                after_would_block,
+            } => self.io_wait(slot, id, token, interest, timeout, after_would_block),
             SystemCall::Spawn(req) => {
                 let req = *req;
                 let r = self.spawn(req.body, req.options, None);
@@ -805,13 +806,14 @@ impl Core {
         token: IoToken,
         interest: Interest,
         timeout: Option<Duration>,
+        after_would_block: bool,
     ) -> Next {
         if !self.reactor.is_registered(token) {
             return self.answer(slot, Resume::Error(SyscallError::UnknownIoToken(token)));
         }
         // The waiter the task will have once blocked: generation unchanged.
         let w = self.tasks[slot].waiter(slot);
-        match self.reactor.wait_for(token, interest, w) {
+        match self.reactor.wait_for(token, interest, w, after_would_block) {
             Err(e) => self.answer(slot, Resume::Error(e)),
             Ok(WaitStart::Ready) => self.answer(slot, Resume::Io(IoReady::Ready)),
             Ok(WaitStart::Blocked) => {

@@ -303,11 +303,18 @@ impl Reactor {
 
     /// Starts a wait: answers at once if the source is ready, or records the waiter.
     /// `Err` if the token is unknown or another task already waits for the same interest.
+    ///
+    /// `after_would_block`: the caller's last call on the source failed with
+    /// `EWOULDBLOCK`. Readiness recorded before it is stale (events are only
+    /// recorded between task steps, so before that call), and no level check
+    /// is needed: the registration is edge-triggered and stays in place, so
+    /// anything arriving later produces an event.
     pub(crate) fn wait_for(
         &mut self,
         token: IoToken,
         interest: Interest,
         waiter: Waiter,
+        after_would_block: bool,
     ) -> Result<WaitStart, crate::SyscallError> {
         let generation = token.generation();
         let source = self
@@ -316,13 +323,17 @@ impl Reactor {
             .filter(|s| s.generation == generation)
             .ok_or(crate::SyscallError::UnknownIoToken(token))?;
         let bit = interest.bit();
-        if source.ready & bit != 0 {
+        if after_would_block {
             source.ready &= !bit;
-            return Ok(WaitStart::Ready);
-        }
-        #[cfg(feature = "async-io")]
-        if source.fd >= 0 && level_ready(source.fd, interest) {
-            return Ok(WaitStart::Ready);
+        } else {
+            if source.ready & bit != 0 {
+                source.ready &= !bit;
+                return Ok(WaitStart::Ready);
+            }
+            #[cfg(feature = "async-io")]
+            if source.fd >= 0 && level_ready(source.fd, interest) {
+                return Ok(WaitStart::Ready);
+            }
         }
         let slot = source.waiter_mut(interest);
         if let Some(existing) = slot

@@ -306,6 +306,7 @@ impl TaskContext<'_> {
             token,
             interest,
             timeout,
+            after_would_block: false,
         }) {
             Resume::Io(r) => Ok(r),
             Resume::Error(e) => Err(e),

@@ -50,6 +50,14 @@ pub enum SystemCall {
         interest: Interest,
         /// Answer [`IoReady::Timeout`] after this long.
         timeout: Option<Duration>,
+        /// The caller has just seen `EWOULDBLOCK` for this interest on this
+        /// source. The reactor then skips its readiness check (a `poll(2)`
+        /// call) and forgets readiness it saw before, which the failed call
+        /// has shown to be stale: the source is registered edge-triggered, so
+        /// data arriving after that call wakes the task. Leave it `false`
+        /// when unsure; the wait is then answered at once if the source is
+        /// ready.
+        after_would_block: bool,
     },
     /// Spawn a task; answers its id or why it was refused.
     Spawn(Box<SpawnRequest>),
@@ -83,7 +91,11 @@ impl std::fmt::Debug for SystemCall {
                 token,
                 interest,
                 timeout,
-            } => write!(f, "IoWait({token:?}, {interest:?}, {timeout:?})"),
+                after_would_block,
+            } => write!(
+                f,
+                "IoWait({token:?}, {interest:?}, {timeout:?}, after_would_block: {after_would_block})"
+            ),
             SystemCall::Spawn(r) => write!(f, "Spawn({:?})", r.options),
             SystemCall::GetTid => f.write_str("GetTid"),
             SystemCall::Now => f.write_str("Now"),

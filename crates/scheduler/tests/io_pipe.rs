@@ -261,3 +261,57 @@ fn registering_a_closed_descriptor_fails() {
     // A descriptor number far above anything open.
     assert!(s.register_io(&Fd(1_000_000)).is_err());
 }
+
+#[test]
+fn wait_after_would_block_forgets_stale_readiness_and_is_woken_by_new_data() {
+    // Readiness recorded while nobody waits, then consumed by a direct read:
+    // a wait that says "my read just failed with EWOULDBLOCK" must block
+    // until new data, not be answered at once by the stale record.
+    let s = vsched();
+    let log = logged(&s);
+    let (sock_r, sock_w) = UnixStream::pair().unwrap();
+    sock_r.set_nonblocking(true).unwrap();
+    let token = s.register_io(&sock_r).unwrap();
+    let handle = s.handle();
+    let writer_handle = s.handle();
+    let mut sock_w2 = sock_w.try_clone().unwrap();
+    let reader = s
+        .spawn(move |cx| {
+            (&sock_w).write_all(b"old").unwrap();
+            #[cfg(not(feature = "async-io"))]
+            handle.notify_io(token, Interest::Readable).unwrap();
+            drop(handle);
+            // Idle for a while: the scheduler polls and records the readiness.
+            cx.sleep(ms(1));
+            let mut buf = [0u8; 16];
+            let n = (&sock_r).read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"old");
+            let err = (&sock_r).read(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+            let r = cx.syscall(SystemCall::IoWait {
+                token,
+                interest: Interest::Readable,
+                timeout: None,
+                after_would_block: true,
+            });
+            assert!(matches!(r, Resume::Io(IoReady::Ready)), "{r:?}");
+            let woke_at = cx.now();
+            let n = (&sock_r).read(&mut buf).unwrap();
+            (woke_at, buf[..n].to_vec())
+        })
+        .unwrap();
+    s.spawn(move |cx| {
+        cx.sleep(ms(50));
+        sock_w2.write_all(b"new").unwrap();
+        #[cfg(not(feature = "async-io"))]
+        writer_handle.notify_io(token, Interest::Readable).unwrap();
+        drop(writer_handle);
+    })
+    .unwrap();
+    s.run();
+    assert_eq!(
+        value_of::<(std::time::Duration, Vec<u8>)>(&s, reader),
+        (ms(50), b"new".to_vec())
+    );
+    assert_eq!(count_kind(&log.events(), reader, "io_wait"), 1);
+}
