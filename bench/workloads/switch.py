@@ -6,9 +6,10 @@ task has started" to "every task is done" divided by N×K: the cost of one
 yield round trip (task → scheduler → the next ready task), with the spawning
 outside the timed phase. ``total_seconds`` (spawn included) is reported too.
 
-Workload 8, telemetry, is this workload on Tiffany with and without one
-``on_event`` subscriber; the subscribed run counts the events in a second,
-untimed run.
+Workload 8, telemetry, is this workload on Tiffany with no subscriber, with
+one ``on_event`` subscriber (a Python call per event), with one ``on_events``
+subscriber (a Python call per batch of events), and with the timing metrics
+off; a subscribed run counts the events in a second, untimed run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
 
     n, k = p["tasks"], p["yields"]
 
-    def once(subscriber: Callable[[Any], object] | None) -> dict[str, Any]:
+    def once(subscribe: Callable[[Any], None] | None) -> dict[str, Any]:
         progress = Progress(n)
 
         async def worker() -> None:
@@ -47,23 +48,35 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
                 tiffany.spawn(worker())
             # run() returns once every task has finished.
 
-        sched = tiffany.Scheduler()
-        if subscriber is not None:
-            sched.on_event(subscriber)
+        sched = tiffany.Scheduler(timing_metrics=p.get("timing_metrics", True))
+        if subscribe is not None:
+            subscribe(sched)
         t0 = time.perf_counter()
         sched.run(main())
         return _result(progress, t0, time.perf_counter())
 
-    if not p.get("subscriber"):
+    kind = p.get("subscriber")
+    if kind is None:
         return once(None)
-    result = once(lambda e: None)
     events = 0
+    if kind == "on_event":
+        result = once(lambda s: s.on_event(lambda e: None))
 
-    def count(e: Any) -> None:
-        nonlocal events
-        events += 1
+        def count(e: Any) -> None:
+            nonlocal events
+            events += 1
 
-    once(count)  # untimed: the number of events (transitions) of the same run
+        once(lambda s: s.on_event(count))  # untimed: the number of events
+    elif kind == "on_events":
+        result = once(lambda s: s.on_events(lambda batch: None))
+
+        def count_batch(batch: Any) -> None:
+            nonlocal events
+            events += len(batch)
+
+        once(lambda s: s.on_events(count_batch))  # untimed: the number of events
+    else:
+        raise ValueError(f"unknown subscriber {kind!r}")
     result["events"] = events
     return result
 

@@ -2,7 +2,8 @@
 //!
 //! This crate only translates: Python coroutines become kernel task bodies
 //! ([`body`]), the awaitables become system calls ([`syscall`]), and the
-//! scheduler and tasks get Pythonic classes ([`runtime`]). Scheduling itself
+//! scheduler and tasks get Pythonic classes ([`runtime`]), events reach
+//! Python one by one or in batches ([`telemetry`]). Scheduling itself
 //! lives in the `tiffany-scheduler` crate.
 
 use pyo3::prelude::*;
@@ -13,6 +14,7 @@ mod errors;
 mod runtime;
 mod sockets;
 mod syscall;
+mod telemetry;
 mod threads;
 
 /// The compiled core of the `tiffany` package.
@@ -22,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::PyScheduler>()?;
     m.add_class::<runtime::Task>()?;
     m.add_class::<runtime::PyTaskEvent>()?;
+    m.add_class::<telemetry::EventBatch>()?;
     syscall::init(m)?;
     m.add_class::<threads::Handle>()?;
     m.add_class::<threads::Completion>()?;

@@ -187,7 +187,7 @@ fn current() -> PyResult<Current> {
 }
 
 /// Logs an exception raised by a user callback on the "tiffany" logger.
-fn log_callback_error(py: Python<'_>, what: &str, err: PyErr) {
+pub(crate) fn log_callback_error(py: Python<'_>, what: &str, err: PyErr) {
     let logged = (|| -> PyResult<()> {
         let logger = py
             .import("logging")?
@@ -402,6 +402,12 @@ pub struct PyTaskEvent {
     event: TaskEvent,
 }
 
+impl PyTaskEvent {
+    pub(crate) fn new(event: TaskEvent) -> Self {
+        PyTaskEvent { event }
+    }
+}
+
 #[pymethods]
 impl PyTaskEvent {
     /// "spawned", "running", "yield", "sleep", "io_wait", "join", "done",
@@ -582,12 +588,13 @@ impl PyScheduler {
 #[pymethods]
 impl PyScheduler {
     #[new]
-    #[pyo3(signature = (*, clock = "real", quantum = 0.005, capacity = None, backpressure = None))]
+    #[pyo3(signature = (*, clock = "real", quantum = 0.005, capacity = None, backpressure = None, timing_metrics = true))]
     fn new(
         clock: &str,
         quantum: f64,
         capacity: Option<usize>,
         backpressure: Option<Py<PyAny>>,
+        timing_metrics: bool,
     ) -> PyResult<Self> {
         let clock = parse_clock(clock)?;
         let quantum = check_seconds("quantum", quantum)?;
@@ -598,6 +605,7 @@ impl PyScheduler {
             .clock(clock)
             .quantum(Duration::from_secs_f64(quantum))
             .retain_finished(0)
+            .timing_metrics(timing_metrics)
             .blocking_wrapper(Box::new(|wait: &mut dyn FnMut()| {
                 struct AssertSend<'a>(&'a mut dyn FnMut());
                 // SAFETY: the closure runs on this same thread, inside `detach`,
@@ -755,6 +763,26 @@ impl PyScheduler {
                 }
             })
         });
+    }
+
+    /// Calls `callback(batch)` with the events in order, gathered in an
+    /// `EventBatch` of at most `max_batch` events: when `max_batch` have
+    /// gathered, when the scheduler is about to wait, and when a run ends.
+    /// Much cheaper per event than `on_event`. Exceptions are logged (logger
+    /// "tiffany") and counted.
+    #[pyo3(signature = (callback, max_batch = 1024))]
+    fn on_events(&self, callback: Py<PyAny>, max_batch: usize) -> PyResult<()> {
+        if max_batch == 0 {
+            return Err(PyValueError::new_err("max_batch must be at least 1"));
+        }
+        self.cur
+            .kernel
+            .subscribe(crate::telemetry::BatchSubscriber::new(
+                callback,
+                max_batch,
+                self.cur.callback_errors.clone(),
+            ));
+        Ok(())
     }
 
     /// The metrics as a dict.

@@ -147,6 +147,9 @@ pub(crate) struct Core {
     live_nondaemon: usize,
     pub(crate) metrics: Metrics,
     pub(crate) subscribed: bool,
+    /// Hand events to subscribers once this many have gathered (1: after
+    /// every step); the smallest `max_batch` of the subscribers.
+    pub(crate) event_batch: usize,
     pub(crate) events: Vec<TaskEvent>,
     /// Time at the start of the current step (refreshed once per step).
     now: Duration,
@@ -156,6 +159,8 @@ pub(crate) struct Core {
     /// the next run (one read per step instead of two). Dropped whenever time
     /// passes outside a run (timers, I/O, idle waits).
     pub(crate) carried_now: Option<Duration>,
+    /// Whether `now` was read at the start of the step that is running.
+    now_fresh: bool,
     pub(crate) current: Option<(usize, TaskId)>,
     pub(crate) shutdown: Option<ShutdownState>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
@@ -213,11 +218,13 @@ impl Core {
             live_nondaemon: 0,
             metrics: Metrics::default(),
             subscribed: false,
+            event_batch: usize::MAX,
             events: Vec::new(),
             now: Duration::ZERO,
             slice_start: Duration::ZERO,
             slice_steps: 0,
             carried_now: None,
+            now_fresh: false,
             current: None,
             shutdown: None,
             finish_order: None,
@@ -237,6 +244,12 @@ impl Core {
         }
     }
 
+    /// Whether enough events have gathered to hand them to subscribers.
+    #[inline]
+    pub(crate) fn events_due(&self) -> bool {
+        self.subscribed && self.events.len() >= self.event_batch
+    }
+
     // ----- time -----------------------------------------------------------
 
     /// Reads the clock and caches the reading for this step.
@@ -246,7 +259,16 @@ impl Core {
         self.now
     }
 
+    /// The time stamped on an event: a reading of this step if there is one
+    /// (the one taken as the step ended, else the one taken as it began),
+    /// so that events cost no clock read of their own on the hot path.
     fn event_time(&self) -> Duration {
+        if let Some(t) = self.carried_now {
+            return t;
+        }
+        if self.now_fresh {
+            return self.now;
+        }
         self.clock.now()
     }
 
@@ -526,6 +548,7 @@ impl Core {
                 }
                 self.slice_start = now;
             }
+            self.now_fresh = timing;
             self.slice_steps = 1;
             self.metrics.steps += 1;
             self.current = Some((key.slot, id));
@@ -539,6 +562,7 @@ impl Core {
     pub(crate) fn park(&mut self, slot: usize, body: Body) {
         self.tasks[slot].body = Some(body);
         self.current = None;
+        self.now_fresh = false;
     }
 
     /// Charges the current run and answers whether the quantum is used up.
@@ -582,6 +606,7 @@ impl Core {
         self.charge(slot);
         self.current = None;
         self.finish(slot, outcome);
+        self.now_fresh = false;
         Next::End
     }
 

@@ -497,11 +497,14 @@ impl Scheduler {
 
     /// Adds an event subscriber. Events are built only while someone subscribes.
     pub fn subscribe(&self, subscriber: impl EventSubscriber + 'static) {
+        let batch = subscriber.max_batch().max(1);
         self.inner
             .subscribers
             .borrow_mut()
             .push(Box::new(subscriber));
-        self.inner.core.borrow_mut().subscribed = true;
+        let mut core = self.inner.core.borrow_mut();
+        core.subscribed = true;
+        core.event_batch = core.event_batch.min(batch);
     }
 
     /// Calls `callback` once `task` has ended, on the scheduler's thread between
@@ -725,11 +728,15 @@ impl Scheduler {
             if self.should_stop(until) {
                 break;
             }
+            self.subscribers_idle();
             if !self.idle_wait(until) {
                 break;
             }
         }
         self.flush();
+        self.subscribers_idle();
+        // A reading from the last step must not stamp what happens later.
+        inner.core.borrow_mut().carried_now = None;
         inner.running.set(nested);
     }
 
@@ -745,7 +752,7 @@ impl Scheduler {
             let next = inner.core.borrow_mut().after_step(slot, step);
             match next {
                 Next::Continue(answer) => {
-                    if inner.core.borrow().subscribed {
+                    if inner.core.borrow().events_due() {
                         self.dispatch_events();
                     }
                     input = Some(answer);
@@ -795,10 +802,10 @@ impl Scheduler {
     /// Delivers buffered events and drops dead bodies, outside the core borrow.
     #[inline]
     fn flush(&self) {
-        let (subscribed, graveyard, ended, unobserved) = {
+        let (events_due, graveyard, ended, unobserved) = {
             let core = self.inner.core.borrow();
             (
-                core.subscribed,
+                core.events_due(),
                 !core.graveyard.is_empty(),
                 !core.ended.is_empty(),
                 !core.unobserved.is_empty(),
@@ -811,7 +818,7 @@ impl Scheduler {
             let dead = std::mem::take(&mut self.inner.core.borrow_mut().graveyard);
             drop(dead);
         }
-        if subscribed {
+        if events_due {
             self.dispatch_events();
         }
         if ended {
@@ -856,22 +863,7 @@ impl Scheduler {
         if events.is_empty() {
             return;
         }
-        let mut subs = std::mem::take(&mut *self.inner.subscribers.borrow_mut());
-        let mut errors = 0;
-        for event in &events {
-            for sub in subs.iter_mut() {
-                if panic::catch_unwind(AssertUnwindSafe(|| sub.on_event(event))).is_err() {
-                    errors += 1;
-                    tracing::error!(target: "tiffany::telemetry", "an event subscriber panicked");
-                }
-            }
-        }
-        {
-            let mut slot = self.inner.subscribers.borrow_mut();
-            let added = std::mem::take(&mut *slot);
-            subs.extend(added);
-            *slot = subs;
-        }
+        let errors = self.each_subscriber(|sub| sub.on_events(&events));
         let mut core = self.inner.core.borrow_mut();
         core.metrics.callback_errors += errors;
         // Time spent in subscribers is not the next task's.
@@ -882,6 +874,36 @@ impl Scheduler {
         if core.events.is_empty() {
             core.events = events;
         }
+    }
+
+    /// Calls `f` on every subscriber (a panic is caught, logged and counted:
+    /// returns how many). Subscribers added meanwhile are kept.
+    fn each_subscriber(&self, mut f: impl FnMut(&mut Box<dyn EventSubscriber>)) -> u64 {
+        let mut subs = std::mem::take(&mut *self.inner.subscribers.borrow_mut());
+        let mut errors = 0;
+        for sub in subs.iter_mut() {
+            if panic::catch_unwind(AssertUnwindSafe(|| f(sub))).is_err() {
+                errors += 1;
+                tracing::error!(target: "tiffany::telemetry", "an event subscriber panicked");
+            }
+        }
+        let mut slot = self.inner.subscribers.borrow_mut();
+        let added = std::mem::take(&mut *slot);
+        subs.extend(added);
+        *slot = subs;
+        errors
+    }
+
+    /// Tells subscribers the scheduler is about to wait or end its run.
+    fn subscribers_idle(&self) {
+        if !self.inner.core.borrow().subscribed {
+            return;
+        }
+        self.dispatch_events();
+        let errors = self.each_subscriber(|sub| sub.on_idle());
+        let mut core = self.inner.core.borrow_mut();
+        core.metrics.callback_errors += errors;
+        core.carried_now = None;
     }
 
     /// After a call from user code outside a step: deliver events, drop bodies.

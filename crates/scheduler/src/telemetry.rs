@@ -196,9 +196,36 @@ impl Serialize for TaskEvent {
 }
 
 /// Receives events on the scheduler's thread.
+///
+/// The scheduler hands events over as slices, in order, between steps
+/// ([`on_events`](Self::on_events), which by default calls
+/// [`on_event`](Self::on_event) for each). By default it does so after
+/// every step. A subscriber that forwards events somewhere costly (a Python
+/// callback, a file) can ask for batches instead ([`max_batch`](Self::max_batch)):
+/// the scheduler then gathers events and hands them over once that many have
+/// gathered, when it is about to wait for something to happen (time, I/O,
+/// another thread), and when a run ends — so no event waits long, and the
+/// hot path pays only for building the event.
 pub trait EventSubscriber {
     /// Called once per event, in order.
     fn on_event(&mut self, event: &TaskEvent);
+
+    /// Called with the next events, in order.
+    fn on_events(&mut self, events: &[TaskEvent]) {
+        for event in events {
+            self.on_event(event);
+        }
+    }
+
+    /// How many events to gather before handing them over (default 1:
+    /// after every step). With several subscribers the smallest wins.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// The scheduler has nothing to run and is about to wait, or its run is
+    /// ending; every gathered event has been handed over just before.
+    fn on_idle(&mut self) {}
 }
 
 impl<F: FnMut(&TaskEvent)> EventSubscriber for F {

@@ -443,3 +443,95 @@ fn labels_are_added_to_every_series() {
         "{text}"
     );
 }
+
+/// Records what a batching subscriber is handed: batches and idle calls.
+struct Batcher {
+    size: usize,
+    seen: Arc<Mutex<Vec<Delivery>>>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Delivery {
+    Batch(Vec<TaskEvent>),
+    Idle,
+}
+
+impl EventSubscriber for Batcher {
+    fn on_event(&mut self, _: &TaskEvent) {
+        unreachable!("on_events is overridden");
+    }
+    fn on_events(&mut self, events: &[TaskEvent]) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Delivery::Batch(events.to_vec()));
+    }
+    fn max_batch(&self) -> usize {
+        self.size
+    }
+    fn on_idle(&mut self) {
+        self.seen.lock().unwrap().push(Delivery::Idle);
+    }
+}
+
+/// 8 tasks × 5 yields, then each sleeps a different time and ends.
+fn yield_then_sleep(s: &Scheduler) {
+    for i in 0..8u64 {
+        s.spawn(move |cx| {
+            for _ in 0..5 {
+                cx.yield_now();
+            }
+            cx.sleep(ms(10 + i));
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn batching_subscriber_gets_every_event_in_order_in_batches_and_before_each_wait() {
+    // The same program twice under the virtual clock: once with a per-step
+    // subscriber, once with a batching one alone (with several subscribers
+    // the smallest batch wins).
+    let reference = vsched();
+    let every = logged(&reference);
+    yield_then_sleep(&reference);
+    reference.run();
+
+    let s = vsched();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    s.subscribe(Batcher {
+        size: 16,
+        seen: seen.clone(),
+    });
+    yield_then_sleep(&s);
+    s.run();
+    let seen = seen.lock().unwrap();
+    let batches: Vec<&Vec<TaskEvent>> = seen
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Batch(b) => Some(b),
+            Delivery::Idle => None,
+        })
+        .collect();
+    // Nothing lost, nothing reordered.
+    let flat: Vec<TaskEvent> = batches.iter().flat_map(|b| b.iter().cloned()).collect();
+    assert_eq!(flat, every.events());
+    // Batched: at least 16 events per hand-over, except just before a wait.
+    for (i, d) in seen.iter().enumerate() {
+        if let Delivery::Batch(b) = d {
+            assert!(!b.is_empty());
+            if seen.get(i + 1) != Some(&Delivery::Idle) {
+                assert!(b.len() >= 16, "a batch of {} before more work", b.len());
+            }
+        }
+    }
+    assert!(batches.len() < flat.len() / 4, "{} batches", batches.len());
+    // Handed over before every wait: the virtual clock only moves while the
+    // scheduler waits, so no batch holds events of two different times.
+    for b in &batches {
+        assert!(b.iter().all(|e| e.time == b[0].time), "{b:?}");
+    }
+    // The run ends with an idle call, after the last batch.
+    assert_eq!(seen.last(), Some(&Delivery::Idle));
+    assert!(seen.iter().filter(|d| **d == Delivery::Idle).count() >= 9);
+}

@@ -1,0 +1,91 @@
+"""Telemetry from Python: events one by one, in batches, and the metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tiffany
+
+
+def _program(sched: tiffany.Scheduler) -> None:
+    async def worker(i: int) -> None:
+        for _ in range(5):
+            await tiffany.sleep(0)
+        await tiffany.sleep(0.01 * (i + 1))
+
+    async def main() -> None:
+        for i in range(6):
+            tiffany.spawn(worker(i))
+
+    sched.run(main())
+
+
+def test_on_events_delivers_every_event_in_order_in_batches() -> None:
+    one_by_one = tiffany.Scheduler(clock="virtual")
+    singles: list[str] = []
+    one_by_one.on_event(lambda e: singles.append(e.to_json()))
+    _program(one_by_one)
+
+    batched = tiffany.Scheduler(clock="virtual")
+    batches: list[tiffany.EventBatch] = []
+    batched.on_events(batches.append, max_batch=8)
+    _program(batched)
+
+    assert [e.to_json() for b in batches for e in b] == singles
+    assert all(1 <= len(b) <= 8 for b in batches)
+    assert len(batches) < len(singles) / 2
+    # Handed over before each wait: the virtual clock moves only while the
+    # scheduler waits, so a batch never mixes two times.
+    for b in batches:
+        assert len({e.time for e in b}) == 1
+
+
+def test_event_batch_is_a_sequence_with_pal_and_counts() -> None:
+    sched = tiffany.Scheduler(clock="virtual")
+    batches: list[tiffany.EventBatch] = []
+    sched.on_events(batches.append)
+    _program(sched)
+    (batch, *rest) = batches
+    events = list(batch)
+    assert len(batch) == len(events) > 2
+    assert batch[0].to_json() == events[0].to_json()
+    assert batch[-1].to_json() == events[-1].to_json()
+    assert [e.to_json() for e in batch[1:3]] == [e.to_json() for e in events[1:3]]
+    with pytest.raises(IndexError):
+        batch[len(batch)]
+    lines = batch.pal().splitlines()
+    assert [json.loads(line) for line in lines] == [json.loads(e.to_json()) for e in events]
+    counts = batch.counts()
+    assert sum(counts.values()) == len(batch)
+    assert counts["spawned"] == 7  # main and six workers
+    assert "EventBatch of" in repr(batch)
+
+
+def test_on_events_callback_errors_are_counted_and_the_run_goes_on() -> None:
+    sched = tiffany.Scheduler(clock="virtual")
+
+    def bad(batch: tiffany.EventBatch) -> None:
+        raise RuntimeError("subscriber bug")
+
+    sched.on_events(bad, max_batch=4)
+    _program(sched)
+    assert sched.metrics()["callback_errors"] > 0
+    assert sched.metrics()["done"] == 7
+
+
+def test_on_events_refuses_an_empty_batch_size() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        tiffany.Scheduler().on_events(lambda b: None, max_batch=0)
+
+
+def test_timing_metrics_off_leaves_the_histograms_empty() -> None:
+    on = tiffany.Scheduler()
+    off = tiffany.Scheduler(timing_metrics=False)
+    _program(on)
+    _program(off)
+    assert on.metrics()["run_latency"]["count"] > 0
+    assert off.metrics()["run_latency"]["count"] == 0
+    assert off.metrics()["wait_time"]["count"] == 0
+    assert off.metrics()["steps"] == on.metrics()["steps"]
