@@ -28,7 +28,14 @@ from bench.harness import (
     machine,
     plan,
 )
-from bench.report import SUMMARY_HEADERS, WorkloadReport, detail_table, native_table, summary_rows
+from bench.report import (
+    SUMMARY_HEADERS,
+    WorkloadReport,
+    detail_table,
+    native_summary_rows,
+    native_table,
+    summary_rows,
+)
 from bench.report import table as md_table
 from bench.runtimes import RUNTIMES, install_peers, probe
 from bench.workloads import BY_KEY, WORKLOADS
@@ -159,7 +166,11 @@ def main(argv: list[str]) -> int:
     reports = [
         WorkloadReport(w, outs, unavailable, args.quick, frozenset(skipped)) for w, outs in planned
     ]
-    summary = md_table(SUMMARY_HEADERS, summary_rows(reports), right=set(range(3, 10)))
+    summary = md_table(
+        SUMMARY_HEADERS,
+        summary_rows(reports) + native_summary_rows(native_results),
+        right=set(range(3, 10)),
+    )
     details = []
     for rep in reports:
         w = rep.workload

@@ -11,7 +11,7 @@ from typing import Any
 from bench.harness import Outcome
 from bench.native import Estimate
 from bench.runtimes import PEERS
-from bench.workloads import NOT_YET_AVAILABLE, Workload
+from bench.workloads import NATIVE_ROWS, Workload
 
 
 def fmt(v: float | None) -> str:
@@ -160,8 +160,27 @@ def summary_rows(reports: list[WorkloadReport]) -> list[list[str]]:
                     + ["—"] * len(PEERS)
                     + ["", "", "", ""]
                 )
-    for text in NOT_YET_AVAILABLE.values():
-        rows.append(["9", text, "", "not yet available", *[""] * len(PEERS), "", "", "", ""])
+    return rows
+
+
+def native_summary_rows(native: dict[str, Estimate] | None) -> list[list[str]]:
+    """Summary rows for the Criterion figures (workloads 7 and 9)."""
+    rows = []
+    for r in NATIVE_ROWS:
+        found = [native.get(i) for i in r.ids] if native else []
+        values = [e.per_element_ns or e.per_iteration_ns for e in found if e is not None]
+        if len(values) != len(r.ids):
+            figure, verdict = "run with --native", ""
+        elif r.check is None:
+            figure, verdict = fmt(values[0]), ""
+        else:
+            value, met, detail = r.check(values)
+            figure = f"{value:.2f}×" if r.unit == "speed-up" else fmt(value)
+            verdict = f"{'met' if met else '**not met**'}: {detail}"
+        rows.append(
+            [str(r.number), r.title, r.unit, figure, *["n/a"] * len(PEERS), "", "", r.target]
+            + [verdict]
+        )
     return rows
 
 

@@ -364,10 +364,62 @@ WORKLOADS: list[Workload] = [
 
 BY_KEY = {w.key: w for w in WORKLOADS}
 
-#: Listed in the tables without being run.
-NOT_YET_AVAILABLE = {
-    "sharding": (
-        "sharding (one scheduler per core): not yet available from Python"
-        " (the kernel's ShardPool has a native Criterion bench, run by --native)"
+#: Summary rows drawn from the Criterion run (``--native``): (workload number,
+#: title, Criterion id(s), unit, target text, check). A check gets the
+#: estimates (ns) of the ids, in order, and returns (figure, met, detail).
+NativeCheck = Callable[[list[float]], tuple[float, bool, str]]
+
+
+@dataclass(frozen=True)
+class NativeRow:
+    number: int
+    title: str
+    ids: tuple[str, ...]
+    unit: str
+    target: str
+    check: NativeCheck | None
+
+
+def _yield_check(ns: list[float]) -> tuple[float, bool, str]:
+    return ns[0], ns[0] <= 50, f"{ns[0]:.0f} ns"
+
+
+def _sharding_check(ns: list[float]) -> tuple[float, bool, str]:
+    speedup = ns[0] / ns[1]
+    return speedup, speedup >= 1.8, f"{speedup:.2f}× on 2 shards"
+
+
+NATIVE_ROWS = [
+    NativeRow(
+        7,
+        "native yield round trip, two tasks (Criterion ping_pong, default settings)",
+        ("native_yield_round_trip/ping_pong/real_default",),
+        "ns",
+        "≤ 50 ns",
+        _yield_check,
     ),
-}
+    NativeRow(
+        7,
+        "native yield round trip, two tasks, no clock reads (virtual clock, per-step accounting)",
+        ("native_yield_round_trip/ping_pong/virtual_per_step_no_timing",),
+        "ns",
+        "",
+        None,
+    ),
+    NativeRow(
+        7,
+        "native spawn + finish, batches of 1,000 (Criterion)",
+        ("native_spawn/batch_1000_pooled",),
+        "ns/task",
+        "",
+        None,
+    ),
+    NativeRow(
+        9,
+        "sharding: 64 CPU-bound native tasks on 1 and on 2 shards (Criterion)",
+        ("sharding/64_cpu_bound_tasks/1_shards", "sharding/64_cpu_bound_tasks/2_shards"),
+        "speed-up",
+        "≥ 1.8× on 2 shards",
+        _sharding_check,
+    ),
+]
