@@ -328,9 +328,14 @@ pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
 /// `await tiffany.sleep(seconds)`: sleep on the scheduler's clock.
 #[pyfunction]
 pub fn sleep(seconds: f64) -> PyResult<Syscall> {
-    Ok(Syscall::new(Kind::Sleep(check_seconds(
-        "sleep()", seconds,
-    )?)))
+    let seconds = check_seconds("sleep()", seconds)?;
+    // `sleep(0)` is a yield (the kernel treats them alike): the shared yield
+    // object, no allocation.
+    Ok(Syscall::new(if seconds == 0.0 {
+        Kind::Yield
+    } else {
+        Kind::Sleep(seconds)
+    }))
 }
 
 /// `await tiffany.yield_now()`: go behind every ready task of the same priority.
