@@ -252,6 +252,7 @@ impl Builder {
                 running: Cell::new(false),
                 ticks: Cell::new(0),
                 pressure_interval: self.watermarks.check_interval.max(1),
+                pressure_countdown: Cell::new(self.watermarks.check_interval.max(1)),
                 end_callbacks: RefCell::new(HashMap::new()),
             }),
         })
@@ -272,6 +273,8 @@ struct Inner {
     ticks: Cell<u32>,
     /// Read the pressure every this many steps (at least 1).
     pressure_interval: u32,
+    /// Ticks until the next pressure check (a countdown: no division per tick).
+    pressure_countdown: Cell<u32>,
     end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
 
@@ -711,8 +714,12 @@ impl Scheduler {
                 self.timers_and_io();
                 self.check_interrupt();
             }
-            if ticks.is_multiple_of(inner.pressure_interval) {
+            let countdown = inner.pressure_countdown.get() - 1;
+            if countdown == 0 {
+                inner.pressure_countdown.set(inner.pressure_interval);
                 self.check_pressure();
+            } else {
+                inner.pressure_countdown.set(countdown);
             }
             if self.step() {
                 continue;
