@@ -33,6 +33,21 @@ pub const LATENCY_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
 ];
 
+/// [`LATENCY_BUCKETS`] in nanoseconds.
+const BUCKET_NANOS: [u64; LATENCY_BUCKETS.len()] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+];
+
 /// A histogram with the fixed [`LATENCY_BUCKETS`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Histogram {
@@ -48,13 +63,15 @@ impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
+        // Integer compares against the bounds in nanoseconds, and a multiply
+        // (not a division) for the sum: this runs on every step.
+        let nanos = d.as_secs().saturating_mul(1_000_000_000) + u64::from(d.subsec_nanos());
+        let i = BUCKET_NANOS
             .iter()
-            .position(|&b| s <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
+            .position(|&b| nanos <= b)
+            .unwrap_or(BUCKET_NANOS.len());
         self.counts[i] += 1;
-        self.sum += s;
+        self.sum += nanos as f64 * 1e-9;
         self.count += 1;
     }
 
@@ -323,5 +340,30 @@ pub fn to_prometheus_all(snapshots: &[MetricsSnapshot]) -> String {
 impl fmt::Debug for Series<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Series")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_agree_with_the_published_seconds() {
+        for (s, n) in LATENCY_BUCKETS.iter().zip(BUCKET_NANOS) {
+            assert_eq!((s * 1e9).round() as u64, n);
+        }
+    }
+
+    #[test]
+    fn observations_fall_in_the_first_bucket_that_holds_them() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(1_000)); // on the 1 ms bound
+        h.observe(Duration::from_nanos(1_000_001));
+        h.observe(Duration::from_secs(3)); // +Inf
+        assert_eq!(h.counts[0], 1);
+        assert_eq!(h.counts[1], 1);
+        assert_eq!(h.counts[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(h.count, 3);
+        assert!((h.sum - 3.002000001).abs() < 1e-9);
     }
 }

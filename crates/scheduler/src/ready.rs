@@ -18,7 +18,9 @@ pub(crate) struct ReadyKey {
 }
 
 pub(crate) struct ReadyQueue {
-    levels: Vec<VecDeque<ReadyKey>>,
+    /// One FIFO per priority (a fixed array: indexing by a `u8` priority
+    /// needs no bounds check).
+    levels: Box<[VecDeque<ReadyKey>; 256]>,
     nonempty: [u64; 4],
     len: usize,
 }
@@ -26,7 +28,7 @@ pub(crate) struct ReadyQueue {
 impl Default for ReadyQueue {
     fn default() -> Self {
         ReadyQueue {
-            levels: (0..256).map(|_| VecDeque::new()).collect(),
+            levels: Box::new(std::array::from_fn(|_| VecDeque::new())),
             nonempty: [0; 4],
             len: 0,
         }
