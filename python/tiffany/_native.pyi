@@ -264,4 +264,8 @@ def sock_sendall(sock: socket.socket, data: ReadableBuffer) -> _Awaitable[None]:
     """
 
 def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]:
-    """``conn, addr = await sock_accept(sock)``: the next connection."""
+    """``conn, addr = await sock_accept(sock)``: the next connection.
+
+    ``sock`` must be a non-blocking listening socket (``ValueError``
+    otherwise); the new connection is non-blocking too.
+    """

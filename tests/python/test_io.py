@@ -266,3 +266,13 @@ def test_sock_recv_on_a_socket_closed_by_its_peer_returns_empty() -> None:
 
     with a:
         assert tiffany.run(main()) == [b"last", b""]
+
+
+def test_sock_accept_refuses_a_blocking_listener() -> None:
+    # accept() has no "don't wait" flag: on a blocking listener it would
+    # block the whole scheduler, so the helper refuses it up front.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with pytest.raises(ValueError, match="non-blocking"):
+            tiffany.sock_accept(listener)

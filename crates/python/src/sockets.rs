@@ -239,9 +239,22 @@ pub fn sock_sendall<'py>(
 }
 
 /// `conn, addr = await tiffany.sock_accept(sock)`: the next connection (a
-/// non-blocking socket) and its peer's address.
+/// non-blocking socket) and its peer's address. The listening socket must be
+/// non-blocking (`ValueError` otherwise).
 #[pyfunction]
 pub fn sock_accept<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let fd = sock_fd(sock)?;
+    // Receives and sends pass MSG_DONTWAIT; accept has no such flag and
+    // would block the whole scheduler on a blocking listener.
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(os_error(last_errno()));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "sock_accept() needs a non-blocking socket: call sock.setblocking(False) first",
+        ));
+    }
     crate::syscall::sock_syscall(sock, SockKind::Accept { fd }, None)
 }
