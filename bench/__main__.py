@@ -76,12 +76,13 @@ WORKLOAD_NOTES = {
     "echo_100": "Client and server in the same process, over 127.0.0.1, TCP_NODELAY.",
     "echo_10k": "Client and server in the same process, over 127.0.0.1, TCP_NODELAY.",
     "memory": "RSS growth from just before spawning to when every task has started "
-    "and blocked, over tasks. Tiffany has no Event primitive yet: its tasks join "
-    "(`await`) one task sleeping for an hour under the real clock.",
+    "and blocked, over tasks; every task waits on one Event.",
     "join": "One task, repeatedly: spawn a child that sleeps 0 and returns 1, wait for "
     "it. `tiffany (native child)` is a Python task joining a native (Rust) task: "
     "`Scheduler.spawn_native_sleep(0, 1)`.",
-    "telemetry": "Workload 1 on Tiffany with and without one `on_event` subscriber; "
+    "telemetry": "Workload 1 on Tiffany with no subscriber, with one `on_event` "
+    "subscriber (a Python call per event), with one `on_events` subscriber (batches), "
+    "and with the timing metrics off; "
     "the added time per transition is (median with − median without) over the "
     "number of events of the run (counted in a second, untimed run).",
 }

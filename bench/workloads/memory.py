@@ -5,11 +5,8 @@ once every task has started and blocked, the growth of the resident set since
 just before the spawning, divided by N, is the figure. Then they are released
 and counted.
 
-- asyncio, uvloop, rloop, trio, gevent: the tasks wait on an Event
-  (``asyncio.Event``, ``trio.Event``, ``gevent.event.Event``); ``set()`` releases them.
-- Tiffany has no Event primitive yet: its tasks join (``await``) one task
-  that sleeps for an hour; cancelling that task releases them (each catches
-  ``TaskCancelled``).
+Every runtime's tasks wait on an Event (``tiffany.Event``, ``asyncio.Event``,
+``trio.Event``, ``gevent.event.Event``); ``set()`` releases them.
 """
 
 from __future__ import annotations
@@ -33,25 +30,20 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
     n = p["tasks"]
     progress = Progress(n)
 
-    async def forever() -> None:
-        await tiffany.sleep(3600)
-
-    async def idle(blocker: tiffany.Task) -> None:
+    async def idle(event: tiffany.Event) -> None:
         progress.start()
-        try:
-            await blocker
-        except tiffany.TaskCancelled:
-            progress.finish()
+        await event.wait()
+        progress.finish()
 
     async def main() -> tuple[int, int]:
-        blocker = tiffany.spawn(forever())
+        event = tiffany.Event()
         before = rss_bytes()
         for _ in range(n):
-            tiffany.spawn(idle(blocker))
+            tiffany.spawn(idle(event))
         while progress.started < n:
             await tiffany.sleep(0)
         blocked = rss_bytes()
-        blocker.cancel()
+        event.set()
         return before, blocked
 
     before, blocked = tiffany.Scheduler().run(main())

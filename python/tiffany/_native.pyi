@@ -35,6 +35,7 @@ EventKind = Literal[
     "sleep",
     "io_wait",
     "join",
+    "event_wait",
     "done",
     "failed",
     "cancelled",
@@ -106,6 +107,28 @@ class TaskEvent:
     @property
     def detail(self) -> dict[str, Any]: ...
     def to_json(self) -> str: ...
+
+@final
+class Event:
+    """A flag tasks wait for: ``set()`` wakes every waiter (asyncio's ``Event``).
+
+    Made anywhere; it belongs to the scheduler on which it is first waited
+    on, and keeps a ``set()`` made before that.
+    """
+
+    def __init__(self) -> None: ...
+    def is_set(self) -> bool:
+        """Whether the event is set."""
+    def set(self) -> None:
+        """Set the event: every waiting task wakes; later waits return at once."""
+    def clear(self) -> None:
+        """Clear the event: later waits block until it is set again."""
+    def wait(self) -> _Awaitable[bool]:
+        """``await ev.wait()``: ``True`` once the event is set.
+
+        ``RuntimeError`` outside a running scheduler or on another scheduler
+        than the event's.
+        """
 
 @final
 class EventBatch(Sequence[TaskEvent]):

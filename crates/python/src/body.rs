@@ -223,6 +223,14 @@ impl PyBody {
                 timeout: None,
                 after_would_block: false,
             },
+            Kind::EventWait { event, sched } => {
+                if sched != self.sched {
+                    return Err(PyRuntimeError::new_err(
+                        "this Event belongs to another scheduler",
+                    ));
+                }
+                SystemCall::EventWait(tiffany_scheduler::EventId::from_raw(event))
+            }
             Kind::Sock(op) => {
                 let (sock, data) = crate::syscall::operands_of(yielded);
                 return self.sock_attempt(py, SockOp::new(op, sock, data)?);

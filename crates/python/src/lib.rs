@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 mod body;
 mod convert;
 mod errors;
+mod event;
 mod runtime;
 mod sockets;
 mod syscall;
@@ -25,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Task>()?;
     m.add_class::<runtime::PyTaskEvent>()?;
     m.add_class::<telemetry::EventBatch>()?;
+    m.add_class::<event::Event>()?;
     syscall::init(m)?;
     m.add_class::<threads::Handle>()?;
     m.add_class::<threads::Completion>()?;

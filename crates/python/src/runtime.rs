@@ -180,6 +180,11 @@ pub(crate) fn channel_token(raw: u64) -> PyResult<IoToken> {
     Ok(IoToken::from_raw(raw))
 }
 
+/// The running scheduler of this thread and its id.
+pub(crate) fn current_kernel() -> PyResult<(Kernel, u64)> {
+    current().map(|c| (c.kernel, c.id))
+}
+
 fn current() -> PyResult<Current> {
     CURRENT
         .with(|c| c.borrow().last().cloned())
@@ -410,7 +415,7 @@ impl PyTaskEvent {
 
 #[pymethods]
 impl PyTaskEvent {
-    /// "spawned", "running", "yield", "sleep", "io_wait", "join", "done",
+    /// "spawned", "running", "yield", "sleep", "io_wait", "join", "event_wait", "done",
     /// "failed", "cancelled", "throttled", "paused", "resumed", "spawn_denied",
     /// "shutdown_begin", "shutdown_complete" or "log".
     #[getter]
@@ -450,6 +455,7 @@ impl PyTaskEvent {
                 d.set_item("interest", interest.name())?;
             }
             EventKind::Join { target } => d.set_item("target", target.get())?,
+            EventKind::EventWait { event } => d.set_item("event_id", event.get())?,
             EventKind::Failed { message } => d.set_item("error", &**message)?,
             EventKind::Throttled { used } => d.set_item("used", used.as_secs_f64())?,
             EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {

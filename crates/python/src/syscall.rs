@@ -34,6 +34,11 @@ pub(crate) enum Kind {
         writable: bool,
         timeout: Option<f64>,
     },
+    /// Wait for a kernel event (`tiffany.Event`) of scheduler `sched`.
+    EventWait {
+        event: u64,
+        sched: u64,
+    },
     /// Wait for an in-memory channel (a completion from another thread).
     Channel {
         token: u64,
@@ -82,6 +87,7 @@ impl Syscall {
                 if writable { "writable" } else { "readable" }
             ),
             Kind::Channel { token } => format!("<tiffany syscall channel {token}>"),
+            Kind::EventWait { event, .. } => format!("<tiffany syscall event_wait {event}>"),
             Kind::Sock(op) => format!("<tiffany syscall {}>", op.describe()),
         }
     }

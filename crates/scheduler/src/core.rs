@@ -22,6 +22,7 @@ use crate::body::{Body, Step};
 use crate::budget::Accounting;
 use crate::clock::TimeSource;
 use crate::error::{SpawnError, SyscallError};
+use crate::event::{EventId, EventWait, Events};
 use crate::handle::Shared;
 use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
@@ -175,6 +176,7 @@ pub(crate) struct Core {
     pub(crate) pressure: f64,
     held: VecDeque<ReadyKey>,
     admit_waiters: VecDeque<Waiter>,
+    pub(crate) events_sync: Events,
     pub(crate) has_listener: bool,
     /// Valid entries in the ready queue (tasks with `queued` set).
     queued: usize,
@@ -183,6 +185,13 @@ pub(crate) struct Core {
     /// Local joins of other shards' tasks, by key.
     remote_waits: FxHashMap<u64, Waiter>,
     next_remote_key: u64,
+}
+
+/// Whether `w` is still a task's current wait.
+fn waiting(tasks: &Slab<Task>, w: &Waiter) -> bool {
+    tasks
+        .get(w.slot)
+        .is_some_and(|t| t.id == w.task && t.generation == w.generation && t.is_blocked())
 }
 
 macro_rules! emit {
@@ -236,6 +245,7 @@ impl Core {
             pressure: 0.0,
             held: VecDeque::new(),
             admit_waiters: VecDeque::new(),
+            events_sync: Events::default(),
             has_listener: false,
             queued: 0,
             remote: None,
@@ -660,6 +670,7 @@ impl Core {
                 | SystemCall::Join(_)
                 | SystemCall::JoinTimeout { .. }
                 | SystemCall::IoWait { .. }
+                | SystemCall::EventWait(_)
                 | SystemCall::Admit
         );
         if blocking && self.is_cancelled(slot) {
@@ -735,8 +746,45 @@ impl Core {
                 self.begin_shutdown(timeout, Some(w));
                 Next::Park
             }
+            SystemCall::EventWait(event) => self.event_wait(slot, id, event),
+            SystemCall::EventSet(event) => {
+                let known = self.set_event(event);
+                self.answer(slot, Resume::Bool(known))
+            }
             SystemCall::Done(v) => self.end(slot, Outcome::Done(v)),
         }
+    }
+
+    fn event_wait(&mut self, slot: usize, id: TaskId, event: EventId) -> Next {
+        let w = self.tasks[slot].waiter(slot);
+        let tasks = &self.tasks;
+        match self.events_sync.wait(event, w, |x| waiting(tasks, x)) {
+            None => self.answer(slot, Resume::Error(SyscallError::UnknownEvent(event))),
+            Some(EventWait::Set) => self.answer(slot, Resume::Bool(true)),
+            Some(EventWait::Blocked) => {
+                let w2 = self.block(slot, TaskState::Waiting(WaitReason::Event(event)));
+                debug_assert_eq!(w, w2);
+                emit!(self, Some(id), EventKind::EventWait { event });
+                Next::Park
+            }
+        }
+    }
+
+    /// Sets an event and wakes its waiters; `false` for an unknown event.
+    pub(crate) fn set_event(&mut self, event: EventId) -> bool {
+        let Some(waiters) = self.events_sync.set(event) else {
+            return false;
+        };
+        for w in waiters {
+            self.wake(w, Resume::Bool(true), false);
+        }
+        true
+    }
+
+    /// Removes an event nobody waits on; `false` if unknown or waited on.
+    pub(crate) fn remove_event(&mut self, event: EventId) -> bool {
+        let tasks = &self.tasks;
+        self.events_sync.remove(event, |x| waiting(tasks, x))
     }
 
     fn yield_task(&mut self, slot: usize, id: TaskId) -> Next {

@@ -97,6 +97,8 @@ pub enum SyscallError {
     IoBusy(IoToken),
     /// A shutdown was requested while one is already under way.
     ShutdownInProgress,
+    /// The event was never created, or was removed.
+    UnknownEvent(crate::event::EventId),
 }
 
 impl fmt::Display for SyscallError {
@@ -111,6 +113,7 @@ impl fmt::Display for SyscallError {
                 t.get()
             ),
             SyscallError::ShutdownInProgress => f.write_str("a shutdown is already under way"),
+            SyscallError::UnknownEvent(e) => write!(f, "{e} is not known to this scheduler"),
         }
     }
 }

@@ -49,30 +49,7 @@ impl<T: AsRawFd> IoSource for T {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IoToken(u64);
 
-impl IoToken {
-    /// The raw id (slot and generation).
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// Rebuilds a token from its raw id (as handed to a foreign language).
-    /// A token that was never issued is refused by every call that takes it.
-    pub const fn from_raw(raw: u64) -> Self {
-        IoToken(raw)
-    }
-
-    fn new(slot: usize, generation: u32) -> Self {
-        IoToken(((generation as u64) << 32) | slot as u64)
-    }
-
-    fn slot(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
+crate::slot_id::slot_id!(IoToken, "token");
 
 /// Which readiness a task waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -30,6 +30,7 @@
 //! | values, errors, join results | [`outcome`] |
 //! | real and virtual clocks | [`clock`] |
 //! | I/O readiness | [`io`] |
+//! | events tasks wait for (set once, wake all) | [`event`] |
 //! | CPU budgets | [`budget`] |
 //! | back-pressure | [`backpressure`] |
 //! | graceful shutdown | [`shutdown`] |
@@ -59,6 +60,7 @@ pub mod budget;
 pub mod clock;
 mod core;
 pub mod error;
+pub mod event;
 pub mod handle;
 pub mod io;
 pub mod metrics;
@@ -68,6 +70,7 @@ mod ready;
 pub mod scheduler;
 pub mod shard;
 pub mod shutdown;
+mod slot_id;
 pub mod syscall;
 pub mod task;
 pub mod telemetry;
@@ -79,6 +82,7 @@ pub use body::{Body, Step, TaskBody};
 pub use budget::{Accounting, DEFAULT_QUANTUM};
 pub use clock::{Clock, TickClock};
 pub use error::{HandleError, SpawnError, SyscallError};
+pub use event::EventId;
 pub use handle::Handle;
 pub use io::{Interest, IoReady, IoSource, IoToken};
 pub use metrics::MetricsSnapshot;

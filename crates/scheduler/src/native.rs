@@ -29,6 +29,7 @@ use generator::{Generator, Gn, Scope};
 
 use crate::body::{Body, Step};
 use crate::error::{SpawnError, SyscallError};
+use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
 use crate::outcome::{JoinResult, TaskError, Value};
 use crate::shutdown::ShutdownResult;
@@ -311,6 +312,25 @@ impl TaskContext<'_> {
             Resume::Io(r) => Ok(r),
             Resume::Error(e) => Err(e),
             other => unexpected("IoWait", other),
+        }
+    }
+
+    /// Waits until `event` is set (at once if it is). `Err` for an unknown
+    /// event. See [`crate::event`].
+    pub fn event_wait(&mut self, event: EventId) -> Result<(), SyscallError> {
+        match self.syscall(SystemCall::EventWait(event)) {
+            Resume::Bool(_) => Ok(()),
+            Resume::Error(e) => Err(e),
+            other => unexpected("EventWait", other),
+        }
+    }
+
+    /// Sets `event`, waking every task waiting on it; `false` for an unknown
+    /// event.
+    pub fn event_set(&mut self, event: EventId) -> bool {
+        match self.syscall(SystemCall::EventSet(event)) {
+            Resume::Bool(known) => known,
+            other => unexpected("EventSet", other),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The scheduler: spawn tasks, run them, shut down.
 //!
-//! [`Scheduler`] is the public face of the kernel. It owns the [`core`](crate::core)
+//! [`Scheduler`] is the public face of the kernel. It owns the `core`
 //! state and drives it: take the next ready task, resume it *without* holding
 //! the core, apply its system call, deliver events to subscribers, and when
 //! nothing is runnable, sleep in the reactor until the next timer, I/O event or
@@ -37,6 +37,7 @@ use crate::budget::{Accounting, DEFAULT_QUANTUM, DEFAULT_STEP_COST};
 use crate::clock::{Clock, TimeSource};
 use crate::core::{Config, Core, Next};
 use crate::error::SpawnError;
+use crate::event::EventId;
 use crate::handle::{Command, Handle, Shared};
 use crate::io::{Interest, IoSource, IoToken, Reactor};
 use crate::metrics::MetricsSnapshot;
@@ -599,6 +600,50 @@ impl Scheduler {
         r
     }
 
+    // ----- events ---------------------------------------------------------------
+
+    /// Creates an event (clear). Tasks wait on it with
+    /// [`SystemCall::EventWait`](crate::SystemCall::EventWait); see [`crate::event`].
+    pub fn new_event(&self) -> EventId {
+        self.inner.core.borrow_mut().events_sync.create()
+    }
+
+    /// Sets an event: every task waiting on it is woken, and later waits are
+    /// answered at once until it is cleared. Returns `false` for an unknown
+    /// event.
+    pub fn set_event(&self, event: EventId) -> bool {
+        let r = self.inner.core.borrow_mut().set_event(event);
+        self.after_user_call();
+        r
+    }
+
+    /// Clears an event: later waits block until it is set again. Returns
+    /// `false` for an unknown event.
+    pub fn clear_event(&self, event: EventId) -> bool {
+        self.inner.core.borrow_mut().events_sync.clear(event)
+    }
+
+    /// Whether an event is set (`None` for an unknown event).
+    pub fn is_event_set(&self, event: EventId) -> Option<bool> {
+        self.inner.core.borrow().events_sync.is_set(event)
+    }
+
+    /// Removes an event nobody waits on, freeing its slot; returns whether it
+    /// was removed (`false` if unknown, or if tasks still wait on it). Safe
+    /// to call from a destructor that may run while the scheduler is busy
+    /// (it then does nothing and answers `false`).
+    pub fn remove_event(&self, event: EventId) -> bool {
+        match self.inner.core.try_borrow_mut() {
+            Ok(mut core) => core.remove_event(event),
+            Err(_) => false,
+        }
+    }
+
+    /// How many events exist.
+    pub fn event_count(&self) -> usize {
+        self.inner.core.borrow().events_sync.len()
+    }
+
     // ----- introspection --------------------------------------------------------
 
     /// The scheduler's time (virtual clock: starts at zero, moves only by jumps).
@@ -1087,7 +1132,9 @@ impl Scheduler {
         }
         let paused_waiting = core.paused && core.held_or_admitting();
         let next = core.next_live_deadline();
-        let handles_exist = Arc::strong_count(&inner.shared) > 1;
+        // The scheduler holds two references itself (here and in the core);
+        // any more are handles that could still wake it.
+        let handles_exist = Arc::strong_count(&inner.shared) > 2;
         if core.clock.is_virtual() {
             // Outside I/O first, without blocking.
             if core.reactor.has_sources() {

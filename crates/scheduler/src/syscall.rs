@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::body::Body;
 use crate::error::{SpawnError, SyscallError};
+use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
 use crate::outcome::{JoinResult, Value};
 use crate::shutdown::ShutdownResult;
@@ -59,6 +60,12 @@ pub enum SystemCall {
         /// ready.
         after_would_block: bool,
     },
+    /// Wait until the event is set (answered at once if it is); answers
+    /// `Bool(true)`. See [`crate::event`].
+    EventWait(EventId),
+    /// Set the event, waking every task waiting on it; answers whether the
+    /// event exists.
+    EventSet(EventId),
     /// Spawn a task; answers its id or why it was refused.
     Spawn(Box<SpawnRequest>),
     /// Answer the calling task's id.
@@ -96,6 +103,8 @@ impl std::fmt::Debug for SystemCall {
                 f,
                 "IoWait({token:?}, {interest:?}, {timeout:?}, after_would_block: {after_would_block})"
             ),
+            SystemCall::EventWait(e) => write!(f, "EventWait({e})"),
+            SystemCall::EventSet(e) => write!(f, "EventSet({e})"),
             SystemCall::Spawn(r) => write!(f, "Spawn({:?})", r.options),
             SystemCall::GetTid => f.write_str("GetTid"),
             SystemCall::Now => f.write_str("Now"),

@@ -76,6 +76,8 @@ pub enum WaitReason {
     Shutdown,
     /// Held by back-pressure after its I/O became ready.
     Held,
+    /// An event to be set.
+    Event(crate::event::EventId),
 }
 
 /// Where a task is in its life. Updated on every transition.

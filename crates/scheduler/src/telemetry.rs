@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use crate::event::EventId;
 use crate::io::{Interest, IoToken};
 use crate::task::{Priority, TaskId};
 
@@ -66,6 +67,11 @@ pub enum EventKind {
         token: IoToken,
         /// Readable or writable.
         interest: Interest,
+    },
+    /// A task waits for an event to be set.
+    EventWait {
+        /// The event.
+        event: EventId,
     },
     /// A task waits for another to finish.
     Join {
@@ -130,6 +136,7 @@ impl EventKind {
             EventKind::Sleep { .. } => "sleep",
             EventKind::IoWait { .. } => "io_wait",
             EventKind::Join { .. } => "join",
+            EventKind::EventWait { .. } => "event_wait",
             EventKind::Done => "done",
             EventKind::Failed { .. } => "failed",
             EventKind::Cancelled => "cancelled",
@@ -178,6 +185,7 @@ impl Serialize for TaskEvent {
                 m.serialize_entry("interest", interest.name())?;
             }
             EventKind::Join { target } => m.serialize_entry("target", &target.get())?,
+            EventKind::EventWait { event } => m.serialize_entry("event_id", &event.get())?,
             EventKind::Failed { message } => m.serialize_entry("error", &**message)?,
             EventKind::Throttled { used } => m.serialize_entry("used", &used.as_secs_f64())?,
             EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {

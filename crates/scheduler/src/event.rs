@@ -1,0 +1,138 @@
+//! Events: a flag tasks wait for; setting it wakes them all.
+//!
+//! An event starts clear. A task that waits on a clear event blocks; setting
+//! the event wakes every waiter at once and lets later waits through until the
+//! event is cleared again — the `Event` of asyncio and trio. It is the cheap
+//! way for many tasks to wait for one thing: a waiter costs one entry in the
+//! event's list, and a `set` wakes them in the order they began to wait.
+//!
+//! Events belong to a scheduler ([`Scheduler::new_event`](crate::Scheduler::new_event)).
+//! Tasks wait with [`SystemCall::EventWait`](crate::SystemCall::EventWait)
+//! ([`TaskContext::event_wait`](crate::TaskContext::event_wait)); code on the
+//! scheduler's thread sets and clears them
+//! ([`Scheduler::set_event`](crate::Scheduler::set_event), or
+//! [`SystemCall::EventSet`](crate::SystemCall::EventSet) from a native task).
+//! A waiter that is cancelled leaves a stale entry behind (see `waiter`): it is
+//! skipped when the event is set, and such entries are pruned as the list
+//! grows, so an event that is never set does not grow without bound.
+//! An [`EventId`] carries a generation: the id of a removed event is refused,
+//! never confused with a newer event in the same slot.
+
+use slab::Slab;
+
+use crate::waiter::Waiter;
+
+/// The id of an event of one scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId(u64);
+
+crate::slot_id::slot_id!(EventId, "event id");
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {}#{}", self.slot(), self.generation())
+    }
+}
+
+struct EventState {
+    generation: u32,
+    set: bool,
+    /// Tasks waiting, oldest first; some may be stale (woken another way).
+    waiters: Vec<Waiter>,
+}
+
+/// Where a wait on an event stands.
+pub(crate) enum EventWait {
+    /// The event is set: the wait is answered at once.
+    Set,
+    /// The task must block; it is recorded as a waiter.
+    Blocked,
+}
+
+/// The events of one scheduler.
+#[derive(Default)]
+pub(crate) struct Events {
+    slab: Slab<EventState>,
+    next_generation: u32,
+}
+
+impl Events {
+    pub(crate) fn create(&mut self) -> EventId {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let slot = self.slab.insert(EventState {
+            generation,
+            set: false,
+            waiters: Vec::new(),
+        });
+        EventId::new(slot, generation)
+    }
+
+    fn get(&self, id: EventId) -> Option<&EventState> {
+        self.slab
+            .get(id.slot())
+            .filter(|e| e.generation == id.generation())
+    }
+
+    fn get_mut(&mut self, id: EventId) -> Option<&mut EventState> {
+        self.slab
+            .get_mut(id.slot())
+            .filter(|e| e.generation == id.generation())
+    }
+
+    /// Whether the event is set; `None` for an unknown id.
+    pub(crate) fn is_set(&self, id: EventId) -> Option<bool> {
+        self.get(id).map(|e| e.set)
+    }
+
+    /// Sets the event; returns the waiters to wake (`None`: unknown id).
+    pub(crate) fn set(&mut self, id: EventId) -> Option<Vec<Waiter>> {
+        let e = self.get_mut(id)?;
+        e.set = true;
+        Some(std::mem::take(&mut e.waiters))
+    }
+
+    /// Clears the event; `false` for an unknown id.
+    pub(crate) fn clear(&mut self, id: EventId) -> bool {
+        self.get_mut(id).map(|e| e.set = false).is_some()
+    }
+
+    /// Starts a wait. `live` tells whether a recorded waiter is still waiting
+    /// (used to prune stale entries as the list grows).
+    pub(crate) fn wait(
+        &mut self,
+        id: EventId,
+        waiter: Waiter,
+        live: impl Fn(&Waiter) -> bool,
+    ) -> Option<EventWait> {
+        let e = self.get_mut(id)?;
+        if e.set {
+            return Some(EventWait::Set);
+        }
+        let n = e.waiters.len();
+        if n >= 64 && n.is_power_of_two() {
+            e.waiters.retain(|w| live(w));
+        }
+        e.waiters.push(waiter);
+        Some(EventWait::Blocked)
+    }
+
+    /// Removes the event if no task waits on it; returns whether it was
+    /// removed. An event with waiters stays until it is set (and then removed
+    /// by a later call) or the scheduler ends.
+    pub(crate) fn remove(&mut self, id: EventId, live: impl Fn(&Waiter) -> bool) -> bool {
+        let Some(e) = self.get_mut(id) else {
+            return false;
+        };
+        if e.waiters.iter().any(live) {
+            return false;
+        }
+        self.slab.remove(id.slot());
+        true
+    }
+
+    /// Events that exist.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+}
