@@ -486,3 +486,39 @@ def test_yield_object_is_shared_and_syscalls_are_typed() -> None:
     assert y is tiffany.yield_now()
     assert isinstance(tiffany.sleep(1.5), tiffany.Syscall)
     assert repr(tiffany.sleep(1.5)) == "<tiffany syscall sleep 1.5>"
+
+
+def test_sleep_accepts_ints_floats_and_refuses_bad_values() -> None:
+    async def main() -> list[float]:
+        times = []
+        for d in (1, 0.5, True, 0, 0.0):
+            await tiffany.sleep(d)
+            times.append(tiffany.now())
+        return times
+
+    assert tiffany.run(main(), clock="virtual") == [1.0, 1.5, 2.5, 2.5, 2.5]
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        tiffany.sleep(-1)
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        tiffany.sleep(float("nan"))
+    with pytest.raises(TypeError):
+        tiffany.sleep("1")  # type: ignore[arg-type]
+    # sleep(0) is a yield: the shared object, no allocation.
+    assert tiffany.sleep(0) is tiffany.yield_now()
+
+
+def test_an_enormous_sleep_saturates_instead_of_failing() -> None:
+    async def sleeper() -> None:
+        await tiffany.sleep(10**30)
+
+    async def main() -> str:
+        t = tiffany.spawn(sleeper())
+        await tiffany.sleep(1)
+        t.cancel()
+        try:
+            await t
+        except tiffany.TaskCancelled:
+            return "cancelled"
+        return "finished"
+
+    assert tiffany.run(main(), clock="virtual") == "cancelled"

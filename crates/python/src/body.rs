@@ -8,8 +8,6 @@
 //! subroutine (trampolining, as in pyos): the body keeps a stack of them and
 //! passes return values and exceptions between them.
 
-use std::time::Duration;
-
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -176,7 +174,7 @@ impl PyBody {
         };
         Ok(Translated::Call(match kind {
             Kind::Yield => SystemCall::Yield,
-            Kind::Sleep(s) => SystemCall::Sleep(Duration::from_secs_f64(s)),
+            Kind::Sleep(s) => SystemCall::Sleep(crate::syscall::seconds(s)),
             Kind::Join {
                 target,
                 sched,
@@ -192,13 +190,13 @@ impl PyBody {
                     None => SystemCall::Join(target),
                     Some(t) => SystemCall::JoinTimeout {
                         target,
-                        dur: Duration::from_secs_f64(t),
+                        dur: crate::syscall::seconds(t),
                     },
                 }
             }
             Kind::GetTid => SystemCall::GetTid,
             Kind::Admit => SystemCall::Admit,
-            Kind::Shutdown(t) => SystemCall::Shutdown(Duration::from_secs_f64(t)),
+            Kind::Shutdown(t) => SystemCall::Shutdown(crate::syscall::seconds(t)),
             Kind::Io {
                 fd,
                 writable,
@@ -213,7 +211,7 @@ impl PyBody {
                     } else {
                         Interest::Readable
                     },
-                    timeout: timeout.map(Duration::from_secs_f64),
+                    timeout: timeout.map(crate::syscall::seconds),
                     after_would_block: false,
                 }
             }
@@ -333,7 +331,15 @@ impl PyBody {
 
 impl TaskBody for PyBody {
     fn resume(&mut self, input: Option<Resume>) -> Step {
-        Python::attach(|py| self.step(py, input))
+        // A Python task is only resumed by a scheduler run that Python
+        // started (`Scheduler.run`, `Scheduler.shutdown`, `tiffany.run`) on
+        // this thread, which holds the GIL throughout except while it waits
+        // in its poller (and then it resumes nothing). So the GIL is held
+        // here, and `Python::attach`'s thread-local bookkeeping on every step
+        // can be skipped.
+        // SAFETY: the GIL is held by this thread (see above).
+        let py = unsafe { Python::assume_attached() };
+        self.step(py, input)
     }
 }
 

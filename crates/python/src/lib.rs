@@ -38,7 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PRI_SYSTEM", tiffany_scheduler::PRI_SYSTEM)?;
     m.add("PRI_DEFAULT", tiffany_scheduler::PRI_DEFAULT)?;
     m.add("PRI_LOWEST", tiffany_scheduler::PRI_LOWEST)?;
-    m.add_function(wrap_pyfunction!(syscall::sleep, m)?)?;
+    syscall::add_sleep(m)?;
     m.add_function(wrap_pyfunction!(syscall::yield_now, m)?)?;
     m.add_function(wrap_pyfunction!(syscall::get_tid, m)?)?;
     m.add_function(wrap_pyfunction!(syscall::admit, m)?)?;

@@ -609,7 +609,7 @@ impl PyScheduler {
         }
         let mut b = Kernel::builder()
             .clock(clock)
-            .quantum(Duration::from_secs_f64(quantum))
+            .quantum(crate::syscall::seconds(quantum))
             .retain_finished(0)
             .timing_metrics(timing_metrics)
             .blocking_wrapper(Box::new(|wait: &mut dyn FnMut()| {
@@ -837,7 +837,7 @@ impl PyScheduler {
     fn shutdown(&self, timeout: f64) -> PyResult<&'static str> {
         let t = check_seconds("timeout", timeout)?;
         let _enter = Enter::new(&self.cur);
-        Ok(self.cur.kernel.shutdown(Duration::from_secs_f64(t)).name())
+        Ok(self.cur.kernel.shutdown(crate::syscall::seconds(t)).name())
     }
 
     /// Spawns a native (Rust) task that joins `task` and returns its result:
@@ -904,7 +904,7 @@ impl PyScheduler {
         priority: u8,
         name: Option<String>,
     ) -> PyResult<Task> {
-        let d = Duration::from_secs_f64(check_seconds("seconds", seconds)?);
+        let d = crate::syscall::seconds(check_seconds("seconds", seconds)?);
         let mut options = SpawnOptions::priority(priority);
         options.name = name.as_deref().map(Into::into);
         let result = result.unwrap_or_else(|| py.None());

@@ -321,6 +321,12 @@ pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Syscall", ty)
 }
 
+/// A checked number of seconds as a `Duration`, saturating (a sleep of
+/// `1e300` seconds is a sleep until the end of time, not a panic).
+pub(crate) fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX)
+}
+
 /// Checks a duration given in seconds: finite and not negative.
 pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
     if !s.is_finite() || s < 0.0 {
@@ -332,16 +338,76 @@ pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
 }
 
 /// `await tiffany.sleep(seconds)`: sleep on the scheduler's clock.
-#[pyfunction]
-pub fn sleep(seconds: f64) -> PyResult<Syscall> {
-    let seconds = check_seconds("sleep()", seconds)?;
-    // `sleep(0)` is a yield (the kernel treats them alike): the shared yield
-    // object, no allocation.
-    Ok(Syscall::new(if seconds == 0.0 {
-        Kind::Yield
-    } else {
-        Kind::Sleep(seconds)
-    }))
+///
+/// A C function taking one argument (`METH_O`) rather than a PyO3 function:
+/// it is called on every step of a task that sleeps or yields, and argument
+/// parsing and a float conversion of an `int` cost more than the rest of the
+/// call. `sleep(0)` is a yield (the kernel treats them alike): it returns the
+/// shared yield object, with no allocation.
+unsafe extern "C" fn sleep_raw(
+    _module: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython passes one live argument; every path returns a new
+    // reference or NULL with an exception set.
+    unsafe {
+        let seconds = if ffi::PyLong_CheckExact(arg) != 0 {
+            let v = ffi::PyLong_AsLongLong(arg);
+            if v == -1 && !ffi::PyErr_Occurred().is_null() {
+                // Too large for 64 bits: as a float (it saturates later).
+                ffi::PyErr_Clear();
+                let f = ffi::PyFloat_AsDouble(arg);
+                if f == -1.0 && !ffi::PyErr_Occurred().is_null() {
+                    return std::ptr::null_mut();
+                }
+                f
+            } else {
+                v as f64
+            }
+        } else {
+            let v = ffi::PyFloat_AsDouble(arg);
+            if v == -1.0 && !ffi::PyErr_Occurred().is_null() {
+                return std::ptr::null_mut();
+            }
+            v
+        };
+        let py = Python::assume_attached();
+        let kind = match check_seconds("sleep()", seconds) {
+            Ok(0.0) => Kind::Yield,
+            Ok(s) => Kind::Sleep(s),
+            Err(e) => {
+                e.restore(py);
+                return std::ptr::null_mut();
+            }
+        };
+        match Syscall::new(kind).into_pyobject(py) {
+            Ok(obj) => obj.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// Adds `sleep` to the module (see [`sleep_raw`]).
+pub(crate) fn add_sleep(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"sleep".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunction: sleep_raw,
+        },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"sleep(seconds, /)\n--\n\n`await tiffany.sleep(seconds)`: sleep on the scheduler's clock; `sleep(0)` yields.".as_ptr(),
+    }));
+    let py = m.py();
+    // SAFETY: a 'static method definition; the module object is live.
+    let f = unsafe {
+        let name = pyo3::types::PyString::new(py, "tiffany._native");
+        let raw = ffi::PyCFunction_NewEx(def, std::ptr::null_mut(), name.as_ptr());
+        Bound::from_owned_ptr_or_err(py, raw)?
+    };
+    m.add("sleep", f)
 }
 
 /// `await tiffany.yield_now()`: go behind every ready task of the same priority.

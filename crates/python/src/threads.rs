@@ -5,8 +5,6 @@
 //! it, a worker thread calls `notify()`, and the scheduler wakes the task
 //! through an in-memory readiness channel (no file descriptor, no polling).
 
-use std::time::Duration;
-
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tiffany_scheduler::{Body, Handle as KernelHandle, Interest, IoToken, SpawnOptions};
@@ -55,14 +53,14 @@ impl Handle {
     fn request_shutdown(&self, timeout: f64) -> PyResult<()> {
         let t = check_seconds("timeout", timeout)?;
         self.kernel
-            .request_shutdown(Duration::from_secs_f64(t))
+            .request_shutdown(crate::syscall::seconds(t))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Shuts the scheduler down and waits for the result ("clean" or
     /// "timeout"). Not from the scheduler's own thread.
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<&'static str> {
-        let t = Duration::from_secs_f64(check_seconds("timeout", timeout)?);
+        let t = crate::syscall::seconds(check_seconds("timeout", timeout)?);
         let kernel = self.kernel.clone();
         py.detach(move || kernel.shutdown(t))
             .map(|r| r.name())
