@@ -61,8 +61,9 @@ bench-native:
 # `just bench` (about 20 minutes) pip-installs the peers into .venv, builds a
 # release wheel of tiffany into target/bench, runs every workload on every
 # runtime and writes docs/mdbook/src/benchmarks.md; `just bench --quick` (about
-# a minute) writes target/bench/benchmarks-quick.md instead; `--native` adds the
-# Criterion benches; `.venv/bin/python -m bench --help` lists the options.
+# a minute) writes target/bench/benchmarks-quick.md instead; a full run includes
+# the Criterion benches (`--no-native` skips them, `--quick --native` adds them);
+# `.venv/bin/python -m bench --help` lists the options.
 #
 # Benchmarks against asyncio, uvloop, rloop, trio and gevent (`--quick`: short version).
 bench *args: setup

@@ -92,7 +92,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, 2 repetitions")
     ap.add_argument("--reps", type=int, help="repetitions (default 5; --quick: 2)")
-    ap.add_argument("--native", action="store_true", help="also run the Criterion benches")
+    ap.add_argument(
+        "--native",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the Criterion benches (workloads 7 and 9; default: yes in a full run,"
+        " no with --quick)",
+    )
     ap.add_argument(
         "--only", help=f"comma-separated workloads (of: {', '.join(w.key for w in WORKLOADS)})"
     )
@@ -155,6 +161,8 @@ def main(argv: list[str]) -> int:
 
     native_results: dict[str, native.Estimate] | None = None
     native_error = ""
+    if args.native is None:
+        args.native = not args.quick
     if args.native:
         print("Running the Criterion benches (cargo bench) ...", flush=True)
         try:
@@ -185,7 +193,7 @@ def main(argv: list[str]) -> int:
     elif native_error:
         native_text = f"The Criterion run failed: {native_error}"
     else:
-        native_text = "Not run this time (pass `--native`: `just bench --native`)."
+        native_text = "Not run this time (`--no-native`, or `--quick` without `--native`)."
 
     m = machine()
     info_rows = [
