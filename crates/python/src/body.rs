@@ -14,6 +14,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use smallvec::{SmallVec, smallvec};
 use tiffany_scheduler::{
     Interest, IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
 };
@@ -25,8 +26,9 @@ use crate::syscall::Kind;
 /// A Python task's coroutine stack.
 pub(crate) struct PyBody {
     /// The root coroutine or generator, then the generators it called; each
-    /// with whether it is a (pyos-style) generator.
-    stack: Vec<(Held, bool)>,
+    /// with whether it is a (pyos-style) generator. Inline while only the
+    /// root is on it (almost always), so a task costs no second allocation.
+    stack: SmallVec<[(Held, bool); 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
@@ -37,7 +39,7 @@ impl PyBody {
     pub(crate) fn new(py: Python<'_>, coro: Py<PyAny>, sched: u64) -> Self {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
-            stack: vec![(Held::hidden(py, coro, generator), generator)],
+            stack: smallvec![(Held::hidden(py, coro, generator), generator)],
             sched,
             held_fd: None,
         }
