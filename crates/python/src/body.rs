@@ -305,7 +305,12 @@ impl PyBody {
                 Outcome::Returned(value) => {
                     self.stack.pop();
                     if self.stack.is_empty() {
-                        return Step::Done(Value::new(value));
+                        // `None`, the usual result, is the unit value: no allocation.
+                        return Step::Done(if value.is_none(py) {
+                            Value::unit()
+                        } else {
+                            Value::new(value)
+                        });
                     }
                     input = Input::Send(value);
                 }
