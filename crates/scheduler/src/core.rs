@@ -11,8 +11,6 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,6 +23,7 @@ use crate::budget::Accounting;
 use crate::clock::TimeSource;
 use crate::error::{SpawnError, SyscallError};
 use crate::handle::Shared;
+use crate::ids::IdMap;
 use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
@@ -174,7 +173,7 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) clock: TimeSource,
     tasks: Slab<Task>,
-    ids: HashMap<TaskId, usize, BuildHasherDefault<IdHasher>>,
+    ids: IdMap,
     ready: ReadyQueue,
     pub(crate) timers: Timers,
     pub(crate) reactor: Reactor,
@@ -216,35 +215,6 @@ pub(crate) struct Core {
     next_remote_key: u64,
 }
 
-/// Hashes task ids for the id → slot map so that ids spawned one after the
-/// other land in neighbouring buckets.
-///
-/// Ids increase by one per spawn, and the tasks alive at once have ids close
-/// together: keeping the id itself in the low bits (which pick the bucket)
-/// makes inserts, lookups and removals walk the table in order instead of
-/// missing the cache on every access, as a mixing hash does once the table
-/// outgrows the cache. The top 7 bits (the bucket's tag) get a mix of the id,
-/// so neighbouring entries still have distinct tags.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
-    }
-
-    fn finish(&self) -> u64 {
-        const TAG: u64 = 0xFE00_0000_0000_0000;
-        (self.0 & !TAG) | (self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) & TAG)
-    }
-}
-
 macro_rules! emit {
     ($core:expr, $task:expr, $kind:expr) => {
         if $core.subscribed {
@@ -269,7 +239,7 @@ impl Core {
             config,
             clock,
             tasks: Slab::new(),
-            ids: HashMap::default(),
+            ids: IdMap::default(),
             ready: ReadyQueue::default(),
             timers: Timers::default(),
             reactor,
@@ -318,7 +288,7 @@ impl Core {
     // ----- lookups ----------------------------------------------------------
 
     fn slot_of(&self, id: TaskId) -> Option<usize> {
-        self.ids.get(&id).copied()
+        self.ids.get(id)
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -447,7 +417,7 @@ impl Core {
         );
         let key = ReadyKey { slot, id };
         for &dep in &options.deps {
-            let dslot = self.ids[&dep];
+            let dslot = self.ids.get(dep).expect("checked above");
             if self.tasks[dslot].outcome.is_none() {
                 self.tasks[dslot].extra().dependents.push(key);
             }
@@ -1168,7 +1138,7 @@ impl Core {
         }
         let id = t.id;
         self.tasks.remove(slot);
-        self.ids.remove(&id);
+        self.ids.remove(id);
     }
 
     pub(crate) fn retain(&mut self, id: TaskId) -> bool {

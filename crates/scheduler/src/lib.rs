@@ -60,6 +60,7 @@ pub mod clock;
 mod core;
 pub mod error;
 pub mod handle;
+mod ids;
 pub mod io;
 pub mod metrics;
 pub mod native;
