@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use slab::Slab;
-
 use crate::backpressure::{Watermarks, clamp_pressure};
 use crate::body::{Body, Step};
 use crate::budget::Accounting;
@@ -31,6 +29,7 @@ use crate::ready::{ReadyKey, ReadyQueue};
 use crate::shard::{RemoteNotify, RemoteTasks};
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SystemCall};
+use crate::table::Table;
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
 use crate::telemetry::{EventKind, TaskEvent};
 use crate::timer::{TimerKind, Timers};
@@ -172,7 +171,7 @@ pub(crate) enum Next {
 pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) clock: TimeSource,
-    tasks: Slab<Task>,
+    tasks: Table<Task>,
     ids: IdMap,
     ready: ReadyQueue,
     pub(crate) timers: Timers,
@@ -238,7 +237,7 @@ impl Core {
         Core {
             config,
             clock,
-            tasks: Slab::new(),
+            tasks: Table::default(),
             ids: IdMap::default(),
             ready: ReadyQueue::default(),
             timers: Timers::default(),
@@ -374,9 +373,7 @@ impl Core {
                 ..Extra::default()
             })
         });
-        let entry = self.tasks.vacant_entry();
-        let slot = entry.key();
-        entry.insert(Task {
+        let slot = self.tasks.insert(Task {
             id,
             state: TaskState::Pending,
             body: Some(body),
@@ -953,6 +950,24 @@ impl Core {
                 }
                 TimerKind::ShutdownDeadline => self.shutdown_deadline(),
             }
+        }
+        self.prefetch_upcoming();
+    }
+
+    /// Starts loading what the next timers will touch while the task just
+    /// woken runs: the body of the next one to fire (its record was asked for
+    /// one wake ago) and the record of the one after it. With many sleepers
+    /// woken in no particular order, each of these is otherwise a wait for
+    /// memory on the wake's critical path.
+    fn prefetch_upcoming(&self) {
+        let (next, after) = self.timers.upcoming();
+        if let Some(TimerKind::Wake(w)) = next
+            && let Some(body) = self.tasks.get(w.slot).and_then(|t| t.body.as_ref())
+        {
+            body.prefetch();
+        }
+        if let Some(TimerKind::Wake(w)) = after {
+            self.tasks.prefetch(w.slot);
         }
     }
 

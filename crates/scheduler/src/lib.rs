@@ -70,6 +70,7 @@ pub mod scheduler;
 pub mod shard;
 pub mod shutdown;
 pub mod syscall;
+mod table;
 pub mod task;
 pub mod telemetry;
 mod timer;

@@ -106,6 +106,18 @@ impl Timers {
         self.heap.first().map(|e| (e.deadline(), e.kind()))
     }
 
+    /// The earliest entry and the one after it (the smallest child of the
+    /// root), without removing them: what fires next, and next but one.
+    pub(crate) fn upcoming(&self) -> (Option<TimerKind>, Option<TimerKind>) {
+        let next = self.heap.first().map(Entry::kind);
+        let after = self
+            .heap
+            .get(1..self.heap.len().min(ARITY + 1))
+            .and_then(|children| children.iter().min_by_key(|e| e.key))
+            .map(Entry::kind);
+        (next, after)
+    }
+
     /// Removes the earliest entry.
     pub(crate) fn pop(&mut self) {
         let Some(last) = self.heap.pop() else { return };
@@ -209,6 +221,9 @@ mod tests {
             }
         }
         expected.sort_by_key(|&(d, n, _)| (d, n));
+        let (next, after) = timers.upcoming();
+        assert_eq!(next, Some(expected[0].2));
+        assert_eq!(after, Some(expected[1].2));
         for (d, _, k) in expected {
             assert_eq!(timers.next_deadline(), Some(d));
             if !d.is_zero() {
