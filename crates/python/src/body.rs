@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use smallvec::{SmallVec, smallvec};
 use tiffany_scheduler::{
     Interest, IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
 };
@@ -24,8 +25,9 @@ use crate::syscall::Kind;
 /// A Python task's coroutine stack.
 pub(crate) struct PyBody {
     /// The root coroutine or generator, then the generators it called; each
-    /// with whether it is a (pyos-style) generator.
-    stack: Vec<(Py<PyAny>, bool)>,
+    /// with whether it is a (pyos-style) generator. Inline while only the
+    /// root is on it (almost always), so a task costs no second allocation.
+    stack: SmallVec<[(Held, bool); 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
@@ -38,11 +40,76 @@ impl PyBody {
     pub(crate) fn new(py: Python<'_>, coro: Py<PyAny>, sched: u64) -> Self {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
-            stack: vec![(coro, generator)],
+            stack: smallvec![(Held::hidden(py, coro, generator), generator)],
             sched,
             held_fd: None,
             pending: None,
         }
+    }
+}
+
+/// A coroutine (or generator) on a task's stack.
+///
+/// While the kernel holds a task's coroutine, the coroutine is alive whatever
+/// else refers to it, so the cyclic garbage collector cannot learn anything
+/// from scanning it; yet with many live tasks, scanning them was most of the
+/// cost of spawning (every full collection walked every coroutine). So a
+/// task's root coroutine is untracked by the collector while the kernel holds
+/// it: what it refers to counts as referenced from outside, which it is. It is
+/// tracked again before the kernel lets go of it, so a cycle through it is
+/// collected as usual once the task has ended.
+pub(crate) struct Held {
+    obj: Py<PyAny>,
+    /// Untracked by us: track it again before letting go.
+    hidden: bool,
+}
+
+impl Held {
+    /// Holds a nested generator as it is.
+    fn new(obj: Py<PyAny>) -> Self {
+        Held { obj, hidden: false }
+    }
+
+    /// Holds a task's root object, untracked if it is a plain coroutine or
+    /// generator (`exact`: its type is known to be one of them).
+    fn hidden(py: Python<'_>, obj: Py<PyAny>, generator: bool) -> Self {
+        let ptr = obj.as_ptr();
+        let exact = generator || is_coroutine(py, obj.bind(py));
+        // SAFETY: the GIL is held and `ptr` is a live object; a coroutine or
+        // generator is a garbage-collected type, tracked from its creation.
+        let hidden = exact && unsafe { ffi::PyObject_GC_IsTracked(ptr) } == 1;
+        if hidden {
+            // SAFETY: as above; it is tracked, so untracking is allowed.
+            unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
+        }
+        Held { obj, hidden }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Py<PyAny>;
+
+    fn deref(&self) -> &Py<PyAny> {
+        &self.obj
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.hidden {
+            return;
+        }
+        let ptr = self.obj.as_ptr();
+        Python::attach(|_| {
+            // SAFETY: the GIL is held and our reference keeps the object
+            // alive; it must be tracked again before its last reference goes
+            // (its deallocator untracks it unconditionally).
+            unsafe {
+                if ffi::PyObject_GC_IsTracked(ptr) == 0 {
+                    ffi::PyObject_GC_Track(ptr.cast());
+                }
+            }
+        });
     }
 }
 
@@ -284,7 +351,7 @@ impl PyBody {
                     let bound = obj.bind(py);
                     if is_generator(py, bound) {
                         // Trampolining: call the generator as a subroutine.
-                        self.stack.push((obj, true));
+                        self.stack.push((Held::new(obj), true));
                         input = Input::Start;
                         continue;
                     }
@@ -297,7 +364,12 @@ impl PyBody {
                 Outcome::Returned(value) => {
                     self.stack.pop();
                     if self.stack.is_empty() {
-                        return Step::Done(Value::new(value));
+                        // `None`, the usual result, is the unit value: no allocation.
+                        return Step::Done(if value.is_none(py) {
+                            Value::unit()
+                        } else {
+                            Value::new(value)
+                        });
                     }
                     input = Input::Send(value);
                 }
@@ -373,15 +445,31 @@ fn float(py: Python<'_>, v: f64) -> Py<PyAny> {
     pyo3::types::PyFloat::new(py, v).into_any().unbind()
 }
 
+fn is_coroutine(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    static CORO_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+        pyo3::sync::PyOnceLock::new();
+    is_type(py, obj, &CORO_TYPE, "CoroutineType")
+}
+
 fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
     static GEN_TYPE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
         pyo3::sync::PyOnceLock::new();
-    let ty = GEN_TYPE.get_or_init(py, || {
+    is_type(py, obj, &GEN_TYPE, "GeneratorType")
+}
+
+/// Whether `obj`'s type is exactly `types.<name>` (looked up once, in `cell`).
+fn is_type(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    cell: &'static pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>>,
+    name: &str,
+) -> bool {
+    let ty = cell.get_or_init(py, || {
         py.import("types")
-            .and_then(|m| m.getattr("GeneratorType"))
+            .and_then(|m| m.getattr(name))
             .and_then(|t| t.cast_into::<pyo3::types::PyType>().map_err(Into::into))
             .map(Bound::unbind)
-            .expect("types.GeneratorType")
+            .unwrap_or_else(|e| panic!("types.{name}: {e}"))
     });
     obj.get_type().is(ty.bind(py))
 }

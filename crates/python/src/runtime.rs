@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 use tiffany_scheduler::{
     Accounting, Body, Clock, EventKind, IoToken, Outcome, PRI_DEFAULT, Scheduler as Kernel,
-    SpawnOptions, TaskEvent, TaskId,
+    SpawnOptions, TaskEvent, TaskId, TaskState,
 };
 
 use crate::body::PyBody;
@@ -241,7 +241,9 @@ impl Task {
 
 impl Drop for Task {
     fn drop(&mut self) {
-        if let Some(Outcome::Failed(e)) = self.outcome()
+        // The state first: it is a copy, the outcome a clone of shared values.
+        if self.kernel.state(self.id) == Some(TaskState::Failed)
+            && let Some(Outcome::Failed(e)) = self.outcome()
             && !self.kernel.observe(self.id)
         {
             Python::attach(|py| {

@@ -73,6 +73,15 @@ impl Body {
         matches!(self.0, BodyKind::Native(_))
     }
 
+    /// Hints that the body will be resumed soon (a custom body's state is
+    /// behind a pointer the record holds).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        if let BodyKind::Custom(c) = &self.0 {
+            crate::table::prefetch((&**c as *const dyn TaskBody).cast());
+        }
+    }
+
     #[inline]
     pub(crate) fn resume(&mut self, input: Option<Resume>) -> Step {
         match &mut self.0 {

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use slab::Slab;
-
 use crate::backpressure::{Watermarks, clamp_pressure};
 use crate::body::{Body, Step};
 use crate::budget::Accounting;
@@ -24,6 +22,7 @@ use crate::clock::TimeSource;
 use crate::error::{SpawnError, SyscallError};
 use crate::event::{EventId, EventWait, Events};
 use crate::handle::Shared;
+use crate::ids::IdMap;
 use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
@@ -31,6 +30,7 @@ use crate::ready::{ReadyKey, ReadyQueue};
 use crate::shard::{RemoteNotify, RemoteTasks};
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SystemCall};
+use crate::table::Table;
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
 use crate::telemetry::{EventKind, TaskEvent};
 use crate::timer::{TimerKind, Timers};
@@ -55,38 +55,72 @@ enum Cancel {
     Delivered,
 }
 
+/// A task's record. Kept small (every live task has one, and a busy
+/// scheduler walks them in no particular order): durations are stored as
+/// nanoseconds, and what most tasks never use lives in [`Extra`], allocated
+/// on first use.
 struct Task {
     id: TaskId,
-    name: Option<Arc<str>>,
+    state: TaskState,
+    body: Option<Body>,
+    input: Option<Resume>,
+    outcome: Option<Outcome>,
+    io: Option<(IoToken, Interest)>,
+    /// Name, dependencies, dependents and joiners, if the task has any.
+    extra: Option<Box<Extra>>,
+    /// CPU time charged so far, in nanoseconds.
+    budget_used: u64,
+    /// When it became ready (run latency) or blocked (wait time), in
+    /// nanoseconds of scheduler time.
+    since: u64,
+    generation: u32,
+    pending_deps: u32,
+    retains: u32,
+    throttles: u32,
     priority: Priority,
     system: bool,
     daemon: bool,
-    state: TaskState,
-    body: Option<Body>,
     started: bool,
     queued: bool,
-    generation: u32,
     cancel: Cancel,
-    input: Option<Resume>,
-    pending_deps: u32,
-    deps: Vec<TaskId>,
-    dependents: Vec<ReadyKey>,
-    joiners: Vec<Waiter>,
-    outcome: Option<Outcome>,
-    budget_used: Duration,
-    throttles: u64,
-    retains: u32,
     retained_window: bool,
     /// Someone registered an end callback: report the end to the driver.
     watch_end: bool,
     /// Someone received the outcome (a join, or an explicit observation).
     observed: bool,
-    /// When it became ready (run latency) or blocked (wait time).
-    since: Duration,
-    io: Option<(IoToken, Interest)>,
+}
+
+/// The parts of a task record that most tasks never use.
+#[derive(Default)]
+struct Extra {
+    name: Option<Arc<str>>,
+    /// The tasks it was made to wait for (for cycle detection).
+    deps: Vec<TaskId>,
+    /// Tasks waiting for it to finish before they start.
+    dependents: Vec<ReadyKey>,
+    /// Tasks blocked joining it.
+    joiners: Vec<Waiter>,
+}
+
+/// A duration as whole nanoseconds (saturating: 584 years).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Task {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn name(&self) -> Option<&Arc<str>> {
+        self.extra.as_ref()?.name.as_ref()
+    }
+
+    fn has_joiners(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.joiners.is_empty())
+    }
+
     fn key(&self, slot: usize) -> ReadyKey {
         ReadyKey { slot, id: self.id }
     }
@@ -138,8 +172,8 @@ pub(crate) enum Next {
 pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) clock: TimeSource,
-    tasks: Slab<Task>,
-    ids: FxHashMap<TaskId, usize>,
+    tasks: Table<Task>,
+    ids: IdMap,
     ready: ReadyQueue,
     pub(crate) timers: Timers,
     pub(crate) reactor: Reactor,
@@ -217,8 +251,8 @@ impl Core {
         Core {
             config,
             clock,
-            tasks: Slab::new(),
-            ids: FxHashMap::default(),
+            tasks: Table::default(),
+            ids: IdMap::default(),
             ready: ReadyQueue::default(),
             timers: Timers::default(),
             reactor,
@@ -285,7 +319,7 @@ impl Core {
     // ----- lookups ----------------------------------------------------------
 
     fn slot_of(&self, id: TaskId) -> Option<usize> {
-        self.ids.get(&id).copied()
+        self.ids.get(id)
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -313,11 +347,11 @@ impl Core {
         let t = &self.tasks[self.slot_of(id)?];
         Some(TaskInfo {
             id: t.id,
-            name: t.name.clone(),
+            name: t.name().cloned(),
             priority: t.priority,
             state: t.state,
-            budget_used: t.budget_used,
-            throttles: t.throttles,
+            budget_used: Duration::from_nanos(t.budget_used),
+            throttles: u64::from(t.throttles),
             system: t.system,
             daemon: t.daemon,
         })
@@ -363,35 +397,37 @@ impl Core {
                 Some(_) => doomed = true,
             }
         }
-        let now = self.now;
-        let entry = self.tasks.vacant_entry();
-        let slot = entry.key();
-        entry.insert(Task {
+        let now = nanos(self.now);
+        let extra = (options.name.is_some() || !options.deps.is_empty()).then(|| {
+            Box::new(Extra {
+                name: options.name.clone(),
+                deps: options.deps.clone(),
+                ..Extra::default()
+            })
+        });
+        let slot = self.tasks.insert(Task {
             id,
-            name: options.name.clone(),
+            state: TaskState::Pending,
+            body: Some(body),
+            input: None,
+            outcome: None,
+            io: None,
+            extra,
+            budget_used: 0,
+            since: now,
+            generation: 0,
+            pending_deps: pending,
+            retains: 0,
+            throttles: 0,
             priority: options.priority,
             system: options.system,
             daemon: options.daemon,
-            state: TaskState::Pending,
-            body: Some(body),
             started: false,
             queued: false,
-            generation: 0,
             cancel: Cancel::No,
-            input: None,
-            pending_deps: pending,
-            deps: options.deps.clone(),
-            dependents: Vec::new(),
-            joiners: Vec::new(),
-            outcome: None,
-            budget_used: Duration::ZERO,
-            throttles: 0,
-            retains: 0,
             retained_window: false,
             watch_end: false,
             observed: false,
-            since: now,
-            io: None,
         });
         self.ids.insert(id, slot);
         self.live += 1;
@@ -410,9 +446,9 @@ impl Core {
         );
         let key = ReadyKey { slot, id };
         for &dep in &options.deps {
-            let dslot = self.ids[&dep];
+            let dslot = self.ids.get(dep).expect("checked above");
             if self.tasks[dslot].outcome.is_none() {
-                self.tasks[dslot].dependents.push(key);
+                self.tasks[dslot].extra().dependents.push(key);
             }
         }
         if doomed {
@@ -458,9 +494,9 @@ impl Core {
             None => {}
         }
         let key = self.tasks[slot].key(slot);
-        self.tasks[on_slot].dependents.push(key);
+        self.tasks[on_slot].extra().dependents.push(key);
         let t = &mut self.tasks[slot];
-        t.deps.push(on);
+        t.extra().deps.push(on);
         t.pending_deps += 1;
         if t.state == TaskState::Scheduled {
             // Still queued but not started: it waits again. Its queue entry
@@ -484,8 +520,10 @@ impl Core {
             }
             if let Some(slot) = self.slot_of(id) {
                 let t = &self.tasks[slot];
-                if t.outcome.is_none() {
-                    stack.extend(t.deps.iter().copied());
+                if t.outcome.is_none()
+                    && let Some(e) = &t.extra
+                {
+                    stack.extend(e.deps.iter().copied());
                 }
             }
         }
@@ -496,7 +534,7 @@ impl Core {
 
     #[inline]
     fn make_ready(&mut self, slot: usize) {
-        let now = self.now;
+        let now = nanos(self.now);
         let t = &mut self.tasks[slot];
         if t.state != TaskState::Throttled {
             t.state = TaskState::Scheduled;
@@ -554,7 +592,9 @@ impl Core {
                     None => self.refresh_now(),
                 };
                 if self.config.timing {
-                    self.metrics.run_latency.observe(now.saturating_sub(since));
+                    self.metrics
+                        .run_latency
+                        .observe(Duration::from_nanos(nanos(now).saturating_sub(since)));
                 }
                 self.slice_start = now;
             }
@@ -582,7 +622,8 @@ impl Core {
             Accounting::PerStep(cost) => cost * self.slice_steps,
         };
         (used >= self.config.quantum).then(|| {
-            self.tasks[slot].budget_used += used;
+            let t = &mut self.tasks[slot];
+            t.budget_used = t.budget_used.saturating_add(nanos(used));
             used
         })
     }
@@ -597,7 +638,8 @@ impl Core {
             }
             Accounting::PerStep(cost) => cost * self.slice_steps,
         };
-        self.tasks[slot].budget_used += used;
+        let t = &mut self.tasks[slot];
+        t.budget_used = t.budget_used.saturating_add(nanos(used));
     }
 
     // ----- applying a step ----------------------------------------------------
@@ -625,7 +667,7 @@ impl Core {
         if let Some(used) = self.quantum_used(slot) {
             let t = &mut self.tasks[slot];
             t.input = Some(answer);
-            t.throttles += 1;
+            t.throttles = t.throttles.saturating_add(1);
             t.state = TaskState::Throttled;
             let id = t.id;
             self.metrics.throttles += 1;
@@ -648,7 +690,7 @@ impl Core {
     fn block(&mut self, slot: usize, state: TaskState) -> Waiter {
         self.charge(slot);
         self.current = None;
-        let now = self.now;
+        let now = nanos(self.now);
         let t = &mut self.tasks[slot];
         t.state = state;
         t.since = now;
@@ -818,7 +860,7 @@ impl Core {
             return self.answer(slot, Resume::Joined(JoinResult::Timeout));
         }
         let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
-        self.tasks[tslot].joiners.push(w);
+        self.tasks[tslot].extra().joiners.push(w);
         if let Some(d) = timeout {
             let at = self.clock.now().saturating_add(d);
             self.timers.push(at, TimerKind::Wake(w));
@@ -922,7 +964,9 @@ impl Core {
         }
         t.generation = t.generation.wrapping_add(1);
         if timing {
-            self.metrics.wait_time.observe(now.saturating_sub(t.since));
+            self.metrics
+                .wait_time
+                .observe(Duration::from_nanos(nanos(now).saturating_sub(t.since)));
         }
         let state = t.state;
         let io = t.io.take();
@@ -930,10 +974,10 @@ impl Core {
         // Remove the entries that did not fire and are not simply stale by generation.
         match state {
             TaskState::Waiting(WaitReason::Join(target)) => {
-                if let Some(ts) = self.slot_of(target) {
-                    self.tasks[ts]
-                        .joiners
-                        .retain(|j| j.slot != w.slot || j.task != w.task);
+                if let Some(ts) = self.slot_of(target)
+                    && let Some(e) = &mut self.tasks[ts].extra
+                {
+                    e.joiners.retain(|j| j.slot != w.slot || j.task != w.task);
                 }
             }
             TaskState::Waiting(WaitReason::Admission) => {
@@ -981,6 +1025,24 @@ impl Core {
                 }
                 TimerKind::ShutdownDeadline => self.shutdown_deadline(),
             }
+        }
+        self.prefetch_upcoming();
+    }
+
+    /// Starts loading what the next timers will touch while the task just
+    /// woken runs: the body of the next one to fire (its record was asked for
+    /// one wake ago) and the record of the one after it. With many sleepers
+    /// woken in no particular order, each of these is otherwise a wait for
+    /// memory on the wake's critical path.
+    fn prefetch_upcoming(&self) {
+        let (next, after) = self.timers.upcoming();
+        if let Some(TimerKind::Wake(w)) = next
+            && let Some(body) = self.tasks.get(w.slot).and_then(|t| t.body.as_ref())
+        {
+            body.prefetch();
+        }
+        if let Some(TimerKind::Wake(w)) = after {
+            self.tasks.prefetch(w.slot);
         }
     }
 
@@ -1069,8 +1131,13 @@ impl Core {
         t.generation = t.generation.wrapping_add(1);
         let id = t.id;
         let daemon = t.daemon;
-        let joiners = std::mem::take(&mut t.joiners);
-        let dependents = std::mem::take(&mut t.dependents);
+        let (joiners, dependents) = match &mut t.extra {
+            Some(e) => (
+                std::mem::take(&mut e.joiners),
+                std::mem::take(&mut e.dependents),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         if let Some(b) = t.body.take() {
             self.graveyard.push(b);
         }
@@ -1155,17 +1222,13 @@ impl Core {
         let Some(t) = self.tasks.get(slot) else {
             return;
         };
-        if t.outcome.is_none()
-            || t.retains > 0
-            || t.retained_window
-            || t.queued
-            || !t.joiners.is_empty()
+        if t.outcome.is_none() || t.retains > 0 || t.retained_window || t.queued || t.has_joiners()
         {
             return;
         }
         let id = t.id;
         self.tasks.remove(slot);
-        self.ids.remove(&id);
+        self.ids.remove(id);
     }
 
     pub(crate) fn retain(&mut self, id: TaskId) -> bool {
@@ -1456,5 +1519,15 @@ impl Core {
             Outcome::Failed(e) => Some(e),
             _ => None,
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// Every live task has a record, and a busy scheduler touches them in no
+    /// particular order: its size is RSS per task and cache misses per step.
+    #[test]
+    fn the_task_record_stays_small() {
+        assert!(std::mem::size_of::<super::Task>() <= 184);
+        assert!(std::mem::size_of::<crate::outcome::TaskError>() <= 8);
     }
 }

@@ -90,8 +90,14 @@ impl fmt::Debug for Value {
 }
 
 /// Why a task failed.
+///
+/// One pointer wide (the message and payload are shared behind it), so that
+/// outcomes and answers stay small in every task record.
 #[derive(Clone, Debug)]
-pub struct TaskError {
+pub struct TaskError(Arc<ErrorInner>);
+
+#[derive(Debug)]
+struct ErrorInner {
     message: Arc<str>,
     payload: Option<Value>,
 }
@@ -99,19 +105,19 @@ pub struct TaskError {
 impl TaskError {
     /// A failure described by a message.
     pub fn new(message: impl Into<Arc<str>>) -> Self {
-        TaskError {
+        TaskError(Arc::new(ErrorInner {
             message: message.into(),
             payload: None,
-        }
+        }))
     }
 
     /// A failure carrying a payload for the joiner (a Python exception object,
     /// for example) besides its message.
     pub fn with_payload(message: impl Into<Arc<str>>, payload: Value) -> Self {
-        TaskError {
+        TaskError(Arc::new(ErrorInner {
             message: message.into(),
             payload: Some(payload),
-        }
+        }))
     }
 
     /// Builds the error for a caught panic, keeping its message.
@@ -123,26 +129,23 @@ impl TaskError {
         } else {
             Arc::from("task panicked with a non-string payload")
         };
-        TaskError {
-            message,
-            payload: None,
-        }
+        TaskError::new(message)
     }
 
     /// The failure's message (a panic's message for native tasks).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The payload, if the failing body attached one.
     pub fn payload(&self) -> Option<&Value> {
-        self.payload.as_ref()
+        self.0.payload.as_ref()
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
