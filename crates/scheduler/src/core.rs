@@ -222,7 +222,7 @@ pub(crate) struct Core {
 }
 
 /// Whether `w` is still a task's current wait.
-fn waiting(tasks: &Slab<Task>, w: &Waiter) -> bool {
+fn waiting(tasks: &Table<Task>, w: &Waiter) -> bool {
     tasks
         .get(w.slot)
         .is_some_and(|t| t.id == w.task && t.generation == w.generation && t.is_blocked())
