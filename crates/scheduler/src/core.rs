@@ -154,6 +154,8 @@ pub(crate) enum Phase {
 
 pub(crate) struct ShutdownState {
     pub(crate) phase: Phase,
+    /// When the drain ends (the earliest deadline asked for).
+    deadline: Duration,
     requester: Option<Waiter>,
     pub(crate) replies: Vec<std::sync::mpsc::Sender<ShutdownResult>>,
 }
@@ -1392,16 +1394,24 @@ impl Core {
     // ----- shutdown ---------------------------------------------------------------
 
     pub(crate) fn begin_shutdown(&mut self, timeout: Duration, requester: Option<Waiter>) {
-        if self.shutdown.is_some() {
+        let deadline = self.clock.now().saturating_add(timeout);
+        if let Some(state) = &mut self.shutdown {
+            // A second request while draining can only bring the deadline
+            // closer: a caller asking for 20 ms is not kept waiting by an
+            // earlier request that allowed an hour.
+            if state.phase == Phase::Draining && deadline < state.deadline {
+                state.deadline = deadline;
+                self.timers.push(deadline, TimerKind::ShutdownDeadline);
+            }
             return;
         }
         self.shared.shutting_down.store(true, Ordering::Release);
-        let deadline = self.clock.now().saturating_add(timeout);
         tracing::info!(target: "tiffany::shutdown", ?timeout, live = self.live, "shutdown begins");
         emit!(self, None, EventKind::ShutdownBegin { timeout });
         self.timers.push(deadline, TimerKind::ShutdownDeadline);
         self.shutdown = Some(ShutdownState {
             phase: Phase::Draining,
+            deadline,
             requester,
             replies: Vec::new(),
         });

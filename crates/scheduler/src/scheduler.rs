@@ -1130,6 +1130,13 @@ impl Scheduler {
         if core.has_ready() {
             return true;
         }
+        // A command may have arrived after the loop last looked, and its
+        // wake-up been swallowed by a non-blocking poll since (maintenance
+        // polls I/O without blocking): do not block with it unread. A command
+        // sent after this check wakes the poller below.
+        if inner.shared.pending.load(Ordering::Acquire) {
+            return true;
+        }
         let paused_waiting = core.paused && core.held_or_admitting();
         let next = core.next_live_deadline();
         // The scheduler holds two references itself (here and in the core);

@@ -320,3 +320,25 @@ fn a_panicking_hook_is_counted_and_the_others_still_run() {
     assert_eq!(order.get(), vec!["hook1 clean", "hook2 clean"]);
     assert_eq!(s.metrics().callback_errors, 1);
 }
+
+#[test]
+fn a_second_shutdown_request_can_only_bring_the_deadline_closer() {
+    // The pool's own drain (no limit) and a user's shutdown(20 ms) can reach
+    // a shard in either order; the 20 ms must win either way.
+    for first_long in [true, false] {
+        let s = vsched();
+        let sleeper = s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
+        let h = s.handle();
+        let (a, b) = if first_long {
+            (Duration::MAX, ms(20))
+        } else {
+            (ms(20), Duration::MAX)
+        };
+        h.request_shutdown(a).unwrap();
+        h.request_shutdown(b).unwrap();
+        drop(h);
+        assert_eq!(s.serve(), ShutdownResult::Timeout);
+        assert_eq!(s.now(), ms(20));
+        assert!(matches!(s.outcome(sleeper), Some(Outcome::Cancelled)));
+    }
+}
