@@ -32,8 +32,9 @@ pub(crate) struct PyBody {
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
     held_fd: Option<i32>,
-    /// The socket operation the task waits to retry, if any.
-    pending: Option<SockOp>,
+    /// The socket operation the task waits to retry, if any (boxed: most
+    /// tasks never have one, and every task pays for the field).
+    pending: Option<Box<SockOp>>,
 }
 
 impl PyBody {
@@ -298,14 +299,14 @@ impl PyBody {
             }
             Kind::Sock(op) => {
                 let (sock, data) = crate::syscall::operands_of(yielded);
-                return self.sock_attempt(py, SockOp::new(op, sock, data)?);
+                return self.sock_attempt(py, Box::new(SockOp::new(op, sock, data)?));
             }
         }))
     }
 
     /// Tries a socket operation: its result at once, or a wait for readiness
     /// (the operation is kept and retried when the task is woken).
-    fn sock_attempt(&mut self, py: Python<'_>, mut op: SockOp) -> Result<Translated, PyErr> {
+    fn sock_attempt(&mut self, py: Python<'_>, mut op: Box<SockOp>) -> Result<Translated, PyErr> {
         match op.attempt(py)? {
             Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
             Attempt::Wait { fd, writable } => {
@@ -472,4 +473,15 @@ fn is_type(
             .unwrap_or_else(|e| panic!("types.{name}: {e}"))
     });
     obj.get_type().is(ty.bind(py))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every task pays for a `PyBody`: keep it small (it was 112 bytes with
+    /// an inline socket operation).
+    #[test]
+    fn a_python_task_body_stays_small() {
+        let size = std::mem::size_of::<super::PyBody>();
+        assert!(size <= 64, "{size} bytes");
+    }
 }
