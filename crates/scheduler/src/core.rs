@@ -862,7 +862,17 @@ impl Core {
             return self.answer(slot, Resume::Joined(JoinResult::Timeout));
         }
         let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
-        self.tasks[tslot].extra().joiners.push(w);
+        // Joiners woken some other way (a timeout, a cancel) stay in the list
+        // as stale entries, skipped when the target ends; they are pruned
+        // here as the list grows, so removing one never scans the list (which
+        // made cancelling n joiners of one task cost n²).
+        let mut joiners = std::mem::take(&mut self.tasks[tslot].extra().joiners);
+        let n = joiners.len();
+        if n >= 64 && n.is_power_of_two() {
+            joiners.retain(|j| waiting(&self.tasks, j));
+        }
+        joiners.push(w);
+        self.tasks[tslot].extra().joiners = joiners;
         if let Some(d) = timeout {
             let at = self.clock.now().saturating_add(d);
             self.timers.push(at, TimerKind::Wake(w));
@@ -973,19 +983,11 @@ impl Core {
         let state = t.state;
         let io = t.io.take();
         t.input = Some(input);
-        // Remove the entries that did not fire and are not simply stale by generation.
-        match state {
-            TaskState::Waiting(WaitReason::Join(target)) => {
-                if let Some(ts) = self.slot_of(target)
-                    && let Some(e) = &mut self.tasks[ts].extra
-                {
-                    e.joiners.retain(|j| j.slot != w.slot || j.task != w.task);
-                }
-            }
-            TaskState::Waiting(WaitReason::Admission) => {
-                self.admit_waiters.retain(|a| a.task != w.task);
-            }
-            _ => {}
+        // Entries elsewhere for this wait are now stale by generation and
+        // skipped where they are found (joiner and event lists are pruned as
+        // they grow); the admission queue is kept exact.
+        if state == TaskState::Waiting(WaitReason::Admission) {
+            self.admit_waiters.retain(|a| a.task != w.task);
         }
         if let Some((token, interest)) = io {
             self.reactor.cancel_wait(token, interest, w);

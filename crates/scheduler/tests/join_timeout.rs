@@ -172,3 +172,65 @@ fn timed_out_joiner_is_not_woken_again_when_the_target_ends() {
     s.run();
     assert_eq!(value_of::<(bool, Duration)>(&s, joiner), (true, ms(50)));
 }
+
+#[test]
+fn many_joiners_some_cancelled_some_timed_out_the_rest_get_the_value_once() {
+    let s = vsched();
+    let target = s
+        .spawn(|cx| {
+            cx.sleep(ms(100));
+            7u32
+        })
+        .unwrap();
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut joiners = Vec::new();
+    for i in 0..300u64 {
+        let results = results.clone();
+        joiners.push(
+            s.spawn(move |cx| {
+                let r = if i % 3 == 0 {
+                    cx.join_timeout(target, ms(10 + i))
+                } else {
+                    cx.join(target)
+                };
+                results.lock().unwrap().push((i, r));
+            })
+            .unwrap(),
+        );
+    }
+    s.spawn({
+        let to_cancel: Vec<TaskId> = joiners.iter().copied().skip(1).step_by(3).collect();
+        let results = results.clone();
+        move |cx| {
+            cx.sleep(ms(5));
+            for t in to_cancel {
+                assert!(cx.cancel(t));
+            }
+            // More joiners while the list holds stale entries: the list is
+            // pruned as it grows, and no live joiner may be lost.
+            for i in 300..600u64 {
+                let results = results.clone();
+                cx.spawn(move |cx| {
+                    let r = cx.join(target);
+                    // Recorded under an index the check below expects to succeed.
+                    results.lock().unwrap().push((3 * i + 2, r));
+                })
+                .unwrap();
+            }
+        }
+    })
+    .unwrap();
+    s.run();
+    let results = results.lock().unwrap();
+    // Cancelled joiners recorded nothing; every other joiner exactly once.
+    assert_eq!(results.len(), 200 + 300);
+    for (i, r) in results.iter() {
+        match i % 3 {
+            // A timeout due at the instant the target wakes fires first: the
+            // target has not run (and ended) yet.
+            0 if 10 + i <= 100 => assert!(matches!(r, JoinResult::Timeout), "{i}: {r:?}"),
+            0 | 2 => assert!(matches!(r, JoinResult::Success(_)), "{i}: {r:?}"),
+            _ => panic!("cancelled joiner {i} recorded {r:?}"),
+        }
+    }
+}
