@@ -105,7 +105,11 @@ struct Extra {
 /// A duration as whole nanoseconds (saturating: 584 years).
 #[inline]
 fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    // 64-bit arithmetic (this runs several times per step; `as_nanos` is a
+    // 128-bit product).
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 impl Task {
@@ -596,7 +600,7 @@ impl Core {
                 if self.config.timing {
                     self.metrics
                         .run_latency
-                        .observe(Duration::from_nanos(nanos(now).saturating_sub(since)));
+                        .observe_nanos(nanos(now).saturating_sub(since));
                 }
                 self.slice_start = now;
             }
@@ -978,7 +982,7 @@ impl Core {
         if timing {
             self.metrics
                 .wait_time
-                .observe(Duration::from_nanos(nanos(now).saturating_sub(t.since)));
+                .observe_nanos(nanos(now).saturating_sub(t.since));
         }
         let state = t.state;
         let io = t.io.take();

@@ -63,9 +63,14 @@ impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&mut self, d: Duration) {
+        self.observe_nanos(d.as_secs().saturating_mul(1_000_000_000) + u64::from(d.subsec_nanos()));
+    }
+
+    /// Records one observation given in nanoseconds.
+    #[inline]
+    pub fn observe_nanos(&mut self, nanos: u64) {
         // Integer compares against the bounds in nanoseconds, and a multiply
         // (not a division) for the sum: this runs on every step.
-        let nanos = d.as_secs().saturating_mul(1_000_000_000) + u64::from(d.subsec_nanos());
         let i = BUCKET_NANOS
             .iter()
             .position(|&b| nanos <= b)
