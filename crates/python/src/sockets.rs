@@ -201,14 +201,10 @@ impl SockOp {
     }
 }
 
-fn sock_fd(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
-    crate::syscall::fd_of(sock)
-}
-
 /// `await tiffany.sock_recv(sock, n)`: up to `n` bytes (`b""` at end of stream).
 #[pyfunction]
 pub fn sock_recv<'py>(sock: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyAny>> {
-    let fd = sock_fd(sock)?;
+    let fd = crate::syscall::fd_of(sock)?;
     crate::syscall::sock_syscall(sock, SockKind::Recv { fd, n }, None)
 }
 
@@ -219,7 +215,7 @@ pub fn sock_sendall<'py>(
     sock: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let fd = sock_fd(sock)?;
+    let fd = crate::syscall::fd_of(sock)?;
     let bytes = if data.is_instance_of::<PyBytes>() {
         data.clone()
     } else {
@@ -243,7 +239,7 @@ pub fn sock_sendall<'py>(
 /// non-blocking (`ValueError` otherwise).
 #[pyfunction]
 pub fn sock_accept<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let fd = sock_fd(sock)?;
+    let fd = crate::syscall::fd_of(sock)?;
     // Receives and sends pass MSG_DONTWAIT; accept has no such flag and
     // would block the whole scheduler on a blocking listener.
     // SAFETY: F_GETFL only reads the descriptor's flags.
