@@ -40,6 +40,8 @@ use crate::waiter::Waiter;
 pub(crate) struct Config {
     pub(crate) quantum: Duration,
     pub(crate) accounting: Accounting,
+    /// What one step costs under [`Accounting::PerStep`], in nanoseconds.
+    pub(crate) step_cost: u64,
     pub(crate) watermarks: Watermarks,
     pub(crate) retain_finished: usize,
     pub(crate) timing: bool,
@@ -104,7 +106,7 @@ struct Extra {
 
 /// A duration as whole nanoseconds (saturating: 584 years).
 #[inline]
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     // 64-bit arithmetic (this runs several times per step; `as_nanos` is a
     // 128-bit product).
     d.as_secs()
@@ -170,6 +172,10 @@ pub(crate) enum Next {
     Continue(Resume),
     /// The task is parked (blocked, queued or throttled): store its body.
     Park,
+    /// The task yielded and its run has been charged. The driver resumes it
+    /// at once if it would be the next to run anyway ([`Core::rerun_yielded`]),
+    /// else queues it behind its peers ([`Core::queue_yielded`]).
+    Yielded,
     /// The task ended: drop its body (outside the core borrow).
     End,
 }
@@ -294,6 +300,16 @@ impl Core {
         }
     }
 
+    /// Whether the driver has work to do between steps: events to hand to
+    /// subscribers, bodies to drop, end callbacks or failure reports to run.
+    #[inline]
+    pub(crate) fn has_chores(&self) -> bool {
+        self.events_due()
+            || !self.graveyard.is_empty()
+            || !self.ended.is_empty()
+            || !self.unobserved.is_empty()
+    }
+
     /// Whether enough events have gathered to hand them to subscribers.
     #[inline]
     pub(crate) fn events_due(&self) -> bool {
@@ -307,6 +323,14 @@ impl Core {
     pub(crate) fn refresh_now(&mut self) -> Duration {
         self.now = self.clock.now();
         self.now
+    }
+
+    /// The latest clock reading taken, without reading the clock: the one
+    /// taken as the last run ended if it is still to be handed on, else the
+    /// cached one.
+    #[inline]
+    fn latest_reading(&self) -> Duration {
+        self.carried_now.unwrap_or(self.now)
     }
 
     /// The time stamped on an event: a reading of this step if there is one
@@ -540,7 +564,7 @@ impl Core {
 
     #[inline]
     fn make_ready(&mut self, slot: usize) {
-        let now = nanos(self.now);
+        let now = nanos(self.latest_reading());
         let t = &mut self.tasks[slot];
         if t.state != TaskState::Throttled {
             t.state = TaskState::Scheduled;
@@ -559,7 +583,6 @@ impl Core {
     pub(crate) fn next_ready(&mut self) -> Option<(usize, Body, Option<Resume>)> {
         loop {
             let key = self.ready.pop()?;
-            let timing = self.config.timing || self.config.accounting == Accounting::Measured;
             let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id) else {
                 continue;
             };
@@ -573,43 +596,19 @@ impl Core {
                 self.try_free(key.slot);
                 continue;
             }
-            let mut body = t.body.take();
+            if t.cancel == Cancel::Requested && !t.started {
+                // Never ran: end it without running it.
+                self.cancel_unstarted(key.slot);
+                continue;
+            }
             let mut input = t.input.take();
             if t.cancel == Cancel::Requested {
-                if !t.started {
-                    // Never ran: end it without running it.
-                    t.body = body.take();
-                    self.cancel_unstarted(key.slot);
-                    continue;
-                }
                 t.cancel = Cancel::Delivered;
                 input = Some(Resume::Cancelled);
             }
-            t.started = true;
-            t.state = TaskState::Running;
-            let since = t.since;
-            let id = t.id;
-            if timing {
-                let now = match self.carried_now.take() {
-                    Some(t) => {
-                        self.now = t;
-                        t
-                    }
-                    None => self.refresh_now(),
-                };
-                if self.config.timing {
-                    self.metrics
-                        .run_latency
-                        .observe_nanos(nanos(now).saturating_sub(since));
-                }
-                self.slice_start = now;
-            }
-            self.now_fresh = timing;
-            self.slice_steps = 1;
-            self.metrics.steps += 1;
-            self.current = Some((key.slot, id));
-            emit!(self, Some(id), EventKind::Running);
-            return body.take().map(|b| (key.slot, b, input));
+            let body = t.body.take();
+            self.begin_run(key.slot);
+            return body.map(|b| (key.slot, b, input));
         }
     }
 
@@ -621,31 +620,110 @@ impl Core {
         self.now_fresh = false;
     }
 
+    /// Starts a run of the task in `slot`, taken from the ready queue or
+    /// resumed after a yield: its state, the clock reading and run latency,
+    /// a fresh quantum, the step count, and the `Running` event.
+    #[inline]
+    fn begin_run(&mut self, slot: usize) {
+        let timing = self.config.timing || self.config.accounting == Accounting::Measured;
+        let t = &mut self.tasks[slot];
+        t.started = true;
+        t.state = TaskState::Running;
+        let since = t.since;
+        let id = t.id;
+        if timing {
+            let now = match self.carried_now.take() {
+                Some(t) => {
+                    self.now = t;
+                    t
+                }
+                None => self.refresh_now(),
+            };
+            if self.config.timing {
+                self.metrics
+                    .run_latency
+                    .observe_nanos(nanos(now).saturating_sub(since));
+            }
+            self.slice_start = now;
+        }
+        self.now_fresh = timing;
+        self.slice_steps = 1;
+        self.metrics.steps += 1;
+        self.current = Some((slot, id));
+        emit!(self, Some(id), EventKind::Running);
+    }
+
+    /// Whether a task that just yielded would be the next to run anyway: no
+    /// ready task of its priority or a higher one that it must go behind.
+    #[inline]
+    pub(crate) fn would_run_next(&self, slot: usize) -> bool {
+        !self.ready.has_at_or_above(self.tasks[slot].priority)
+    }
+
+    /// Resumes a task that just yielded without queueing it, when
+    /// [`would_run_next`](Core::would_run_next) said it would be taken straight
+    /// back out: the same bookkeeping as a trip through the queue, minus the
+    /// trip. Returns its input (`Unit`, or `Cancelled` if a callback run since
+    /// the yield cancelled it).
+    #[inline]
+    pub(crate) fn rerun_yielded(&mut self, slot: usize) -> Resume {
+        let now = nanos(self.latest_reading());
+        let t = &mut self.tasks[slot];
+        t.since = now;
+        let input = if t.cancel == Cancel::Requested {
+            t.cancel = Cancel::Delivered;
+            Resume::Cancelled
+        } else {
+            Resume::Unit
+        };
+        self.begin_run(slot);
+        input
+    }
+
+    /// Queues a task that just yielded behind the ready tasks of its priority.
+    pub(crate) fn queue_yielded(&mut self, slot: usize, body: Body) {
+        self.tasks[slot].input = Some(Resume::Unit);
+        self.requeue(slot);
+        self.park(slot, body);
+    }
+
+    /// The CPU time of the current run so far, in nanoseconds. Under
+    /// [`Accounting::Measured`] this reads the clock, and `carry` keeps the
+    /// reading for the next run to start with.
+    #[inline]
+    fn slice_used(&mut self, carry: bool) -> u64 {
+        match self.config.accounting {
+            Accounting::Measured => {
+                let now = self.clock.now();
+                if carry {
+                    self.carried_now = Some(now);
+                }
+                nanos(now.saturating_sub(self.slice_start))
+            }
+            // 64-bit arithmetic: `Duration * u32` is checked 96-bit math.
+            Accounting::PerStep(_) => self
+                .config
+                .step_cost
+                .saturating_mul(u64::from(self.slice_steps)),
+        }
+    }
+
     /// Charges the current run and answers whether the quantum is used up.
     fn quantum_used(&mut self, slot: usize) -> Option<Duration> {
-        let used = match self.config.accounting {
-            Accounting::Measured => self.clock.now().saturating_sub(self.slice_start),
-            Accounting::PerStep(cost) => cost * self.slice_steps,
-        };
-        (used >= self.config.quantum).then(|| {
+        let used = self.slice_used(false);
+        (used >= nanos(self.config.quantum)).then(|| {
             let t = &mut self.tasks[slot];
-            t.budget_used = t.budget_used.saturating_add(nanos(used));
-            used
+            t.budget_used = t.budget_used.saturating_add(used);
+            Duration::from_nanos(used)
         })
     }
 
     /// Charges a run that ended with the task parking or ending.
+    #[inline]
     fn charge(&mut self, slot: usize) {
-        let used = match self.config.accounting {
-            Accounting::Measured => {
-                let now = self.clock.now();
-                self.carried_now = Some(now);
-                now.saturating_sub(self.slice_start)
-            }
-            Accounting::PerStep(cost) => cost * self.slice_steps,
-        };
+        let used = self.slice_used(true);
         let t = &mut self.tasks[slot];
-        t.budget_used = t.budget_used.saturating_add(nanos(used));
+        t.budget_used = t.budget_used.saturating_add(used);
     }
 
     // ----- applying a step ----------------------------------------------------
@@ -835,12 +913,13 @@ impl Core {
         self.events_sync.remove(event, |x| waiting(tasks, x))
     }
 
+    #[inline]
     fn yield_task(&mut self, slot: usize, id: TaskId) -> Next {
         self.charge(slot);
-        self.tasks[slot].input = Some(Resume::Unit);
+        self.current = None;
         emit!(self, Some(id), EventKind::Yield);
-        self.requeue(slot);
-        Next::Park
+        self.now_fresh = false;
+        Next::Yielded
     }
 
     fn sleep_until(&mut self, slot: usize, id: TaskId, until: Duration) -> Next {

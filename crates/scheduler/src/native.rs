@@ -51,7 +51,21 @@ pub(crate) enum Yielded {
     Return(Value),
 }
 
-type NativeGen = Generator<'static, Resume, Yielded>;
+/// How an answer reaches a suspended native task: a pointer to the slot that
+/// holds it, on the scheduler's stack for the length of one resume.
+///
+/// The engine reads what is sent into a coroutine with a volatile load, and
+/// LLVM splits a volatile load of an enum like [`Resume`] into single bytes
+/// (64 instructions a yield, a third of the coroutine side of a round trip).
+/// A pointer is one load; the task moves the answer out of the slot before it
+/// can yield again, while the slot is still alive.
+struct Handoff(*mut Option<Resume>);
+
+// SAFETY: the pointer is only followed on the thread that resumes the
+// coroutine, during that resume (see `NativeBody::resume`).
+unsafe impl Send for Handoff {}
+
+type NativeGen = Generator<'static, Handoff, Yielded>;
 
 /// The unwind payload that carries a cancellation through a native task.
 struct CancelUnwind;
@@ -125,7 +139,7 @@ impl NativeBody {
         R: Send + Sync + 'static,
     {
         let words = stack_words(stack_size);
-        let code = move |scope: Scope<'_, 'static, Resume, Yielded>| {
+        let code = move |scope: Scope<'_, 'static, Handoff, Yielded>| {
             let mut cx = TaskContext {
                 scope,
                 tid: None,
@@ -161,7 +175,11 @@ impl NativeBody {
         let Some(coro) = self.coro.as_mut() else {
             return Step::Failed(TaskError::new("native task resumed after it ended"));
         };
-        match panic::catch_unwind(AssertUnwindSafe(|| coro.raw_send(input))) {
+        let mut slot = input;
+        let handoff = Handoff(&mut slot);
+        // `slot` outlives the resume; the task takes the answer out of it at
+        // once (an answer it never takes, on a first resume, is dropped here).
+        match panic::catch_unwind(AssertUnwindSafe(|| coro.raw_send(Some(handoff)))) {
             Ok(Some(Yielded::Call(call))) => Step::Syscall(call),
             Ok(Some(Yielded::Return(v))) => Step::Done(v),
             Ok(None) => Step::Failed(TaskError::new("native task resumed after it ended")),
@@ -211,7 +229,7 @@ impl Drop for NativeBody {
 /// [`Resume::Cancelled`] unwinds the task from that point (destructors run);
 /// once cancelled, every later blocking call unwinds again.
 pub struct TaskContext<'s> {
-    scope: Scope<'s, 'static, Resume, Yielded>,
+    scope: Scope<'s, 'static, Handoff, Yielded>,
     tid: Option<TaskId>,
     stack_size: usize,
 }
@@ -220,7 +238,11 @@ impl TaskContext<'_> {
     /// Makes a system call and returns the scheduler's answer. Unwinds the task
     /// if the answer is [`Resume::Cancelled`].
     pub fn syscall(&mut self, call: SystemCall) -> Resume {
-        match self.scope.yield_(Yielded::Call(call)) {
+        let sent = self.scope.yield_(Yielded::Call(call));
+        // SAFETY: the scheduler sends a pointer to a slot that lives until
+        // this resume ends (`NativeBody::resume`); it is read once, here.
+        let answer = sent.and_then(|Handoff(slot)| unsafe { (*slot).take() });
+        match answer {
             Some(Resume::Cancelled) => panic::resume_unwind(Box::new(CancelUnwind)),
             Some(answer) => answer,
             None => panic!(

@@ -62,6 +62,17 @@ impl ReadyQueue {
         None
     }
 
+    /// Whether a task of priority `priority` or a higher one (a lower
+    /// number) is queued.
+    #[inline]
+    pub(crate) fn has_at_or_above(&self, priority: Priority) -> bool {
+        let p = priority as usize;
+        let word = p >> 6;
+        // Bits 0..=p of the priority's own word, and every word before it.
+        let mask = u64::MAX >> (63 - (p & 63));
+        self.nonempty[word] & mask != 0 || self.nonempty[..word].iter().any(|w| *w != 0)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -231,6 +231,10 @@ impl Builder {
         let config = Config {
             quantum: self.quantum,
             accounting,
+            step_cost: match accounting {
+                Accounting::PerStep(cost) => crate::core::nanos(cost),
+                Accounting::Measured => 0,
+            },
             watermarks: self.watermarks,
             retain_finished: self.retain_finished,
             timing: self.timing,
@@ -792,34 +796,84 @@ impl Scheduler {
         inner.running.set(nested);
     }
 
-    /// Runs one task until it parks or ends. Returns `false` if none was ready.
+    /// Runs ready tasks, each until it parks or ends. Returns `false` if none
+    /// was ready.
+    ///
+    /// After a task parks, the next ready one is taken at once as long as
+    /// the loop has nothing due between two steps ([`quiet_pass`]); else
+    /// this returns to the loop, which does what is due first. A task that
+    /// yields while nothing else would run before it is resumed without the
+    /// trip through the ready queue.
+    ///
+    /// [`quiet_pass`]: Scheduler::quiet_pass
     #[inline]
     fn step(&self) -> bool {
         let inner = &*self.inner;
-        let Some((slot, mut body, mut input)) = inner.core.borrow_mut().next_ready() else {
+        let Some((mut slot, mut body, mut input)) = inner.core.borrow_mut().next_ready() else {
             return false;
         };
         loop {
             let step: Step = body.resume(input);
-            let next = inner.core.borrow_mut().after_step(slot, step);
-            match next {
+            let mut core = inner.core.borrow_mut();
+            match core.after_step(slot, step) {
                 Next::Continue(answer) => {
-                    if inner.core.borrow().events_due() {
+                    if core.events_due() {
+                        drop(core);
                         self.dispatch_events();
                     }
                     input = Some(answer);
+                    continue;
                 }
-                Next::Park => {
-                    inner.core.borrow_mut().park(slot, body);
-                    break;
+                Next::Park => core.park(slot, body),
+                Next::Yielded => {
+                    // With chores pending the task goes through the queue:
+                    // what the chores make ready must go behind it.
+                    if !core.has_chores() && core.would_run_next(slot) && self.quiet_pass() {
+                        input = Some(core.rerun_yielded(slot));
+                        continue;
+                    }
+                    core.queue_yielded(slot, body);
                 }
                 Next::End => {
+                    // Dropped outside the borrow: a body's destructor may
+                    // call back into the scheduler.
+                    drop(core);
                     drop(body);
-                    break;
+                    core = inner.core.borrow_mut();
                 }
             }
+            if core.has_chores() {
+                drop(core);
+                self.do_chores();
+                core = inner.core.borrow_mut();
+            }
+            if !(core.has_ready() && self.quiet_pass()) {
+                return true;
+            }
+            match core.next_ready() {
+                Some(next) => (slot, body, input) = next,
+                None => return true,
+            }
         }
-        self.flush();
+    }
+
+    /// Counts a pass of the loop if nothing is due on it: no command in the
+    /// inbox, no maintenance, no pressure check. The yield fast path uses it
+    /// to stand in for a pass; when something is due it returns `false`,
+    /// counts nothing, and the task goes back through the loop.
+    #[inline]
+    fn quiet_pass(&self) -> bool {
+        let inner = &*self.inner;
+        if inner.shared.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let ticks = inner.ticks.get().wrapping_add(1);
+        let countdown = inner.pressure_countdown.get() - 1;
+        if ticks.is_multiple_of(MAINTENANCE_INTERVAL) || countdown == 0 {
+            return false;
+        }
+        inner.ticks.set(ticks);
+        inner.pressure_countdown.set(countdown);
         true
     }
 
@@ -854,6 +908,14 @@ impl Scheduler {
     /// Delivers buffered events and drops dead bodies, outside the core borrow.
     #[inline]
     fn flush(&self) {
+        if self.inner.core.borrow().has_chores() {
+            self.do_chores();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn do_chores(&self) {
         let (events_due, graveyard, ended, unobserved) = {
             let core = self.inner.core.borrow();
             (

@@ -121,3 +121,104 @@ fn task_spawned_mid_run_joins_the_back_of_the_queue() {
         ]
     );
 }
+
+// A task that yields while nothing else is ready is resumed at once, without
+// a trip through the ready queue (the yield fast path). These tests pin down
+// that nothing a trip through the queue would have done is skipped.
+
+#[test]
+fn a_lone_yielder_keeps_the_bookkeeping_of_a_trip_through_the_queue() {
+    let s = vsched();
+    let log = logged(&s);
+    let a = s
+        .spawn(|cx| {
+            for _ in 0..5 {
+                cx.yield_now();
+            }
+        })
+        .unwrap();
+    s.run();
+    let kinds = task_kinds(&log.events(), a);
+    let mut expected = vec!["spawned"];
+    for _ in 0..5 {
+        expected.extend(["running", "yield"]);
+    }
+    expected.extend(["running", "done"]);
+    assert_eq!(kinds, expected);
+    let m = s.metrics();
+    // One step per run: the first and one after each yield.
+    assert_eq!(m.steps, 6);
+    assert_eq!(m.run_latency.count, 6);
+    // Each run is a fresh turn charged one step's cost.
+    assert_eq!(s.info(a).unwrap().budget_used, ms(100) * 6 / 1000);
+}
+
+#[test]
+fn a_task_made_ready_before_a_yield_runs_before_the_yielder_resumes() {
+    let s = vsched();
+    let trace = Trace::new();
+    let (t, t2) = (trace.clone(), trace.clone());
+    s.spawn(move |cx| {
+        t.push(("A", 0));
+        cx.spawn(move |_cx| t2.push(("D", 0))).unwrap();
+        cx.yield_now();
+        t.push(("A", 1));
+        cx.yield_now();
+        t.push(("A", 2));
+    })
+    .unwrap();
+    s.run();
+    assert_eq!(trace.get(), vec![("A", 0), ("D", 0), ("A", 1), ("A", 2)]);
+}
+
+#[test]
+fn a_lone_yielder_does_not_starve_timers() {
+    // Real clock: the sleeper's timer is only fired by the loop's
+    // maintenance, which the fast path must leave room for. If it did not,
+    // this would spin forever (and the test runner's timeout would end it).
+    let s = Scheduler::new();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (f1, f2) = (flag.clone(), flag.clone());
+    s.spawn(move |cx| {
+        cx.sleep(ms(2));
+        f1.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    let spinner = s
+        .spawn(move |cx| {
+            let mut yields = 0u64;
+            while !f2.load(std::sync::atomic::Ordering::SeqCst) {
+                cx.yield_now();
+                yields += 1;
+            }
+            yields
+        })
+        .unwrap();
+    s.run();
+    assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(value_of::<u64>(&s, spinner) > 0);
+}
+
+#[test]
+fn a_lone_yielder_is_cancelled_from_another_thread() {
+    let s = Scheduler::new();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let spinner = s
+        .spawn(move |cx| {
+            started_tx.send(()).unwrap();
+            loop {
+                cx.yield_now();
+            }
+        })
+        .unwrap();
+    let handle = s.handle();
+    let canceller = std::thread::spawn(move || {
+        started_rx
+            .recv_timeout(WATCHDOG)
+            .expect("the spinner started");
+        handle.cancel(spinner).expect("the scheduler is alive");
+    });
+    s.run();
+    canceller.join().unwrap();
+    assert!(matches!(s.outcome(spinner), Some(Outcome::Cancelled)));
+}
