@@ -9,6 +9,7 @@
 use crate::error::SpawnError;
 use crate::native::{NativeBody, TaskContext};
 use crate::outcome::{TaskError, Value};
+use crate::scheduler::Scheduler;
 use crate::syscall::{Resume, SystemCall};
 
 /// What a body answers when resumed.
@@ -82,10 +83,12 @@ impl Body {
         }
     }
 
+    /// Resumes the body on `scheduler` (which a native task may call back
+    /// into, see [`TaskContext::yield_now`]).
     #[inline]
-    pub(crate) fn resume(&mut self, input: Option<Resume>) -> Step {
+    pub(crate) fn resume(&mut self, input: Option<Resume>, scheduler: &Scheduler) -> Step {
         match &mut self.0 {
-            BodyKind::Native(n) => n.resume(input),
+            BodyKind::Native(n) => n.resume(input, scheduler),
             BodyKind::Custom(c) => c.resume(input),
         }
     }

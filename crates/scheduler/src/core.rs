@@ -333,6 +333,20 @@ impl Core {
         self.carried_now.unwrap_or(self.now)
     }
 
+    /// The time a task is stamped with as it becomes ready or blocks, in
+    /// nanoseconds: the latest reading (see
+    /// [`latest_reading`](Core::latest_reading)). A task's stamp feeds only
+    /// the timing metrics (run latency, wait time), so without them it is 0
+    /// and costs nothing.
+    #[inline]
+    fn stamp(&self) -> u64 {
+        if self.config.timing {
+            nanos(self.latest_reading())
+        } else {
+            0
+        }
+    }
+
     /// The time stamped on an event: a reading of this step if there is one
     /// (the one taken as the step ended, else the one taken as it began),
     /// so that events cost no clock read of their own on the hot path.
@@ -564,7 +578,7 @@ impl Core {
 
     #[inline]
     fn make_ready(&mut self, slot: usize) {
-        let now = nanos(self.latest_reading());
+        let now = self.stamp();
         let t = &mut self.tasks[slot];
         if t.state != TaskState::Throttled {
             t.state = TaskState::Scheduled;
@@ -660,6 +674,26 @@ impl Core {
         !self.ready.has_at_or_above(self.tasks[slot].priority)
     }
 
+    /// Whether no task is queued, at any priority (the first, cheap test
+    /// for a yield in place: a task that yields with others ready takes the
+    /// long way).
+    #[inline]
+    pub(crate) fn nothing_ready(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// Whether the running task in `slot`, with no other task ready, may
+    /// yield in place ([`Scheduler::yield_in_place`](crate::Scheduler)): not
+    /// cancelled (its yield must be answered `Cancelled`), no chores are
+    /// pending, and the yield's two events would not fill a subscriber's
+    /// batch (which must then be handed over between the steps).
+    #[inline]
+    pub(crate) fn may_yield_in_place(&self, slot: usize) -> bool {
+        self.tasks[slot].cancel == Cancel::No
+            && !self.has_chores()
+            && (!self.subscribed || self.events.len() + 2 < self.event_batch)
+    }
+
     /// Resumes a task that just yielded without queueing it, when
     /// [`would_run_next`](Core::would_run_next) said it would be taken straight
     /// back out: the same bookkeeping as a trip through the queue, minus the
@@ -667,7 +701,7 @@ impl Core {
     /// the yield cancelled it).
     #[inline]
     pub(crate) fn rerun_yielded(&mut self, slot: usize) -> Resume {
-        let now = nanos(self.latest_reading());
+        let now = self.stamp();
         let t = &mut self.tasks[slot];
         t.since = now;
         let input = if t.cancel == Cancel::Requested {
@@ -774,7 +808,7 @@ impl Core {
     fn block(&mut self, slot: usize, state: TaskState) -> Waiter {
         self.charge(slot);
         self.current = None;
-        let now = nanos(self.now);
+        let now = self.stamp();
         let t = &mut self.tasks[slot];
         t.state = state;
         t.since = now;
@@ -913,8 +947,8 @@ impl Core {
         self.events_sync.remove(event, |x| waiting(tasks, x))
     }
 
-    #[inline]
-    fn yield_task(&mut self, slot: usize, id: TaskId) -> Next {
+    #[inline(always)]
+    pub(crate) fn yield_task(&mut self, slot: usize, id: TaskId) -> Next {
         self.charge(slot);
         self.current = None;
         emit!(self, Some(id), EventKind::Yield);

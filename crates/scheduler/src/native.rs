@@ -32,6 +32,7 @@ use crate::error::{SpawnError, SyscallError};
 use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
 use crate::outcome::{JoinResult, TaskError, Value};
+use crate::scheduler::Scheduler;
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SpawnRequest, SystemCall};
 use crate::task::{Priority, SpawnOptions, TaskId};
@@ -51,17 +52,21 @@ pub(crate) enum Yielded {
     Return(Value),
 }
 
-/// How an answer reaches a suspended native task: a pointer to the slot that
-/// holds it, on the scheduler's stack for the length of one resume.
+/// What the scheduler sends into a native coroutine on each resume: a
+/// pointer to the slot holding the answer, and the scheduler itself, both on
+/// the scheduler's stack for the length of that resume.
 ///
 /// The engine reads what is sent into a coroutine with a volatile load, and
 /// LLVM splits a volatile load of an enum like [`Resume`] into single bytes
 /// (64 instructions a yield, a third of the coroutine side of a round trip).
-/// A pointer is one load; the task moves the answer out of the slot before it
-/// can yield again, while the slot is still alive.
-struct Handoff(*mut Option<Resume>);
+/// Two pointers are two loads; the task moves the answer out of the slot
+/// before it can yield again, while the slot is still alive.
+struct Handoff {
+    answer: *mut Option<Resume>,
+    scheduler: *const Scheduler,
+}
 
-// SAFETY: the pointer is only followed on the thread that resumes the
+// SAFETY: the pointers are only followed on the thread that resumes the
 // coroutine, during that resume (see `NativeBody::resume`).
 unsafe impl Send for Handoff {}
 
@@ -139,9 +144,13 @@ impl NativeBody {
         R: Send + Sync + 'static,
     {
         let words = stack_words(stack_size);
-        let code = move |scope: Scope<'_, 'static, Handoff, Yielded>| {
+        let code = move |mut scope: Scope<'_, 'static, Handoff, Yielded>| {
+            let scheduler = scope
+                .get_yield()
+                .map_or(std::ptr::null(), |handoff| handoff.scheduler);
             let mut cx = TaskContext {
                 scope,
+                scheduler,
                 tid: None,
                 stack_size: words * WORD,
             };
@@ -171,12 +180,15 @@ impl NativeBody {
     }
 
     #[inline]
-    pub(crate) fn resume(&mut self, input: Option<Resume>) -> Step {
+    pub(crate) fn resume(&mut self, input: Option<Resume>, scheduler: &Scheduler) -> Step {
         let Some(coro) = self.coro.as_mut() else {
             return Step::Failed(TaskError::new("native task resumed after it ended"));
         };
         let mut slot = input;
-        let handoff = Handoff(&mut slot);
+        let handoff = Handoff {
+            answer: &mut slot,
+            scheduler,
+        };
         // `slot` outlives the resume; the task takes the answer out of it at
         // once (an answer it never takes, on a first resume, is dropped here).
         match panic::catch_unwind(AssertUnwindSafe(|| coro.raw_send(Some(handoff)))) {
@@ -230,6 +242,9 @@ impl Drop for NativeBody {
 /// once cancelled, every later blocking call unwinds again.
 pub struct TaskContext<'s> {
     scope: Scope<'s, 'static, Handoff, Yielded>,
+    /// The scheduler running the task, as of its latest resume (a task of a
+    /// shard pool may move between schedulers while it is suspended).
+    scheduler: *const Scheduler,
     tid: Option<TaskId>,
     stack_size: usize,
 }
@@ -239,9 +254,13 @@ impl TaskContext<'_> {
     /// if the answer is [`Resume::Cancelled`].
     pub fn syscall(&mut self, call: SystemCall) -> Resume {
         let sent = self.scope.yield_(Yielded::Call(call));
-        // SAFETY: the scheduler sends a pointer to a slot that lives until
-        // this resume ends (`NativeBody::resume`); it is read once, here.
-        let answer = sent.and_then(|Handoff(slot)| unsafe { (*slot).take() });
+        let answer = sent.and_then(|handoff| {
+            self.scheduler = handoff.scheduler;
+            // SAFETY: the scheduler sends a pointer to a slot that lives
+            // until this resume ends (`NativeBody::resume`); it is read
+            // once, here.
+            unsafe { (*handoff.answer).take() }
+        });
         match answer {
             Some(Resume::Cancelled) => panic::resume_unwind(Box::new(CancelUnwind)),
             Some(answer) => answer,
@@ -253,12 +272,27 @@ impl TaskContext<'_> {
     }
 
     /// Goes behind every ready task of the same priority.
+    ///
+    /// When no such task is ready and the scheduler has nothing else due,
+    /// the task would be taken straight back out of the queue: the yield is
+    /// then done in place, without leaving the task's stack (the scheduler's
+    /// bookkeeping, events and metrics are those of a full round trip).
     pub fn yield_now(&mut self) {
+        // SAFETY: the pointer was sent by the scheduler that is resuming
+        // this task, whose `step` is below us on this thread's stack.
+        let scheduler = unsafe { self.scheduler.as_ref() };
+        if scheduler.is_some_and(Scheduler::yield_in_place) {
+            return;
+        }
         self.syscall(SystemCall::Yield);
     }
 
-    /// Sleeps for `d` on the scheduler's clock (`Duration::ZERO` yields).
+    /// Sleeps for `d` on the scheduler's clock (`Duration::ZERO` yields,
+    /// like [`yield_now`](TaskContext::yield_now)).
     pub fn sleep(&mut self, d: Duration) {
+        if d.is_zero() {
+            return self.yield_now();
+        }
         self.syscall(SystemCall::Sleep(d));
     }
 

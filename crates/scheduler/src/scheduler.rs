@@ -813,7 +813,7 @@ impl Scheduler {
             return false;
         };
         loop {
-            let step: Step = body.resume(input);
+            let step: Step = body.resume(input, self);
             let mut core = inner.core.borrow_mut();
             match core.after_step(slot, step) {
                 Next::Continue(answer) => {
@@ -830,6 +830,11 @@ impl Scheduler {
                     // what the chores make ready must go behind it.
                     if !core.has_chores() && core.would_run_next(slot) && self.quiet_pass() {
                         input = Some(core.rerun_yielded(slot));
+                        // Its `Running` event may have filled a batch.
+                        if core.events_due() {
+                            drop(core);
+                            self.dispatch_events();
+                        }
                         continue;
                     }
                     core.queue_yielded(slot, body);
@@ -855,6 +860,31 @@ impl Scheduler {
                 None => return true,
             }
         }
+    }
+
+    /// A native task's yield done in place, from the task's own stack (in
+    /// the middle of [`step`](Scheduler::step)'s resume of it): when the
+    /// task would be taken straight back out of the ready queue, and the
+    /// loop has nothing due on its next pass, the yield's bookkeeping is
+    /// done (charge, `Yield` and `Running` events, a fresh turn) and the
+    /// task goes on without the two stack switches. `false` when the yield
+    /// must go the long way; nothing has been done then.
+    pub(crate) fn yield_in_place(&self) -> bool {
+        let inner = &*self.inner;
+        let Ok(mut core) = inner.core.try_borrow_mut() else {
+            return false;
+        };
+        let Some((slot, id)) = core.current.filter(|_| core.nothing_ready()) else {
+            return false;
+        };
+        if !core.may_yield_in_place(slot) || !self.quiet_pass() {
+            return false;
+        }
+        let next = core.yield_task(slot, id);
+        debug_assert!(matches!(next, Next::Yielded));
+        let input = core.rerun_yielded(slot);
+        debug_assert!(matches!(input, crate::syscall::Resume::Unit));
+        true
     }
 
     /// Counts a pass of the loop if nothing is due on it: no command in the

@@ -535,3 +535,45 @@ fn batching_subscriber_gets_every_event_in_order_in_batches_and_before_each_wait
     assert_eq!(seen.last(), Some(&Delivery::Idle));
     assert!(seen.iter().filter(|d| **d == Delivery::Idle).count() >= 9);
 }
+
+#[test]
+fn a_lone_yielder_fills_batches_no_further_than_their_size() {
+    // A yield done in place (nothing else ready) adds two events without
+    // leaving the task; it must leave the handing over of a full batch to
+    // the loop, between steps, as a yield the long way does.
+    let s = vsched();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    s.subscribe(Batcher {
+        size: 8,
+        seen: seen.clone(),
+    });
+    let a = s
+        .spawn(|cx| {
+            for _ in 0..10 {
+                cx.yield_now();
+            }
+        })
+        .unwrap();
+    s.run();
+    let deliveries = std::mem::take(&mut *seen.lock().unwrap());
+    let mut names = Vec::new();
+    let mut sizes = Vec::new();
+    for d in &deliveries {
+        if let Delivery::Batch(events) = d {
+            sizes.push(events.len());
+            names.extend(events.iter().map(|e| {
+                assert_eq!(e.task, Some(a));
+                e.kind.name()
+            }));
+        }
+    }
+    let mut expected = vec!["spawned", "running"];
+    for _ in 0..10 {
+        expected.extend(["yield", "running"]);
+    }
+    expected.push("done");
+    assert_eq!(names, expected);
+    assert!(sizes.iter().all(|n| *n <= 8), "batch sizes {sizes:?}");
+    // Full batches are handed over as they fill, not at the end.
+    assert!(sizes.len() >= 3, "batch sizes {sizes:?}");
+}
