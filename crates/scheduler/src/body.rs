@@ -83,12 +83,13 @@ impl Body {
         }
     }
 
-    /// Resumes the body on `scheduler` (which a native task may call back
-    /// into, see [`TaskContext::yield_now`]).
+    /// Resumes the body. `in_place` is the scheduler a native task may ask
+    /// to yield in place during this resume, if it may (see
+    /// [`TaskContext::yield_now`]).
     #[inline]
-    pub(crate) fn resume(&mut self, input: Option<Resume>, scheduler: &Scheduler) -> Step {
+    pub(crate) fn resume(&mut self, input: Option<Resume>, in_place: Option<&Scheduler>) -> Step {
         match &mut self.0 {
-            BodyKind::Native(n) => n.resume(input, scheduler),
+            BodyKind::Native(n) => n.resume(input, in_place),
             BodyKind::Custom(c) => c.resume(input),
         }
     }

@@ -53,8 +53,9 @@ pub(crate) enum Yielded {
 }
 
 /// What the scheduler sends into a native coroutine on each resume: a
-/// pointer to the slot holding the answer, and the scheduler itself, both on
-/// the scheduler's stack for the length of that resume.
+/// pointer to the slot holding the answer, and the scheduler to ask for a
+/// yield in place (null when it cannot succeed during this resume), both
+/// alive for the length of that resume.
 ///
 /// The engine reads what is sent into a coroutine with a volatile load, and
 /// LLVM splits a volatile load of an enum like [`Resume`] into single bytes
@@ -63,7 +64,7 @@ pub(crate) enum Yielded {
 /// before it can yield again, while the slot is still alive.
 struct Handoff {
     answer: *mut Option<Resume>,
-    scheduler: *const Scheduler,
+    in_place: *const Scheduler,
 }
 
 // SAFETY: the pointers are only followed on the thread that resumes the
@@ -145,12 +146,12 @@ impl NativeBody {
     {
         let words = stack_words(stack_size);
         let code = move |mut scope: Scope<'_, 'static, Handoff, Yielded>| {
-            let scheduler = scope
+            let in_place = scope
                 .get_yield()
-                .map_or(std::ptr::null(), |handoff| handoff.scheduler);
+                .map_or(std::ptr::null(), |handoff| handoff.in_place);
             let mut cx = TaskContext {
                 scope,
-                scheduler,
+                in_place,
                 tid: None,
                 stack_size: words * WORD,
             };
@@ -180,14 +181,14 @@ impl NativeBody {
     }
 
     #[inline]
-    pub(crate) fn resume(&mut self, input: Option<Resume>, scheduler: &Scheduler) -> Step {
+    pub(crate) fn resume(&mut self, input: Option<Resume>, in_place: Option<&Scheduler>) -> Step {
         let Some(coro) = self.coro.as_mut() else {
             return Step::Failed(TaskError::new("native task resumed after it ended"));
         };
         let mut slot = input;
         let handoff = Handoff {
             answer: &mut slot,
-            scheduler,
+            in_place: in_place.map_or(std::ptr::null(), std::ptr::from_ref),
         };
         // `slot` outlives the resume; the task takes the answer out of it at
         // once (an answer it never takes, on a first resume, is dropped here).
@@ -242,9 +243,10 @@ impl Drop for NativeBody {
 /// once cancelled, every later blocking call unwinds again.
 pub struct TaskContext<'s> {
     scope: Scope<'s, 'static, Handoff, Yielded>,
-    /// The scheduler running the task, as of its latest resume (a task of a
-    /// shard pool may move between schedulers while it is suspended).
-    scheduler: *const Scheduler,
+    /// The scheduler to ask for a yield in place, as sent with the latest
+    /// resume (a task of a shard pool may move between schedulers while it
+    /// is suspended); null when other tasks were ready at that resume.
+    in_place: *const Scheduler,
     tid: Option<TaskId>,
     stack_size: usize,
 }
@@ -255,7 +257,7 @@ impl TaskContext<'_> {
     pub fn syscall(&mut self, call: SystemCall) -> Resume {
         let sent = self.scope.yield_(Yielded::Call(call));
         let answer = sent.and_then(|handoff| {
-            self.scheduler = handoff.scheduler;
+            self.in_place = handoff.in_place;
             // SAFETY: the scheduler sends a pointer to a slot that lives
             // until this resume ends (`NativeBody::resume`); it is read
             // once, here.
@@ -280,7 +282,7 @@ impl TaskContext<'_> {
     pub fn yield_now(&mut self) {
         // SAFETY: the pointer was sent by the scheduler that is resuming
         // this task, whose `step` is below us on this thread's stack.
-        let scheduler = unsafe { self.scheduler.as_ref() };
+        let scheduler = unsafe { self.in_place.as_ref() };
         if scheduler.is_some_and(Scheduler::yield_in_place) {
             return;
         }

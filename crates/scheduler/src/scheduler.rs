@@ -809,14 +809,21 @@ impl Scheduler {
     #[inline]
     fn step(&self) -> bool {
         let inner = &*self.inner;
-        let Some((mut slot, mut body, mut input)) = inner.core.borrow_mut().next_ready() else {
+        let (first, mut lone) = {
+            let mut core = inner.core.borrow_mut();
+            (core.next_ready(), core.nothing_ready())
+        };
+        let Some((mut slot, mut body, mut input)) = first else {
             return false;
         };
         loop {
-            let step: Step = body.resume(input, self);
+            // A native task may yield in place only if nothing else is ready
+            // as it is resumed: the queue does not shrink while it runs.
+            let step: Step = body.resume(input, lone.then_some(self));
             let mut core = inner.core.borrow_mut();
             match core.after_step(slot, step) {
                 Next::Continue(answer) => {
+                    lone = core.nothing_ready();
                     if core.events_due() {
                         drop(core);
                         self.dispatch_events();
@@ -830,6 +837,7 @@ impl Scheduler {
                     // what the chores make ready must go behind it.
                     if !core.has_chores() && core.would_run_next(slot) && self.quiet_pass() {
                         input = Some(core.rerun_yielded(slot));
+                        lone = core.nothing_ready();
                         // Its `Running` event may have filled a batch.
                         if core.events_due() {
                             drop(core);
@@ -859,6 +867,7 @@ impl Scheduler {
                 Some(next) => (slot, body, input) = next,
                 None => return true,
             }
+            lone = core.nothing_ready();
         }
     }
 
