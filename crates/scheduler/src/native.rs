@@ -9,7 +9,8 @@
 //! Stacks are `mmap`ed (32 KiB by default plus a guard page: two mappings each),
 //! so Linux's default `vm.max_map_count` caps live native tasks near 32,000 and a
 //! fresh stack costs a few microseconds. Finished tasks' coroutines are therefore
-//! kept in a per-thread pool and reused, and a failed allocation becomes a
+//! kept for reuse ([`pool`]: per thread, and what ended threads left behind for
+//! the others), and a failed allocation becomes a
 //! [`SpawnError::StackAllocation`] rather than an abort.
 //!
 //! Cancellation unwinds the task from the system call it is suspended in, with
@@ -21,7 +22,6 @@
 //! and should not block its thread: it shares it with every other task.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -41,8 +41,6 @@ use crate::task::{Priority, SpawnOptions, TaskId};
 pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
 /// Smallest native stack size accepted, in bytes.
 pub const MIN_STACK_SIZE: usize = 8 * 1024;
-/// How many finished coroutines a thread keeps for reuse, by default.
-const DEFAULT_POOL_LIMIT: usize = 1024;
 
 const WORD: usize = std::mem::size_of::<usize>();
 
@@ -73,55 +71,21 @@ unsafe impl Send for Handoff {}
 
 type NativeGen = Generator<'static, Handoff, Yielded>;
 
+mod pool;
+pub(crate) use pool::set_limit as set_pool_limit;
+
 /// The unwind payload that carries a cancellation through a native task.
 struct CancelUnwind;
 
-thread_local! {
-    /// Finished coroutines of each stack size, ready for reuse.
-    static POOL: RefCell<Vec<(usize, Vec<NativeGen>)>> = const { RefCell::new(Vec::new()) };
-    /// How many the pool keeps.
-    static POOL_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(DEFAULT_POOL_LIMIT) };
-}
-
-/// Sets how many finished coroutines this thread keeps for reuse.
-pub(crate) fn set_pool_limit(n: usize) {
-    POOL_LIMIT.with(|l| l.set(n));
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let mut total: usize = p.iter().map(|(_, v)| v.len()).sum();
-        for (_, v) in p.iter_mut() {
-            while total > n && v.pop().is_some() {
-                total -= 1;
-            }
-        }
-    });
-}
-
-fn pool_take(words: usize) -> Option<NativeGen> {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        p.iter_mut().find(|(w, _)| *w == words)?.1.pop()
-    })
-}
-
-fn pool_give(words: usize, g: NativeGen) {
-    // During thread teardown the pool may be gone; then the stack is simply freed.
-    let _ = POOL.try_with(|p| {
-        let mut p = p.borrow_mut();
-        let total: usize = p.iter().map(|(_, v)| v.len()).sum();
-        if total >= POOL_LIMIT.with(|l| l.get()) {
-            return;
-        }
-        match p.iter_mut().find(|(w, _)| *w == words) {
-            Some((_, v)) => v.push(g),
-            None => p.push((words, vec![g])),
-        }
-    });
-}
-
 /// Number of pooled coroutine stacks on this thread (for tests and metrics).
 pub fn pooled_stacks() -> usize {
-    POOL.with(|p| p.borrow().iter().map(|(_, v)| v.len()).sum())
+    pool::pooled()
+}
+
+/// Number of coroutine stacks that ended threads left for others to reuse
+/// (for tests and metrics).
+pub fn reserved_stacks() -> usize {
+    pool::reserved()
 }
 
 fn stack_words(stack_size: usize) -> usize {
@@ -157,7 +121,7 @@ impl NativeBody {
             };
             Yielded::Return(Value::new(f(&mut cx)))
         };
-        let coro = match pool_take(words) {
+        let coro = match pool::take(words) {
             Some(mut g) => {
                 g.scoped_init(code);
                 g
@@ -231,7 +195,7 @@ impl Drop for NativeBody {
             }
         }
         if coro.is_done() {
-            pool_give(self.words, coro);
+            pool::give(self.words, coro);
         }
     }
 }
