@@ -10,10 +10,14 @@
 //!
 //! Groups:
 //!
-//! - `native_yield_round_trip`: one task doing N `yield_now()` calls, and two
-//!   tasks ping-ponging, with the default settings (real clock, measured CPU
-//!   accounting, timing metrics on) and with the per-step clock reads removed
-//!   (`timing_metrics(false)` + `Accounting::PerStep`, real and virtual clock).
+//! - `native_yield_round_trip`: one task doing N `yield_now()` calls (the
+//!   round trip: the task yields and is resumed; with nothing else ready the
+//!   yield is done in place, without leaving the task's stack), and two
+//!   tasks ping-ponging (every yield switches to the other task's
+//!   coroutine and back through the ready queue), with the default settings
+//!   (real clock, measured CPU accounting, timing metrics on) and with the
+//!   per-step clock reads removed (`timing_metrics(false)` +
+//!   `Accounting::PerStep`, real and virtual clock).
 //! - `native_spawn`: spawn then `run_until_idle` a batch of trivial tasks;
 //!   batches of 1,000 fit the per-thread coroutine stack pool (1,024), batches
 //!   of 10,000 mostly do not and pay for `mmap`/`munmap` of fresh stacks.
@@ -85,8 +89,9 @@ fn timed_run(sched: &Scheduler) -> Duration {
     start.elapsed()
 }
 
-/// One task yielding `iters` times: the time per yield round trip (task →
-/// scheduler → ready queue → the same task).
+/// One task yielding `iters` times: the time per yield round trip (the task
+/// yields, the scheduler does a turn's bookkeeping, the same task goes on;
+/// in place, since nothing else is ready).
 fn yield_one_task(config: Config, iters: u64) -> Duration {
     let sched = config.build();
     sched
