@@ -38,11 +38,12 @@ test-rust: setup
 test-python: develop
     {{python}} -m pytest tests/python -q
 
-# Formatting and lints, Rust and Python.
+# Formatting and lints, Rust and Python (and rustdoc's link checks).
 lint: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     {{venv}}/bin/ruff check python tests/python examples bench
     {{venv}}/bin/ruff format --check python tests/python examples bench
     {{venv}}/bin/mypy python/tiffany

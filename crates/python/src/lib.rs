@@ -5,6 +5,11 @@
 //! scheduler and tasks get Pythonic classes ([`runtime`]), events reach
 //! Python one by one or in batches ([`telemetry`]). Scheduling itself
 //! lives in the `tiffany-scheduler` crate.
+//!
+//! The crate has no Rust API (it is the Python module); its documentation is
+//! for its maintainers, and links to its private modules on purpose
+//! (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
 
 use pyo3::prelude::*;
 

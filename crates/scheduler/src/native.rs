@@ -9,7 +9,7 @@
 //! Stacks are `mmap`ed (32 KiB by default plus a guard page: two mappings each),
 //! so Linux's default `vm.max_map_count` caps live native tasks near 32,000 and a
 //! fresh stack costs a few microseconds. Finished tasks' coroutines are therefore
-//! kept for reuse ([`pool`]: per thread, and what ended threads left behind for
+//! kept for reuse (the `pool` module: per thread, and what ended threads left behind for
 //! the others), and a failed allocation becomes a
 //! [`SpawnError::StackAllocation`] rather than an abort.
 //!
