@@ -897,9 +897,11 @@ impl Scheduler {
     }
 
     /// Counts a pass of the loop if nothing is due on it: no command in the
-    /// inbox, no maintenance, no pressure check. The yield fast path uses it
-    /// to stand in for a pass; when something is due it returns `false`,
-    /// counts nothing, and the task goes back through the loop.
+    /// inbox, no maintenance, no pressure check. [`step`](Scheduler::step)
+    /// (taking the next task itself, resuming a yielder) and a yield in
+    /// place use it to stand in for a pass, so the loop's cadence is the
+    /// same whichever way a task goes; when something is due it returns
+    /// `false`, counts nothing, and the work goes back through the loop.
     #[inline]
     fn quiet_pass(&self) -> bool {
         let inner = &*self.inner;
