@@ -979,6 +979,11 @@ impl Scheduler {
         if ended {
             self.dispatch_end_callbacks();
         }
+        // Callbacks and destructors ran: the time they took is nobody's, so
+        // the reading taken as the last task parked must not start the next
+        // task's run (it would be charged for them, and could be throttled
+        // at its first system call).
+        self.inner.core.borrow_mut().carried_now = None;
     }
 
     fn report_unobserved(&self) {

@@ -18,7 +18,8 @@ fn set_wakes_every_waiter_in_order_and_later_waits_pass() {
             let order = order.clone();
             s.spawn(move |cx| {
                 cx.event_wait(ev).unwrap();
-                order.lock().unwrap().push((i, cx.now()));
+                let now = cx.now();
+                order.lock().unwrap().push((i, now));
             })
             .unwrap()
         })

@@ -26,7 +26,10 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
     let r = runs.clone();
     pool.spawn_keyed(0, move |cx| {
         seen.lock().unwrap().insert(thread_name());
-        r.lock().unwrap().push((cx.tid().get(), thread_name()));
+        // Never hold a lock across a system call: the task may be
+        // throttled there, and the next task on this thread would block on it.
+        let tid = cx.tid().get();
+        r.lock().unwrap().push((tid, thread_name()));
         while seen.lock().unwrap().len() < 2 {
             cx.yield_now();
         }
@@ -39,7 +42,10 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
         ids.push(
             pool.spawn_keyed(0, move |cx| {
                 seen.lock().unwrap().insert(thread_name());
-                r.lock().unwrap().push((cx.tid().get(), thread_name()));
+                // Never hold a lock across a system call: the task may be
+                // throttled there, and the next task on this thread would block on it.
+                let tid = cx.tid().get();
+                r.lock().unwrap().push((tid, thread_name()));
             })
             .unwrap(),
         );
