@@ -19,7 +19,12 @@
 //! the task likewise ends only that task, as [`Step::Failed`].
 //!
 //! A native task must never call into Python (CPython overflows a 32 KiB stack)
-//! and should not block its thread: it shares it with every other task.
+//! and should not block its thread: it shares it with every other task. For the
+//! same reason it must not hold a blocking lock (a `std::sync::Mutex` guard)
+//! across a system call, as async Rust must not across an `.await`: any call
+//! may park the task (a yield, a wait, or a throttle when its quantum is used),
+//! and the next task on the thread that tries the lock blocks the thread for
+//! good. Take what the call returns first, then lock.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
