@@ -569,7 +569,7 @@ impl PyScheduler {
             coro.clone().unbind(),
             self.cur.id,
         )));
-        match self.cur.kernel.spawn_body(body, options) {
+        match self.cur.kernel.spawn_body(options, body) {
             Ok(id) => Ok(Task::new(&self.cur, id, name, priority)),
             Err(e) => Err(spawn_error(py, &e)),
         }
