@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tiffany_scheduler::{Scheduler, PRI_SYSTEM};
+//! use tiffany_scheduler::{Scheduler, SpawnOptions, PRI_SYSTEM};
 //!
 //! let sched = Scheduler::builder().virtual_clock().build().unwrap();
 //! let a = sched.spawn(|cx| { cx.sleep(Duration::from_secs(3600)); "slept an hour" }).unwrap();
