@@ -174,8 +174,8 @@ impl Builder {
     /// Besides, a due timer is seen at the next system call of the running
     /// task whenever the step read the clock (the real clock with measured
     /// accounting, the default), and I/O is polled at least every
-    /// [`io_poll_interval`](Self::io_poll_interval). See [`crate::cadence`]'s
-    /// documentation in the source for why.
+    /// [`io_poll_interval`](Self::io_poll_interval). The `cadence` module's
+    /// documentation (in the source) says why.
     pub fn maintenance_interval(mut self, passes: u32) -> Self {
         self.maintenance_interval = passes;
         self
