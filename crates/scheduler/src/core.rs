@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
 use crate::ready::{ReadyKey, ReadyQueue};
 use crate::shard::{RemoteNotify, RemoteTasks};
-use crate::shutdown::ShutdownResult;
+use crate::shutdown::{Advance, Shutdown, ShutdownResult};
 use crate::syscall::{Resume, SystemCall};
 use crate::table::Table;
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
@@ -155,30 +155,6 @@ impl Task {
     }
 }
 
-/// Where a shutdown stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Waiting for non-daemon tasks to finish.
-    Draining,
-    /// Remaining tasks were cancelled; waiting for them to unwind.
-    Cancelling { clean: bool },
-    /// Hooks ran; the result is known.
-    Complete(ShutdownResult),
-}
-
-pub(crate) struct ShutdownState {
-    pub(crate) phase: Phase,
-    /// When the drain ends (the earliest deadline asked for).
-    deadline: Duration,
-    /// The deadline has passed: the remaining tasks were cancelled.
-    deadline_passed: bool,
-    /// At the deadline, cancel and wait for the tasks to unwind however long
-    /// (an interrupt), instead of abandoning those that park again.
-    patient: bool,
-    requester: Option<Waiter>,
-    pub(crate) replies: Vec<std::sync::mpsc::Sender<ShutdownResult>>,
-}
-
 /// What the driver does after a step was applied.
 pub(crate) enum Next {
     /// Resume the same task at once with this answer.
@@ -224,7 +200,7 @@ pub(crate) struct Core {
     /// When I/O was last polled.
     last_io_poll: Duration,
     pub(crate) current: Option<(usize, TaskId)>,
-    pub(crate) shutdown: Option<ShutdownState>,
+    pub(crate) shutdown: Option<Shutdown>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
     retention: VecDeque<ReadyKey>,
     /// Bodies to drop once the core is no longer borrowed.
@@ -1278,7 +1254,7 @@ impl Core {
             TimerKind::ShutdownDeadline => self
                 .shutdown
                 .as_ref()
-                .is_some_and(|s| !s.deadline_passed && !matches!(s.phase, Phase::Complete(_))),
+                .is_some_and(Shutdown::deadline_pending),
         }
     }
 
@@ -1628,13 +1604,8 @@ impl Core {
     ) {
         let deadline = self.clock.now().saturating_add(timeout);
         if let Some(state) = &mut self.shutdown {
-            // A second request while draining can only bring the deadline
-            // closer: a caller asking for 20 ms is not kept waiting by an
-            // earlier request that allowed an hour.
-            if !state.deadline_passed && deadline < state.deadline {
-                state.deadline = deadline;
-                state.patient = patient;
-                self.timers.push(deadline, TimerKind::ShutdownDeadline);
+            if let Some(d) = state.bring_closer(deadline, patient) {
+                self.timers.push(d, TimerKind::ShutdownDeadline);
             }
             return;
         }
@@ -1642,18 +1613,11 @@ impl Core {
         tracing::info!(target: "tiffany::shutdown", ?timeout, live = self.live, "shutdown begins");
         emit!(self, None, EventKind::ShutdownBegin { timeout });
         self.timers.push(deadline, TimerKind::ShutdownDeadline);
-        self.shutdown = Some(ShutdownState {
-            phase: Phase::Draining,
-            deadline,
-            deadline_passed: false,
-            patient,
-            requester,
-            replies: Vec::new(),
-        });
+        self.shutdown = Some(Shutdown::new(deadline, requester, patient));
     }
 
     fn requester_id(&self) -> Option<TaskId> {
-        self.shutdown.as_ref()?.requester.map(|w| w.task)
+        self.shutdown.as_ref()?.requester().map(|w| w.task)
     }
 
     /// Live tasks the drain waits for (the requester excluded), and how many
@@ -1680,14 +1644,9 @@ impl Core {
     /// a shutdown past its deadline. A patient shutdown (an interrupt) only
     /// cancels, and waits.
     fn shutdown_deadline(&mut self) {
-        let Some(state) = &mut self.shutdown else {
+        let Some(patient) = self.shutdown.as_mut().and_then(Shutdown::pass_deadline) else {
             return;
         };
-        if state.deadline_passed || matches!(state.phase, Phase::Complete(_)) {
-            return;
-        }
-        state.deadline_passed = true;
-        let patient = state.patient;
         let except = self.requester_id();
         let ids = self.live_ids(except);
         let n = ids.len();
@@ -1704,7 +1663,7 @@ impl Core {
             tracing::warn!(target: "tiffany::shutdown", cancelled = n, "shutdown deadline passed");
         }
         if let Some(s) = &mut self.shutdown {
-            s.phase = Phase::Cancelling { clean: n == 0 };
+            s.cancelled_at_deadline(n);
         }
     }
 
@@ -1766,34 +1725,23 @@ impl Core {
                 self.abandon(slot);
             }
         }
-        if let Some(s) = &mut self.shutdown
-            && !matches!(s.phase, Phase::Complete(_))
-        {
-            s.deadline_passed = true;
-            s.phase = Phase::Cancelling { clean: false };
+        if let Some(s) = &mut self.shutdown {
+            s.aborted();
         }
     }
 
     /// Moves the shutdown forward; returns `Some(result)` when it is time to
     /// run the hooks.
     pub(crate) fn advance_shutdown(&mut self) -> Option<ShutdownResult> {
-        let phase = self.shutdown.as_ref()?.phase;
         let (live, nondaemon) = self.drain_counts();
-        match phase {
-            Phase::Draining if nondaemon == 0 => {
+        match self.shutdown.as_mut()?.advance(live, nondaemon) {
+            Advance::Wait => None,
+            Advance::RunHooks(result) => Some(result),
+            Advance::CancelDaemons => {
                 let except = self.requester_id();
                 self.cancel_all(except, true);
-                if let Some(s) = &mut self.shutdown {
-                    s.phase = Phase::Cancelling { clean: true };
-                }
                 self.advance_shutdown()
             }
-            Phase::Cancelling { clean } if live == 0 => Some(if clean {
-                ShutdownResult::Clean
-            } else {
-                ShutdownResult::Timeout
-            }),
-            _ => None,
         }
     }
 
@@ -1807,25 +1755,14 @@ impl Core {
             }
         );
         tracing::info!(target: "tiffany::shutdown", result = result.name(), "shutdown complete");
-        let Some(state) = &mut self.shutdown else {
-            return;
-        };
-        state.phase = Phase::Complete(result);
-        let requester = state.requester.take();
-        let replies = std::mem::take(&mut state.replies);
-        for r in replies {
-            let _ = r.send(result);
-        }
+        let requester = self.shutdown.as_mut().and_then(|s| s.complete(result));
         if let Some(w) = requester {
             self.wake(w, Resume::Shutdown(result), false);
         }
     }
 
     pub(crate) fn shutdown_result(&self) -> Option<ShutdownResult> {
-        match self.shutdown.as_ref()?.phase {
-            Phase::Complete(r) => Some(r),
-            _ => None,
-        }
+        self.shutdown.as_ref()?.result()
     }
 
     // ----- deadlock -----------------------------------------------------------------

@@ -39,7 +39,8 @@ use crate::error::{HandleError, SpawnError};
 use crate::handle::Handle;
 use crate::metrics::{MetricsSnapshot, to_prometheus_all};
 use crate::outcome::Outcome;
-use crate::scheduler::{Builder, Scheduler};
+use crate::builder::Builder;
+use crate::scheduler::Scheduler;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
