@@ -253,9 +253,8 @@ impl Builder {
             stack_size: self.stack_size,
             io_poll_interval: self.io_poll_interval,
         };
-        let mut core = Core::new(config, clock, reactor, shared.clone());
+        let mut core = Core::new(config, clock, reactor, shared.clone(), self.remote);
         core.has_listener = self.listener.is_some();
-        core.remote = self.remote;
         Ok(Scheduler::from_parts(
             core,
             shared,

@@ -10,24 +10,23 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::backpressure::{Watermarks, clamp_pressure};
+use crate::backpressure::{Change, Gate, Watermarks};
 use crate::body::{Body, Step};
 use crate::budget::Accounting;
 use crate::clock::TimeSource;
 use crate::error::{SpawnError, SyscallError};
 use crate::event::{EventId, EventWait, Events};
-use crate::handle::Shared;
+use crate::handle::{Command, Shared};
 use crate::ids::IdMap;
 use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
 use crate::ready::{ReadyKey, ReadyQueue};
-use crate::shard::{RemoteNotify, RemoteTasks};
+use crate::shard::{RemoteJoins, RemoteNotify, RemoteTasks};
 use crate::shutdown::{Advance, Shutdown, ShutdownResult};
 use crate::syscall::{Resume, SystemCall};
 use crate::table::Table;
@@ -178,7 +177,7 @@ pub(crate) struct Core {
     ready: ReadyQueue,
     pub(crate) timers: Timers,
     pub(crate) reactor: Reactor,
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     live: usize,
     live_nondaemon: usize,
     pub(crate) metrics: Metrics,
@@ -199,8 +198,8 @@ pub(crate) struct Core {
     now_fresh: bool,
     /// When I/O was last polled.
     last_io_poll: Duration,
-    pub(crate) current: Option<(usize, TaskId)>,
-    pub(crate) shutdown: Option<Shutdown>,
+    current: Option<(usize, TaskId)>,
+    shutdown: Option<Shutdown>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
     retention: VecDeque<ReadyKey>,
     /// Bodies to drop once the core is no longer borrowed.
@@ -209,8 +208,7 @@ pub(crate) struct Core {
     pub(crate) ended: Vec<(TaskId, Outcome)>,
     /// Failures nobody was waiting for, for the driver's report.
     pub(crate) unobserved: Vec<(TaskId, TaskError)>,
-    pub(crate) paused: bool,
-    pub(crate) pressure: f64,
+    gate: Gate,
     held: VecDeque<ReadyKey>,
     admit_waiters: VecDeque<Waiter>,
     pub(crate) events_sync: Events,
@@ -218,10 +216,9 @@ pub(crate) struct Core {
     /// Valid entries in the ready queue (tasks with `queued` set).
     queued: usize,
     /// The other shards' tasks, when this scheduler is part of a pool.
-    pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
-    /// Local joins of other shards' tasks, by key.
-    remote_waits: FxHashMap<u64, Waiter>,
-    next_remote_key: u64,
+    remote: Option<Arc<dyn RemoteTasks>>,
+    /// Local joins of other shards' tasks.
+    remote_joins: RemoteJoins,
 }
 
 /// Whether `w` is still a task's current wait.
@@ -250,7 +247,9 @@ impl Core {
         clock: TimeSource,
         reactor: Reactor,
         shared: Arc<Shared>,
+        remote: Option<Arc<dyn RemoteTasks>>,
     ) -> Self {
+        let gate = Gate::new(config.watermarks);
         Core {
             config,
             clock,
@@ -279,16 +278,14 @@ impl Core {
             graveyard: Vec::new(),
             ended: Vec::new(),
             unobserved: Vec::new(),
-            paused: false,
-            pressure: 0.0,
+            gate,
             held: VecDeque::new(),
             admit_waiters: VecDeque::new(),
             events_sync: Events::default(),
             has_listener: false,
             queued: 0,
-            remote: None,
-            remote_waits: FxHashMap::default(),
-            next_remote_key: 0,
+            remote,
+            remote_joins: RemoteJoins::default(),
         }
     }
 
@@ -521,6 +518,75 @@ impl Core {
         Ok(id)
     }
 
+    /// Spawns a body under an id reserved elsewhere (a shard pool's shared
+    /// ids), taking its unit of capacity here.
+    pub(crate) fn spawn_with_id(
+        &mut self,
+        id: TaskId,
+        body: Body,
+        options: SpawnOptions,
+    ) -> Result<TaskId, SpawnError> {
+        // The reserved path expects the capacity unit taken; a refusal gives it back.
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        self.spawn(body, options, Some(id))
+    }
+
+    /// Applies a command from another thread. A deferred closure comes back
+    /// to be run outside the core's borrow.
+    pub(crate) fn apply_command(&mut self, cmd: Command) -> Option<Box<dyn FnOnce() + Send>> {
+        match cmd {
+            Command::Spawn { id, body, options } => {
+                if self.shutdown_result().is_some() {
+                    // The shutdown already completed: nothing can run it.
+                    self.graveyard.push(body);
+                    self.unreserve();
+                } else if let Err(e) = self.spawn(body, options, Some(id)) {
+                    tracing::warn!(target: "tiffany::handle", task = id.get(), error = %e, "spawn from a handle refused");
+                }
+            }
+            Command::Cancel(id) => {
+                let _ = self.cancel(id);
+            }
+            Command::NotifyIo(token, interest) => {
+                self.notify_io(token, interest);
+            }
+            Command::RemoteJoined { key, outcome } => self.remote_joined(key, outcome),
+            Command::Metrics(reply) => {
+                let _ = reply.send(self.metrics.snapshot(self.ready_len(), self.live()));
+            }
+            Command::SetEvent(event) => {
+                self.set_event(event);
+            }
+            Command::Defer(f) => return Some(f),
+            Command::Interrupt => {
+                if self.shutdown_result().is_none() {
+                    self.begin_shutdown(Duration::ZERO, None, true);
+                    // At once: the deadline is now.
+                    let now = self.clock.now();
+                    self.fire_timers(now);
+                }
+            }
+            Command::Abort => {
+                if self.shutdown_result().is_none() {
+                    self.abort();
+                }
+            }
+            Command::Shutdown { timeout, reply } => {
+                if let Some(r) = self.shutdown_result() {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(r);
+                    }
+                } else {
+                    self.begin_shutdown(timeout, None, false);
+                    if let (Some(tx), Some(state)) = (reply, self.shutdown.as_mut()) {
+                        state.reply_to(tx);
+                    }
+                }
+            }
+        }
+        None
+    }
+
     fn unreserve(&self) {
         self.shared.release_unit();
     }
@@ -544,7 +610,7 @@ impl Core {
     /// is room: each takes one unit of capacity for its next spawn, so a
     /// spawn right after `admit()` fits.
     fn wake_admitted(&mut self) {
-        while !self.paused {
+        while !self.gate.paused() {
             let Some(&w) = self.admit_waiters.front() else {
                 return;
             };
@@ -567,7 +633,7 @@ impl Core {
         if t.system || t.admitted {
             return true;
         }
-        if self.paused || !self.admit_waiters.is_empty() || !self.shared.reserve_unit() {
+        if self.gate.paused() || !self.admit_waiters.is_empty() || !self.shared.reserve_unit() {
             return false;
         }
         self.tasks[slot].admitted = true;
@@ -1077,7 +1143,10 @@ impl Core {
         Next::Park
     }
 
-    /// Joins a task that lives on another shard of the pool (if any).
+    /// Joins a task that lives on another shard of the pool (if any): the
+    /// shard that owns it is asked to tell this one when it ends
+    /// ([`RemoteJoins`]), and the joiner blocks like a local join (with its
+    /// timeout on this scheduler's timers).
     fn join_remote(
         &mut self,
         slot: usize,
@@ -1088,8 +1157,7 @@ impl Core {
         let Some(remote) = self.remote.clone() else {
             return self.answer(slot, Resume::Error(SyscallError::UnknownTask(target)));
         };
-        self.next_remote_key += 1;
-        let key = self.next_remote_key;
+        let key = self.remote_joins.next_key();
         let notify = RemoteNotify {
             handle: crate::Handle::new(self.shared.clone(), false),
             key,
@@ -1102,7 +1170,7 @@ impl Core {
             }
             Some(None) => {
                 let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
-                self.remote_waits.insert(key, w);
+                self.remote_joins.insert(key, w);
                 if let Some(d) = timeout {
                     let at = self.clock.now().saturating_add(d);
                     self.timers.push(at, TimerKind::Wake(w));
@@ -1115,7 +1183,7 @@ impl Core {
 
     /// Another shard's task, joined here under `key`, has ended.
     pub(crate) fn remote_joined(&mut self, key: u64, outcome: Outcome) {
-        if let Some(w) = self.remote_waits.remove(&key) {
+        if let Some(w) = self.remote_joins.take(key) {
             self.wake(w, Resume::Joined(outcome.to_join_result()), false);
         }
     }
@@ -1187,7 +1255,7 @@ impl Core {
             self.reactor.cancel_wait(token, interest, w);
         }
         let t = &self.tasks[w.slot];
-        if from_io && self.paused && !t.system {
+        if from_io && self.gate.paused() && !t.system {
             let key = t.key(w.slot);
             self.tasks[w.slot].state = TaskState::Waiting(WaitReason::Held);
             self.held.push_back(key);
@@ -1563,27 +1631,38 @@ impl Core {
         self.has_listener || self.shared.capacity.is_some()
     }
 
-    /// Applies a pressure reading (already combined with the own load).
+    /// Applies a pressure reading (already combined with the own load):
+    /// on a pause, an event; on a resume, an event, and the held tasks and
+    /// the admission gate's waiters are let go.
     pub(crate) fn apply_pressure(&mut self, reading: f64) {
-        let p = clamp_pressure(reading);
-        self.pressure = p;
-        let wm = self.config.watermarks;
-        if !self.paused && p >= wm.high {
-            self.paused = true;
-            self.metrics.backpressure_pauses += 1;
-            emit!(self, None, EventKind::Paused { pressure: p });
-        } else if self.paused && p < wm.low {
-            self.paused = false;
-            emit!(self, None, EventKind::Resumed { pressure: p });
-            while let Some(key) = self.held.pop_front() {
-                if let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id)
-                    && t.state == TaskState::Waiting(WaitReason::Held)
-                {
-                    self.make_ready(key.slot);
-                }
+        match self.gate.apply(reading) {
+            None => {}
+            Some(Change::Paused(pressure)) => {
+                self.metrics.backpressure_pauses += 1;
+                emit!(self, None, EventKind::Paused { pressure });
             }
-            self.wake_admitted();
+            Some(Change::Resumed(pressure)) => {
+                emit!(self, None, EventKind::Resumed { pressure });
+                while let Some(key) = self.held.pop_front() {
+                    if let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id)
+                        && t.state == TaskState::Waiting(WaitReason::Held)
+                    {
+                        self.make_ready(key.slot);
+                    }
+                }
+                self.wake_admitted();
+            }
         }
+    }
+
+    /// Whether intake is paused by back-pressure.
+    pub(crate) fn paused(&self) -> bool {
+        self.gate.paused()
+    }
+
+    /// The last pressure reading.
+    pub(crate) fn pressure(&self) -> f64 {
+        self.gate.pressure()
     }
 
     /// Tasks held back or waiting for admission.
@@ -1759,6 +1838,17 @@ impl Core {
         if let Some(w) = requester {
             self.wake(w, Resume::Shutdown(result), false);
         }
+    }
+
+    /// Whether a shutdown has begun.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// The task being resumed (its slot and id), if any.
+    #[inline]
+    pub(crate) fn running(&self) -> Option<(usize, TaskId)> {
+        self.current
     }
 
     pub(crate) fn shutdown_result(&self) -> Option<ShutdownResult> {

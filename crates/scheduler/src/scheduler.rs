@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::instrument;
@@ -49,7 +49,6 @@ use crate::outcome::{Outcome, TaskError, Value};
 use crate::shutdown::{ShutdownHook, ShutdownResult};
 use crate::task::{SpawnOptions, TaskId, TaskInfo, TaskState};
 use crate::telemetry::{EventSubscriber, TaskEvent};
-
 
 /// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
 pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
@@ -547,17 +546,17 @@ impl Scheduler {
 
     /// The last pressure reading (0.0–1.0).
     pub fn pressure(&self) -> f64 {
-        self.inner.core.borrow().pressure
+        self.inner.core.borrow().pressure()
     }
 
     /// Whether intake is paused by back-pressure.
     pub fn is_paused(&self) -> bool {
-        self.inner.core.borrow().paused
+        self.inner.core.borrow().paused()
     }
 
     /// Whether a shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.core.borrow().shutdown.is_some()
+        self.inner.core.borrow().shutting_down()
     }
 
     /// A copy of the metrics.
@@ -702,7 +701,7 @@ impl Scheduler {
         let Ok(mut core) = inner.core.try_borrow_mut() else {
             return false;
         };
-        let Some((slot, id)) = core.current.filter(|_| core.nothing_ready()) else {
+        let Some((slot, id)) = core.running().filter(|_| core.nothing_ready()) else {
             return false;
         };
         if !core.may_yield_in_place(slot) || !self.quiet_pass(&core) {
@@ -751,9 +750,11 @@ impl Scheduler {
         body: Body,
         options: SpawnOptions,
     ) -> Result<TaskId, SpawnError> {
-        // The reserved path expects the capacity unit taken; a refusal gives it back.
-        self.inner.shared.live.fetch_add(1, Ordering::Relaxed);
-        let r = self.inner.core.borrow_mut().spawn(body, options, Some(id));
+        let r = self
+            .inner
+            .core
+            .borrow_mut()
+            .spawn_with_id(id, body, options);
         self.after_user_call();
         r
     }
@@ -941,67 +942,16 @@ impl Scheduler {
         self.inner.core.borrow_mut().apply_pressure(reading);
     }
 
+    /// Carries out the commands other threads sent. The core applies each;
+    /// deferred closures run here, outside its borrow.
     fn drain_inbox(&self) {
-        let commands = self.inner.shared.take_inbox();
-        for cmd in commands {
-            let mut core = self.inner.core.borrow_mut();
-            match cmd {
-                Command::Spawn { id, body, options } => {
-                    if core.shutdown.is_some() && core.shutdown_result().is_some() {
-                        // The shutdown already completed: nothing can run it.
-                        core.graveyard.push(body);
-                        core.shared.live.fetch_sub(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if let Err(e) = core.spawn(body, options, Some(id)) {
-                        tracing::warn!(target: "tiffany::handle", task = id.get(), error = %e, "spawn from a handle refused");
-                    }
-                }
-                Command::Cancel(id) => {
-                    let _ = core.cancel(id);
-                }
-                Command::NotifyIo(token, interest) => {
-                    core.notify_io(token, interest);
-                }
-                Command::RemoteJoined { key, outcome } => core.remote_joined(key, outcome),
-                Command::Metrics(reply) => {
-                    let _ = reply.send(core.metrics.snapshot(core.ready_len(), core.live()));
-                }
-                Command::SetEvent(event) => {
-                    core.set_event(event);
-                }
-                Command::Defer(f) => {
-                    drop(core);
-                    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-                        tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
-                        self.record_callback_error();
-                    }
-                }
-                Command::Interrupt => {
-                    if core.shutdown_result().is_none() {
-                        core.begin_shutdown(Duration::ZERO, None, true);
-                        // At once: the deadline is now.
-                        let now = core.clock.now();
-                        core.fire_timers(now);
-                    }
-                }
-                Command::Abort => {
-                    if core.shutdown_result().is_none() {
-                        core.abort();
-                    }
-                }
-                Command::Shutdown { timeout, reply } => {
-                    if let Some(r) = core.shutdown_result() {
-                        if let Some(tx) = reply {
-                            let _ = tx.send(r);
-                        }
-                        continue;
-                    }
-                    core.begin_shutdown(timeout, None, false);
-                    if let (Some(tx), Some(state)) = (reply, core.shutdown.as_mut()) {
-                        state.reply_to(tx);
-                    }
-                }
+        for cmd in self.inner.shared.take_inbox() {
+            let deferred = self.inner.core.borrow_mut().apply_command(cmd);
+            if let Some(f) = deferred
+                && panic::catch_unwind(AssertUnwindSafe(f)).is_err()
+            {
+                tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
+                self.record_callback_error();
             }
         }
         self.flush();
@@ -1012,7 +962,7 @@ impl Scheduler {
     fn progress_shutdown(&self) -> bool {
         let result = {
             let mut core = self.inner.core.borrow_mut();
-            if core.shutdown.is_none() {
+            if !core.shutting_down() {
                 return false;
             }
             if core.shutdown_result().is_some() {
@@ -1038,7 +988,7 @@ impl Scheduler {
 
     fn should_stop(&self, until: Until) -> bool {
         let mut core = self.inner.core.borrow_mut();
-        if core.has_ready() || core.shared.pending.load(Ordering::Acquire) {
+        if core.has_ready() || self.inner.shared.pending.load(Ordering::Acquire) {
             return false;
         }
         match until {
@@ -1046,7 +996,7 @@ impl Scheduler {
                 if core.shutdown_result().is_some() {
                     return core.live() == 0;
                 }
-                if core.shutdown.is_some() {
+                if core.shutting_down() {
                     return false;
                 }
                 if core.live_nondaemon() == 0 {
@@ -1080,7 +1030,7 @@ impl Scheduler {
         if inner.shared.pending.load(Ordering::Acquire) {
             return true;
         }
-        let paused_waiting = core.paused && core.held_or_admitting();
+        let paused_waiting = core.paused() && core.held_or_admitting();
         let next = core.next_live_deadline();
         if core.clock.is_virtual() {
             // Outside I/O first, without blocking.
