@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 use tiffany_scheduler::{
     Accounting, Body, Clock, EventKind, IoToken, Outcome, PRI_DEFAULT, Scheduler as Kernel,
-    SpawnOptions, TaskEvent, TaskId, TaskState,
+    SpawnOptions, Spawner, TaskEvent, TaskId, TaskState,
 };
 
 use crate::body::PyBody;

@@ -30,7 +30,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tiffany_scheduler::{Accounting, JoinResult, Scheduler, ShardPool};
+use tiffany_scheduler::{Accounting, JoinResult, Scheduler, ShardPool, Spawner};
 
 /// The scheduler configurations compared by the yield and join benchmarks.
 #[derive(Clone, Copy)]

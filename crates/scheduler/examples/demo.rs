@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tiffany_scheduler::{
-    EventLog, JoinResult, PRI_DEFAULT, PRI_SYSTEM, Scheduler, ShutdownResult, SpawnOptions,
+    EventLog, JoinResult, PRI_DEFAULT, PRI_SYSTEM, Scheduler, ShutdownResult, SpawnOptions, Spawner,
 };
 
 fn main() {

@@ -119,7 +119,7 @@ impl Builder {
     }
 
     /// The most live tasks at once; spawns beyond fail with
-    /// [`SpawnError::CapacityExceeded`]. Also makes live/capacity part of the
+    /// [`SpawnError::CapacityExceeded`](crate::SpawnError::CapacityExceeded). Also makes live/capacity part of the
     /// back-pressure.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
@@ -168,7 +168,7 @@ impl Builder {
         self
     }
 
-    /// Stack size for native tasks spawned by [`Scheduler::spawn`] and their
+    /// Stack size for native tasks spawned by [`Scheduler`] and their
     /// children, in bytes (default 32 KiB, at least 8 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;

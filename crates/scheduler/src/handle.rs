@@ -21,6 +21,7 @@ use crate::event::EventId;
 use crate::io::{Interest, IoToken, Waker};
 use crate::metrics::MetricsSnapshot;
 use crate::outcome::Outcome;
+use crate::shard::Spawner;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
@@ -180,6 +181,20 @@ impl Drop for Handle {
     }
 }
 
+impl Spawner for Handle {
+    /// Spawns a native task on the handle's scheduler. Capacity and shutdown
+    /// are checked at once; dependencies only when the scheduler receives
+    /// the task, and a refusal then is reported as a `SpawnDenied` event
+    /// (and logged), the returned id naming no task.
+    fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        self.spawn_body(options, Body::native(f)?)
+    }
+}
+
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
@@ -198,24 +213,7 @@ impl Handle {
         Handle { shared, outside }
     }
 
-    /// Spawns a native task at the default priority.
-    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
-        self.spawn_with(SpawnOptions::default(), f)
-    }
-
-    /// Spawns a native task with options. Capacity and shutdown are checked
-    /// at once; dependencies only when the scheduler receives the task, and
-    /// a refusal then is reported as a `SpawnDenied` event (and logged), the
-    /// returned id naming no task.
-    pub fn spawn_with<R: TaskResult>(
-        &self,
-        options: SpawnOptions,
-        f: impl NativeTask<R>,
-    ) -> Result<TaskId, SpawnError> {
-        self.spawn_body(options, Body::native(f)?)
-    }
-
-    /// Spawns a ready-made body (see [`spawn_with`](Self::spawn_with)).
+    /// Spawns a ready-made body (see [`Spawner::spawn_with`]).
     pub fn spawn_body(&self, options: SpawnOptions, body: Body) -> Result<TaskId, SpawnError> {
         let id = self.shared.admit_spawn()?;
         if self

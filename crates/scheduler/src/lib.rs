@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tiffany_scheduler::{Scheduler, SpawnOptions, PRI_SYSTEM};
+//! use tiffany_scheduler::{Scheduler, SpawnOptions, Spawner, PRI_SYSTEM};
 //!
 //! let sched = Scheduler::builder().virtual_clock().build().unwrap();
 //! let a = sched.spawn(|cx| { cx.sleep(Duration::from_secs(3600)); "slept an hour" }).unwrap();
@@ -98,7 +98,7 @@ pub use metrics::MetricsSnapshot;
 pub use native::TaskContext;
 pub use outcome::{JoinResult, Outcome, TaskError, Value};
 pub use scheduler::Scheduler;
-pub use shard::{Executor, PoolHandle, ShardPool};
+pub use shard::{Executor, PoolHandle, ShardPool, Spawner};
 pub use shutdown::{ShutdownHook, ShutdownResult};
 pub use syscall::{Resume, SpawnRequest, SystemCall};
 pub use task::{

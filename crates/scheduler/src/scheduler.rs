@@ -46,6 +46,7 @@ use crate::handle::{Command, Handle, Shared};
 use crate::io::{Interest, IoSource, IoToken};
 use crate::metrics::MetricsSnapshot;
 use crate::outcome::{Outcome, TaskError, Value};
+use crate::shard::Spawner;
 use crate::shutdown::{ShutdownHook, ShutdownResult};
 use crate::task::{SpawnOptions, TaskId, TaskInfo, TaskState};
 use crate::telemetry::{EventSubscriber, TaskEvent};
@@ -119,7 +120,7 @@ enum Until {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tiffany_scheduler::{Scheduler, JoinResult};
+/// use tiffany_scheduler::{Scheduler, JoinResult, Spawner};
 ///
 /// let sched = Scheduler::builder().virtual_clock().build().unwrap();
 /// let child = sched.spawn(|cx| { cx.sleep(Duration::from_millis(50)); 21 * 2 }).unwrap();
@@ -190,25 +191,6 @@ impl Scheduler {
     }
 
     // ----- spawning -----------------------------------------------------------
-
-    /// Spawns a native task at [`PRI_DEFAULT`](crate::PRI_DEFAULT). Safe
-    /// to call while the scheduler runs (from a custom body's step or a
-    /// subscriber).
-    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
-        self.spawn_with(SpawnOptions::default(), f)
-    }
-
-    /// Spawns a native task with options: priority, dependencies (it starts
-    /// once every one finished successfully, and is cancelled if one fails
-    /// or is cancelled), name, daemon, system.
-    pub fn spawn_with<R: TaskResult>(
-        &self,
-        options: SpawnOptions,
-        f: impl NativeTask<R>,
-    ) -> Result<TaskId, SpawnError> {
-        let stack = self.inner.core.borrow().config.stack_size;
-        self.spawn_body(options, Body::native_with_stack(stack, f)?)
-    }
 
     /// Spawns a ready-made body: a custom [`TaskBody`](crate::TaskBody) (a
     /// binding's coroutine, a state machine) or a native [`Body`].
@@ -1137,6 +1119,21 @@ impl Scheduler {
                 .borrow_mut()
                 .begin_shutdown(timeout, None, false);
         }
+    }
+}
+
+impl Spawner for Scheduler {
+    /// Spawns a native task (at once, in this scheduler's table). Safe to
+    /// call while the scheduler runs (from a custom body's step or a
+    /// subscriber). With dependencies, it starts once every one finished
+    /// successfully, and is cancelled if one fails or is cancelled.
+    fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        let stack = self.inner.core.borrow().config.stack_size;
+        self.spawn_body(options, Body::native_with_stack(stack, f)?)
     }
 }
 

@@ -44,35 +44,38 @@ use crate::scheduler::Scheduler;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
-/// Spawn and run tasks: implemented by a single [`Scheduler`] and by a
-/// [`ShardPool`], so code can be written against either.
-pub trait Executor {
-    /// Spawns a native task with options.
+/// Spawn native tasks: the one spawning interface of a [`Scheduler`], its
+/// [`Handle`], a [`ShardPool`] and its [`PoolHandle`].
+///
+/// Each implements [`spawn_with`](Spawner::spawn_with); [`spawn`](Spawner::spawn)
+/// is the same with the default options. (A task spawns children through
+/// its [`TaskContext`](crate::TaskContext), which has the same two
+/// methods.) Bring it into scope with `use tiffany_scheduler::Spawner` (or
+/// the crate's glob).
+pub trait Spawner {
+    /// Spawns a native task with options: priority, dependencies, name,
+    /// daemon, system, routing key.
     fn spawn_with<R: TaskResult>(
         &self,
         options: SpawnOptions,
         f: impl NativeTask<R>,
     ) -> Result<TaskId, SpawnError>;
 
-    /// Spawns a native task at the default priority.
+    /// Spawns a native task with the default options.
     fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.spawn_with(SpawnOptions::default(), f)
     }
+}
 
+/// Spawn and run tasks: a single [`Scheduler`] or a [`ShardPool`], so code
+/// can be written against either.
+pub trait Executor: Spawner {
     /// Runs until every task has finished; returns the ids in the order they
     /// finished.
     fn run(&self) -> Vec<TaskId>;
 }
 
 impl Executor for Scheduler {
-    fn spawn_with<R: TaskResult>(
-        &self,
-        options: SpawnOptions,
-        f: impl NativeTask<R>,
-    ) -> Result<TaskId, SpawnError> {
-        Scheduler::spawn_with(self, options, f)
-    }
-
     fn run(&self) -> Vec<TaskId> {
         Scheduler::run(self)
     }
@@ -350,7 +353,7 @@ impl RemoteTasks for Pool {
 /// [module documentation](self).
 ///
 /// ```
-/// use tiffany_scheduler::{ShardPool, JoinResult};
+/// use tiffany_scheduler::{ShardPool, JoinResult, Spawner};
 ///
 /// let pool = ShardPool::new(2);
 /// let squares: Vec<_> = (0..8u64).map(|i| pool.spawn(move |_| i * i).unwrap()).collect();
@@ -495,29 +498,14 @@ impl ShardPool {
 }
 
 impl Executor for ShardPool {
-    fn spawn_with<R: TaskResult>(
-        &self,
-        options: SpawnOptions,
-        f: impl NativeTask<R>,
-    ) -> Result<TaskId, SpawnError> {
-        self.handle().spawn_with(options, f)
-    }
-
     fn run(&self) -> Vec<TaskId> {
         ShardPool::run(self)
     }
 }
 
-impl ShardPool {
-    /// Spawns a task into the pool (the next shard in turn).
-    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
-        self.handle().spawn(f)
-    }
-
-    /// Spawns a task with options: on the shard its
-    /// [`key`](SpawnOptions::keyed) names (`key % shards`), else the next
-    /// shard in turn.
-    pub fn spawn_with<R: TaskResult>(
+impl Spawner for ShardPool {
+    /// See [`PoolHandle`]'s.
+    fn spawn_with<R: TaskResult>(
         &self,
         options: SpawnOptions,
         f: impl NativeTask<R>,
@@ -557,17 +545,12 @@ pub struct PoolHandle {
     pool: Arc<Pool>,
 }
 
-impl PoolHandle {
-    /// Spawns a task into the pool (the next shard in turn).
-    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
-        self.spawn_with(SpawnOptions::default(), f)
-    }
-
+impl Spawner for PoolHandle {
     /// Spawns a task with options: on the shard its
     /// [`key`](SpawnOptions::keyed) names (`key % shards`), else the next
     /// shard in turn. Dependencies are not supported across the pool: each
     /// must be a task of the shard that runs this one.
-    pub fn spawn_with<R: TaskResult>(
+    fn spawn_with<R: TaskResult>(
         &self,
         options: SpawnOptions,
         f: impl NativeTask<R>,
@@ -584,7 +567,9 @@ impl PoolHandle {
         let id = TaskId(self.pool.next_id.fetch_add(1, Ordering::Relaxed));
         self.pool.push(shard, Job { id, body, options })
     }
+}
 
+impl PoolHandle {
     /// Cancels a pool task; returns whether it was still live.
     pub fn cancel(&self, task: TaskId) -> bool {
         self.pool.cancel(task).unwrap_or(false)

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use tiffany_scheduler::{
-    Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, SpawnOptions, TaskId,
+    Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, SpawnOptions, Spawner,
+    TaskId,
 };
 
 /// How long a task waits for its peer to show up on the other shard before
