@@ -373,7 +373,16 @@ impl std::error::Error for ExecError {}
 /// gives no epoll descriptor, or when the scheduler refuses the spawn.
 ///
 /// The task's epoll set stays registered with `sched` until the task has
-/// ended (an end callback deregisters it).
+/// ended: an end callback, which holds a clone of `sched`, deregisters it
+/// then. A scheduler dropped while a process task is still pending is
+/// therefore kept alive (with the child) until the process exits; `run`,
+/// `serve` and `shutdown` end every task, so run or shut a scheduler down
+/// before dropping it. The task belongs to `sched` (a shard pool never moves
+/// it).
+///
+/// `spawn` needs the [`Scheduler`] itself, so it is called on the
+/// scheduler's thread (from outside tasks, or from an end callback or an
+/// event subscriber): a native task cannot register an I/O source.
 pub fn spawn(
     sched: &Scheduler,
     spec: ExecSpec,

@@ -243,6 +243,17 @@ fn a_group_that_ignores_sigterm_is_killed_after_the_grace() {
 }
 
 #[test]
+fn a_zero_grace_kills_at_once() {
+    let done = run(sh("sleep 100 & echo $!; wait")
+        .timeout(Duration::from_millis(200))
+        .kill_grace(Duration::ZERO))
+    .unwrap();
+    assert!(done.timed_out);
+    assert_eq!(done.signal, Some(libc::SIGKILL));
+    assert_group_gone(&done);
+}
+
+#[test]
 fn a_fast_command_does_not_time_out() {
     let done = run(sh("echo quick").timeout(Duration::from_secs(600))).unwrap();
     assert!(!done.timed_out);

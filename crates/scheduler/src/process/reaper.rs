@@ -42,12 +42,16 @@ pub(super) fn stop(child: Child, pidfd: OwnedFd, grace: Duration) {
             let taken = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some((child, pidfd)) = taken {
                 sys::readable_within(pidfd.as_raw_fd(), grace);
+                // Closed before the child counts as reaped: a caller of
+                // `wait_for_reaper` then sees every descriptor given back.
+                drop(pidfd);
                 finish(child);
             }
         });
     if started.is_err() {
         let taken = job.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some((child, _pidfd)) = taken {
+        if let Some((child, pidfd)) = taken {
+            drop(pidfd);
             finish(child);
         }
     }
