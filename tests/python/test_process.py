@@ -56,7 +56,7 @@ def test_output_and_exit_code() -> None:
     assert done.signal is None
     assert not done.timed_out
     assert not done.stdout_truncated and not done.stderr_truncated
-    assert "returncode=3" in repr(done)
+    assert "returncode=3 stdout=4B stderr=4B" in repr(done)
 
 
 def test_success_and_empty_output() -> None:

@@ -95,7 +95,7 @@ impl PyCompleted {
         self.done.pid
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let mut flags = String::new();
         for (set, name) in [
             (self.done.timed_out, " timed_out"),
@@ -111,8 +111,8 @@ impl PyCompleted {
             self.done.pid,
             self.returncode()
                 .map_or_else(|| "None".to_owned(), |c| c.to_string()),
-            self.done.stdout.len(),
-            self.done.stderr.len(),
+            self.stdout.bind(py).as_bytes().len(),
+            self.stderr.bind(py).as_bytes().len(),
         )
     }
 }
