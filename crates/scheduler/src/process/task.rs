@@ -209,9 +209,12 @@ impl Running {
                 KEY_STDERR => self.stderr.drain(epoll, &mut self.scratch),
                 KEY_STDIN => self.feed(epoll),
                 KEY_PIDFD => self.check_exit(epoll),
-                KEY_TIMER => self.on_timer(epoll),
                 _ => {}
             }
+        }
+        // The timer last: a run that ended in this same wake-up is not stopped.
+        if keys.contains(&KEY_TIMER) {
+            self.on_timer(epoll);
         }
         self.keys = keys;
         let exited = self.status.is_some();
@@ -267,6 +270,10 @@ impl Running {
     fn on_timer(&mut self, epoll: &Epoll) {
         let Some(timer) = &self.timer else { return };
         if !timer.fired() {
+            return;
+        }
+        if self.status.is_some() && self.stdout.pipe.is_none() && self.stderr.pipe.is_none() {
+            // The run ended in the same wake-up: nothing is left to stop.
             return;
         }
         match self.phase {
