@@ -74,6 +74,13 @@
 //! scheduler's thread never blocks. [`wait_for_reaper`] waits for those
 //! threads (a daemon, before it exits).
 //!
+//! ## Telemetry
+//!
+//! Besides its task's usual events, a process task logs (a `Log` event, in
+//! the PAL) when it starts its child — the program's name and the pid, never
+//! the arguments, which may hold secrets — and each signal a timeout sends
+//! to the group.
+//!
 //! ## Errors
 //!
 //! A spec that cannot describe a command (empty argv, a NUL byte in an

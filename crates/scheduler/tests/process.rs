@@ -445,3 +445,40 @@ fn joiners_receive_the_completed_value() {
         Some(&b"hi".to_vec())
     );
 }
+
+#[test]
+fn the_start_and_the_stop_are_in_the_telemetry() {
+    let s = sched();
+    let log = common::logged(&s);
+    let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
+    let slow = process::spawn(
+        &s,
+        sh("trap '' TERM; sleep 100")
+            .timeout(Duration::from_secs(1))
+            .kill_grace(Duration::from_millis(100)),
+        SpawnOptions::default(),
+    )
+    .unwrap();
+    s.run();
+    let messages = |id: TaskId| -> Vec<String> {
+        log.events()
+            .into_iter()
+            .filter(|e| e.task == Some(id))
+            .filter_map(|e| match e.kind {
+                tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let pid = outcome(&s, quick).unwrap().pid;
+    assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
+    let pid = outcome(&s, slow).unwrap().pid;
+    assert_eq!(
+        messages(slow),
+        [
+            format!("exec: started sh as pid {pid}"),
+            format!("exec: timeout, SIGTERM to process group {pid}"),
+            format!("exec: timeout, SIGKILL to process group {pid}"),
+        ]
+    );
+}

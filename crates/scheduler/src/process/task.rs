@@ -6,6 +6,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,8 @@ struct Running {
     kill_grace: Duration,
     keys: Vec<u64>,
     scratch: Vec<u8>,
+    /// Messages for the telemetry, made one `Log` call each between waits.
+    notes: Vec<String>,
 }
 
 impl Running {
@@ -164,6 +167,11 @@ impl Running {
             kill_grace,
             keys: Vec::with_capacity(8),
             scratch: Vec::new(),
+            // The program's name and the pid only: arguments may hold secrets.
+            notes: vec![format!(
+                "exec: started {} as pid {pgid}",
+                Path::new(program).display()
+            )],
         };
         // From here on a failure must not leave the child running.
         match run.watch(epoll, timeout) {
@@ -279,6 +287,10 @@ impl Running {
         match self.phase {
             Phase::Running if !self.kill_grace.is_zero() => {
                 sys::kill_group(self.pgid, libc::SIGTERM);
+                self.notes.push(format!(
+                    "exec: timeout, SIGTERM to process group {}",
+                    self.pgid
+                ));
                 self.phase = Phase::Terminating;
                 if timer.arm(self.kill_grace).is_err() {
                     self.kill(epoll);
@@ -291,6 +303,10 @@ impl Running {
 
     fn kill(&mut self, epoll: &Epoll) {
         sys::kill_group(self.pgid, libc::SIGKILL);
+        self.notes.push(format!(
+            "exec: timeout, SIGKILL to process group {}",
+            self.pgid
+        ));
         self.phase = Phase::Killed;
         if let Some(timer) = self.timer.take() {
             epoll.remove(timer.as_raw_fd());
@@ -419,6 +435,10 @@ impl TaskBody for ExecTask {
             ));
         };
         match run.advance(&self.epoll) {
+            // A note is logged first (answered at once); the next resume
+            // looks at the set again, which changes nothing for a run that
+            // has ended.
+            Ok(_) if !run.notes.is_empty() => Step::Syscall(SystemCall::Log(run.notes.remove(0))),
             Ok(false) => self.wait(),
             Ok(true) => match std::mem::replace(&mut self.state, State::Ended) {
                 State::Running(run) => Step::Done(Value::new(run.completed())),
