@@ -1,7 +1,17 @@
 """Typing stubs for the compiled core, ``tiffany._native``."""
 
+import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Final, Literal, Protocol, TypeVar, final, overload
 
 from _typeshed import ReadableBuffer
@@ -291,4 +301,64 @@ def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]:
 
     ``sock`` must be a non-blocking listening socket (``ValueError``
     otherwise); the new connection is non-blocking too.
+    """
+
+@final
+class Completed:
+    """How a command run by :func:`exec` ended."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code; ``-N`` if signal ``N`` killed it (as in ``subprocess``)."""
+    @property
+    def signal(self) -> int | None:
+        """The signal that killed the command, or ``None``."""
+    @property
+    def stdout(self) -> bytes:
+        """What the command wrote to stdout, up to ``capture_limit`` bytes."""
+    @property
+    def stderr(self) -> bytes:
+        """What the command wrote to stderr, up to ``capture_limit`` bytes."""
+    @property
+    def stdout_bytes(self) -> int:
+        """Bytes written to stdout in all, kept and dropped."""
+    @property
+    def stderr_bytes(self) -> int:
+        """Bytes written to stderr in all, kept and dropped."""
+    @property
+    def stdout_truncated(self) -> bool:
+        """Whether stdout went past ``capture_limit`` (the rest was dropped)."""
+    @property
+    def stderr_truncated(self) -> bool:
+        """Whether stderr went past ``capture_limit`` (the rest was dropped)."""
+    @property
+    def timed_out(self) -> bool:
+        """Whether the timeout passed and the process group was stopped."""
+    @property
+    def pid(self) -> int:
+        """The command's process id (also its process group's id)."""
+
+def exec(
+    argv: Sequence[str | bytes | os.PathLike[str] | os.PathLike[bytes]],
+    *,
+    timeout: float | None = None,
+    env: Mapping[str | bytes, str | bytes] | None = None,
+    cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
+    stdin: ReadableBuffer | None = None,
+    capture_limit: int = 1_048_576,
+    kill_grace: float = 2.0,
+    priority: int = 10,
+    name: str | None = None,
+) -> Task:
+    """Run a command as a native task; ``await`` the task for a :class:`Completed`.
+
+    The command starts in its own process group. stdout and stderr are
+    captured up to ``capture_limit`` bytes each (the rest is counted and
+    dropped). After ``timeout`` seconds (real time, also under the virtual
+    clock) the group gets SIGTERM, then SIGKILL after ``kill_grace``;
+    cancelling the task stops the group the same way. ``env`` replaces the
+    whole environment, as in ``subprocess``. A command that cannot start
+    raises ``FileNotFoundError`` or ``PermissionError`` when awaited; a bad
+    argument raises ``ValueError`` or ``TypeError`` at once. A non-zero exit
+    is not an error: see ``Completed.returncode``.
     """

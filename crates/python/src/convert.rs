@@ -15,6 +15,9 @@ pub(crate) fn value_to_py(py: Python<'_>, v: &Value) -> Py<PyAny> {
     if let Some(obj) = v.downcast_ref::<Py<PyAny>>() {
         return obj.clone_ref(py);
     }
+    if let Some(done) = v.downcast_ref::<tiffany_scheduler::process::Completed>() {
+        return crate::process::completed_to_py(py, done);
+    }
     macro_rules! try_types {
         ($($t:ty),*) => {
             $(

@@ -61,5 +61,11 @@ pub(crate) fn task_error(py: Python<'_>, e: &TaskError) -> PyErr {
     {
         return PyErr::from_value(exc.bind(py).clone());
     }
+    if let Some(exec) = e
+        .payload()
+        .and_then(|p| p.downcast_ref::<tiffany_scheduler::process::ExecError>())
+    {
+        return crate::process::exec_error(py, exec);
+    }
     TaskFailed::new_err(e.message().to_owned())
 }

@@ -17,6 +17,7 @@ mod body;
 mod convert;
 mod errors;
 mod event;
+mod process;
 mod runtime;
 mod sockets;
 mod syscall;
@@ -57,5 +58,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sockets::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sockets::sock_sendall, m)?)?;
     m.add_function(wrap_pyfunction!(sockets::sock_accept, m)?)?;
+    m.add_class::<process::PyCompleted>()?;
+    m.add_function(wrap_pyfunction!(process::exec, m)?)?;
     Ok(())
 }

@@ -180,6 +180,12 @@ pub(crate) fn channel_token(raw: u64) -> PyResult<IoToken> {
     Ok(IoToken::from_raw(raw))
 }
 
+/// A `Task` object for a task just spawned on the running scheduler (a
+/// native task spawned by another module of this crate).
+pub(crate) fn task_for(id: TaskId, name: Option<String>, priority: u8) -> PyResult<Task> {
+    Ok(Task::new(&current()?, id, name, priority))
+}
+
 /// The running scheduler of this thread and its id.
 pub(crate) fn current_kernel() -> PyResult<(Kernel, u64)> {
     current().map(|c| (c.kernel, c.id))

@@ -72,6 +72,8 @@ pub mod io;
 pub mod metrics;
 pub mod native;
 pub mod outcome;
+#[cfg(all(feature = "async-io", target_os = "linux"))]
+pub mod process;
 mod ready;
 pub mod scheduler;
 pub mod shard;
