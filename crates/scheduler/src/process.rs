@@ -402,7 +402,7 @@ pub fn spawn(
         .register_io(&*epoll)
         .map_err(|e| ExecError::io("registering the epoll set", &e))?;
     let body = task::ExecTask::new(spec, epoll.clone(), token);
-    let id = match sched.spawn_body(Body::custom(Box::new(body)), options) {
+    let id = match sched.spawn_body(options, Body::custom(Box::new(body))) {
         Ok(id) => id,
         Err(e) => {
             sched.deregister_io(token);

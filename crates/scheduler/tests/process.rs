@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::WATCHDOG;
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
-use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, TaskId};
+use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
 
 fn sched() -> Scheduler {
     Scheduler::builder().build().expect("a poller")
