@@ -1,0 +1,289 @@
+//! Crash and fault injection: a scripted workload (appends, group commits,
+//! compactions) is crashed, or made to fail, at every numbered I/O call of
+//! the simulated file system; recovery (itself crashed at each of its own
+//! calls) must then return every acknowledged record and nothing that was
+//! never appended, and recovering twice must give the same state.
+
+use std::sync::Arc;
+
+use tiffany_wal::fault::{Fault, FaultFs, Fill};
+use tiffany_wal::{DropCause, Options, Record, Wal};
+
+const LOG: &str = "data/jobs.wal";
+
+type Rec = (u16, Vec<u8>);
+
+/// The records a log may hold: those it started from (after a compaction)
+/// and those appended since, of which the first `acked` were acknowledged.
+#[derive(Debug, Default, Clone)]
+struct Epoch {
+    base: Vec<Rec>,
+    appended: Vec<Rec>,
+    acked: usize,
+}
+
+/// What the workload did, as far as its caller knows.
+#[derive(Debug, Default)]
+struct Model {
+    epochs: Vec<Epoch>,
+    /// The first epoch recovery may return: the last compaction acknowledged.
+    min_epoch: usize,
+    /// Records attempted so far.
+    next: usize,
+}
+
+impl Model {
+    fn current(&mut self) -> &mut Epoch {
+        self.epochs.last_mut().unwrap()
+    }
+
+    /// Whether `got` is a state the log may recover to.
+    fn allows(&self, got: &[Rec]) -> bool {
+        self.epochs[self.min_epoch..].iter().any(|e| {
+            got.len() >= e.base.len()
+                && got[..e.base.len()] == e.base[..]
+                && got.len() - e.base.len() >= e.acked
+                && got.len() - e.base.len() <= e.appended.len()
+                && got[e.base.len()..] == e.appended[..got.len() - e.base.len()]
+        })
+    }
+}
+
+fn rec(i: usize) -> Rec {
+    // Versions 1 and 2 side by side; bodies from 0 to a few tear chunks long.
+    let version = 1 + (i % 2) as u16;
+    let body = format!("job {i};").repeat(i % 5).into_bytes();
+    (version, body)
+}
+
+fn records(replayed: &[Record]) -> Vec<Rec> {
+    replayed
+        .iter()
+        .map(|r| (r.version, r.body.clone()))
+        .collect()
+}
+
+fn open(fs: &FaultFs, options: &Options) -> Result<(Wal, tiffany_wal::Replay), tiffany_wal::Error> {
+    Wal::open_with(Arc::new(fs.clone()), LOG, options)
+}
+
+/// The scripted workload. Stops at the first error; the model records what
+/// was attempted and what was acknowledged up to then.
+fn workload(fs: &FaultFs, model: &mut Model) {
+    model.epochs.push(Epoch::default());
+    if let Ok((wal, _)) = open(fs, &Options::new().write_buffer(64)) {
+        let _ = script(&wal, model);
+    }
+}
+
+impl Model {
+    /// A new record, noted as attempted before it is appended.
+    fn attempt(&mut self) -> Rec {
+        self.next += 1;
+        let r = rec(self.next);
+        self.current().appended.push(r.clone());
+        r
+    }
+
+    /// Everything attempted in the current epoch is acknowledged.
+    fn ack(&mut self) {
+        let e = self.current();
+        e.acked = e.appended.len();
+    }
+
+    /// Compacts to `live`: recovery may return the new epoch from the start
+    /// of the call, and must from its success on.
+    fn compact(&mut self, wal: &Wal, live: Vec<Rec>) -> Result<(), tiffany_wal::Error> {
+        self.epochs.push(Epoch {
+            base: live.clone(),
+            ..Epoch::default()
+        });
+        wal.compact(live)?;
+        self.min_epoch = self.epochs.len() - 1;
+        Ok(())
+    }
+}
+
+fn script(wal: &Wal, model: &mut Model) -> Result<(), tiffany_wal::Error> {
+    // Durable appends one at a time.
+    for _ in 0..2 {
+        let (v, b) = model.attempt();
+        wal.append_durable(v, &b)?;
+        model.ack();
+    }
+    // A group of buffered appends (past the 64-byte write buffer, so some
+    // are written before the sync), then one sync for all.
+    let mut last = None;
+    for _ in 0..4 {
+        let (v, b) = model.attempt();
+        last = Some(wal.append(v, &b)?);
+    }
+    wal.sync(last.unwrap())?;
+    model.ack();
+    // Compact to every other record.
+    let e = model.current();
+    let live = e
+        .base
+        .iter()
+        .chain(&e.appended)
+        .step_by(2)
+        .cloned()
+        .collect();
+    model.compact(wal, live)?;
+    // Appends after a compaction, then a second compaction and more.
+    for _ in 0..3 {
+        let (v, b) = model.attempt();
+        wal.append(v, &b)?;
+    }
+    wal.sync_all()?;
+    model.ack();
+    let live = model.current().appended.clone();
+    model.compact(wal, live)?;
+    let (v, b) = model.attempt();
+    wal.append_durable(v, &b)?;
+    model.ack();
+    // Never synced: may or may not survive.
+    let (v, b) = model.attempt();
+    wal.append(v, &b)?;
+    Ok(())
+}
+
+/// Opens the log as recovery does and checks the result against the model;
+/// then opens it again and checks that nothing changes.
+fn recover_and_check(fs: &FaultFs, model: &Model, what: &str) -> Vec<Rec> {
+    let (wal, replay) = open(fs, &Options::new()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    drop(wal);
+    if let Some(d) = replay.dropped {
+        assert_eq!(d.cause, DropCause::TornTail, "{what}: {d}");
+    }
+    let got = records(&replay.records);
+    assert!(
+        model.allows(&got),
+        "{what}: recovered {} records {got:?}\nmodel {model:#?}",
+        got.len()
+    );
+    let (_, again) = open(fs, &Options::new()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        records(&again.records),
+        got,
+        "{what}: second recovery differs"
+    );
+    assert_eq!(again.dropped, None, "{what}: second recovery dropped more");
+    got
+}
+
+/// Recovers `crashed` (a rebooted file system), first crashing recovery at
+/// each of its own calls (and rebooting again), then without a crash.
+fn recover_through_crashes(crashed: &FaultFs, model: &Model, what: &str, seed: u64, fill: Fill) {
+    let probe = crashed.fork();
+    let _ = open(&probe, &Options::new());
+    let recovery_calls = probe.calls();
+    for m in 1..=recovery_calls {
+        let fs = crashed.fork();
+        fs.inject(m, Fault::Crash);
+        assert!(
+            open(&fs, &Options::new()).is_err(),
+            "{what}: recovery survived a crash at {m}"
+        );
+        fs.restart(seed ^ (m << 32), fill);
+        recover_and_check(&fs, model, &format!("{what}, recovery crashed at call {m}"));
+    }
+    recover_and_check(&crashed.fork(), model, what);
+}
+
+/// The number of numbered calls the workload makes without faults.
+fn workload_calls() -> u64 {
+    let fs = FaultFs::new();
+    let mut model = Model::default();
+    workload(&fs, &mut model);
+    assert!(!fs.crashed());
+    let calls = fs.calls();
+    // The clean run's state is the model's last, complete or not.
+    fs.restart(0, Fill::Garbage);
+    recover_and_check(&fs, &model, "no crash");
+    calls
+}
+
+#[test]
+fn crash_at_every_call() {
+    let calls = workload_calls();
+    assert!(calls > 20, "the workload makes {calls} calls");
+    eprintln!("the workload makes {calls} calls");
+    for n in 1..=calls {
+        for fill in [Fill::Garbage, Fill::Zeros] {
+            for seed in 0..3u64 {
+                let fs = FaultFs::new();
+                fs.inject(n, Fault::Crash);
+                let mut model = Model::default();
+                workload(&fs, &mut model);
+                assert!(fs.crashed(), "no crash at call {n}");
+                fs.restart(seed * 1000 + n, fill);
+                let what = format!("crash at call {n}/{calls}, {fill:?}, seed {seed}");
+                recover_through_crashes(&fs, &model, &what, seed + n, fill);
+            }
+        }
+    }
+}
+
+#[test]
+fn failure_at_every_call() {
+    let calls = workload_calls();
+    for n in 1..=calls {
+        let fs = FaultFs::new();
+        fs.inject(n, Fault::Fail);
+        let mut model = Model::default();
+        workload(&fs, &mut model);
+        // Reopening without a crash sees what the page cache holds...
+        let what = format!("failure at call {n}/{calls}");
+        recover_and_check(&fs.fork(), &model, &what);
+        // ...and after a crash, what the disk kept.
+        for fill in [Fill::Garbage, Fill::Zeros] {
+            let crashed = fs.fork();
+            crashed.restart(n, fill);
+            recover_and_check(
+                &crashed,
+                &model,
+                &format!("{what}, then a crash ({fill:?})"),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_log_refuses_work_until_reopened() {
+    let fs = FaultFs::new();
+    let (wal, _) = open(&fs, &Options::new()).unwrap();
+    wal.append_durable(1, b"kept").unwrap();
+    fs.inject(fs.calls() + 2, Fault::Fail); // the sync after the next write
+    assert!(matches!(
+        wal.append_durable(1, b"lost"),
+        Err(tiffany_wal::Error::Io {
+            op: "fdatasync",
+            ..
+        })
+    ));
+    assert!(matches!(
+        wal.append(1, b"more"),
+        Err(tiffany_wal::Error::Failed { .. })
+    ));
+    drop(wal);
+    let (_, replay) = open(&fs, &Options::new()).unwrap();
+    assert_eq!(replay.records[0].body, b"kept");
+}
+
+#[test]
+fn a_failed_compaction_before_the_rename_leaves_the_log_usable() {
+    let fs = FaultFs::new();
+    let (wal, _) = open(&fs, &Options::new()).unwrap();
+    wal.append_durable(1, b"a").unwrap();
+    wal.append_durable(1, b"b").unwrap();
+    // Compaction's calls: create, write, fdatasync, rename, directory sync.
+    fs.inject(fs.calls() + 4, Fault::Fail);
+    assert!(wal.compact([(1, b"b")]).is_err());
+    wal.append_durable(1, b"c").unwrap();
+    drop(wal);
+    let (_, replay) = open(&fs, &Options::new()).unwrap();
+    let bodies: Vec<&[u8]> = replay.records.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(bodies, [&b"a"[..], b"b", b"c"]);
+    assert_eq!(fs.paths(), [std::path::PathBuf::from(LOG)]);
+}
