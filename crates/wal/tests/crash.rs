@@ -211,7 +211,7 @@ fn crash_at_every_call() {
     eprintln!("the workload makes {calls} calls");
     for n in 1..=calls {
         for fill in [Fill::Garbage, Fill::Zeros] {
-            for seed in 0..3u64 {
+            for seed in 0..8u64 {
                 let fs = FaultFs::new();
                 fs.inject(n, Fault::Crash);
                 let mut model = Model::default();

@@ -70,7 +70,7 @@ fn apply(bytes: &mut Vec<u8>, damage: &Damage) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
     fn damaged_logs_never_panic_or_invent_records(
