@@ -6,6 +6,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+mod common;
+use common::{append_from_threads, thread_records};
+
 use tiffany_wal::fault::{CallKind, FaultFs};
 use tiffany_wal::format::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 use tiffany_wal::{DropCause, Error, Options, Replay, Wal};
@@ -353,19 +356,7 @@ fn many_threads_append_durably() {
     let path = dir.path("jobs.wal");
     let (wal, _) = Wal::open(&path, &Options::new()).unwrap();
     let wal = Arc::new(wal);
-    let threads: Vec<_> = (0..8u8)
-        .map(|t| {
-            let wal = wal.clone();
-            thread::spawn(move || {
-                for i in 0..40u8 {
-                    wal.append_durable(1, &[t, i]).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    assert_eq!(append_from_threads(&wal, 8, 40), [40; 8]);
     let stats = wal.stats();
     assert_eq!(stats.records_appended, 320);
     assert!(stats.fsyncs <= 321, "{stats:?}");
@@ -374,12 +365,7 @@ fn many_threads_append_durably() {
     assert_eq!(replay.records.len(), 320);
     // Each thread's records in the order it appended them.
     for t in 0..8u8 {
-        let mine: Vec<u8> = replay
-            .records
-            .iter()
-            .filter(|r| r.body[0] == t)
-            .map(|r| r.body[1])
-            .collect();
+        let mine = thread_records(&replay.records, t);
         assert_eq!(mine, (0..40).collect::<Vec<u8>>());
     }
 }

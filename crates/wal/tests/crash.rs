@@ -6,6 +6,9 @@
 
 use std::sync::Arc;
 
+mod common;
+use common::{append_from_threads, thread_records};
+
 use tiffany_wal::fault::{Fault, FaultFs, Fill};
 use tiffany_wal::{DropCause, Options, Record, Wal};
 
@@ -302,18 +305,7 @@ fn crash_during_concurrent_group_commits() {
             let fs = FaultFs::new();
             let (wal, _) = open(&fs, &Options::new()).unwrap();
             fs.inject(fs.calls() + n, Fault::Crash);
-            let wal = Arc::new(wal);
-            let threads: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let wal = wal.clone();
-                    std::thread::spawn(move || {
-                        (0..EACH)
-                            .take_while(|&i| wal.append_durable(1, &[t, i]).is_ok())
-                            .count()
-                    })
-                })
-                .collect();
-            let acked: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let acked = append_from_threads(&Arc::new(wal), THREADS, EACH);
             if !fs.crashed() {
                 continue;
             }
@@ -324,12 +316,7 @@ fn crash_during_concurrent_group_commits() {
                 assert!(r.body.len() == 2 && r.body[0] < THREADS && r.body[1] < EACH);
             }
             for t in 0..THREADS {
-                let got: Vec<u8> = replay
-                    .records
-                    .iter()
-                    .filter(|r| r.body[0] == t)
-                    .map(|r| r.body[1])
-                    .collect();
+                let got = thread_records(&replay.records, t);
                 let what = format!("crash at call {n} ({fill:?}), thread {t}");
                 assert_eq!(got, (0..got.len() as u8).collect::<Vec<_>>(), "{what}");
                 assert!(got.len() >= acked[t as usize], "{what}: acked {acked:?}");
