@@ -618,6 +618,8 @@ impl Wal {
         target: u64,
         sync: bool,
     ) -> Result<(), Error> {
+        // A position past the last append (from another handle) means all of them.
+        let target = target.min(st.appended);
         loop {
             st.check()?;
             let reached = if sync { st.durable_pos } else { st.written_pos };
