@@ -9,6 +9,7 @@ use std::sync::Arc;
 mod common;
 use common::{append_from_threads, thread_records};
 
+use proptest::prelude::*;
 use tiffany_wal::fault::{Fault, FaultFs, Fill};
 use tiffany_wal::{DropCause, Options, Record, Wal};
 
@@ -73,11 +74,52 @@ fn open(fs: &FaultFs, options: &Options) -> Result<(Wal, tiffany_wal::Replay), t
 /// The scripted workload. Stops at the first error; the model records what
 /// was attempted and what was acknowledged up to then.
 fn workload(fs: &FaultFs, model: &mut Model) {
+    run(fs, model, &SCRIPT);
+}
+
+/// Opens the log (with a 64-byte write buffer, so that buffered appends are
+/// written before they are synced) and runs `ops`, up to the first error.
+fn run(fs: &FaultFs, model: &mut Model, ops: &[Op]) {
     model.epochs.push(Epoch::default());
     if let Ok((wal, _)) = open(fs, &Options::new().write_buffer(64)) {
-        let _ = script(&wal, model);
+        let _ = ops.iter().try_for_each(|op| model.apply(&wal, *op));
     }
 }
+
+/// One step of a workload.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// `append`: buffered, not acknowledged.
+    Append,
+    /// `append_durable`: acknowledged when it returns.
+    AppendDurable,
+    /// `sync_all`: everything appended is acknowledged when it returns.
+    Sync,
+    /// `compact` to every `n`th record.
+    Compact(usize),
+}
+
+/// The scripted workload: durable appends one at a time; a group of
+/// buffered appends (past the write buffer, so some are written before the
+/// sync) then one sync for all; a compaction; more appends and a second
+/// compaction; a durable append; an append never synced.
+const SCRIPT: [Op; 15] = [
+    Op::AppendDurable,
+    Op::AppendDurable,
+    Op::Append,
+    Op::Append,
+    Op::Append,
+    Op::Append,
+    Op::Sync,
+    Op::Compact(2),
+    Op::Append,
+    Op::Append,
+    Op::Append,
+    Op::Sync,
+    Op::Compact(1),
+    Op::AppendDurable,
+    Op::Append,
+];
 
 impl Model {
     /// A new record, noted as attempted before it is appended.
@@ -88,67 +130,51 @@ impl Model {
         r
     }
 
-    /// Everything attempted in the current epoch is acknowledged.
+    /// Everything attempted in the current epoch is acknowledged (one
+    /// thread: a sync covers every earlier append).
     fn ack(&mut self) {
         let e = self.current();
         e.acked = e.appended.len();
     }
 
-    /// Compacts to `live`: recovery may return the new epoch from the start
-    /// of the call, and must from its success on.
-    fn compact(&mut self, wal: &Wal, live: Vec<Rec>) -> Result<(), tiffany_wal::Error> {
-        self.epochs.push(Epoch {
-            base: live.clone(),
-            ..Epoch::default()
-        });
-        wal.compact(live)?;
-        self.min_epoch = self.epochs.len() - 1;
+    /// Runs `op` on `wal`, noting what is attempted before the call and
+    /// what is acknowledged after it.
+    fn apply(&mut self, wal: &Wal, op: Op) -> Result<(), tiffany_wal::Error> {
+        match op {
+            Op::Append => {
+                let (v, b) = self.attempt();
+                wal.append(v, &b)?;
+            }
+            Op::AppendDurable => {
+                let (v, b) = self.attempt();
+                wal.append_durable(v, &b)?;
+                self.ack();
+            }
+            Op::Sync => {
+                wal.sync_all()?;
+                self.ack();
+            }
+            Op::Compact(n) => {
+                // Recovery may return the new epoch from the start of the
+                // call, and must from its success on.
+                let e = self.current();
+                let live: Vec<Rec> = e
+                    .base
+                    .iter()
+                    .chain(&e.appended)
+                    .step_by(n)
+                    .cloned()
+                    .collect();
+                self.epochs.push(Epoch {
+                    base: live.clone(),
+                    ..Epoch::default()
+                });
+                wal.compact(live)?;
+                self.min_epoch = self.epochs.len() - 1;
+            }
+        }
         Ok(())
     }
-}
-
-fn script(wal: &Wal, model: &mut Model) -> Result<(), tiffany_wal::Error> {
-    // Durable appends one at a time.
-    for _ in 0..2 {
-        let (v, b) = model.attempt();
-        wal.append_durable(v, &b)?;
-        model.ack();
-    }
-    // A group of buffered appends (past the 64-byte write buffer, so some
-    // are written before the sync), then one sync for all.
-    let mut last = None;
-    for _ in 0..4 {
-        let (v, b) = model.attempt();
-        last = Some(wal.append(v, &b)?);
-    }
-    wal.sync(last.unwrap())?;
-    model.ack();
-    // Compact to every other record.
-    let e = model.current();
-    let live = e
-        .base
-        .iter()
-        .chain(&e.appended)
-        .step_by(2)
-        .cloned()
-        .collect();
-    model.compact(wal, live)?;
-    // Appends after a compaction, then a second compaction and more.
-    for _ in 0..3 {
-        let (v, b) = model.attempt();
-        wal.append(v, &b)?;
-    }
-    wal.sync_all()?;
-    model.ack();
-    let live = model.current().appended.clone();
-    model.compact(wal, live)?;
-    let (v, b) = model.attempt();
-    wal.append_durable(v, &b)?;
-    model.ack();
-    // Never synced: may or may not survive.
-    let (v, b) = model.attempt();
-    wal.append(v, &b)?;
-    Ok(())
 }
 
 /// Opens the log as recovery does and checks the result against the model;
@@ -328,5 +354,36 @@ fn crash_during_concurrent_group_commits() {
             assert!(n > 8, "the threads made only {n} calls");
             break;
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random workloads, crashed at a random call (or not at all: a power
+    /// cut after the last call), then recovered through crashes.
+    #[test]
+    fn random_workloads_crashed_anywhere(
+        ops in prop::collection::vec(
+            prop_oneof![
+                3 => Just(Op::Append),
+                3 => Just(Op::AppendDurable),
+                1 => Just(Op::Sync),
+                1 => (1..4usize).prop_map(Op::Compact),
+            ],
+            1..30,
+        ),
+        crash_at in 1..100u64,
+        seed in any::<u64>(),
+        zeros in any::<bool>(),
+    ) {
+        let fill = if zeros { Fill::Zeros } else { Fill::Garbage };
+        let fs = FaultFs::new();
+        fs.inject(crash_at, Fault::Crash);
+        let mut model = Model::default();
+        run(&fs, &mut model, &ops);
+        fs.restart(seed, fill);
+        let what = format!("{ops:?} crashed at call {crash_at}, {fill:?}, seed {seed}");
+        recover_through_crashes(&fs, &model, &what, seed.rotate_left(17), fill);
     }
 }
