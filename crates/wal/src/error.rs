@@ -30,6 +30,11 @@ pub enum Error {
         /// The log's path.
         path: PathBuf,
     },
+    /// Another handle, in this process or another, has the log open.
+    Locked {
+        /// The log's path.
+        path: PathBuf,
+    },
     /// The file is not a log: it does not start with the log's magic bytes.
     NotAWal {
         /// The file's path.
@@ -93,6 +98,11 @@ impl fmt::Display for Error {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::NotFound { path } => write!(f, "{}: no such log", path.display()),
+            Error::Locked { path } => write!(
+                f,
+                "{}: the log is open elsewhere (is a daemon running on it?)",
+                path.display()
+            ),
             Error::NotAWal { path } => write!(f, "{}: not a Tiffany log", path.display()),
             Error::CorruptHeader { path } => {
                 write!(f, "{}: the log's header is corrupt", path.display())

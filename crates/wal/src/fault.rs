@@ -16,7 +16,8 @@
 //! produces the state a machine would find after rebooting: durable state,
 //! plus a random part of what was pending — whole writes kept or lost, writes
 //! torn into kept, lost and [`Fill`]ed pieces, truncations kept or lost, and a
-//! random prefix of the pending directory changes.
+//! random prefix of the pending directory changes. Locks
+//! ([`FileSystem::lock`]) are not files: they are released by the crash.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,13 +33,13 @@
 //! assert!(replay.records.is_empty());
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{File, FileSystem};
+use crate::fs::{File, FileSystem, Lock};
 
 /// What happens at an injected call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,9 @@ struct World {
     names: BTreeMap<PathBuf, usize>,
     durable_names: BTreeMap<PathBuf, usize>,
     pending_names: Vec<NameChange>,
+    /// Paths locked with [`FileSystem::lock`] (not files: a lock is memory
+    /// of the process, gone in a crash).
+    locks: BTreeSet<PathBuf>,
     hook: Option<Hook>,
 }
 
@@ -347,6 +351,7 @@ impl FaultFs {
         w.durable_names = names.clone();
         w.names = names;
         w.generation += 1;
+        w.locks.clear();
         w.calls = 0;
         w.faults.clear();
         w.crashed = false;
@@ -461,12 +466,54 @@ impl FileSystem for FaultFs {
         })
     }
 
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Lock>> {
+        let mut w = self.lock();
+        if w.crashed {
+            return Err(dead());
+        }
+        if !w.locks.insert(path.to_path_buf()) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", path.display()),
+            ));
+        }
+        Ok(Box::new(FaultLock {
+            world: self.world.clone(),
+            generation: w.generation,
+            path: path.to_path_buf(),
+        }))
+    }
+
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         FaultFs::call(&self.world, None, CallKind::SyncDir, |w| {
             w.durable_names = w.names.clone();
             w.pending_names.clear();
             Ok(())
         })
+    }
+}
+
+/// A lock held in a [`FaultFs`].
+struct FaultLock {
+    world: Arc<Mutex<World>>,
+    generation: u64,
+    path: PathBuf,
+}
+
+impl fmt::Debug for FaultLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FaultLock").field(&self.path).finish()
+    }
+}
+
+impl Lock for FaultLock {}
+
+impl Drop for FaultLock {
+    fn drop(&mut self) {
+        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        if w.generation == self.generation {
+            w.locks.remove(&self.path);
+        }
     }
 }
 

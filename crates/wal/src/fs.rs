@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,7 +29,15 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Makes the directory's entries durable (`fsync` on the directory), so
     /// that files created, renamed or removed in it stay so after a crash.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock named by `path`, held until the returned guard
+    /// is dropped, so that two processes (or two handles) never write one
+    /// log. A lock held elsewhere is an error of kind
+    /// [`io::ErrorKind::WouldBlock`].
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Lock>>;
 }
+
+/// A held lock from [`FileSystem::lock`]; dropping it releases the lock.
+pub trait Lock: Send + Sync + fmt::Debug {}
 
 /// An open file.
 pub trait File: Send + Sync + fmt::Debug {
@@ -68,6 +76,29 @@ pub struct RealFs;
 #[derive(Debug)]
 struct RealFile(std::fs::File);
 
+/// An open lock file holding an exclusive `flock`, released when it is closed.
+#[derive(Debug)]
+struct RealLock {
+    _file: std::fs::File,
+}
+
+impl Lock for RealLock {}
+
+/// Log files hold what the daemon was asked to run: owner-only.
+const FILE_MODE: u32 = 0o600;
+
+/// Opens `path` for reading and writing, creating it owner-only if missing,
+/// emptying it if `truncate`.
+fn create_owner_only(path: &Path, truncate: bool) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
 impl FileSystem for RealFs {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn File>> {
         let f = OpenOptions::new().read(true).write(true).open(path)?;
@@ -75,12 +106,7 @@ impl FileSystem for RealFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn File>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let f = create_owner_only(path, true)?;
         Ok(Arc::new(RealFile(f)))
     }
 
@@ -94,6 +120,18 @@ impl FileSystem for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Lock>> {
+        let f = create_owner_only(path, false)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Box::new(RealLock { _file: f })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another handle", path.display()),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

@@ -124,5 +124,5 @@ mod log;
 pub use error::Error;
 pub use log::{
     Compaction, DEFAULT_MAX_RECORD_SIZE, DEFAULT_WRITE_BUFFER, DropCause, Dropped, Options,
-    Position, Record, Replay, Stats, Wal, read, read_with, temporary_path,
+    Position, Record, Replay, Stats, Wal, lock_path, read, read_with, temporary_path,
 };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::Error;
 use crate::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Header, MAX_RECORD_SIZE};
-use crate::fs::{self, File, FileSystem, RealFs};
+use crate::fs::{self, File, FileSystem, Lock, RealFs};
 
 /// Largest record body accepted by default: 16 MiB.
 pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
@@ -282,6 +282,8 @@ pub struct Wal {
     state: Mutex<State>,
     progress: Condvar,
     counters: Counters,
+    /// Held while the log is open: one writer per log.
+    _lock: Box<dyn Lock>,
 }
 
 impl fmt::Debug for Wal {
@@ -296,8 +298,18 @@ impl fmt::Debug for Wal {
 /// The file a new log or a compaction is written to before it is renamed
 /// over the log: the log's name with `.new` appended.
 pub fn temporary_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".new")
+}
+
+/// The file locked while a log is open: the log's name with `.lock`
+/// appended. It stays, empty, when the log is closed.
+pub fn lock_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".lock")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
-    name.push(".new");
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -430,6 +442,10 @@ impl Wal {
     /// is [`Error::Corrupt`] unless [`Options::repair`] is set. Before
     /// returning, the file and its directory are synced, so that what was
     /// replayed is durable even if it had only reached the page cache.
+    ///
+    /// The log stays locked (an `flock` on [`lock_path`]) until the `Wal` is
+    /// dropped: opening it again meanwhile, from this process or another,
+    /// is [`Error::Locked`].
     pub fn open(path: impl AsRef<Path>, options: &Options) -> Result<(Wal, Replay), Error> {
         Wal::open_with(Arc::new(RealFs), path, options)
     }
@@ -443,6 +459,10 @@ impl Wal {
         let path = path.as_ref().to_path_buf();
         let tmp_path = temporary_path(&path);
         let dir = parent_dir(&path);
+        let lock = fs.lock(&lock_path(&path)).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Error::Locked { path: path.clone() },
+            _ => Error::io("lock", lock_path(&path), e),
+        })?;
         // A new file that a creation or compaction did not finish renaming.
         match fs.remove(&tmp_path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -514,6 +534,7 @@ impl Wal {
             state: Mutex::new(state),
             progress: Condvar::new(),
             counters,
+            _lock: lock,
         };
         Ok((wal, replay))
     }

@@ -284,7 +284,9 @@ fn compaction_replaces_the_log_atomically() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["jobs.wal"]);
+    let mut names: Vec<_> = names.iter().map(|n| n.to_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["jobs.wal", "jobs.wal.lock"]);
     let (_, replay) = Wal::open(&path, &Options::new()).unwrap();
     assert_eq!(
         bodies(&replay),
@@ -368,4 +370,29 @@ fn many_threads_append_durably() {
         let mine = thread_records(&replay.records, t);
         assert_eq!(mine, (0..40).collect::<Vec<u8>>());
     }
+}
+
+#[test]
+fn one_handle_at_a_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("lock");
+    let path = dir.path("jobs.wal");
+    let (wal, _) = Wal::open(&path, &Options::new()).unwrap();
+    let err = Wal::open(&path, &Options::new()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    // Reading without writing needs no lock.
+    tiffany_wal::read(&path, &Options::new()).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "log files are owner-only");
+    drop(wal);
+    Wal::open(&path, &Options::new()).unwrap();
+
+    let fs = FaultFs::new();
+    let (wal, _) = open_fault(&fs, &Options::new()).unwrap();
+    assert!(matches!(
+        open_fault(&fs, &Options::new()),
+        Err(Error::Locked { .. })
+    ));
+    drop(wal);
+    open_fault(&fs, &Options::new()).unwrap();
 }

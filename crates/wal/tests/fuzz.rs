@@ -103,13 +103,14 @@ proptest! {
             let fs_copy = fs.fork();
             let opened = Wal::open_with(Arc::new(fs_copy.clone()), "log", &options);
             prop_assert_eq!(read.is_ok(), opened.is_ok());
-            let Ok((_, replay)) = opened else {
+            let Ok((wal, replay)) = opened else {
                 prop_assert!(
                     first_change < HEADER_LEN as usize || !repair,
                     "repair failed with an intact header"
                 );
                 continue;
             };
+            drop(wal);
             prop_assert_eq!(&read.unwrap().records, &replay.records);
             prop_assert!(replay.records.len() <= written.len());
             for (got, (version, body)) in replay.records.iter().zip(&written) {
