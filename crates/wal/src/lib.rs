@@ -75,6 +75,27 @@
 //! written to a new file with a new salt, synced, and renamed over the log.
 //! The caller decides when, for example when [`Wal::size`] passes a threshold.
 //!
+//! ## One writer
+//!
+//! An open [`Wal`] holds an exclusive lock on the log (an `flock` on
+//! [`lock_path`]): a second daemon, or an offline tool that would write, gets
+//! [`Error::Locked`]. [`read`] takes no lock and changes nothing, for tools
+//! that only look.
+//!
+//! ## Where each concept lives
+//!
+//! | concept | items |
+//! | --- | --- |
+//! | opening and replaying, appending, syncing, compacting | [`Wal`], [`Options`], [`Replay`], [`Record`] |
+//! | durability | [`Position`], [`Wal::sync`], [`Wal::append_durable`] |
+//! | damage found on open | [`Dropped`], [`DropCause`], [`Error::Corrupt`] |
+//! | metrics | [`Stats`], [`Wal::stats`], [`Wal::size`] |
+//! | reading without opening for writes | [`read`] |
+//! | the bytes on disk | [`format`](mod@format) |
+//! | the file system under the log | [`fs`] |
+//! | crashes and I/O failures, simulated | [`fault`] |
+//! | what can go wrong | [`Error`] |
+//!
 //! ## Example
 //!
 //! ```
