@@ -11,8 +11,9 @@
 //! `sync_data`, `set_len`, `rename`, `remove`, `sync_dir` — is *numbered*
 //! from 1. A test can make call `N` fail ([`Fault::Fail`]: it returns an
 //! error and changes nothing, the world goes on) or crash there
-//! ([`Fault::Crash`]: it returns an error, and so does every later call
-//! through any handle: the process is dead). [`FaultFs::restart`] then
+//! ([`Fault::Crash`]: the call takes effect — a write or rename pending, a
+//! sync done — but returns an error, and so does every later call through
+//! any handle: the process died during the call). [`FaultFs::restart`] then
 //! produces the state a machine would find after rebooting: durable state,
 //! plus a random part of what was pending — whole writes kept or lost, writes
 //! torn into kept, lost and [`Fill`]ed pieces, truncations kept or lost, and a
@@ -46,8 +47,10 @@ use crate::fs::{File, FileSystem, Lock};
 pub enum Fault {
     /// The call returns an error and has no effect; later calls work.
     Fail,
-    /// The call returns an error and has no effect, and so does every call
-    /// after it until [`FaultFs::restart`].
+    /// The call takes effect (as far as any unsynced change does) but
+    /// returns an error, and every later call fails until
+    /// [`FaultFs::restart`]: the process died during the call. Crashing at
+    /// the call before shows the state without it.
     Crash,
 }
 
@@ -174,17 +177,25 @@ fn not_found(path: &Path) -> io::Error {
 }
 
 impl World {
-    /// Numbers a call and decides whether it may go ahead.
-    fn admit(&mut self, generation: Option<u64>, number: u64) -> io::Result<()> {
+    /// Runs numbered call `number` (`effect`), or fails or crashes it as injected.
+    fn perform<T>(
+        &mut self,
+        generation: Option<u64>,
+        number: u64,
+        effect: impl FnOnce(&mut World) -> io::Result<T>,
+    ) -> io::Result<T> {
         if self.crashed || generation.is_some_and(|g| g != self.generation) {
             return Err(dead());
         }
         match self.faults.remove(&number) {
-            None => Ok(()),
+            None => effect(self),
             Some(Fault::Fail) => Err(io::Error::other(format!(
                 "injected failure at call {number}"
             ))),
             Some(Fault::Crash) => {
+                // The call was under way: its effect is there, pending like
+                // any unsynced change, but the process dies before it returns.
+                let _ = effect(self);
                 self.crashed = true;
                 Err(dead())
             }
@@ -409,9 +420,7 @@ impl FaultFs {
         if let Some(hook) = hook {
             hook(Call { number, kind });
         }
-        let mut w = lock();
-        w.admit(generation, number)?;
-        f(&mut w)
+        lock().perform(generation, number, f)
     }
 
     fn file(&self, inode: usize) -> Arc<dyn File> {
