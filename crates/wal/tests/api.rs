@@ -7,33 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 mod common;
-use common::{append_from_threads, thread_records};
+use common::{TempDir, append_from_threads, thread_records};
 
 use tiffany_wal::fault::{CallKind, FaultFs};
 use tiffany_wal::format::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 use tiffany_wal::{DropCause, Error, Options, Replay, Wal};
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tiffany-wal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn bodies(replay: &Replay) -> Vec<&[u8]> {
     replay.records.iter().map(|r| &r.body[..]).collect()

@@ -1,6 +1,10 @@
-//! Helpers shared by the integration tests: threads appending records
-//! `[thread, i]` durably, and reading each thread's records back.
+//! Helpers shared by the integration tests: temporary directories, threads
+//! appending records `[thread, i]` durably, and reading each thread's
+//! records back.
 
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tiffany_wal::{Record, Wal};
@@ -29,4 +33,26 @@ pub fn thread_records(records: &[Record], t: u8) -> Vec<u8> {
         .filter(|r| r.body[0] == t)
         .map(|r| r.body[1])
         .collect()
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tiffany-wal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
