@@ -4,7 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 
 use crate::error::Error;
 use crate::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Header, MAX_RECORD_SIZE};
@@ -226,6 +227,18 @@ struct State {
     busy: bool,
     /// Set by the first I/O error; every later call fails.
     failed: Option<Arc<io::Error>>,
+    /// Threads parked until a batch ends, and the next ticket to give one.
+    waiters: Vec<Waiter>,
+    next_ticket: u64,
+}
+
+/// A thread parked in [`Wal::sync`] (or a compaction) while another leads a batch.
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    /// The position it waits for (0: only for the batch to end).
+    target: u64,
+    thread: Thread,
 }
 
 impl State {
@@ -251,6 +264,27 @@ impl State {
         let spare = std::mem::take(&mut self.spare);
         let buf = std::mem::replace(&mut self.pending, spare);
         (buf, self.written, self.end, self.appended)
+    }
+
+    /// At the end of a batch (or a compaction, or a failure): the waiters to
+    /// wake — those whose records are now durable, and one other, to lead
+    /// the next batch — taken off the list. Waking only those, rather than
+    /// every waiter, saves a context switch per waiter and batch.
+    fn take_wakeable(&mut self) -> Vec<Thread> {
+        let mut woken = Vec::new();
+        let mut leader = false;
+        let (failed, durable_pos) = (self.failed.is_some(), self.durable_pos);
+        self.waiters.retain(|w| {
+            let done = failed || durable_pos >= w.target;
+            if done || !leader {
+                leader |= !done;
+                woken.push(w.thread.clone());
+                false
+            } else {
+                true
+            }
+        });
+        woken
     }
 
     /// Records that a batch taken with [`State::take_pending`] reached the file.
@@ -280,7 +314,6 @@ pub struct Wal {
     max_record_size: u32,
     write_buffer: usize,
     state: Mutex<State>,
-    progress: Condvar,
     counters: Counters,
     /// Held while the log is open: one writer per log.
     _lock: Box<dyn Lock>,
@@ -523,6 +556,8 @@ impl Wal {
             durable_pos: 0,
             busy: false,
             failed: None,
+            waiters: Vec::new(),
+            next_ticket: 0,
         };
         let wal = Wal {
             fs,
@@ -532,7 +567,6 @@ impl Wal {
             max_record_size: options.max_record_size,
             write_buffer: options.write_buffer,
             state: Mutex::new(state),
-            progress: Condvar::new(),
             counters,
             _lock: lock,
         };
@@ -612,8 +646,9 @@ impl Wal {
     ///
     /// Group commit: one thread at a time (the leader) writes all pending
     /// records and calls `fdatasync`; threads arriving meanwhile append to
-    /// the next batch and wait; when the leader is done, it wakes them, and
-    /// one of those whose records are not yet durable leads the next batch.
+    /// the next batch and park; when the leader is done, it wakes those
+    /// whose records it made durable, and one other, which leads the next
+    /// batch.
     pub fn sync(&self, position: Position) -> Result<(), Error> {
         let st = self.lock();
         self.drive(st, position.0, true)
@@ -632,6 +667,23 @@ impl Wal {
         self.sync_all()
     }
 
+    /// Parks the calling thread until a batch ends (or spuriously): the
+    /// caller re-checks the state when this returns.
+    fn park<'a>(&'a self, mut st: MutexGuard<'a, State>, target: u64) -> MutexGuard<'a, State> {
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiters.push(Waiter {
+            ticket,
+            target,
+            thread: std::thread::current(),
+        });
+        drop(st);
+        std::thread::park();
+        let mut st = self.lock();
+        st.waiters.retain(|w| w.ticket != ticket);
+        st
+    }
+
     /// Writes, and syncs if `sync`, until `target` is written (or durable).
     fn drive<'a>(
         &'a self,
@@ -648,7 +700,7 @@ impl Wal {
                 return Ok(());
             }
             if st.busy {
-                st = self.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.park(st, if sync { target } else { 0 });
                 continue;
             }
             st.busy = true;
@@ -658,14 +710,15 @@ impl Wal {
             let result = self.write_batch(&*file, &buf, offset, sync);
             st = self.lock();
             st.busy = false;
-            self.progress.notify_all();
-            match result {
+            match &result {
                 Ok(()) => st.batch_done(buf, end, pos, sync),
-                Err(e) => {
-                    st.fail(&e);
-                    return Err(e);
-                }
+                Err(e) => st.fail(e),
             }
+            let woken = st.take_wakeable();
+            drop(st);
+            woken.iter().for_each(Thread::unpark);
+            result?;
+            st = self.lock();
         }
     }
 
@@ -720,8 +773,22 @@ impl Wal {
             if !st.busy {
                 break;
             }
-            st = self.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.park(st, 0);
         }
+        let result = self.compact_locked(&mut st, &live);
+        // Appends made durable by the flush or refused by a failure: wake their waiters.
+        let woken = st.take_wakeable();
+        drop(st);
+        woken.iter().for_each(Thread::unpark);
+        result
+    }
+
+    /// [`Wal::compact`] once no batch is under way, with the lock held throughout.
+    fn compact_locked<B: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        live: &[(u16, B)],
+    ) -> Result<Compaction, Error> {
         if st.durable_pos < st.appended || st.durable < st.written {
             let (buf, offset, end, pos) = st.take_pending();
             let file = st.file.clone();
@@ -740,12 +807,11 @@ impl Wal {
             dir: &self.dir,
             counters: &self.counters,
         };
-        match files.write(salt, &live) {
+        match files.write(salt, live) {
             Ok((file, end)) => {
                 st.file = file;
                 st.salt = salt;
                 (st.end, st.written, st.durable) = (end, end, end);
-                self.progress.notify_all();
                 Counters::add(&self.counters.compactions, 1);
                 Ok(Compaction {
                     bytes_before,

@@ -374,3 +374,40 @@ fn one_handle_at_a_time() {
     drop(wal);
     open_fault(&fs, &Options::new()).unwrap();
 }
+
+/// Compactions while threads append durably: nobody waits forever, and
+/// after the last compaction the log holds its snapshot, then appends made
+/// after it, each thread's in order.
+#[test]
+fn compactions_between_concurrent_appends() {
+    let fs = FaultFs::new();
+    let (wal, _) = open_fault(&fs, &Options::new()).unwrap();
+    let wal = Arc::new(wal);
+    let appenders = {
+        let wal = wal.clone();
+        thread::spawn(move || append_from_threads(&wal, 4, 200))
+    };
+    for _ in 0..20 {
+        wal.compact([(2, b"snapshot")]).unwrap();
+    }
+    assert_eq!(appenders.join().unwrap(), [200; 4]);
+    drop(wal);
+    let (_, replay) = open_fault(&fs, &Options::new()).unwrap();
+    assert_eq!(
+        (replay.records[0].version, &replay.records[0].body[..]),
+        (2, &b"snapshot"[..])
+    );
+    let rest = &replay.records[1..];
+    for t in 0..4 {
+        let mine = thread_records(rest, t);
+        assert!(
+            mine.windows(2).all(|w| w[1] == w[0] + 1),
+            "thread {t}: {mine:?}"
+        );
+        // A thread that finished before the last compaction has none left.
+        assert!(
+            mine.is_empty() || mine.last() == Some(&199),
+            "thread {t}: {mine:?}"
+        );
+    }
+}
