@@ -59,6 +59,13 @@ check-install:
 bench-native:
     cargo bench -p tiffany-scheduler --bench native
 
+# Options: --seconds S (per measurement, default 3), --dir DIR (on the disk
+# to measure; default target/wal-bench), --records N (default 1,000,000).
+#
+# The write-ahead log: durable appends (1, 16 threads) vs raw fdatasync, replay of 1M records.
+bench-wal *args:
+    cargo run --release -p tiffany-wal --example wal_bench -- {{args}}
+
 # `just bench` (about 20 minutes) pip-installs the peers into .venv, builds a
 # release wheel of tiffany into target/bench, runs every workload on every
 # runtime and writes docs/mdbook/src/benchmarks.md; `just bench --quick` (about

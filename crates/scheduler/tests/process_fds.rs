@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use tiffany_scheduler::process::{self, ExecSpec};
-use tiffany_scheduler::{Scheduler, SpawnOptions};
+use tiffany_scheduler::{Scheduler, SpawnOptions, Spawner};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
