@@ -154,6 +154,12 @@ impl Task {
     }
 }
 
+/// Work a command hands back to the driver, to run outside the core's borrow.
+pub(crate) enum Deferred {
+    Plain(Box<dyn FnOnce() + Send>),
+    WithScheduler(Box<dyn FnOnce(&crate::Scheduler) + Send>),
+}
+
 /// What the driver does after a step was applied.
 pub(crate) enum Next {
     /// Resume the same task at once with this answer.
@@ -533,7 +539,7 @@ impl Core {
 
     /// Applies a command from another thread. A deferred closure comes back
     /// to be run outside the core's borrow.
-    pub(crate) fn apply_command(&mut self, cmd: Command) -> Option<Box<dyn FnOnce() + Send>> {
+    pub(crate) fn apply_command(&mut self, cmd: Command) -> Option<Deferred> {
         match cmd {
             Command::Spawn { id, body, options } => {
                 if self.shutdown_result().is_some() {
@@ -557,7 +563,8 @@ impl Core {
             Command::SetEvent(event) => {
                 self.set_event(event);
             }
-            Command::Defer(f) => return Some(f),
+            Command::Defer(f) => return Some(Deferred::Plain(f)),
+            Command::With(f) => return Some(Deferred::WithScheduler(f)),
             Command::Interrupt => {
                 if self.shutdown_result().is_none() {
                     self.begin_shutdown(Duration::ZERO, None, true);

@@ -48,6 +48,8 @@ pub(crate) enum Command {
     SetEvent(EventId),
     /// Run a closure on the scheduler's thread.
     Defer(Box<dyn FnOnce() + Send>),
+    /// Run a closure with the scheduler, on its thread.
+    With(Box<dyn FnOnce(&crate::Scheduler) + Send>),
     /// Cancel every task now and wait for them to unwind (a first Ctrl-C).
     Interrupt,
     /// Abandon every task still alive (a second Ctrl-C).
@@ -245,6 +247,19 @@ impl Handle {
             Err(Command::Defer(f)) => Err(f),
             Err(_) => unreachable!("try_send gives back the command it was given"),
         }
+    }
+
+    /// Runs `f` with the scheduler, on its thread, between steps: what the
+    /// scheduler's own API can do (register I/O sources, watch a task's end,
+    /// start a process task) becomes reachable from any thread. Dropped
+    /// unrun if the scheduler goes away first. A service (the daemon) uses
+    /// it to start jobs and to be told when they end without blocking its
+    /// own threads: `f` sends the answer back on a channel of its choosing.
+    pub fn with_scheduler(
+        &self,
+        f: impl FnOnce(&crate::Scheduler) + Send + 'static,
+    ) -> Result<(), HandleError> {
+        self.shared.send(Command::With(Box::new(f)))
     }
 
     /// Shuts down now: every task is cancelled at once and the scheduler

@@ -38,7 +38,7 @@ use crate::builder::{
 };
 use crate::cadence::Cadence;
 use crate::clock::Clock;
-use crate::core::{Core, Next};
+use crate::core::{Core, Deferred, Next};
 use crate::deadlock::Deadlock;
 use crate::error::SpawnError;
 use crate::event::EventId;
@@ -929,9 +929,14 @@ impl Scheduler {
     fn drain_inbox(&self) {
         for cmd in self.inner.shared.take_inbox() {
             let deferred = self.inner.core.borrow_mut().apply_command(cmd);
-            if let Some(f) = deferred
-                && panic::catch_unwind(AssertUnwindSafe(f)).is_err()
-            {
+            let ok = match deferred {
+                None => true,
+                Some(Deferred::Plain(f)) => panic::catch_unwind(AssertUnwindSafe(f)).is_ok(),
+                Some(Deferred::WithScheduler(f)) => {
+                    panic::catch_unwind(AssertUnwindSafe(|| f(self))).is_ok()
+                }
+            };
+            if !ok {
                 tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
                 self.record_callback_error();
             }

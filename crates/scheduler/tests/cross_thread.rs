@@ -193,3 +193,37 @@ fn spawn_through_a_handle_before_run_is_carried_out_by_run() {
     assert_eq!(order, vec![id]);
     assert_eq!(value_of::<Duration>(&s, id), Duration::ZERO);
 }
+
+/// `Handle::with_scheduler` runs a closure with the scheduler on its thread:
+/// another thread can use what only the scheduler's own API offers (here:
+/// be told, without blocking, when a task ends).
+#[test]
+fn with_scheduler_reaches_the_schedulers_own_api_from_another_thread() {
+    let s = Scheduler::builder().build().unwrap();
+    let handle = s.handle();
+    let (ended_tx, ended_rx) = mpsc::channel::<(TaskId, bool)>();
+    let other = std::thread::spawn(move || {
+        let (id_tx, id_rx) = mpsc::channel();
+        handle
+            .with_scheduler(move |sched: &Scheduler| {
+                let id = sched
+                    .spawn(|cx| cx.sleep(Duration::from_millis(1)))
+                    .unwrap();
+                let tx = ended_tx.clone();
+                sched.on_task_end(id, move |id, outcome| {
+                    let _ = tx.send((id, matches!(outcome, Outcome::Done(_))));
+                });
+                let _ = id_tx.send(std::thread::current().id());
+            })
+            .unwrap();
+        let ran_on = await_signal(&id_rx, &handle, "the closure never ran");
+        let ended = await_signal(&ended_rx, &handle, "the task never ended");
+        handle.shutdown(Duration::from_secs(1)).unwrap();
+        (ran_on, ended)
+    });
+    let result = s.serve();
+    let (ran_on, (_, done)) = other.join().unwrap();
+    assert_eq!(ran_on, std::thread::current().id());
+    assert!(done);
+    assert_eq!(result, ShutdownResult::Clean);
+}
