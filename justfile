@@ -14,7 +14,8 @@ default:
 setup:
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
     test -x {{python}} || python3 -m venv {{venv}}
-    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "ruff>=0.5" "mypy>=1.10"
+    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "ruff>=0.5" "mypy>=1.10" \
+        "aiohttp>=3.9" "httpx>=0.27" "anyio>=4" "trustme>=1" "uvloop>=0.19" "pytest-timeout>=2"
 
 # Build the Python package into the project's environment (.venv).
 develop: setup

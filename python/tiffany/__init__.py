@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, ParamSpec, TypeVar
 
+from tiffany._loop import EventLoop, EventLoopPolicy, install, new_event_loop
 from tiffany._native import (
     PRI_DEFAULT,
     PRI_LOWEST,
@@ -83,11 +84,15 @@ __all__ = [
     "TaskEvent",
     "Event",
     "EventBatch",
+    "EventLoop",
+    "EventLoopPolicy",
     "TaskFailed",
     "admit",
     "current_task",
     "exec",
+    "install",
     "join",
+    "new_event_loop",
     "now",
     "run",
     "shutdown",

@@ -13,6 +13,7 @@
 
 use pyo3::prelude::*;
 
+mod aio;
 mod body;
 mod convert;
 mod errors;
@@ -60,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sockets::sock_accept, m)?)?;
     m.add_class::<process::PyCompleted>()?;
     m.add_function(wrap_pyfunction!(process::exec, m)?)?;
+    aio::init(m)?;
     Ok(())
 }

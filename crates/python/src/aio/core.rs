@@ -1,0 +1,565 @@
+//! `tiffany._native.LoopCore`: the engine of `tiffany.EventLoop`, and the
+//! kernel task that runs it.
+//!
+//! The Python class `tiffany.EventLoop` mixes this class in before the
+//! stdlib's `_UnixSelectorEventLoop`, so the stdlib keeps its transports,
+//! protocols, SSL, pipes, subprocesses, signals and `sock_*` methods, while
+//! the hot path — `call_soon`, timers, readiness and the dispatch of
+//! callbacks — is native.
+//!
+//! While the loop runs, all of asyncio is **one kernel task** (an [`Engine`]
+//! body) beside Tiffany's tasks, on the same scheduler and clock. Each resume
+//! is one asyncio iteration: drain the selector's epoll set without blocking,
+//! move due timers to the ready queue, run the callbacks that were ready when
+//! the iteration started. Then the engine yields (more is ready) or blocks
+//! with a single system call: wait until the selector's epoll set is
+//! readable, with the next timer as timeout. So under the virtual clock the
+//! kernel jumps straight to the next asyncio timer when nothing is runnable.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use tiffany_scheduler::{
+    Body, Interest, IoToken, Resume, SpawnOptions, Step, SystemCall, TaskBody, Value,
+};
+
+use super::handle::{Handle, run_handle};
+use super::selector::{EVENT_READ, EVENT_WRITE, Selector};
+
+/// A timer in the heap: earliest deadline first, then first scheduled.
+struct Timer {
+    when: f64,
+    seq: u64,
+    handle: Py<Handle>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // Reversed: BinaryHeap is a max-heap.
+        other
+            .when
+            .total_cmp(&self.when)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Callbacks to run: native handles or any object with `_run()` and
+    /// `_cancelled` (asyncio's own handles, from signal handling).
+    ready: VecDeque<Py<PyAny>>,
+    timers: BinaryHeap<Timer>,
+    seq: u64,
+}
+
+/// The native part of `tiffany.EventLoop`.
+#[pyclass(module = "tiffany._native", name = "LoopCore", subclass, frozen)]
+pub struct LoopCore {
+    state: Mutex<State>,
+    stopping: AtomicBool,
+    cancelled_timers: AtomicUsize,
+    /// An error that ends the run (KeyboardInterrupt, SystemExit from a callback).
+    fatal: Mutex<Option<PyErr>>,
+    /// Whether an engine task is alive.
+    engine_alive: AtomicBool,
+}
+
+impl LoopCore {
+    pub(crate) fn timer_cancelled(&self) {
+        self.cancelled_timers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn push_ready(&self, item: Py<PyAny>) {
+        self.state.lock().expect("loop state").ready.push_back(item);
+    }
+
+    fn pop_ready(&self) -> Option<Py<PyAny>> {
+        self.state.lock().expect("loop state").ready.pop_front()
+    }
+
+    fn ready_len(&self) -> usize {
+        self.state.lock().expect("loop state").ready.len()
+    }
+
+    /// Moves the timers due by `now` to the ready queue; drops cancelled ones.
+    fn fire_timers(&self, py: Python<'_>, now: f64) {
+        let mut due = Vec::new();
+        {
+            let mut st = self.state.lock().expect("loop state");
+            let cancelled = self.cancelled_timers.load(Ordering::Relaxed);
+            if cancelled > 100 && cancelled * 2 > st.timers.len() {
+                let timers = std::mem::take(&mut st.timers);
+                let (keep, gone): (Vec<_>, Vec<_>) = timers
+                    .into_vec()
+                    .into_iter()
+                    .partition(|t| !t.handle.borrow(py).cancelled);
+                st.timers = keep.into();
+                self.cancelled_timers.store(0, Ordering::Relaxed);
+                due.extend(gone.into_iter().map(|t| (t.handle, false)));
+            }
+            while let Some(top) = st.timers.peek() {
+                let cancelled = top.handle.borrow(py).cancelled;
+                if !cancelled && top.when > now {
+                    break;
+                }
+                let t = st.timers.pop().expect("peeked");
+                if cancelled {
+                    let c = self.cancelled_timers.load(Ordering::Relaxed);
+                    self.cancelled_timers
+                        .store(c.saturating_sub(1), Ordering::Relaxed);
+                }
+                due.push((t.handle, !cancelled));
+            }
+        }
+        for (h, run) in due {
+            h.borrow_mut(py).scheduled = false;
+            if run {
+                self.push_ready(h.into_any());
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<f64> {
+        self.state
+            .lock()
+            .expect("loop state")
+            .timers
+            .peek()
+            .map(|t| t.when)
+    }
+
+    fn schedule_timer(&self, py: Python<'_>, handle: &Py<Handle>, when: f64) {
+        handle.borrow_mut(py).scheduled = true;
+        let mut st = self.state.lock().expect("loop state");
+        st.seq += 1;
+        let seq = st.seq;
+        st.timers.push(Timer {
+            when,
+            seq,
+            handle: handle.clone_ref(py),
+        });
+    }
+}
+
+fn check_closed(lp: &Bound<'_, PyAny>) -> PyResult<()> {
+    if lp.getattr(intern!(lp.py(), "_closed"))?.is_truthy()? {
+        return Err(PyRuntimeError::new_err("Event loop is closed"));
+    }
+    Ok(())
+}
+
+fn debug_checks(lp: &Bound<'_, PyAny>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    let py = lp.py();
+    if !lp.getattr(intern!(py, "_debug"))?.is_truthy()? {
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {callback}"
+            )));
+        }
+        return Ok(());
+    }
+    lp.call_method0(intern!(py, "_check_thread"))?;
+    lp.call_method1(intern!(py, "_check_callback"), (callback, method))?;
+    Ok(())
+}
+
+fn kernel_now(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<f64> {
+    lp.call_method0(intern!(py, "time"))?.extract()
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        LoopCore {
+            state: Mutex::new(State::default()),
+            stopping: AtomicBool::new(false),
+            cancelled_timers: AtomicUsize::new(0),
+            fatal: Mutex::new(None),
+            engine_alive: AtomicBool::new(false),
+        }
+    }
+
+    /// Schedules `callback(*args)` for the next iteration.
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let lp = slf.as_any();
+        check_closed(lp)?;
+        debug_checks(lp, callback, "call_soon")?;
+        Self::_call_soon(slf, callback, args, context)
+    }
+
+    /// `call_soon` without the checks (what `call_soon_threadsafe` uses).
+    #[pyo3(signature = (callback, args, context = None))]
+    fn _call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let h = Py::new(
+            py,
+            Handle::new(
+                py,
+                callback.clone().unbind(),
+                args.clone().unbind(),
+                context,
+                slf.clone().into_any().unbind(),
+                f64::NAN,
+            )?,
+        )?;
+        slf.get().push_ready(h.clone_ref(py).into_any());
+        Ok(h)
+    }
+
+    /// Schedules `callback(*args)` at `when` on the loop's clock.
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let lp = slf.as_any();
+        if when.is_nan() {
+            return Err(PyValueError::new_err("when must be a number, not NaN"));
+        }
+        check_closed(lp)?;
+        debug_checks(lp, callback, "call_at")?;
+        let h = Py::new(
+            py,
+            Handle::new(
+                py,
+                callback.clone().unbind(),
+                args.clone().unbind(),
+                context,
+                lp.clone().unbind(),
+                when,
+            )?,
+        )?;
+        slf.get().schedule_timer(py, &h, when);
+        Ok(h)
+    }
+
+    /// Schedules `callback(*args)` after `delay` seconds.
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Option<f64>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let Some(delay) = delay else {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        };
+        let now = kernel_now(slf.py(), slf.as_any())?;
+        Self::call_at(slf, now + delay, callback, args, context)
+    }
+
+    /// Queues an existing handle (asyncio's `_add_callback`).
+    fn _add_callback(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let cancelled = match handle.cast::<Handle>() {
+            Ok(h) => h.borrow().cancelled,
+            Err(_) => handle.getattr("_cancelled")?.is_truthy()?,
+        };
+        if !cancelled {
+            self.push_ready(handle.clone().unbind());
+        }
+        Ok(())
+    }
+
+    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
+
+    /// Asks the loop to stop after the current iteration.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping(&self, value: bool) {
+        self.stopping.store(value, Ordering::Relaxed);
+    }
+
+    /// Drops every pending callback and timer (on close).
+    fn _clear(&self, py: Python<'_>) {
+        let st = std::mem::take(&mut *self.state.lock().expect("loop state"));
+        for t in &st.timers {
+            t.handle.borrow_mut(py).scheduled = false;
+        }
+        drop(st);
+    }
+
+    /// How many callbacks are ready and timers pending (for tests and repr).
+    fn _pending(&self) -> (usize, usize) {
+        let st = self.state.lock().expect("loop state");
+        (st.ready.len(), st.timers.len())
+    }
+
+    /// Watches `fd` for reading: `callback(*args)` runs when it is readable.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_interest(slf, fd, callback, args, EVENT_READ)
+    }
+
+    /// Watches `fd` for writing.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_interest(slf, fd, callback, args, EVENT_WRITE)
+    }
+
+    /// Stops watching `fd` for reading; answers whether it was watched.
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_interest(slf, fd, EVENT_READ)
+    }
+
+    /// Stops watching `fd` for writing; answers whether it was watched.
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_interest(slf, fd, EVENT_WRITE)
+    }
+
+    /// Spawns the engine task on the running Tiffany scheduler (`run_forever`
+    /// calls this from inside the scheduler's run); returns its `Task`.
+    #[pyo3(signature = (*, daemon = false))]
+    fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::runtime::Task> {
+        let py = slf.py();
+        let (kernel, _) = crate::runtime::current_kernel()?;
+        if slf.get().engine_alive.swap(true, Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err(
+                "this loop's engine is already running",
+            ));
+        }
+        let selector = slf
+            .getattr(intern!(py, "_selector"))?
+            .cast_into::<Selector>()
+            .map_err(|_| PyRuntimeError::new_err("the loop's selector is not tiffany's"))?
+            .unbind();
+        let fd = selector.get().raw_fd();
+        struct Fd(i32);
+        impl tiffany_scheduler::IoSource for Fd {
+            fn raw_fd(&self) -> i32 {
+                self.0
+            }
+        }
+        let token = match kernel.register_io(&Fd(fd)) {
+            Ok(t) => t,
+            Err(e) => {
+                slf.get().engine_alive.store(false, Ordering::Relaxed);
+                return Err(PyErr::from(e));
+            }
+        };
+        let body = Engine {
+            lp: slf.clone().unbind(),
+            selector,
+            token,
+            scratch: Vec::new(),
+            handles: Vec::new(),
+        };
+        let options = SpawnOptions {
+            name: Some("asyncio".into()),
+            ..SpawnOptions::default()
+        }
+        .daemon(daemon);
+        let priority = options.priority;
+        match kernel.spawn_body(options, Body::custom(Box::new(body))) {
+            Ok(id) => crate::runtime::task_for(id, Some("asyncio".into()), priority),
+            Err(e) => {
+                slf.get().engine_alive.store(false, Ordering::Relaxed);
+                kernel.deregister_io(token);
+                Err(crate::errors::spawn_error(py, &e))
+            }
+        }
+    }
+
+    /// The error that ended the last run (KeyboardInterrupt, SystemExit), once.
+    fn _take_fatal(&self) -> Option<PyErr> {
+        self.fatal.lock().expect("fatal").take()
+    }
+}
+
+impl LoopCore {
+    fn selector<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Selector>> {
+        let sel = slf.getattr(intern!(slf.py(), "_selector"))?;
+        sel.cast_into::<Selector>()
+            .map_err(|_| PyRuntimeError::new_err("the loop's selector is not tiffany's"))
+    }
+
+    fn add_interest(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        which: u32,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        check_closed(slf.as_any())?;
+        let h = Py::new(
+            py,
+            Handle::new(
+                py,
+                callback.clone().unbind(),
+                args.clone().unbind(),
+                None,
+                slf.clone().into_any().unbind(),
+                f64::NAN,
+            )?,
+        )?;
+        let sel = Self::selector(slf)?;
+        if let Some(old) = sel.get().add_interest(py, fd, which, h.clone_ref(py))? {
+            old.bind(py).call_method0(intern!(py, "cancel"))?;
+        }
+        Ok(h)
+    }
+
+    fn remove_interest(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, which: u32) -> PyResult<bool> {
+        let py = slf.py();
+        if slf.getattr(intern!(py, "_closed"))?.is_truthy()? {
+            return Ok(false);
+        }
+        let Ok(sel) = Self::selector(slf) else {
+            return Ok(false);
+        };
+        match sel.get().remove_interest(py, fd, which)? {
+            Some(old) => {
+                old.bind(py).call_method0(intern!(py, "cancel"))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The kernel task that runs asyncio's iterations.
+struct Engine {
+    lp: Py<LoopCore>,
+    selector: Py<Selector>,
+    token: IoToken,
+    scratch: Vec<(i32, u32)>,
+    handles: Vec<Py<PyAny>>,
+}
+
+/// The clock's resolution: timers due within it fire in this iteration.
+const RESOLUTION: f64 = 1e-9;
+
+impl Engine {
+    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        let core = self.lp.get();
+        self.handles.clear();
+        self.selector
+            .get()
+            .dispatch(py, &mut self.scratch, &mut self.handles, 0)?;
+        for h in self.handles.drain(..) {
+            core.push_ready(h);
+        }
+        core.fire_timers(py, now + RESOLUTION);
+        let n = core.ready_len();
+        for _ in 0..n {
+            let Some(item) = core.pop_ready() else { break };
+            let bound = item.bind(py);
+            match bound.cast::<Handle>() {
+                Ok(h) => run_handle(py, h)?,
+                Err(_) => {
+                    if !bound.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                        bound.call_method0(intern!(py, "_run"))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Step {
+        self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        if let Ok((kernel, _)) = crate::runtime::current_kernel() {
+            kernel.deregister_io(self.token);
+        }
+        Step::Done(Value::unit())
+    }
+}
+
+impl TaskBody for Engine {
+    fn resume(&mut self, input: Option<Resume>) -> Step {
+        // SAFETY: as for `PyBody`: a Python scheduler run holds the GIL on
+        // this thread whenever it resumes a task.
+        let py = unsafe { Python::assume_attached() };
+        if matches!(input, Some(Resume::Cancelled)) {
+            // The scheduler is shutting down (Ctrl-C, or the run that hosted
+            // the loop ended): leave; the loop's state stays for the next run.
+            self.finish();
+            return Step::Cancelled;
+        }
+        let Ok((kernel, _)) = crate::runtime::current_kernel() else {
+            return self.finish();
+        };
+        let now = kernel.now().as_secs_f64();
+        if let Err(e) = self.iteration(py, now) {
+            *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+            return self.finish();
+        }
+        let core = self.lp.get();
+        if core.stopping.swap(false, Ordering::Relaxed) {
+            return self.finish();
+        }
+        if core.ready_len() > 0 {
+            return Step::Syscall(SystemCall::Yield);
+        }
+        let timeout = core.next_timer().map(|when| {
+            let now = kernel.now().as_secs_f64();
+            Duration::from_secs_f64((when - now).max(0.0))
+        });
+        Step::Syscall(SystemCall::IoWait {
+            token: self.token,
+            interest: Interest::Readable,
+            timeout,
+            after_would_block: false,
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,142 @@
+"""asyncio on Tiffany: ``tiffany.EventLoop``, a drop-in asyncio event loop.
+
+The loop is the stdlib's Unix selector event loop with its engine replaced:
+the ready queue, the timers and the readiness of descriptors are native
+(``tiffany._native.LoopCore``), and while the loop runs, all of asyncio is
+one task of a Tiffany scheduler — on its clock, beside Tiffany's own tasks.
+Transports, protocols, SSL, pipes, subprocesses, signals and the ``sock_*``
+methods are the stdlib's.
+
+    import asyncio
+    import tiffany
+
+    async def main():
+        await asyncio.sleep(3600)   # an hour, under the virtual clock: at once
+        return asyncio.get_running_loop().time()
+
+    with asyncio.Runner(loop_factory=lambda: tiffany.new_event_loop(clock="virtual")) as r:
+        assert r.run(main()) == 3600.0
+"""
+
+# The stdlib loop's private attributes are not in typeshed.
+# mypy: disable-error-code="attr-defined,assignment"
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from asyncio import events
+from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventLoop
+from collections.abc import Callable
+
+from tiffany._native import LoopCore, Scheduler, Selector
+
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
+
+
+class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
+    """An asyncio event loop whose engine is Tiffany's kernel.
+
+    ``clock="virtual"`` runs asyncio on the kernel's virtual clock: when
+    nothing is runnable, time jumps to the next timer (``asyncio.sleep``,
+    ``call_later``, ``asyncio.timeout``, ``wait_for``), so an hour of waiting
+    takes microseconds and two runs of a program see the same times. Real
+    I/O still happens in real time (see the guide "Using asyncio libraries").
+    ``quantum``, ``capacity`` and ``backpressure`` are those of
+    :class:`tiffany.Scheduler`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: str = "real",
+        quantum: float = 0.005,
+        capacity: int | None = None,
+        backpressure: Callable[[], float] | None = None,
+    ) -> None:
+        self._sched = Scheduler(
+            clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
+        )
+        super().__init__(Selector())  # type: ignore[arg-type]
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The Tiffany scheduler the loop runs on."""
+        return self._sched
+
+    def time(self) -> float:
+        """The kernel's clock, in seconds (the virtual clock starts at 0.0)."""
+        return self._sched.now()
+
+    def run_forever(self) -> None:
+        """Runs the loop (as one task of its Tiffany scheduler) until ``stop()``."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._sched.run(self._drive())
+            fatal = self._take_fatal()
+            if fatal is not None:
+                raise fatal
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_hooks)
+
+    async def _drive(self) -> None:
+        await self._spawn_engine()
+
+    def _run_once(self) -> None:
+        raise NotImplementedError("tiffany.EventLoop runs its iterations natively")
+
+    def close(self) -> None:
+        """Closes the loop: pending callbacks and timers are dropped."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        super().close()
+        self._clear()
+
+    def __repr__(self) -> str:
+        ready, timers = self._pending()
+        return (
+            f"<tiffany.EventLoop running={self.is_running()} closed={self.is_closed()} "
+            f"debug={self.get_debug()} ready={ready} timers={timers}>"
+        )
+
+
+def new_event_loop(
+    *,
+    clock: str = "real",
+    quantum: float = 0.005,
+    capacity: int | None = None,
+    backpressure: Callable[[], float] | None = None,
+) -> EventLoop:
+    """A new :class:`EventLoop` (a loop factory for ``asyncio.Runner``)."""
+    return EventLoop(clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure)
+
+
+class EventLoopPolicy(_UnixDefaultEventLoopPolicy):
+    """An asyncio policy whose new loops are Tiffany loops (real clock)."""
+
+    def _loop_factory(self) -> EventLoop:
+        return new_event_loop()
+
+    def __repr__(self) -> str:
+        return "<tiffany.EventLoopPolicy>"
+
+
+def install() -> None:
+    """Makes Tiffany asyncio's event loop policy (``asyncio.run`` then uses it)."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
