@@ -200,6 +200,62 @@ def _echo(key: str, number: int, size: int, target: Target | None) -> Workload:
     )
 
 
+Judge = Callable[[dict[str, float], bool, bool], tuple[bool | None, str]]
+
+
+def _beat_uvloop(factor: float) -> Judge:
+    """Tiffany's loop at least ``factor`` times better than uvloop's."""
+
+    def judged(m: dict[str, float], quick: bool, hib: bool) -> tuple[bool | None, str]:
+        r = _ratio(m.get("tiffany"), m.get("uvloop"), hib)
+        if r is None:
+            return None, "no figure for tiffany or uvloop"
+        return r >= factor, f"{r:.2f}× uvloop"
+
+    return judged
+
+
+ASYNCIO_ONLY = "asyncio programs only (runs on asyncio's event loops)"
+
+
+def _aio(
+    key: str,
+    number: int,
+    kind: str,
+    full: Params,
+    quick: Params,
+    title: Callable[[Params], str],
+    unit: str,
+    higher_is_better: bool,
+    figure: Callable[[Result, Params], float],
+    expected: Callable[[Params], dict[str, int]],
+    factor: float = 1.0,
+) -> Workload:
+    """An asyncio workload: the same code on tiffany.new_event_loop and the peers' loops."""
+    judged = _beat_uvloop(factor)
+    text = "faster than uvloop" if factor == 1.0 else f"≥ {factor:g}× uvloop"
+    return Workload(
+        key=key,
+        number=number,
+        module="bench.workloads.aio",
+        full={"kind": kind, **full},
+        quick={"kind": kind, **quick},
+        title=title,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        figure=figure,
+        expected=expected,
+        entries=[
+            Entry("tiffany", "tiffany", note="tiffany.new_event_loop"),
+            Entry("asyncio", "asyncio"),
+            Entry("uvloop", "uvloop"),
+            Entry("rloop", "rloop"),
+        ],
+        not_applicable={"trio": ASYNCIO_ONLY, "gevent": ASYNCIO_ONLY},
+        target=Target(text, lambda m, q: judged(m, q, higher_is_better)),
+    )
+
+
 NO_VIRTUAL_CLOCK = "no virtual clock"
 
 WORKLOADS: list[Workload] = [
@@ -359,6 +415,96 @@ WORKLOADS: list[Workload] = [
         ],
         derive=_telemetry_derive,
         target=Target("≤ 30 ns added per transition", _telemetry_check),
+    ),
+    _aio(
+        "aio_call_soon",
+        10,
+        "call_soon",
+        {"callbacks": 1_000_000},
+        {"callbacks": 200_000},
+        lambda p: f"asyncio call_soon: {p['callbacks']:,} callbacks",
+        "ns/callback",
+        False,
+        lambda r, p: r["seconds"] / p["callbacks"] * 1e9,
+        lambda p: {"callbacks": p["callbacks"]},
+    ),
+    _aio(
+        "aio_call_later",
+        11,
+        "call_later",
+        {"timers": 100_000},
+        {"timers": 20_000},
+        lambda p: f"asyncio call_later: {p['timers']:,} timers over 10 ms (time beyond 10 ms)",
+        "ns/timer",
+        False,
+        lambda r, p: r["seconds"] / p["timers"] * 1e9,
+        lambda p: {"timers": p["timers"]},
+    ),
+    _aio(
+        "aio_switch",
+        12,
+        "switch",
+        {"tasks": 100_000, "yields": 10},
+        {"tasks": 20_000, "yields": 10},
+        lambda p: f"asyncio switch: {p['tasks']:,} tasks × {p['yields']} asyncio.sleep(0)",
+        "ns/step",
+        False,
+        _switch_figure,
+        _switch_expected,
+    ),
+    _aio(
+        "aio_echo_streams",
+        13,
+        "echo_streams",
+        {"clients": 100, "rounds": 1000, "size": 100},
+        {"clients": 50, "rounds": 200, "size": 100},
+        lambda p: (
+            f"asyncio TCP echo, streams, {p['size']} B: {p['clients']} clients"
+            f" × {p['rounds']:,} round trips"
+        ),
+        "round trips/s",
+        True,
+        lambda r, p: r["counts"]["round_trips"] / r["seconds"],
+        lambda p: {
+            "round_trips": p["clients"] * p["rounds"],
+            "client_bytes": p["clients"] * p["rounds"] * p["size"],
+            "server_bytes": p["clients"] * p["rounds"] * p["size"],
+        },
+    ),
+    _aio(
+        "aio_echo_protocol",
+        14,
+        "echo_protocol",
+        {"clients": 100, "rounds": 1000, "size": 100},
+        {"clients": 50, "rounds": 200, "size": 100},
+        lambda p: (
+            f"asyncio TCP echo, Protocol, {p['size']} B: {p['clients']} clients"
+            f" × {p['rounds']:,} round trips"
+        ),
+        "round trips/s",
+        True,
+        lambda r, p: r["counts"]["round_trips"] / r["seconds"],
+        lambda p: {
+            "round_trips": p["clients"] * p["rounds"],
+            "client_bytes": p["clients"] * p["rounds"] * p["size"],
+            "server_bytes": p["clients"] * p["rounds"] * p["size"],
+        },
+        factor=1.5,
+    ),
+    _aio(
+        "aio_http",
+        15,
+        "http",
+        {"requests": 10_000, "concurrency": 50},
+        {"requests": 2_000, "concurrency": 50},
+        lambda p: (
+            f"HTTP: aiohttp server, httpx client, {p['requests']:,} requests,"
+            f" {p['concurrency']} at a time"
+        ),
+        "requests/s",
+        True,
+        lambda r, p: r["counts"]["requests"] / r["seconds"],
+        lambda p: {"requests": p["requests"]},
     ),
 ]
 
