@@ -27,6 +27,7 @@ import functools
 import os
 import socket
 import threading
+from asyncio import events as asyncio_events
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, ParamSpec, TypeVar
 
@@ -170,7 +171,23 @@ def run(
 
     Returns ``main``'s result or raises its exception. The keyword arguments
     are those of :class:`Scheduler`.
+
+    A coroutine ``main`` may use asyncio: inside it,
+    ``asyncio.get_running_loop()`` is a :class:`EventLoop` on the same
+    scheduler, and Tiffany tasks can await asyncio futures (``asyncio.sleep``,
+    queues, locks, ``loop.create_task(...)``). Code that needs to run *in an
+    asyncio task* (``asyncio.timeout``, ``TaskGroup``, libraries that detect
+    the async library, such as httpx and anyio) runs in one:
+    ``await asyncio.get_running_loop().create_task(coro)``.
     """
     sched = Scheduler(clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure)
-    result: T = sched.run(main)
-    return result
+    if not isinstance(main, Coroutine) or asyncio_events._get_running_loop() is not None:
+        result: T = sched.run(main)
+        return result
+    # A coroutine may use asyncio: host an asyncio loop on the same scheduler.
+    loop = EventLoop(scheduler=sched)
+    try:
+        hosted: T = sched.run(loop._host(main))
+        return hosted
+    finally:
+        loop.close()

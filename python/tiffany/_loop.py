@@ -28,11 +28,14 @@ import sys
 import threading
 from asyncio import events
 from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventLoop
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from tiffany._native import LoopCore, Scheduler, Selector
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
+
+T = TypeVar("T")
 
 
 class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
@@ -44,7 +47,8 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
     takes microseconds and two runs of a program see the same times. Real
     I/O still happens in real time (see the guide "Using asyncio libraries").
     ``quantum``, ``capacity`` and ``backpressure`` are those of
-    :class:`tiffany.Scheduler`.
+    :class:`tiffany.Scheduler`; or ``scheduler`` is an existing scheduler to
+    run on (the other arguments are then ignored).
     """
 
     def __init__(
@@ -54,20 +58,32 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         quantum: float = 0.005,
         capacity: int | None = None,
         backpressure: Callable[[], float] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
-        self._sched = Scheduler(
-            clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
-        )
+        self._closed = True  # until the stdlib's __init__ has run (for __del__)
+        self._time_at_close = 0.0
+        if scheduler is None:
+            scheduler = Scheduler(
+                clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
+            )
+        self._sched = scheduler
         super().__init__(Selector())  # type: ignore[arg-type]
 
     @property
     def scheduler(self) -> Scheduler:
-        """The Tiffany scheduler the loop runs on."""
+        """The Tiffany scheduler the loop runs on (``RuntimeError`` once closed)."""
+        if self._sched is None:
+            raise RuntimeError("Event loop is closed")
         return self._sched
 
     def time(self) -> float:
-        """The kernel's clock, in seconds (the virtual clock starts at 0.0)."""
-        return self._sched.now()
+        """The kernel's clock, in seconds (the virtual clock starts at 0.0).
+
+        A closed loop has let go of its scheduler: its clock stays at the
+        time it was closed.
+        """
+        sched = self._sched
+        return self._time_at_close if sched is None else sched.now()
 
     def run_forever(self) -> None:
         """Runs the loop (as one task of its Tiffany scheduler) until ``stop()``."""
@@ -82,7 +98,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
-            self._sched.run(self._drive())
+            self.scheduler.run(self._drive())
             fatal = self._take_fatal()
             if fatal is not None:
                 raise fatal
@@ -96,6 +112,40 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
     async def _drive(self) -> None:
         await self._spawn_engine()
 
+    async def _host(self, main: Coroutine[Any, Any, T]) -> T:
+        """Runs ``main`` as a Tiffany task with this loop as asyncio's running loop.
+
+        What ``tiffany.run`` does with a coroutine: the loop's engine starts as
+        a daemon task when asyncio first has work; at the end, asyncio tasks
+        still pending are cancelled and awaited, and async generators closed.
+        """
+        self._check_closed()
+        self._check_running()
+        old_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook,
+            finalizer=self._asyncgen_finalizer_hook,
+        )
+        events._set_running_loop(self)
+        self._set_hosted(True)
+        try:
+            return await main
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+                await self.shutdown_asyncgens()
+            finally:
+                self._set_hosted(False)
+                self.stop()
+                events._set_running_loop(None)
+                self._thread_id = None
+                sys.set_asyncgen_hooks(*old_hooks)
+
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")
 
@@ -107,6 +157,10 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             return
         super().close()
         self._clear()
+        # The scheduler belongs to this thread; a closed loop may be dropped
+        # by another one (a callback's closure in a worker thread).
+        self._time_at_close = self._sched.now()
+        self._sched = None
 
     def __repr__(self) -> str:
         ready, timers = self._pending()

@@ -423,3 +423,5 @@ class LoopCore:
         """Spawn the engine task on the running scheduler (run_forever does)."""
     def _take_fatal(self) -> BaseException | None:
         """The error that ended the last run (KeyboardInterrupt, SystemExit), once."""
+    def _set_hosted(self, hosted: bool) -> None:
+        """Hosted mode (``tiffany.run``): the engine starts on demand, as a daemon task."""

@@ -231,6 +231,9 @@ impl PyBody {
         yielded: &Bound<'_, PyAny>,
     ) -> Result<Translated, PyErr> {
         let Some(kind) = crate::syscall::kind_of(yielded) else {
+            if let Some(call) = crate::aio::future::wait_future(py, yielded)? {
+                return Ok(Translated::Call(call));
+            }
             return Err(PyTypeError::new_err(format!(
                 "a tiffany task can only await tiffany's awaitables (sleep, join, tasks, ...); \
                  it yielded {}",
@@ -328,6 +331,7 @@ impl PyBody {
     }
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
+        crate::aio::future::resumed(py, answer.as_ref());
         if let Some(fd) = self.held_fd.take() {
             crate::runtime::io_release(fd);
         }

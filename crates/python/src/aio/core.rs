@@ -80,6 +80,14 @@ pub struct LoopCore {
     fatal: Mutex<Option<PyErr>>,
     /// Whether an engine task is alive.
     engine_alive: AtomicBool,
+    /// Hosted by a `tiffany.run`: the engine is spawned (as a daemon task)
+    /// when asyncio first has work, so a run that never uses asyncio never
+    /// sees it.
+    hosted: AtomicBool,
+    /// The engine is running an iteration (what is queued now will be seen).
+    in_iteration: AtomicBool,
+    /// The engine was woken through the self-pipe since its last iteration.
+    notified: AtomicBool,
 }
 
 impl LoopCore {
@@ -196,6 +204,9 @@ impl LoopCore {
             cancelled_timers: AtomicUsize::new(0),
             fatal: Mutex::new(None),
             engine_alive: AtomicBool::new(false),
+            hosted: AtomicBool::new(false),
+            in_iteration: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
         }
     }
 
@@ -234,6 +245,7 @@ impl LoopCore {
             )?,
         )?;
         slf.get().push_ready(h.clone_ref(py).into_any());
+        Self::wake(slf);
         Ok(h)
     }
 
@@ -265,6 +277,7 @@ impl LoopCore {
             )?,
         )?;
         slf.get().schedule_timer(py, &h, when);
+        Self::wake(slf);
         Ok(h)
     }
 
@@ -285,15 +298,24 @@ impl LoopCore {
     }
 
     /// Queues an existing handle (asyncio's `_add_callback`).
-    fn _add_callback(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let cancelled = match handle.cast::<Handle>() {
             Ok(h) => h.borrow().cancelled,
             Err(_) => handle.getattr("_cancelled")?.is_truthy()?,
         };
         if !cancelled {
-            self.push_ready(handle.clone().unbind());
+            slf.get().push_ready(handle.clone().unbind());
+            Self::wake(slf);
         }
         Ok(())
+    }
+
+    /// Hosted mode (`tiffany.run`): the engine starts on demand, as a daemon task.
+    fn _set_hosted(slf: &Bound<'_, Self>, hosted: bool) {
+        slf.get().hosted.store(hosted, Ordering::Relaxed);
+        if hosted {
+            Self::wake(slf);
+        }
     }
 
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
@@ -420,6 +442,32 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// In hosted mode, starts the engine if asyncio has work and no engine
+    /// runs (only on the scheduler's thread, inside its run).
+    ///
+    /// Work queued from outside the engine's iteration (a Tiffany task on the
+    /// loop's thread calling `call_soon`, `call_later`, ...) wakes the engine
+    /// through the self-pipe, once per iteration, so it recomputes its wait.
+    fn wake(slf: &Bound<'_, Self>) {
+        let me = slf.get();
+        if me.engine_alive.load(Ordering::Relaxed) {
+            if !me.in_iteration.load(Ordering::Relaxed)
+                && !me.notified.swap(true, Ordering::Relaxed)
+                && let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self"))
+            {
+                crate::runtime::log_callback_error(slf.py(), "waking the asyncio engine", e);
+            }
+            return;
+        }
+        if me.hosted.load(Ordering::Relaxed)
+            && !me.engine_alive.load(Ordering::Relaxed)
+            && crate::runtime::current_kernel().is_ok()
+            && let Err(e) = Self::_spawn_engine(slf, true)
+        {
+            crate::runtime::log_callback_error(slf.py(), "starting the asyncio engine", e);
+        }
+    }
+
     fn selector<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Selector>> {
         let sel = slf.getattr(intern!(slf.py(), "_selector"))?;
         sel.cast_into::<Selector>()
@@ -450,6 +498,7 @@ impl LoopCore {
         if let Some(old) = sel.get().add_interest(py, fd, which, h.clone_ref(py))? {
             old.bind(py).call_method0(intern!(py, "cancel"))?;
         }
+        Self::wake(slf);
         Ok(h)
     }
 
@@ -485,6 +534,16 @@ const RESOLUTION: f64 = 1e-9;
 
 impl Engine {
     fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        let lp = self.lp.clone_ref(py);
+        let core = lp.get();
+        core.in_iteration.store(true, Ordering::Relaxed);
+        core.notified.store(false, Ordering::Relaxed);
+        let result = self.run_ready(py, now);
+        core.in_iteration.store(false, Ordering::Relaxed);
+        result
+    }
+
+    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
         let core = self.lp.get();
         self.handles.clear();
         self.selector

@@ -5,7 +5,8 @@
 //! - [`selector`]: `Selector`, the loop's `selectors`-compatible selector
 //!   over a private epoll set;
 //! - [`core`]: `LoopCore`, the ready queue, the timers and the kernel task
-//!   that runs asyncio's iterations on Tiffany's scheduler.
+//!   that runs asyncio's iterations on Tiffany's scheduler;
+//! - [`future`]: a Tiffany task awaiting an asyncio future.
 //!
 //! The Python half (`python/tiffany/_loop.py`) mixes `LoopCore` into the
 //! stdlib's selector event loop.
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 
 pub(crate) mod core;
 mod epoll;
+pub(crate) mod future;
 pub(crate) mod handle;
 mod selector;
 
