@@ -254,3 +254,31 @@ def test_tiffany_run_without_asyncio_starts_no_engine() -> None:
     finally:
         loop.close()
     assert "asyncio" not in names
+
+
+def test_a_reader_runs_each_time_its_descriptor_is_ready() -> None:
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got: list[bytes] = []
+    loop = tiffany.new_event_loop()
+
+    def on_readable() -> None:
+        got.append(a.recv(100))
+        if len(got) < 3:
+            b.send(b"again")
+        else:
+            loop.stop()
+
+    try:
+        loop.add_reader(a, on_readable)
+        b.send(b"first")
+        loop.run_forever()
+        assert loop.remove_reader(a)
+        assert not loop.remove_reader(a)
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+    assert got == [b"first", b"again", b"again"]

@@ -16,6 +16,7 @@
 //! readable, with the next timer as timeout. So under the virtual clock the
 //! kernel jumps straight to the next asyncio timer when nothing is runnable.
 
+use std::cell::UnsafeCell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Mutex;
@@ -61,6 +62,30 @@ impl Ord for Timer {
     }
 }
 
+/// State touched only with the GIL held: every access takes a `Python`
+/// token, and no Python code runs while it is borrowed (what is dropped is
+/// moved out first), so the GIL serialises it. Cheaper than a mutex on the
+/// path of every callback.
+struct GilCell<T>(UnsafeCell<T>);
+
+// SAFETY: see above; access requires the GIL (a `Python` token).
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    fn new(value: T) -> Self {
+        GilCell(UnsafeCell::new(value))
+    }
+
+    /// Runs `f` on the state. `f` must not call into Python nor drop a
+    /// Python object (which may run arbitrary code).
+    #[inline]
+    fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the GIL is held (the token) and `f` does not re-enter
+        // Python, so no other borrow of the state can exist meanwhile.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Callbacks to run: native handles or any object with `_run()` and
@@ -73,7 +98,10 @@ struct State {
 /// The native part of `tiffany.EventLoop`.
 #[pyclass(module = "tiffany._native", name = "LoopCore", subclass, frozen)]
 pub struct LoopCore {
-    state: Mutex<State>,
+    state: GilCell<State>,
+    /// asyncio's `_closed` and `_debug`, kept natively (read on every call).
+    closed: AtomicBool,
+    debug: AtomicBool,
     stopping: AtomicBool,
     cancelled_timers: AtomicUsize,
     /// An error that ends the run (KeyboardInterrupt, SystemExit from a callback).
@@ -95,88 +123,89 @@ impl LoopCore {
         self.cancelled_timers.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn push_ready(&self, item: Py<PyAny>) {
-        self.state.lock().expect("loop state").ready.push_back(item);
+    fn push_ready(&self, py: Python<'_>, item: Py<PyAny>) {
+        self.state.with(py, |st| st.ready.push_back(item));
     }
 
-    fn pop_ready(&self) -> Option<Py<PyAny>> {
-        self.state.lock().expect("loop state").ready.pop_front()
+    fn pop_ready(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state.with(py, |st| st.ready.pop_front())
     }
 
-    fn ready_len(&self) -> usize {
-        self.state.lock().expect("loop state").ready.len()
+    fn ready_len(&self, py: Python<'_>) -> usize {
+        self.state.with(py, |st| st.ready.len())
     }
 
     /// Moves the timers due by `now` to the ready queue; drops cancelled ones.
     fn fire_timers(&self, py: Python<'_>, now: f64) {
-        let mut due = Vec::new();
-        {
-            let mut st = self.state.lock().expect("loop state");
+        let compact = {
             let cancelled = self.cancelled_timers.load(Ordering::Relaxed);
-            if cancelled > 100 && cancelled * 2 > st.timers.len() {
-                let timers = std::mem::take(&mut st.timers);
-                let (keep, gone): (Vec<_>, Vec<_>) = timers
-                    .into_vec()
-                    .into_iter()
-                    .partition(|t| !t.handle.borrow(py).cancelled);
-                st.timers = keep.into();
-                self.cancelled_timers.store(0, Ordering::Relaxed);
-                due.extend(gone.into_iter().map(|t| (t.handle, false)));
-            }
-            while let Some(top) = st.timers.peek() {
+            cancelled > 100 && cancelled * 2 > self.state.with(py, |st| st.timers.len())
+        };
+        let mut due = Vec::new();
+        if compact {
+            let timers = self.state.with(py, |st| std::mem::take(&mut st.timers));
+            let (keep, gone): (Vec<_>, Vec<_>) = timers
+                .into_vec()
+                .into_iter()
+                .partition(|t| !t.handle.borrow(py).cancelled);
+            self.state.with(py, |st| st.timers = keep.into());
+            self.cancelled_timers.store(0, Ordering::Relaxed);
+            due.extend(gone.into_iter().map(|t| (t.handle, false)));
+        }
+        loop {
+            let popped = self.state.with(py, |st| {
+                let top = st.timers.peek()?;
                 let cancelled = top.handle.borrow(py).cancelled;
                 if !cancelled && top.when > now {
-                    break;
+                    return None;
                 }
-                let t = st.timers.pop().expect("peeked");
-                if cancelled {
-                    let c = self.cancelled_timers.load(Ordering::Relaxed);
-                    self.cancelled_timers
-                        .store(c.saturating_sub(1), Ordering::Relaxed);
-                }
-                due.push((t.handle, !cancelled));
+                st.timers.pop().map(|t| (t.handle, !cancelled))
+            });
+            let Some((handle, run)) = popped else { break };
+            if !run {
+                let c = self.cancelled_timers.load(Ordering::Relaxed);
+                self.cancelled_timers
+                    .store(c.saturating_sub(1), Ordering::Relaxed);
             }
+            due.push((handle, run));
         }
         for (h, run) in due {
             h.borrow_mut(py).scheduled = false;
             if run {
-                self.push_ready(h.into_any());
+                self.push_ready(py, h.into_any());
             }
         }
     }
 
-    fn next_timer(&self) -> Option<f64> {
-        self.state
-            .lock()
-            .expect("loop state")
-            .timers
-            .peek()
-            .map(|t| t.when)
+    fn next_timer(&self, py: Python<'_>) -> Option<f64> {
+        self.state.with(py, |st| st.timers.peek().map(|t| t.when))
     }
 
     fn schedule_timer(&self, py: Python<'_>, handle: &Py<Handle>, when: f64) {
         handle.borrow_mut(py).scheduled = true;
-        let mut st = self.state.lock().expect("loop state");
-        st.seq += 1;
-        let seq = st.seq;
-        st.timers.push(Timer {
-            when,
-            seq,
-            handle: handle.clone_ref(py),
+        let handle = handle.clone_ref(py);
+        self.state.with(py, |st| {
+            st.seq += 1;
+            let seq = st.seq;
+            st.timers.push(Timer { when, seq, handle });
         });
     }
-}
 
-fn check_closed(lp: &Bound<'_, PyAny>) -> PyResult<()> {
-    if lp.getattr(intern!(lp.py(), "_closed"))?.is_truthy()? {
-        return Err(PyRuntimeError::new_err("Event loop is closed"));
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-fn debug_checks(lp: &Bound<'_, PyAny>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
-    let py = lp.py();
-    if !lp.getattr(intern!(py, "_debug"))?.is_truthy()? {
+fn debug_checks(
+    slf: &Bound<'_, LoopCore>,
+    callback: &Bound<'_, PyAny>,
+    method: &str,
+) -> PyResult<()> {
+    let py = slf.py();
+    if !slf.get().debug.load(Ordering::Relaxed) {
         if !callback.is_callable() {
             return Err(PyTypeError::new_err(format!(
                 "a callable object was expected by {method}(), got {callback}"
@@ -184,8 +213,8 @@ fn debug_checks(lp: &Bound<'_, PyAny>, callback: &Bound<'_, PyAny>, method: &str
         }
         return Ok(());
     }
-    lp.call_method0(intern!(py, "_check_thread"))?;
-    lp.call_method1(intern!(py, "_check_callback"), (callback, method))?;
+    slf.call_method0(intern!(py, "_check_thread"))?;
+    slf.call_method1(intern!(py, "_check_callback"), (callback, method))?;
     Ok(())
 }
 
@@ -199,7 +228,9 @@ impl LoopCore {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         LoopCore {
-            state: Mutex::new(State::default()),
+            state: GilCell::new(State::default()),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             cancelled_timers: AtomicUsize::new(0),
             fatal: Mutex::new(None),
@@ -218,9 +249,8 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let lp = slf.as_any();
-        check_closed(lp)?;
-        debug_checks(lp, callback, "call_soon")?;
+        slf.get().check_closed()?;
+        debug_checks(slf, callback, "call_soon")?;
         Self::_call_soon(slf, callback, args, context)
     }
 
@@ -233,18 +263,15 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let h = Py::new(
+        let h = Handle::create(
             py,
-            Handle::new(
-                py,
-                callback.clone().unbind(),
-                args.clone().unbind(),
-                context,
-                slf.clone().into_any().unbind(),
-                f64::NAN,
-            )?,
+            callback,
+            args,
+            context,
+            slf.clone().into_any().unbind(),
+            f64::NAN,
         )?;
-        slf.get().push_ready(h.clone_ref(py).into_any());
+        slf.get().push_ready(py, h.clone_ref(py).into_any());
         Self::wake(slf);
         Ok(h)
     }
@@ -263,19 +290,9 @@ impl LoopCore {
         if when.is_nan() {
             return Err(PyValueError::new_err("when must be a number, not NaN"));
         }
-        check_closed(lp)?;
-        debug_checks(lp, callback, "call_at")?;
-        let h = Py::new(
-            py,
-            Handle::new(
-                py,
-                callback.clone().unbind(),
-                args.clone().unbind(),
-                context,
-                lp.clone().unbind(),
-                when,
-            )?,
-        )?;
+        slf.get().check_closed()?;
+        debug_checks(slf, callback, "call_at")?;
+        let h = Handle::create(py, callback, args, context, lp.clone().unbind(), when)?;
         slf.get().schedule_timer(py, &h, when);
         Self::wake(slf);
         Ok(h)
@@ -304,7 +321,7 @@ impl LoopCore {
             Err(_) => handle.getattr("_cancelled")?.is_truthy()?,
         };
         if !cancelled {
-            slf.get().push_ready(handle.clone().unbind());
+            slf.get().push_ready(slf.py(), handle.clone().unbind());
             Self::wake(slf);
         }
         Ok(())
@@ -337,7 +354,7 @@ impl LoopCore {
 
     /// Drops every pending callback and timer (on close).
     fn _clear(&self, py: Python<'_>) {
-        let st = std::mem::take(&mut *self.state.lock().expect("loop state"));
+        let st = self.state.with(py, std::mem::take);
         for t in &st.timers {
             t.handle.borrow_mut(py).scheduled = false;
         }
@@ -345,9 +362,28 @@ impl LoopCore {
     }
 
     /// How many callbacks are ready and timers pending (for tests and repr).
-    fn _pending(&self) -> (usize, usize) {
-        let st = self.state.lock().expect("loop state");
-        (st.ready.len(), st.timers.len())
+    fn _pending(&self, py: Python<'_>) -> (usize, usize) {
+        self.state.with(py, |st| (st.ready.len(), st.timers.len()))
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed(&self, value: bool) {
+        self.closed.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, value: bool) {
+        self.debug.store(value, Ordering::Relaxed);
     }
 
     /// Watches `fd` for reading: `callback(*args)` runs when it is readable.
@@ -482,18 +518,8 @@ impl LoopCore {
         which: u32,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        check_closed(slf.as_any())?;
-        let h = Py::new(
-            py,
-            Handle::new(
-                py,
-                callback.clone().unbind(),
-                args.clone().unbind(),
-                None,
-                slf.clone().into_any().unbind(),
-                f64::NAN,
-            )?,
-        )?;
+        slf.get().check_closed()?;
+        let h = Handle::create_io(py, callback, args, slf.clone().into_any().unbind())?;
         let sel = Self::selector(slf)?;
         if let Some(old) = sel.get().add_interest(py, fd, which, h.clone_ref(py))? {
             old.bind(py).call_method0(intern!(py, "cancel"))?;
@@ -504,7 +530,7 @@ impl LoopCore {
 
     fn remove_interest(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, which: u32) -> PyResult<bool> {
         let py = slf.py();
-        if slf.getattr(intern!(py, "_closed"))?.is_truthy()? {
+        if slf.get().closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let Ok(sel) = Self::selector(slf) else {
@@ -550,12 +576,14 @@ impl Engine {
             .get()
             .dispatch(py, &mut self.scratch, &mut self.handles, 0)?;
         for h in self.handles.drain(..) {
-            core.push_ready(h);
+            core.push_ready(py, h);
         }
         core.fire_timers(py, now + RESOLUTION);
-        let n = core.ready_len();
+        let n = core.ready_len(py);
         for _ in 0..n {
-            let Some(item) = core.pop_ready() else { break };
+            let Some(item) = core.pop_ready(py) else {
+                break;
+            };
             let bound = item.bind(py);
             match bound.cast::<Handle>() {
                 Ok(h) => run_handle(py, h)?,
@@ -601,10 +629,10 @@ impl TaskBody for Engine {
         if core.stopping.swap(false, Ordering::Relaxed) {
             return self.finish();
         }
-        if core.ready_len() > 0 {
+        if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);
         }
-        let timeout = core.next_timer().map(|when| {
+        let timeout = core.next_timer(py).map(|when| {
             let now = kernel.now().as_secs_f64();
             Duration::from_secs_f64((when - now).max(0.0))
         });

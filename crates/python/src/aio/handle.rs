@@ -5,26 +5,34 @@
 //! runs in and its loop. Running it calls `context.run(callback, *args)`; an
 //! `Exception` (or any `BaseException` but `KeyboardInterrupt` and
 //! `SystemExit`, as in asyncio) goes to the loop's exception handler.
-//! Cancelling drops the callback and arguments at once, so a cancelled timer
-//! keeps nothing alive.
+//! Running a one-shot handle (`call_soon`, timers) or cancelling any handle
+//! drops the callback and arguments at once, so a handle kept by its owner
+//! keeps nothing alive; a reader's or writer's handle is held by the
+//! selector while registered and cancelled when removed. That is also why it is
+//! not tracked by the cyclic garbage collector: a pending handle is held by
+//! its loop, and one that has run or was cancelled refers to nothing but its
+//! loop (with many pending callbacks, the collector's scans of them were a
+//! fifth of the cost of `call_soon`).
 
 use pyo3::exceptions::{PyAttributeError, PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{PyTraverseError, PyVisit, intern};
 
 /// A callback scheduled on a Tiffany event loop.
 #[pyclass(module = "tiffany._native", name = "LoopHandle", weakref)]
 pub struct Handle {
-    callback: Option<Py<PyAny>>,
-    args: Option<Py<PyTuple>>,
-    context: Option<Py<PyAny>>,
+    /// `(context, callback, *args)`: the arguments of `Context.run`, built once.
+    call: Option<Py<PyTuple>>,
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) cancelled: bool,
     /// The deadline of a timer on the loop's clock (NaN: not a timer).
     pub(crate) when: f64,
     /// Whether a timer is in its loop's heap.
     pub(crate) scheduled: bool,
+    /// Runs once (`call_soon`, timers); a reader's or writer's handle runs
+    /// each time its descriptor is ready.
+    oneshot: bool,
 }
 
 /// `contextvars.copy_context`, looked up once.
@@ -37,27 +45,54 @@ fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 impl Handle {
-    pub(crate) fn new(
+    /// A new one-shot handle (`call_soon`, timers), untracked by the cyclic
+    /// garbage collector (see the module's documentation).
+    pub(crate) fn create(
         py: Python<'_>,
-        callback: Py<PyAny>,
-        args: Py<PyTuple>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
         loop_: Py<PyAny>,
         when: f64,
-    ) -> PyResult<Self> {
+    ) -> PyResult<Py<Handle>> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
             _ => copy_context(py)?.unbind(),
         };
-        Ok(Handle {
-            callback: Some(callback),
-            args: Some(args),
-            context: Some(context),
+        let mut all = Vec::with_capacity(args.len() + 2);
+        all.push(context.into_bound(py));
+        all.push(callback.clone());
+        all.extend(args.iter());
+        let call = PyTuple::new(py, all)?;
+        // SAFETY: the GIL is held and the tuple is new and tracked; it lives
+        // only as long as the handle is pending (see the module's documentation).
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(call.as_ptr().cast()) };
+        let handle = Handle {
+            call: Some(call.unbind()),
             loop_: Some(loop_),
             cancelled: false,
             when,
             scheduled: false,
-        })
+            oneshot: true,
+        };
+        let h = Py::new(py, handle)?;
+        // SAFETY: the GIL is held and `h` is a live object of a GC type,
+        // tracked since its creation; untracking an object is always
+        // allowed (its deallocator untracks it again, which is harmless).
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
+        Ok(h)
+    }
+
+    /// A handle for a descriptor's readiness: it runs each time.
+    pub(crate) fn create_io(
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        loop_: Py<PyAny>,
+    ) -> PyResult<Py<Handle>> {
+        let h = Self::create(py, callback, args, None, loop_, f64::NAN)?;
+        h.borrow_mut(py).oneshot = false;
+        Ok(h)
     }
 
     pub(crate) fn is_timer(&self) -> bool {
@@ -68,34 +103,64 @@ impl Handle {
 /// Runs a handle; an error that must end the loop (KeyboardInterrupt,
 /// SystemExit) is returned, every other one goes to the exception handler.
 pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> {
-    let (callback, args, context) = {
-        let me = h.borrow();
+    // A one-shot handle lets go of its callback and arguments as it runs,
+    // so a handle kept by its owner holds nothing (and makes no cycle).
+    let call = {
+        let mut me = h.borrow_mut();
         if me.cancelled {
             return Ok(());
         }
-        match (&me.callback, &me.args, &me.context) {
-            (Some(c), Some(a), Some(x)) => (c.clone_ref(py), a.clone_ref(py), x.clone_ref(py)),
-            _ => return Ok(()),
+        let call = if me.oneshot {
+            me.call.take()
+        } else {
+            me.call.as_ref().map(|c| c.clone_ref(py))
+        };
+        match call {
+            Some(c) => c,
+            None => return Ok(()),
         }
     };
-    let args = args.bind(py);
-    let mut all = Vec::with_capacity(args.len() + 1);
-    all.push(callback.bind(py).clone());
-    all.extend(args.iter());
-    let call = PyTuple::new(py, all)?;
-    match context.bind(py).call_method1(intern!(py, "run"), call) {
+    let call = call.into_bound(py);
+    match context_run(py)?.call1(&call) {
         Ok(_) => Ok(()),
-        Err(e) => report(py, h, &callback, args, e),
+        Err(e) => report(py, h, &call, e),
     }
+}
+
+/// `contextvars.Context.run`, unbound: called with the context first, it
+/// saves making a bound method per callback.
+fn context_run(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static RUN: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    RUN.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("contextvars")?
+                .getattr("Context")?
+                .getattr("run")?
+                .unbind(),
+        )
+    })
+    .map(|r| r.bind(py))
+}
+
+/// The context, callback and arguments of a `(context, callback, *args)` tuple.
+fn split<'py>(
+    call: &Bound<'py, PyTuple>,
+) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyTuple>) {
+    let py = call.py();
+    let item = |i| {
+        call.get_item(i)
+            .unwrap_or_else(|_| py.None().into_bound(py))
+    };
+    (item(0), item(1), call.get_slice(2, call.len()))
 }
 
 fn report(
     py: Python<'_>,
     h: &Bound<'_, Handle>,
-    callback: &Py<PyAny>,
-    args: &Bound<'_, PyTuple>,
+    call: &Bound<'_, PyTuple>,
     err: PyErr,
 ) -> PyResult<()> {
+    let (_, callback, args) = split(call);
     if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
         return Err(err);
     }
@@ -127,7 +192,7 @@ impl Handle {
                 return Ok(());
             }
             me.cancelled = true;
-            let dropped = (me.callback.take(), me.args.take());
+            let dropped = me.call.take();
             let notify = if me.is_timer() && me.scheduled {
                 me.loop_.as_ref().map(|l| l.clone_ref(py))
             } else {
@@ -161,12 +226,12 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.callback.as_ref().map(|c| c.clone_ref(py))
+        self.call.as_ref().map(|c| split(c.bind(py)).1.unbind())
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.args.as_ref().map(|c| c.clone_ref(py))
+        self.call.as_ref().map(|c| split(c.bind(py)).2.unbind())
     }
 
     #[getter]
@@ -181,7 +246,7 @@ impl Handle {
 
     /// The `contextvars.Context` the callback runs in.
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.as_ref().map(|c| c.clone_ref(py))
+        self.call.as_ref().map(|c| split(c.bind(py)).0.unbind())
     }
 
     /// The deadline of a timer handle, on the loop's clock.
@@ -216,7 +281,8 @@ impl Handle {
         if self.is_timer() {
             s.push_str(&format!(" when={}", self.when));
         }
-        if let (Some(cb), Some(args)) = (&self.callback, &self.args) {
+        if let Some(call) = &self.call {
+            let (_, cb, args) = split(call.bind(py));
             let src = py
                 .import("asyncio.format_helpers")
                 .and_then(|m| m.call_method1("_format_callback_source", (cb, args)))
@@ -227,25 +293,5 @@ impl Handle {
         }
         s.push('>');
         s
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for o in [&self.callback, &self.context, &self.loop_]
-            .into_iter()
-            .flatten()
-        {
-            visit.call(o)?;
-        }
-        if let Some(a) = &self.args {
-            visit.call(a)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.callback = None;
-        self.args = None;
-        self.context = None;
-        self.loop_ = None;
     }
 }
