@@ -282,3 +282,19 @@ def test_a_reader_runs_each_time_its_descriptor_is_ready() -> None:
         a.close()
         b.close()
     assert got == [b"first", b"again", b"again"]
+
+
+def test_debug_mode_warns_about_slow_callbacks(caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    loop = tiffany.new_event_loop()
+    try:
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.0
+        loop.call_soon(time.sleep, 0)
+        loop.call_soon(loop.stop)
+        with caplog.at_level("WARNING", logger="asyncio"):
+            loop.run_forever()
+    finally:
+        loop.close()
+    assert any("Executing" in r.getMessage() for r in caplog.records)

@@ -546,6 +546,20 @@ impl LoopCore {
     }
 }
 
+/// Runs one queued callback: a native handle, or an object with `_run()`
+/// and `_cancelled` (asyncio's own handles).
+fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    match item.cast::<Handle>() {
+        Ok(h) => run_handle(py, h),
+        Err(_) => {
+            if !item.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                item.call_method0(intern!(py, "_run"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The kernel task that runs asyncio's iterations.
 struct Engine {
     lp: Py<LoopCore>,
@@ -580,19 +594,39 @@ impl Engine {
         }
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
+        let debug = core.debug.load(Ordering::Relaxed);
         for _ in 0..n {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
             let bound = item.bind(py);
-            match bound.cast::<Handle>() {
-                Ok(h) => run_handle(py, h)?,
-                Err(_) => {
-                    if !bound.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
-                        bound.call_method0(intern!(py, "_run"))?;
-                    }
-                }
+            if debug {
+                self.run_timed(py, bound)?;
+            } else {
+                run_item(py, bound)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Debug mode: runs a callback and warns on asyncio's logger if it took
+    /// at least `loop.slow_callback_duration` seconds (as asyncio does).
+    fn run_timed(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        let what = item.repr().map(|r| r.to_string()).unwrap_or_default();
+        let start = std::time::Instant::now();
+        run_item(py, item)?;
+        let took = start.elapsed().as_secs_f64();
+        let slow: f64 = self
+            .lp
+            .bind(py)
+            .getattr(intern!(py, "slow_callback_duration"))
+            .and_then(|v| v.extract())
+            .unwrap_or(0.1);
+        if took >= slow {
+            let logger = py
+                .import("logging")?
+                .call_method1("getLogger", ("asyncio",))?;
+            logger.call_method1("warning", ("Executing %s took %.3f seconds", what, took))?;
         }
         Ok(())
     }
