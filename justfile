@@ -83,3 +83,9 @@ bench-quick: (bench "--quick")
 # API documentation.
 doc:
     cargo doc --workspace --no-deps
+
+# Mutation testing of the kernel (cargo-mutants; hours on 2 cores; not in CI):
+# every mutant the Rust tests do not kill is listed in target/mutants/mutants.out.
+mutants *args: setup
+    command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+    cargo mutants -p tiffany-scheduler --test-tool nextest --output target/mutants {{args}}
