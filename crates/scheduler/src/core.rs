@@ -910,10 +910,6 @@ impl Core {
             Step::Failed(e) => self.end(slot, Outcome::Failed(e)),
             Step::Cancelled => self.end(slot, Outcome::Cancelled),
         };
-        if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].admitted {
-            // An admission is for a spawn right after it, not across a wait.
-            self.drop_admission(slot);
-        }
         if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].abandon {
             // Its one resume after a shutdown deadline is over and it did
             // not end: abandoned where it stands.
@@ -985,6 +981,12 @@ impl Core {
                 | SystemCall::EventWait(_)
                 | SystemCall::Admit
         );
+        if blocking && !matches!(call, SystemCall::Admit) && self.tasks[slot].admitted {
+            // An admission is for a spawn right after it, not across a wait
+            // (a throttle at the admit itself, or at a call answered at
+            // once, keeps it: the task's next spawn is still "right after").
+            self.drop_admission(slot);
+        }
         if blocking && self.is_cancelled(slot) {
             self.tasks[slot].cancel = Cancel::Delivered;
             self.tasks[slot].input = Some(Resume::Cancelled);
