@@ -14,7 +14,7 @@ default:
 setup:
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
     test -x {{python}} || python3 -m venv {{venv}}
-    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "ruff>=0.5" "mypy>=1.10"
+    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10"
 
 # Build the Python package into the project's environment (.venv).
 develop: setup

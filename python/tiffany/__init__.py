@@ -28,9 +28,10 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack
 
 from tiffany._native import (
+    DEFAULT_QUANTUM,
     PRI_DEFAULT,
     PRI_LOWEST,
     PRI_SYSTEM,
@@ -38,12 +39,10 @@ from tiffany._native import (
     Completion,
     Event,
     EventBatch,
-    GetTid,
     Handle,
     JoinTimeout,
     Scheduler,
     SpawnError,
-    Syscall,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -58,28 +57,26 @@ from tiffany._native import (
     sock_recv,
     sock_sendall,
     spawn,
-    wait_readable,
     wait_writable,
     yield_now,
 )
 
 __all__ = [
+    "DEFAULT_QUANTUM",
     "PRI_DEFAULT",
     "PRI_LOWEST",
     "PRI_SYSTEM",
     "Cancelled",
-    "Completion",
-    "GetTid",
     "Handle",
     "JoinTimeout",
     "Scheduler",
     "SpawnError",
-    "Syscall",
     "Task",
     "TaskCancelled",
     "TaskEvent",
     "Event",
     "EventBatch",
+    "SchedulerOptions",
     "TaskFailed",
     "admit",
     "current_task",
@@ -94,8 +91,6 @@ __all__ = [
     "sock_sendall",
     "spawn",
     "to_thread",
-    "wait_readable",
-    "wait_writable",
     "yield_now",
 ]
 
@@ -149,19 +144,27 @@ async def sock_connect(sock: socket.socket, address: Any) -> None:
         raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
 
 
+class SchedulerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Scheduler`, which :func:`run` forwards."""
+
+    clock: Literal["real", "virtual"]
+    quantum: float
+    capacity: int | None
+    backpressure: Callable[[], float] | None
+    timing_metrics: bool
+
+
 def run(
     main: Coroutine[Any, Any, T] | Generator[Any, Any, T],
-    *,
-    clock: str = "real",
-    quantum: float = 0.005,
-    capacity: int | None = None,
-    backpressure: Callable[[], float] | None = None,
+    /,
+    **options: Unpack[SchedulerOptions],
 ) -> T:
-    """Run ``main`` on a fresh scheduler until every non-daemon task has finished.
+    """Run ``main`` on a fresh scheduler; return its result or raise its exception.
 
-    Returns ``main``'s result or raises its exception. The keyword arguments
-    are those of :class:`Scheduler`.
+    The keyword arguments are those of :class:`Scheduler`. When ``main``
+    ends, the tasks still alive are cancelled (their ``finally`` blocks
+    run), as ``asyncio.run`` does: await (join) a task to wait for it.
     """
-    sched = Scheduler(clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure)
+    sched = Scheduler(**options)
     result: T = sched.run(main)
     return result

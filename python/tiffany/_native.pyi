@@ -2,7 +2,7 @@
 
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
-from typing import Any, Final, Literal, Protocol, TypeVar, final, overload
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, final, overload
 
 from _typeshed import ReadableBuffer
 
@@ -16,6 +16,7 @@ _T = TypeVar("_T")
 PRI_SYSTEM: Final[int]
 PRI_DEFAULT: Final[int]
 PRI_LOWEST: Final[int]
+DEFAULT_QUANTUM: Final[float]
 
 TaskState = Literal[
     "pending",
@@ -74,9 +75,11 @@ class Syscall:
     def __next__(self) -> Any: ...
     def send(self, value: Any) -> Any: ...
 
+_TaskBody = Coroutine[Any, Any, _T] | Generator[Any, Any, _T]
+
 @final
-class Task:
-    """A task: awaiting it joins it."""
+class Task(Generic[_T]):
+    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``)."""
 
     @property
     def id(self) -> int: ...
@@ -87,12 +90,13 @@ class Task:
     @property
     def state(self) -> TaskState: ...
     def done(self) -> bool: ...
-    def result(self) -> Any: ...
+    def result(self) -> _T: ...
     def exception(self) -> BaseException | None: ...
     def cancel(self) -> bool: ...
-    def add_dependency(self, other: Task) -> None: ...
-    def add_done_callback(self, callback: Callable[[Task], object]) -> None: ...
-    def __await__(self) -> Generator[Any, Any, Any]: ...
+    def add_dependency(self, other: Task[Any]) -> None: ...
+    def add_done_callback(self, callback: Callable[[Task[_T]], object]) -> None:
+        """Call ``callback(task)`` once the task has ended; ``TypeError`` if not callable."""
+    def __await__(self) -> Generator[Any, Any, _T]: ...
 
 @final
 class TaskEvent:
@@ -156,7 +160,7 @@ class Handle:
         self,
         coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
         *,
-        priority: int = 10,
+        priority: int = ...,
         name: str | None = None,
     ) -> int: ...
     def cancel(self, task_id: int) -> None: ...
@@ -179,8 +183,8 @@ class Scheduler:
     def __init__(
         self,
         *,
-        clock: Literal["real", "virtual"] | str = "real",
-        quantum: float = 0.005,
+        clock: Literal["real", "virtual"] = "real",
+        quantum: float = ...,
         capacity: int | None = None,
         backpressure: Callable[[], float] | None = None,
         timing_metrics: bool = True,
@@ -192,23 +196,36 @@ class Scheduler:
         """
     def spawn(
         self,
-        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        coro: _TaskBody[_T],
         *,
-        priority: int = 10,
-        deps: Iterable[Task] | None = None,
+        priority: int = ...,
+        deps: Iterable[Task[Any]] | None = None,
         name: str | None = None,
         daemon: bool = False,
-    ) -> Task: ...
+    ) -> Task[_T]:
+        """Spawn a coroutine (or generator) as a task.
+
+        ``priority`` is an int in 0..=255 (``ValueError`` outside, ``TypeError``
+        for a bool); a coroutine already held by a task is refused (``RuntimeError``).
+        """
     def spawn_system(
         self,
-        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        coro: _TaskBody[_T],
         *,
         name: str | None = None,
-    ) -> Task: ...
-    def run(self, main: Coroutine[Any, Any, _T] | Generator[Any, Any, _T] | None = None) -> _T: ...
+    ) -> Task[_T]: ...
+    @overload
+    def run(self, main: None = None) -> None:
+        """Run until every non-daemon task has finished (daemon tasks are then cancelled)."""
+    @overload
+    def run(self, main: _TaskBody[_T]) -> _T:
+        """Run ``main``; when it ends, cancel what is left and return its result."""
     def now(self) -> float: ...
     def on_event(self, callback: Callable[[TaskEvent], object]) -> None:
-        """Call ``callback(event)`` for every event, on the scheduler's thread."""
+        """Call ``callback(event)`` for every event, on the scheduler's thread.
+
+        ``TypeError`` at once if ``callback`` is not callable.
+        """
     def on_events(self, callback: Callable[[EventBatch], object], max_batch: int = 1024) -> None:
         """Call ``callback(batch)`` with the events in batches of at most ``max_batch``.
 
@@ -221,15 +238,6 @@ class Scheduler:
     def shutdown(self, timeout: float) -> Literal["clean", "timeout"]: ...
     def pressure(self) -> float: ...
     def handle(self) -> Handle: ...
-    def spawn_native_join(self, task: Task, *, name: str | None = None) -> Task: ...
-    def spawn_native_sleep(
-        self,
-        seconds: float,
-        result: object = None,
-        *,
-        priority: int = 10,
-        name: str | None = None,
-    ) -> Task: ...
 
 def sleep(seconds: float) -> Syscall:
     """``await sleep(s)``: sleep ``s`` seconds on the scheduler's clock (``0`` yields)."""
@@ -247,22 +255,22 @@ def shutdown(timeout: float) -> Syscall:
     """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout"."""
 
 def spawn(
-    coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+    coro: _TaskBody[_T],
     *,
-    priority: int = 10,
-    deps: Iterable[Task] | None = None,
+    priority: int = ...,
+    deps: Iterable[Task[Any]] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> Task:
+) -> Task[_T]:
     """Spawn on the running scheduler (see ``Scheduler.spawn``)."""
 
 def now() -> float:
     """The running scheduler's time in seconds."""
 
-def current_task() -> Task | None:
+def current_task() -> Task[Any] | None:
     """The task being run, or ``None`` outside tasks."""
 
-def join(task: Task, timeout: float | None = None) -> Syscall:
+def join(task: Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
     """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``."""
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall:
@@ -276,7 +284,9 @@ def sock_recv(sock: socket.socket, n: int) -> _Awaitable[bytes]:
 
     The receive is tried at once, natively; only if it would block does the
     task wait for the socket to become readable. The socket must be
-    non-blocking and stays registered with the scheduler between calls.
+    non-blocking (``ValueError`` otherwise) and stays registered with the
+    scheduler between calls. One call returns at most 256 KiB, whatever
+    ``n`` (as one ``recv`` would); a negative ``n`` is a ``ValueError``.
     """
 
 def sock_sendall(sock: socket.socket, data: ReadableBuffer) -> _Awaitable[None]:
@@ -292,3 +302,16 @@ def sock_accept(sock: socket.socket) -> _Awaitable[tuple[socket.socket, Any]]:
     ``sock`` must be a non-blocking listening socket (``ValueError``
     otherwise); the new connection is non-blocking too.
     """
+
+def spawn_native_join(sched: Scheduler, task: Task[_T], *, name: str | None = None) -> Task[_T]:
+    """Spawn on ``sched`` a native task that joins ``task`` (see ``tiffany.testing``)."""
+
+def spawn_native_sleep(
+    sched: Scheduler,
+    seconds: float,
+    result: _T = None,  # type: ignore[assignment]
+    *,
+    priority: int = ...,
+    name: str | None = None,
+) -> Task[_T]:
+    """Spawn on ``sched`` a native task that sleeps, then returns ``result``."""

@@ -12,6 +12,8 @@ import textwrap
 import pytest
 
 import tiffany
+import tiffany.lowlevel
+import tiffany.testing
 
 
 def test_busy_task_is_throttled_behind_its_peer() -> None:
@@ -20,7 +22,9 @@ def test_busy_task_is_throttled_behind_its_peer() -> None:
     async def busy(name: str) -> None:
         for _ in range(120):
             order.append(name)
-            await tiffany.GetTid()  # answered at once: no yield, only the budget interrupts
+            await (
+                tiffany.lowlevel.GetTid()
+            )  # answered at once: no yield, only the budget interrupts
 
     # Virtual clock: each resume is charged 100 µs, the quantum is 5 ms, so a
     # busy task is throttled after 50 resumes.
@@ -126,7 +130,7 @@ def test_python_task_joins_a_native_task_and_back() -> None:
         return f"native said {value}"
 
     sched = tiffany.Scheduler(clock="virtual")
-    native = sched.spawn_native_sleep(2.5, "hello", name="rust")
+    native = tiffany.testing.spawn_native_sleep(sched, 2.5, "hello", name="rust")
     py = sched.spawn(python_side(native))
     sched.run()
     assert py.result() == "native said hello"
@@ -139,7 +143,7 @@ def test_cancelling_a_native_task_from_python() -> None:
     async def main() -> str:
         native = tiffany.current_task()
         assert native is not None
-        sleeper = sched.spawn_native_sleep(100.0)
+        sleeper = tiffany.testing.spawn_native_sleep(sched, 100.0)
         await tiffany.sleep(1.0)
         sleeper.cancel()
         with pytest.raises(tiffany.TaskCancelled):

@@ -270,7 +270,7 @@ impl PyBody {
                 writable,
                 timeout,
             } => {
-                let token = crate::runtime::io_acquire(py, fd, None)?;
+                let token = crate::io_registry::io_acquire(py, fd, None)?;
                 self.held_fd = Some(fd);
                 SystemCall::IoWait {
                     token,
@@ -284,7 +284,7 @@ impl PyBody {
                 }
             }
             Kind::Channel { token } => SystemCall::IoWait {
-                token: crate::runtime::channel_token(token)?,
+                token: crate::current::channel_token(token)?,
                 interest: Interest::Readable,
                 timeout: None,
                 after_would_block: false,
@@ -310,7 +310,7 @@ impl PyBody {
         match op.attempt(py)? {
             Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
             Attempt::Wait { fd, writable } => {
-                let token = crate::runtime::io_acquire(py, fd, Some(op.sock().bind(py)))?;
+                let token = crate::io_registry::io_acquire(py, fd, Some(op.sock().bind(py)))?;
                 self.held_fd = Some(fd);
                 self.pending = Some(op);
                 Ok(Translated::Call(SystemCall::IoWait {
@@ -329,7 +329,7 @@ impl PyBody {
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
         if let Some(fd) = self.held_fd.take() {
-            crate::runtime::io_release(fd);
+            crate::io_registry::io_release(fd);
         }
         let mut input = match self.pending.take() {
             // Woken for a socket operation: retry it. Any other answer
@@ -386,7 +386,7 @@ impl PyBody {
                                 // As in asyncio: these end the whole run, not just
                                 // the task. The scheduler shuts down (every task
                                 // sees `Cancelled`) and run() re-raises it.
-                                crate::runtime::interrupt_with(err.clone_ref(py));
+                                crate::current::interrupt_with(err.clone_ref(py));
                             }
                             let message = err.to_string();
                             Step::Failed(TaskError::with_payload(
@@ -419,7 +419,7 @@ impl TaskBody for PyBody {
 impl Drop for PyBody {
     fn drop(&mut self) {
         if let Some(fd) = self.held_fd.take() {
-            crate::runtime::io_release(fd);
+            crate::io_registry::io_release(fd);
         }
         if self.stack.is_empty() {
             return;
@@ -444,6 +444,12 @@ fn int(py: Python<'_>, v: u64) -> Py<PyAny> {
 
 fn float(py: Python<'_>, v: f64) -> Py<PyAny> {
     pyo3::types::PyFloat::new(py, v).into_any().unbind()
+}
+
+/// Whether `obj` is exactly a coroutine or a generator (not a subclass or
+/// another implementation of the protocols).
+pub(crate) fn is_exact_task_type(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    is_coroutine(py, obj) || is_generator(py, obj)
 }
 
 fn is_coroutine(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {

@@ -1,9 +1,9 @@
 //! The exceptions of the `tiffany` package.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyBaseException, PyException, PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::{PyBaseException, PyException, PyOSError, PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use tiffany_scheduler::{SpawnError as KernelSpawnError, TaskError};
 
 create_exception!(
@@ -39,6 +39,27 @@ create_exception!(
     "Raised to whoever joins a native (Rust) task that panicked; the message is the panic's."
 );
 
+/// An `OSError` built as Python builds one, `OSError(errno, os.strerror(errno))`:
+/// the subclass for the code (`BrokenPipeError`, `ConnectionResetError`, ...),
+/// `.errno` and `.strerror` set, no "(os error N)" in the message.
+pub(crate) fn os_error(errno: i32) -> PyErr {
+    let strerror = Python::attach(|py| {
+        py.import("os")
+            .and_then(|os| os.call_method1("strerror", (errno,)))
+            .and_then(|s| s.extract::<String>())
+    })
+    .unwrap_or_else(|_| format!("error {errno}"));
+    PyOSError::new_err((errno, strerror))
+}
+
+/// An `OSError` for an I/O error of the kernel (see [`os_error`]).
+pub(crate) fn io_error(e: &std::io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(errno) => os_error(errno),
+        None => PyOSError::new_err(e.to_string()),
+    }
+}
+
 /// A `SpawnError` with its `.reason` set.
 pub(crate) fn spawn_error(py: Python<'_>, e: &KernelSpawnError) -> PyErr {
     let err = SpawnError::new_err(e.to_string());
@@ -62,4 +83,20 @@ pub(crate) fn task_error(py: Python<'_>, e: &TaskError) -> PyErr {
         return PyErr::from_value(exc.bind(py).clone());
     }
     TaskFailed::new_err(e.message().to_owned())
+}
+
+/// Logs an exception raised by a user callback on the "tiffany" logger.
+pub(crate) fn log_callback_error(py: Python<'_>, what: &str, err: PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("tiffany",))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
+        logger.call_method("error", (format!("exception in {what}"),), Some(&kwargs))?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        err.write_unraisable(py, None);
+    }
 }

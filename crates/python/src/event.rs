@@ -69,7 +69,7 @@ impl Event {
     /// it is). Raises `RuntimeError` outside a running scheduler, or on a
     /// scheduler other than the one the event belongs to.
     fn wait(&mut self) -> PyResult<Syscall> {
-        let (kernel, sched) = crate::runtime::current_kernel()?;
+        let (kernel, sched) = crate::current::current_kernel()?;
         let b = match &self.binding {
             Some(b) if b.sched != sched => {
                 return Err(PyRuntimeError::new_err(

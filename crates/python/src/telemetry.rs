@@ -16,10 +16,8 @@ use std::rc::Rc;
 
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice};
-use tiffany_scheduler::{EventSubscriber, TaskEvent};
-
-use crate::runtime::PyTaskEvent;
+use pyo3::types::{PyDict, PyList, PySlice};
+use tiffany_scheduler::{EventKind, EventSubscriber, TaskEvent, TaskId};
 
 /// Events in the order they happened, handed to an `on_events` callback.
 #[pyclass(module = "tiffany._native", name = "EventBatch", frozen, sequence)]
@@ -114,7 +112,7 @@ impl EventSubscriber for BatchSubscriber {
                     Py::new(py, batch).and_then(|batch| self.callback.call1(py, (batch,)));
                 if let Err(err) = delivered {
                     self.errors.set(self.errors.get() + 1);
-                    crate::runtime::log_callback_error(py, "an on_events callback", err);
+                    crate::errors::log_callback_error(py, "an on_events callback", err);
                 }
             }
         });
@@ -122,5 +120,85 @@ impl EventSubscriber for BatchSubscriber {
 
     fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+/// An event given to `on_event` callbacks: one transition of one task (or of
+/// the scheduler).
+#[pyclass(module = "tiffany._native", name = "TaskEvent", frozen)]
+pub struct PyTaskEvent {
+    event: TaskEvent,
+}
+
+impl PyTaskEvent {
+    pub(crate) fn new(event: TaskEvent) -> Self {
+        PyTaskEvent { event }
+    }
+}
+
+#[pymethods]
+impl PyTaskEvent {
+    /// "spawned", "running", "yield", "sleep", "io_wait", "join", "event_wait", "done",
+    /// "failed", "cancelled", "throttled", "paused", "resumed", "spawn_denied",
+    /// "shutdown_begin", "shutdown_complete" or "log".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.event.kind.name()
+    }
+
+    /// The task's id, or None for scheduler-wide events.
+    #[getter]
+    fn task_id(&self) -> Option<u64> {
+        self.event.task.map(TaskId::get)
+    }
+
+    /// The scheduler's time of the event, in seconds.
+    #[getter]
+    fn time(&self) -> f64 {
+        self.event.time.as_secs_f64()
+    }
+
+    /// The event's details (for example `{"until": 0.05}` for "sleep").
+    #[getter]
+    fn detail<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        match &self.event.kind {
+            EventKind::Spawned {
+                priority,
+                name,
+                deps,
+            } => {
+                d.set_item("priority", priority)?;
+                d.set_item("name", name.as_deref())?;
+                d.set_item("deps", deps)?;
+            }
+            EventKind::Sleep { until } => d.set_item("until", until.as_secs_f64())?,
+            EventKind::IoWait { token, interest } => {
+                d.set_item("token", token.get())?;
+                d.set_item("interest", interest.name())?;
+            }
+            EventKind::Join { target } => d.set_item("target", target.get())?,
+            EventKind::EventWait { event } => d.set_item("event_id", event.get())?,
+            EventKind::Failed { message } => d.set_item("error", &**message)?,
+            EventKind::Throttled { used } => d.set_item("used", used.as_secs_f64())?,
+            EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {
+                d.set_item("pressure", pressure)?
+            }
+            EventKind::SpawnDenied { reason } => d.set_item("reason", reason)?,
+            EventKind::ShutdownBegin { timeout } => d.set_item("timeout", timeout.as_secs_f64())?,
+            EventKind::ShutdownComplete { clean } => d.set_item("clean", clean)?,
+            EventKind::Log { message } => d.set_item("message", &**message)?,
+            EventKind::Running | EventKind::Yield | EventKind::Done | EventKind::Cancelled => {}
+        }
+        Ok(d)
+    }
+
+    /// The event as one PAL line (JSON).
+    fn to_json(&self) -> String {
+        self.event.to_json()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<TaskEvent {}>", self.event.to_json())
     }
 }
