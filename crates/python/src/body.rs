@@ -389,10 +389,17 @@ impl PyBody {
                                 crate::current::interrupt_with(err.clone_ref(py));
                             }
                             let message = err.to_string();
-                            Step::Failed(TaskError::with_payload(
-                                message,
-                                Value::new(err.into_value(py).into_any()),
-                            ))
+                            // The task's name goes with its failure, for the
+                            // report of a failure nobody waited for.
+                            let task_name = crate::current::current()
+                                .ok()
+                                .and_then(|c| c.kernel.info(c.kernel.current_task()?))
+                                .and_then(|i| i.name);
+                            let failure = crate::errors::Failure {
+                                exception: err.into_value(py).into_any(),
+                                task_name,
+                            };
+                            Step::Failed(TaskError::with_payload(message, Value::new(failure)))
                         };
                     }
                     input = Input::Throw(err);

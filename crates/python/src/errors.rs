@@ -74,15 +74,51 @@ pub(crate) fn spawn_error(py: Python<'_>, e: &KernelSpawnError) -> PyErr {
     err
 }
 
+/// What a failed Python task leaves in the kernel: its exception, and its
+/// name (taken while it ran: a finished task's record may be gone by the
+/// time its failure is reported).
+pub(crate) struct Failure {
+    pub(crate) exception: Py<PyAny>,
+    pub(crate) task_name: Option<std::sync::Arc<str>>,
+}
+
 /// The exception a joiner receives for a failed task: the task's own exception
 /// if it was a Python task, else `TaskFailed` with the panic's message.
 pub(crate) fn task_error(py: Python<'_>, e: &TaskError) -> PyErr {
     if let Some(payload) = e.payload()
-        && let Some(exc) = payload.downcast_ref::<Py<PyAny>>()
+        && let Some(failure) = payload.downcast_ref::<Failure>()
     {
-        return PyErr::from_value(exc.bind(py).clone());
+        return PyErr::from_value(failure.exception.bind(py).clone());
     }
     TaskFailed::new_err(e.message().to_owned())
+}
+
+/// The name of a failed Python task, as it was when it failed.
+pub(crate) fn failed_task_name(e: &TaskError) -> Option<std::sync::Arc<str>> {
+    e.payload()?.downcast_ref::<Failure>()?.task_name.clone()
+}
+
+/// Logs the failure of a task nobody retrieved, naming the task (`task 7
+/// "fetch"`). A `KeyboardInterrupt` or `SystemExit` is not logged: it ends
+/// the run and `run()` re-raises it.
+pub(crate) fn log_task_failure(
+    py: Python<'_>,
+    id: tiffany_scheduler::TaskId,
+    why: &str,
+    error: &TaskError,
+) {
+    let name = failed_task_name(error);
+    let err = task_error(py, error);
+    if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+    {
+        return;
+    }
+    let task = match name.as_deref() {
+        Some(n) => format!("task {id} {n:?}"),
+        None => format!("task {id}"),
+    };
+    log_callback_error(py, &format!("{task}, {why}"), err);
 }
 
 /// Logs an exception raised by a user callback on the "tiffany" logger.

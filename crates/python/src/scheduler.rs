@@ -19,7 +19,7 @@ use tiffany_scheduler::{
 use crate::args::{Capacity, Priority, Quantum, check_callable};
 use crate::body::PyBody;
 use crate::current::{Current, Enter, NEXT_SCHEDULER, current};
-use crate::errors::{log_callback_error, spawn_error, task_error};
+use crate::errors::{log_callback_error, spawn_error};
 use crate::signals::SigintGuard;
 use crate::syscall::check_seconds;
 use crate::task::Task;
@@ -113,8 +113,9 @@ pub(crate) fn borrow<'py>(sched: &Bound<'py, PyScheduler>) -> PyResult<PyRef<'py
     Ok(sched.borrow())
 }
 
-impl PyScheduler {
-    fn spawn_inner(
+impl Current {
+    /// Spawns `coro` with `options` (and `name`).
+    pub(crate) fn spawn_task(
         &self,
         py: Python<'_>,
         coro: &Bound<'_, PyAny>,
@@ -126,13 +127,9 @@ impl PyScheduler {
             options.name = Some(n.as_str().into());
         }
         let priority = options.priority;
-        let body = Body::custom(Box::new(PyBody::new(
-            py,
-            coro.clone().unbind(),
-            self.cur.id,
-        )));
-        match self.cur.kernel.spawn_body(body, options) {
-            Ok(id) => Ok(Task::new(&self.cur, id, name, priority)),
+        let body = Body::custom(Box::new(PyBody::new(py, coro.clone().unbind(), self.id)));
+        match self.kernel.spawn_body(body, options) {
+            Ok(id) => Ok(Task::new(self, id, name, priority)),
             Err(e) => Err(spawn_error(py, &e)),
         }
     }
@@ -145,13 +142,41 @@ impl PyScheduler {
                 PyTypeError::new_err("deps must be Task objects returned by spawn()")
             })?;
             let t = t.borrow();
-            if t.sched != self.cur.id {
+            if t.sched != self.id {
                 let err = tiffany_scheduler::SpawnError::UnknownDependency(t.id);
                 return Err(spawn_error(deps.py(), &err));
             }
             out.push(t.id);
         }
         Ok(out)
+    }
+
+    /// `spawn(coro, priority=, deps=, name=, daemon=)` on this scheduler.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spawn(
+        &self,
+        py: Python<'_>,
+        coro: &Bound<'_, PyAny>,
+        priority: Priority,
+        deps: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        daemon: bool,
+    ) -> PyResult<Task> {
+        let deps = match deps.map(|d| self.deps(d)).transpose() {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                // A refused coroutine is closed, as it is for every other refusal,
+                // so it does not warn "never awaited".
+                if check_task_object(py, coro).is_ok() {
+                    coro.call_method0("close")?;
+                }
+                return Err(e);
+            }
+        };
+        let options = SpawnOptions::priority(priority.0)
+            .with_deps(&deps)
+            .daemon(daemon);
+        self.spawn_task(py, coro, options, name)
     }
 }
 
@@ -208,14 +233,11 @@ impl PyScheduler {
                 }
             })
         }));
+        // The report names the task: the name travels with the failure (the
+        // task's record is gone by the time the kernel reports it).
         b = b.on_unobserved_failure(Box::new(|task, error| {
             Python::attach(|py| {
-                let err = task_error(py, error);
-                log_callback_error(
-                    py,
-                    &format!("task {task}, which nothing was waiting for"),
-                    err,
-                );
+                crate::errors::log_task_failure(py, task, "which nothing was waiting for", error);
             })
         }));
         if let Some(cb) = backpressure {
@@ -256,21 +278,7 @@ impl PyScheduler {
         name: Option<String>,
         daemon: bool,
     ) -> PyResult<Task> {
-        let deps = match deps.map(|d| self.deps(d)).transpose() {
-            Ok(d) => d.unwrap_or_default(),
-            Err(e) => {
-                // A refused coroutine is closed, as it is for every other refusal,
-                // so it does not warn "never awaited".
-                if check_task_object(py, coro).is_ok() {
-                    coro.call_method0("close")?;
-                }
-                return Err(e);
-            }
-        };
-        let options = SpawnOptions::priority(priority.0)
-            .with_deps(&deps)
-            .daemon(daemon);
-        self.spawn_inner(py, coro, options, name)
+        self.cur.spawn(py, coro, priority, deps, name, daemon)
     }
 
     /// Spawns a system task: priority 0, never held by back-pressure.
@@ -281,7 +289,7 @@ impl PyScheduler {
         coro: &Bound<'_, PyAny>,
         name: Option<String>,
     ) -> PyResult<Task> {
-        self.spawn_inner(py, coro, SpawnOptions::system(), name)
+        self.cur.spawn_task(py, coro, SpawnOptions::system(), name)
     }
 
     /// Runs until every non-daemon task has finished (then cancels daemon
@@ -291,7 +299,10 @@ impl PyScheduler {
     fn run(&self, py: Python<'_>, main: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let main_task = match main {
             Some(m) => {
-                Some(self.spawn_inner(py, m, SpawnOptions::default(), Some("main".into()))?)
+                Some(
+                    self.cur
+                        .spawn_task(py, m, SpawnOptions::default(), Some("main".into()))?,
+                )
             }
             None => None,
         };
@@ -446,9 +457,7 @@ pub fn spawn(
     name: Option<String>,
     daemon: bool,
 ) -> PyResult<Task> {
-    let cur = current()?;
-    let sched = PyScheduler { cur };
-    sched.spawn(py, coro, priority, deps, name, daemon)
+    current()?.spawn(py, coro, priority, deps, name, daemon)
 }
 
 /// `tiffany.now()`: the running scheduler's time in seconds.

@@ -52,11 +52,11 @@ impl Drop for Task {
             && !self.kernel.observe(self.id)
         {
             Python::attach(|py| {
-                let err = task_error(py, &e);
-                log_callback_error(
+                crate::errors::log_task_failure(
                     py,
-                    &format!("task {} (its exception was never retrieved)", self.id),
-                    err,
+                    self.id,
+                    "whose exception was never retrieved",
+                    &e,
                 );
             });
         }
