@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 import tiffany
+import tiffany.lowlevel
+import tiffany.testing
 
 
 async def _idle() -> None:
@@ -16,8 +18,7 @@ async def _idle() -> None:
 
 
 @pytest.mark.parametrize("bad", [-1, 256, 2**70])
-def test_priority_out_of_range_is_a_value_error(bad: int) -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_priority_out_of_range_is_a_value_error(bad: int, sched: tiffany.Scheduler) -> None:
     coro = _idle()
     with pytest.raises(ValueError, match=r"priority must be in 0\.\.=255"):
         sched.spawn(coro, priority=bad)
@@ -30,16 +31,14 @@ def test_priority_out_of_range_is_a_value_error(bad: int) -> None:
 
 
 @pytest.mark.parametrize("bad", [True, 1.0, "1", None])
-def test_priority_of_another_type_is_a_type_error(bad: Any) -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_priority_of_another_type_is_a_type_error(bad: Any, sched: tiffany.Scheduler) -> None:
     coro = _idle()
     with pytest.raises(TypeError, match="priority must be an int"):
         sched.spawn(coro, priority=bad)
     coro.close()
 
 
-def test_priority_bounds_are_accepted() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_priority_bounds_are_accepted(sched: tiffany.Scheduler) -> None:
     assert sched.spawn(_idle(), priority=0).priority == 0
     assert sched.spawn(_idle(), priority=255).priority == 255
     sched.run()
@@ -72,8 +71,7 @@ def test_the_default_quantum_comes_from_the_kernel() -> None:
     tiffany.Scheduler(quantum=1)
 
 
-def test_non_callables_are_refused_when_registered() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_non_callables_are_refused_when_registered(sched: tiffany.Scheduler) -> None:
     with pytest.raises(TypeError, match="on_event.*callable"):
         sched.on_event("not callable")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="on_events.*callable"):
@@ -93,16 +91,14 @@ def test_on_events_refuses_a_batch_size_below_one(bad: int) -> None:
         tiffany.Scheduler().on_events(lambda b: None, max_batch=bad)
 
 
-def test_a_huge_batch_size_is_only_a_threshold() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_a_huge_batch_size_is_only_a_threshold(sched: tiffany.Scheduler) -> None:
     batches: list[int] = []
     sched.on_events(lambda b: batches.append(len(b)), max_batch=2**62)
     sched.run(_idle())
     assert sum(batches) > 0
 
 
-def test_the_same_coroutine_is_refused_at_its_second_spawn() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_the_same_coroutine_is_refused_at_its_second_spawn(sched: tiffany.Scheduler) -> None:
     coro = _idle()
     first = sched.spawn(coro)
     with pytest.raises(RuntimeError, match="already"):
@@ -164,3 +160,20 @@ def test_run_takes_every_scheduler_option() -> None:
     with pytest.raises(TypeError):
         tiffany.run(coro, colour="blue")  # type: ignore[call-arg]
     coro.close()
+
+
+def test_bad_input_gets_clear_errors(sched: tiffany.Scheduler) -> None:
+
+    async def f() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="forget to call"):
+        sched.spawn(f)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        tiffany.sleep(-1)
+    with pytest.raises(ValueError):
+        tiffany.Scheduler(clock="wall")
+    orphan = f()
+    with pytest.raises(RuntimeError, match="no tiffany scheduler"):
+        tiffany.spawn(orphan)
+    orphan.close()

@@ -7,6 +7,8 @@ import logging
 import pytest
 
 import tiffany
+import tiffany.lowlevel
+import tiffany.testing
 
 
 def _failure_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -77,3 +79,31 @@ def test_keyboard_interrupt_and_system_exit_are_raised_not_logged(
     with caplog.at_level(logging.ERROR, logger="tiffany"), pytest.raises(exc):
         tiffany.run(main(), clock="virtual")
     assert _failure_logs(caplog) == []
+
+
+def test_unjoined_failure_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def doomed() -> None:
+        raise ZeroDivisionError("nobody listens")
+
+    async def main() -> None:
+        tiffany.spawn(doomed())  # fire and forget
+        await tiffany.sleep(1)
+
+    with caplog.at_level(logging.ERROR, logger="tiffany"):
+        tiffany.run(main(), clock="virtual")
+    hits = [r for r in caplog.records if r.exc_info and "nobody listens" in str(r.exc_info[1])]
+    assert len(hits) == 1
+
+
+def test_retrieved_failure_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def doomed() -> None:
+        raise ZeroDivisionError("handled")
+
+    async def main() -> None:
+        t = tiffany.spawn(doomed())
+        with pytest.raises(ZeroDivisionError):
+            await t
+
+    with caplog.at_level(logging.ERROR, logger="tiffany"):
+        tiffany.run(main(), clock="virtual")
+    assert not [r for r in caplog.records if r.exc_info]

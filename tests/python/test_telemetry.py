@@ -7,6 +7,8 @@ import json
 import pytest
 
 import tiffany
+import tiffany.lowlevel
+import tiffany.testing
 
 
 def _program(sched: tiffany.Scheduler) -> None:
@@ -42,8 +44,7 @@ def test_on_events_delivers_every_event_in_order_in_batches() -> None:
         assert len({e.time for e in b}) == 1
 
 
-def test_event_batch_is_a_sequence_with_pal_and_counts() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_event_batch_is_a_sequence_with_pal_and_counts(sched: tiffany.Scheduler) -> None:
     batches: list[tiffany.EventBatch] = []
     sched.on_events(batches.append)
     _program(sched)
@@ -63,8 +64,9 @@ def test_event_batch_is_a_sequence_with_pal_and_counts() -> None:
     assert "EventBatch of" in repr(batch)
 
 
-def test_on_events_callback_errors_are_counted_and_the_run_goes_on() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_on_events_callback_errors_are_counted_and_the_run_goes_on(
+    sched: tiffany.Scheduler,
+) -> None:
 
     def bad(batch: tiffany.EventBatch) -> None:
         raise RuntimeError("subscriber bug")
@@ -89,3 +91,59 @@ def test_timing_metrics_off_leaves_the_histograms_empty() -> None:
     assert off.metrics()["run_latency"]["count"] == 0
     assert off.metrics()["wait_time"]["count"] == 0
     assert off.metrics()["steps"] == on.metrics()["steps"]
+
+
+def test_events_are_deterministic_under_virtual_clock() -> None:
+    def program() -> list[str]:
+        lines: list[str] = []
+
+        async def child(i: int) -> int:
+            await tiffany.sleep(0.01 * (i % 3))
+            await tiffany.yield_now()
+            return i
+
+        async def main() -> int:
+            tasks = [tiffany.spawn(child(i), priority=10 + i % 2) for i in range(6)]
+            total = 0
+            for t in tasks:
+                total += await t
+            return total
+
+        sched = tiffany.Scheduler(clock="virtual")
+        sched.on_event(lambda e: lines.append(e.to_json()))
+        assert sched.run(main()) == 15
+        return lines
+
+    first, second = program(), program()
+    assert first == second
+    kinds = {json.loads(line)["event"] for line in first}
+    assert {"spawned", "running", "sleep", "yield", "join", "done"} <= kinds
+
+
+def test_event_callback_errors_are_counted_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_callback(event: tiffany.TaskEvent) -> None:
+        raise RuntimeError("callback broke")
+
+    async def main() -> str:
+        await tiffany.sleep(0.1)
+        return "fine"
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.on_event(bad_callback)
+    assert sched.run(main()) == "fine"
+    assert sched.metrics()["callback_errors"] > 0
+    assert any("callback broke" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_metrics_and_prometheus() -> None:
+    async def main() -> None:
+        for _ in range(3):
+            await tiffany.sleep(0.01)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.run(main())
+    m = sched.metrics()
+    assert m["done"] == 1 and m["spawned"] == 1
+    text = sched.prometheus()
+    assert 'tasks_total{outcome="done"} 1' in text
+    assert "task_run_latency_seconds_bucket" in text

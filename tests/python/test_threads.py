@@ -14,7 +14,8 @@ def test_to_thread_runs_in_a_worker_while_scheduler_keeps_running() -> None:
     ticks: list[int] = []
 
     def blocking(x: int) -> tuple[int, str]:
-        assert release.wait(timeout=30)
+        if not release.wait(timeout=30):  # raised here, re-raised by the await
+            raise TimeoutError("the ticker never released the worker")
         return x * 2, threading.current_thread().name
 
     async def ticker() -> None:
@@ -57,16 +58,23 @@ def test_handle_spawns_and_shuts_down_from_another_thread() -> None:
         started.set()
         await tiffany.sleep(3600)
 
+    # Asserts in another thread cannot fail the test: it reports what it saw
+    # and the test asserts here.
+    seen: list[object] = []
+
     def other_thread() -> None:
-        assert started.wait(timeout=30)
-        handle.spawn(from_thread(), name="remote")
-        assert handle.shutdown(0.05) == "timeout"  # the sleeper is cancelled at the deadline
+        seen.append(started.wait(timeout=30))
+        seen.append(handle.spawn(from_thread(), name="remote"))
+        seen.append(handle.shutdown(0.05))  # the sleeper is cancelled at the deadline
 
     sleeper = sched.spawn(long_sleeper())
     t = threading.Thread(target=other_thread)
     t.start()
     sched.run()
     t.join()
+    assert seen[0] is True
+    assert isinstance(seen[1], int) and seen[1] > sleeper.id
+    assert seen[2] == "timeout"
     assert ran == ["from thread"]
     assert sleeper.state == "cancelled"
 
@@ -83,12 +91,15 @@ def test_handle_cancel_by_id() -> None:
     task = sched.spawn(victim())
     task_id = task.id  # Task objects stay on the scheduler's thread; ids travel
 
+    waited: list[bool] = []
+
     def canceller() -> None:
-        assert started.wait(timeout=30)
+        waited.append(started.wait(timeout=30))
         handle.cancel(task_id)
 
     t = threading.Thread(target=canceller)
     t.start()
     sched.run()
     t.join()
+    assert waited == [True]
     assert task.state == "cancelled"
