@@ -143,9 +143,9 @@ class EventBatch(Sequence[TaskEvent]):
 
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: int) -> TaskEvent: ...
+    def __getitem__(self, index: int, /) -> TaskEvent: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[TaskEvent]: ...
+    def __getitem__(self, index: slice, /) -> Sequence[TaskEvent]: ...
     def __iter__(self) -> Iterator[TaskEvent]: ...
     def counts(self) -> dict[str, int]:
         """How many events of each kind."""
@@ -180,15 +180,15 @@ class Completion:
 class Scheduler:
     """A scheduler for Python (and native) tasks on the current thread."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         clock: Literal["real", "virtual"] = "real",
         quantum: float = ...,
         capacity: int | None = None,
         backpressure: Callable[[], float] | None = None,
         timing_metrics: bool = True,
-    ) -> None:
+    ) -> Scheduler:
         """A scheduler on the current thread.
 
         ``timing_metrics=False`` leaves the run-latency and wait-time
@@ -239,7 +239,7 @@ class Scheduler:
     def pressure(self) -> float: ...
     def handle(self) -> Handle: ...
 
-def sleep(seconds: float) -> Syscall:
+def sleep(seconds: float, /) -> Syscall:
     """``await sleep(s)``: sleep ``s`` seconds on the scheduler's clock (``0`` yields)."""
 
 def yield_now() -> Syscall:
@@ -309,9 +309,9 @@ def spawn_native_join(sched: Scheduler, task: Task[_T], *, name: str | None = No
 def spawn_native_sleep(
     sched: Scheduler,
     seconds: float,
-    result: _T = None,  # type: ignore[assignment]
+    result: Any = None,
     *,
     priority: int = ...,
     name: str | None = None,
-) -> Task[_T]:
+) -> Task[Any]:
     """Spawn on ``sched`` a native task that sleeps, then returns ``result``."""

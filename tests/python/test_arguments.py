@@ -172,7 +172,7 @@ def test_bad_input_gets_clear_errors(sched: tiffany.Scheduler) -> None:
     with pytest.raises(ValueError):
         tiffany.sleep(-1)
     with pytest.raises(ValueError):
-        tiffany.Scheduler(clock="wall")
+        tiffany.Scheduler(clock="wall")  # type: ignore[arg-type]
     orphan = f()
     with pytest.raises(RuntimeError, match="no tiffany scheduler"):
         tiffany.spawn(orphan)

@@ -47,7 +47,7 @@ def test_capacity_refusal() -> None:
     sched.spawn(idle())
     with pytest.raises(tiffany.SpawnError) as info:
         sched.spawn(idle())
-    assert info.value.reason == "capacity"  # type: ignore[attr-defined]
+    assert info.value.reason == "capacity"
     sched.run()
 
 

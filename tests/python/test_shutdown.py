@@ -25,7 +25,7 @@ def test_spawn_after_shutdown_refused() -> None:
     coro = idle()
     with pytest.raises(tiffany.SpawnError) as info:
         sched.spawn(coro)
-    assert info.value.reason == "shutting_down"  # type: ignore[attr-defined]
+    assert info.value.reason == "shutting_down"
 
 
 def test_shutdown_timeout_cancels_the_rest() -> None:
