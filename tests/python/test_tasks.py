@@ -117,7 +117,7 @@ def test_constants_task_attributes_and_event_fields() -> None:
 
     spawned = events[0]
     assert spawned.kind == "spawned" and spawned.task_id == t.id and spawned.time == 0.0
-    assert spawned.detail == {"priority": 42, "name": "napper", "deps": 0}
+    assert spawned.detail == {"priority": 42, "name": "napper"}  # no deps: left out
     sleep = next(e for e in events if e.kind == "sleep")
     assert sleep.detail == {"until": 0.25}
     done = events[-1]

@@ -145,5 +145,37 @@ def test_metrics_and_prometheus() -> None:
     m = sched.metrics()
     assert m["done"] == 1 and m["spawned"] == 1
     text = sched.prometheus()
-    assert 'tasks_total{outcome="done"} 1' in text
-    assert "task_run_latency_seconds_bucket" in text
+    assert '\ntiffany_tasks_total{outcome="done"} 1\n' in text
+    assert "\ntiffany_task_run_latency_seconds_bucket{" in text
+    assert "\ntiffany_scheduler_ready_queue_depth " in text
+
+
+def test_an_events_detail_is_its_pal_line_without_the_header(sched: tiffany.Scheduler) -> None:
+    events: list[tiffany.TaskEvent] = []
+    sched.on_event(events.append)
+
+    async def child() -> None:
+        await tiffany.sleep(0.5)
+        raise ValueError("boom")
+
+    async def main() -> None:
+        unnamed = tiffany.spawn(child())
+        named = tiffany.spawn(child(), name="named", deps=[unnamed])
+        for t in (unnamed, named):
+            try:
+                await t
+            except (ValueError, tiffany.TaskCancelled):
+                pass
+        await tiffany.shutdown(1.0)
+
+    sched.run(main())
+    kinds = {e.kind for e in events}
+    assert {"spawned", "sleep", "join", "failed", "shutdown_begin"} <= kinds
+    for e in events:
+        line = json.loads(e.to_json())
+        assert (line.pop("ts"), line.pop("task_id"), line.pop("event")) == (
+            e.time,
+            e.task_id,
+            e.kind,
+        )
+        assert e.detail == line, e.kind

@@ -41,14 +41,17 @@ pub(crate) struct Current {
 pub(crate) fn interrupt_with(err: PyErr) {
     if let Ok(cur) = current() {
         cur.interrupt.borrow_mut().get_or_insert(err);
-        let _ = cur.kernel.handle().request_shutdown(Duration::ZERO);
+        let _ = cur
+            .kernel
+            .internal_handle()
+            .request_shutdown(Duration::ZERO);
     }
 }
 
 /// A new in-memory channel on the running scheduler, and a handle to notify it.
 pub(crate) fn new_channel() -> PyResult<(tiffany_scheduler::Handle, IoToken)> {
     let cur = current()?;
-    Ok((cur.kernel.handle(), cur.kernel.register_channel()))
+    Ok((cur.kernel.internal_handle(), cur.kernel.register_channel()))
 }
 
 /// Releases a channel made by [`new_channel`].

@@ -128,7 +128,7 @@ impl Current {
         }
         let priority = options.priority;
         let body = Body::custom(Box::new(PyBody::new(py, coro.clone().unbind(), self.id)));
-        match self.kernel.spawn_body(body, options) {
+        match self.kernel.spawn_body(options, body) {
             Ok(id) => Ok(Task::new(self, id, name, priority)),
             Err(e) => Err(spawn_error(py, &e)),
         }

@@ -41,7 +41,7 @@ impl SigintGuard {
         let handler = Py::new(
             py,
             SigintHandler {
-                handle: cur.kernel.handle(),
+                handle: cur.kernel.internal_handle(),
                 hit: std::sync::atomic::AtomicBool::new(false),
             },
         )?;

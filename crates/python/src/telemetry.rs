@@ -17,7 +17,7 @@ use std::rc::Rc;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySlice};
-use tiffany_scheduler::{EventKind, EventSubscriber, TaskEvent, TaskId};
+use tiffany_scheduler::{EventSubscriber, Field, TaskEvent, TaskId};
 
 /// Events in the order they happened, handed to an `on_events` callback.
 #[pyclass(module = "tiffany._native", name = "EventBatch", frozen, sequence)]
@@ -158,39 +158,24 @@ impl PyTaskEvent {
         self.event.time.as_secs_f64()
     }
 
-    /// The event's details (for example `{"until": 0.05}` for "sleep").
+    /// The event's details (for example `{"until": 0.05}` for "sleep"): the
+    /// fields of its PAL line, from the kernel's one description of them
+    /// (`EventKind::for_each_field`), so the two cannot drift apart.
     #[getter]
     fn detail<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        match &self.event.kind {
-            EventKind::Spawned {
-                priority,
-                name,
-                deps,
-            } => {
-                d.set_item("priority", priority)?;
-                d.set_item("name", name.as_deref())?;
-                d.set_item("deps", deps)?;
+        let mut result = Ok(());
+        self.event.kind.for_each_field(|name, value| {
+            if result.is_ok() {
+                result = match value {
+                    Field::Int(v) => d.set_item(name, v),
+                    Field::Float(v) => d.set_item(name, v),
+                    Field::Str(v) => d.set_item(name, v),
+                    Field::Bool(v) => d.set_item(name, v),
+                };
             }
-            EventKind::Sleep { until } => d.set_item("until", until.as_secs_f64())?,
-            EventKind::IoWait { token, interest } => {
-                d.set_item("token", token.get())?;
-                d.set_item("interest", interest.name())?;
-            }
-            EventKind::Join { target } => d.set_item("target", target.get())?,
-            EventKind::EventWait { event } => d.set_item("event_id", event.get())?,
-            EventKind::Failed { message } => d.set_item("error", &**message)?,
-            EventKind::Throttled { used } => d.set_item("used", used.as_secs_f64())?,
-            EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {
-                d.set_item("pressure", pressure)?
-            }
-            EventKind::SpawnDenied { reason } => d.set_item("reason", reason)?,
-            EventKind::ShutdownBegin { timeout } => d.set_item("timeout", timeout.as_secs_f64())?,
-            EventKind::ShutdownComplete { clean } => d.set_item("clean", clean)?,
-            EventKind::Log { message } => d.set_item("message", &**message)?,
-            EventKind::Running | EventKind::Yield | EventKind::Done | EventKind::Cancelled => {}
-        }
-        Ok(d)
+        });
+        result.map(|()| d)
     }
 
     /// The event as one PAL line (JSON).

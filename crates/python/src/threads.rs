@@ -37,7 +37,7 @@ impl Handle {
         options.name = name.map(|n| n.as_str().into());
         let body = Body::custom(Box::new(PyBody::new(py, coro.clone().unbind(), self.sched)));
         self.kernel
-            .spawn_body(body, options)
+            .spawn_body(options, body)
             .map(|id| id.get())
             .map_err(|e| spawn_error(py, &e))
     }

@@ -38,7 +38,9 @@ fn main() {
 
     // A report that may only start once every worker is done.
     sched
-        .spawn_with_deps(&workers, |cx| cx.log("report: all workers done"))
+        .spawn_with(SpawnOptions::default().with_deps(&workers), |cx| {
+            cx.log("report: all workers done")
+        })
         .expect("spawn");
 
     // A slow task that the supervisor gives one second before cancelling it.
@@ -48,7 +50,7 @@ fn main() {
         })
         .expect("spawn");
     sched
-        .spawn_system(move |cx| {
+        .spawn_with(SpawnOptions::system(), move |cx| {
             match cx.join_timeout(slow, Duration::from_secs(1)) {
                 JoinResult::Timeout => cx.log("supervisor: slow task timed out, cancelling it"),
                 other => cx.log(format!("supervisor: unexpected {other:?}")),

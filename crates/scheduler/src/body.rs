@@ -36,6 +36,28 @@ pub trait TaskBody: Send {
     fn resume(&mut self, input: Option<Resume>) -> Step;
 }
 
+/// A native task: the one place its bound is written.
+///
+/// A closure `FnOnce(&mut TaskContext) -> R` that is `Send` and `'static`
+/// (it may move to another shard's thread before it starts). Every spawn
+/// function takes one (`spawn(f)`, `spawn_with(options, f)`); the closure's
+/// argument type is inferred through this trait, so `|cx| cx.yield_now()`
+/// needs no annotation.
+pub trait NativeTask<R: TaskResult>: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static {}
+
+impl<F, R> NativeTask<R> for F
+where
+    F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
+    R: TaskResult,
+{
+}
+
+/// What a native task may return: `Send + Sync + 'static`, since joiners on
+/// any thread read it.
+pub trait TaskResult: Send + Sync + 'static {}
+
+impl<R: Send + Sync + 'static> TaskResult for R {}
+
 /// A task body ready to be spawned: native or custom.
 pub struct Body(pub(crate) BodyKind);
 
@@ -45,22 +67,18 @@ pub(crate) enum BodyKind {
 }
 
 impl Body {
-    /// A native task: `f` runs on a stackful coroutine with the default stack size.
-    pub fn native<F, R>(f: F) -> Result<Body, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// A native task: `f` runs on a stackful coroutine with the default
+    /// stack size.
+    pub fn native<R: TaskResult>(f: impl NativeTask<R>) -> Result<Body, SpawnError> {
         Self::native_with_stack(crate::native::DEFAULT_STACK_SIZE, f)
     }
 
     /// A native task with a stack of `stack_size` bytes (rounded up to whole
     /// pages; at least 4 KiB).
-    pub fn native_with_stack<F, R>(stack_size: usize, f: F) -> Result<Body, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    pub fn native_with_stack<R: TaskResult>(
+        stack_size: usize,
+        f: impl NativeTask<R>,
+    ) -> Result<Body, SpawnError> {
         NativeBody::new(stack_size, f).map(|b| Body(BodyKind::Native(b)))
     }
 

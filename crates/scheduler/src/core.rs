@@ -46,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) retain_finished: usize,
     pub(crate) timing: bool,
     pub(crate) stack_size: usize,
+    /// Poll I/O without blocking at least this often while busy.
+    pub(crate) io_poll_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,12 @@ struct Task {
     watch_end: bool,
     /// Someone received the outcome (a join, or an explicit observation).
     observed: bool,
+    /// A shutdown's deadline passed while it was alive: it has been
+    /// cancelled, and is abandoned the next time it would park.
+    abandon: bool,
+    /// It passed the admission gate and holds one unit of capacity for its
+    /// next spawn, until it spawns or parks.
+    admitted: bool,
 }
 
 /// The parts of a task record that most tasks never use.
@@ -162,6 +170,11 @@ pub(crate) struct ShutdownState {
     pub(crate) phase: Phase,
     /// When the drain ends (the earliest deadline asked for).
     deadline: Duration,
+    /// The deadline has passed: the remaining tasks were cancelled.
+    deadline_passed: bool,
+    /// At the deadline, cancel and wait for the tasks to unwind however long
+    /// (an interrupt), instead of abandoning those that park again.
+    patient: bool,
     requester: Option<Waiter>,
     pub(crate) replies: Vec<std::sync::mpsc::Sender<ShutdownResult>>,
 }
@@ -208,6 +221,8 @@ pub(crate) struct Core {
     pub(crate) carried_now: Option<Duration>,
     /// Whether `now` was read at the start of the step that is running.
     now_fresh: bool,
+    /// When I/O was last polled.
+    last_io_poll: Duration,
     pub(crate) current: Option<(usize, TaskId)>,
     pub(crate) shutdown: Option<ShutdownState>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
@@ -280,6 +295,7 @@ impl Core {
             slice_steps: 0,
             carried_now: None,
             now_fresh: false,
+            last_io_poll: Duration::ZERO,
             current: None,
             shutdown: None,
             finish_order: None,
@@ -308,6 +324,19 @@ impl Core {
             || !self.graveyard.is_empty()
             || !self.ended.is_empty()
             || !self.unobserved.is_empty()
+    }
+
+    /// Whether the latest clock reading (one a step already took: no clock
+    /// read here) shows a timer due, or I/O left unpolled for longer than
+    /// the configured interval: then the loop looks at timers and I/O
+    /// before the next step, so a due task of a higher priority preempts at
+    /// the next system call of the running one.
+    #[inline]
+    pub(crate) fn chores_due(&self) -> bool {
+        let now = self.latest_reading();
+        self.timers.next_deadline().is_some_and(|d| d <= now)
+            || (self.reactor.has_sources()
+                && now.saturating_sub(self.last_io_poll) >= self.config.io_poll_interval)
     }
 
     /// Whether enough events have gathered to hand them to subscribers.
@@ -421,9 +450,20 @@ impl Core {
     ) -> Result<TaskId, SpawnError> {
         let id = match reserved {
             Some(id) => id,
-            None => match self.shared.admit_spawn() {
-                Ok(id) => id,
-                Err(e) => return Err(self.deny(body, e)),
+            None => match self.admitted_spawner() {
+                // The spawner passed the admission gate: its unit is this task's.
+                Some(slot) => {
+                    self.tasks[slot].admitted = false;
+                    if let Err(e) = self.shared.check_open() {
+                        self.unreserve();
+                        return Err(self.deny(body, e));
+                    }
+                    self.shared.next_id()
+                }
+                None => match self.shared.admit_spawn() {
+                    Ok(id) => id,
+                    Err(e) => return Err(self.deny(body, e)),
+                },
             },
         };
         // Dependencies: each must be known; an ended one counts as met if it
@@ -472,6 +512,8 @@ impl Core {
             retained_window: false,
             watch_end: false,
             observed: false,
+            abandon: false,
+            admitted: false,
         });
         self.ids.insert(id, slot);
         self.live += 1;
@@ -504,7 +546,56 @@ impl Core {
     }
 
     fn unreserve(&self) {
-        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        self.shared.release_unit();
+    }
+
+    /// The running task's slot, if it holds an admission unit.
+    fn admitted_spawner(&self) -> Option<usize> {
+        let (slot, _) = self.current?;
+        self.tasks[slot].admitted.then_some(slot)
+    }
+
+    /// Gives back the admission unit the task in `slot` holds, if any.
+    fn drop_admission(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        if std::mem::take(&mut t.admitted) {
+            self.shared.release_unit();
+            self.wake_admitted();
+        }
+    }
+
+    /// Lets tasks through the admission gate while intake is open and there
+    /// is room: each takes one unit of capacity for its next spawn, so a
+    /// spawn right after `admit()` fits.
+    fn wake_admitted(&mut self) {
+        while !self.paused {
+            let Some(&w) = self.admit_waiters.front() else {
+                return;
+            };
+            if !waiting(&self.tasks, &w) {
+                self.admit_waiters.pop_front();
+                continue;
+            }
+            if !self.shared.reserve_unit() {
+                return;
+            }
+            self.admit_waiters.pop_front();
+            self.tasks[w.slot].admitted = true;
+            self.wake(w, Resume::Unit, false);
+        }
+    }
+
+    /// Admits the task in `slot` at once if intake is open and there is room.
+    fn try_admit(&mut self, slot: usize) -> bool {
+        let t = &self.tasks[slot];
+        if t.system || t.admitted {
+            return true;
+        }
+        if self.paused || !self.admit_waiters.is_empty() || !self.shared.reserve_unit() {
+            return false;
+        }
+        self.tasks[slot].admitted = true;
+        true
     }
 
     fn deny(&mut self, body: Body, e: SpawnError) -> SpawnError {
@@ -764,15 +855,27 @@ impl Core {
 
     /// Applies what the task's step produced.
     pub(crate) fn after_step(&mut self, slot: usize, step: Step) -> Next {
-        match step {
+        let next = match step {
             Step::Syscall(call) => self.syscall(slot, call),
             Step::Done(v) => self.end(slot, Outcome::Done(v)),
             Step::Failed(e) => self.end(slot, Outcome::Failed(e)),
             Step::Cancelled => self.end(slot, Outcome::Cancelled),
+        };
+        if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].admitted {
+            // An admission is for a spawn right after it, not across a wait.
+            self.drop_admission(slot);
         }
+        if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].abandon {
+            // Its one resume after a shutdown deadline is over and it did
+            // not end: abandoned where it stands.
+            self.abandon(slot);
+            return Next::End;
+        }
+        next
     }
 
     fn end(&mut self, slot: usize, outcome: Outcome) -> Next {
+        self.drop_admission(slot);
         self.charge(slot);
         self.current = None;
         self.finish(slot, outcome);
@@ -890,7 +993,7 @@ impl Core {
                 self.answer(slot, Resume::Unit)
             }
             SystemCall::Admit => {
-                if !self.paused || self.tasks[slot].system {
+                if self.try_admit(slot) {
                     self.answer(slot, Resume::Unit)
                 } else {
                     let w = self.block(slot, TaskState::Waiting(WaitReason::Admission));
@@ -903,7 +1006,7 @@ impl Core {
                     return self.answer(slot, Resume::Error(SyscallError::ShutdownInProgress));
                 }
                 let w = self.block(slot, TaskState::Waiting(WaitReason::Shutdown));
-                self.begin_shutdown(timeout, Some(w));
+                self.begin_shutdown(timeout, Some(w), false);
                 Next::Park
             }
             SystemCall::EventWait(event) => self.event_wait(slot, id, event),
@@ -1012,9 +1115,7 @@ impl Core {
         self.next_remote_key += 1;
         let key = self.next_remote_key;
         let notify = RemoteNotify {
-            handle: crate::Handle {
-                shared: self.shared.clone(),
-            },
+            handle: crate::Handle::new(self.shared.clone(), false),
             key,
         };
         match remote.watch(target, notify) {
@@ -1177,7 +1278,7 @@ impl Core {
             TimerKind::ShutdownDeadline => self
                 .shutdown
                 .as_ref()
-                .is_some_and(|s| s.phase == Phase::Draining),
+                .is_some_and(|s| !s.deadline_passed && !matches!(s.phase, Phase::Complete(_))),
         }
     }
 
@@ -1197,10 +1298,12 @@ impl Core {
     /// wakes the tasks whose I/O is ready.
     pub(crate) fn poll_io(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         let mut woken = Vec::new();
+        self.last_io_poll = self.latest_reading();
         self.carried_now = None;
         self.reactor.poll(timeout, |w| woken.push(w))?;
         if !woken.is_empty() || timeout != Some(Duration::ZERO) {
             self.now = self.clock.now();
+            self.last_io_poll = self.now;
         }
         for w in woken {
             self.wake(w, Resume::Io(IoReady::Ready), true);
@@ -1266,6 +1369,10 @@ impl Core {
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
         if !daemon {
             self.live_nondaemon -= 1;
+        }
+        if !self.admit_waiters.is_empty() {
+            // Room freed: let the next task through the admission gate.
+            self.wake_admitted();
         }
         match &outcome {
             Outcome::Done(_) => {
@@ -1499,9 +1606,7 @@ impl Core {
                     self.make_ready(key.slot);
                 }
             }
-            while let Some(w) = self.admit_waiters.pop_front() {
-                self.wake(w, Resume::Unit, false);
-            }
+            self.wake_admitted();
         }
     }
 
@@ -1512,14 +1617,23 @@ impl Core {
 
     // ----- shutdown ---------------------------------------------------------------
 
-    pub(crate) fn begin_shutdown(&mut self, timeout: Duration, requester: Option<Waiter>) {
+    /// Begins a shutdown (or brings the deadline of the one under way
+    /// closer). `patient`: at the deadline, cancel and wait for every task
+    /// to unwind (an interrupt) rather than abandon those that park again.
+    pub(crate) fn begin_shutdown(
+        &mut self,
+        timeout: Duration,
+        requester: Option<Waiter>,
+        patient: bool,
+    ) {
         let deadline = self.clock.now().saturating_add(timeout);
         if let Some(state) = &mut self.shutdown {
             // A second request while draining can only bring the deadline
             // closer: a caller asking for 20 ms is not kept waiting by an
             // earlier request that allowed an hour.
-            if state.phase == Phase::Draining && deadline < state.deadline {
+            if !state.deadline_passed && deadline < state.deadline {
                 state.deadline = deadline;
+                state.patient = patient;
                 self.timers.push(deadline, TimerKind::ShutdownDeadline);
             }
             return;
@@ -1531,6 +1645,8 @@ impl Core {
         self.shutdown = Some(ShutdownState {
             phase: Phase::Draining,
             deadline,
+            deadline_passed: false,
+            patient,
             requester,
             replies: Vec::new(),
         });
@@ -1557,16 +1673,104 @@ impl Core {
         (live, nondaemon)
     }
 
+    /// The shutdown's deadline passed: every task still alive is cancelled.
+    /// Each is resumed once more with `Cancelled` to clean up; one that
+    /// parks again (it awaits in its cleanup, or swallows the cancellation)
+    /// is abandoned then ([`abandon`](Core::abandon)), so no task can hold
+    /// a shutdown past its deadline. A patient shutdown (an interrupt) only
+    /// cancels, and waits.
     fn shutdown_deadline(&mut self) {
-        let Some(state) = &self.shutdown else { return };
-        if state.phase != Phase::Draining {
+        let Some(state) = &mut self.shutdown else {
+            return;
+        };
+        if state.deadline_passed || matches!(state.phase, Phase::Complete(_)) {
             return;
         }
+        state.deadline_passed = true;
+        let patient = state.patient;
         let except = self.requester_id();
-        let n = self.cancel_all(except, false);
-        tracing::warn!(target: "tiffany::shutdown", cancelled = n, "shutdown deadline passed");
+        let ids = self.live_ids(except);
+        let n = ids.len();
+        for &id in &ids {
+            let _ = self.cancel(id);
+            if !patient && let Some(slot) = self.slot_of(id) {
+                let t = &mut self.tasks[slot];
+                if t.outcome.is_none() {
+                    t.abandon = true;
+                }
+            }
+        }
+        if n > 0 {
+            tracing::warn!(target: "tiffany::shutdown", cancelled = n, "shutdown deadline passed");
+        }
         if let Some(s) = &mut self.shutdown {
             s.phase = Phase::Cancelling { clean: n == 0 };
+        }
+    }
+
+    /// The ids of the live tasks, in id order (deterministic), but `except`.
+    fn live_ids(&self, except: Option<TaskId>) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.outcome.is_none() && Some(t.id) != except)
+            .map(|(_, t)| t.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Ends a live task as cancelled without resuming it again: its body is
+    /// dropped (a Python coroutine is closed, so its `finally` blocks run; a
+    /// native coroutine's stack is unwound). For a task that is running or
+    /// was just parked by the driver, the driver drops the body it holds.
+    fn abandon(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        if t.outcome.is_some() {
+            return;
+        }
+        t.abandon = false;
+        t.cancel = Cancel::Delivered;
+        self.drop_admission(slot);
+        let t = &mut self.tasks[slot];
+        if t.queued {
+            // Its queue entry turns stale; it is skipped when popped.
+            t.queued = false;
+            self.queued -= 1;
+        }
+        if self.current.is_some_and(|(s, _)| s == slot) {
+            self.charge(slot);
+            self.current = None;
+            self.now_fresh = false;
+        }
+        self.metrics.abandoned += 1;
+        self.finish(slot, Outcome::Cancelled);
+    }
+
+    /// Abandons every live task but the shutdown's requester (and the running
+    /// task, which is abandoned when it parks); the shutdown, begun if it was
+    /// not, completes as timed out.
+    pub(crate) fn abort(&mut self) {
+        if self.shutdown.is_none() {
+            self.begin_shutdown(Duration::ZERO, None, false);
+        }
+        let except = self.requester_id();
+        let current = self.current;
+        for id in self.live_ids(except) {
+            let Some(slot) = self.slot_of(id) else {
+                continue;
+            };
+            if current.is_some_and(|(s, _)| s == slot) {
+                self.tasks[slot].abandon = true;
+            } else {
+                self.abandon(slot);
+            }
+        }
+        if let Some(s) = &mut self.shutdown
+            && !matches!(s.phase, Phase::Complete(_))
+        {
+            s.deadline_passed = true;
+            s.phase = Phase::Cancelling { clean: false };
         }
     }
 
@@ -1621,6 +1825,53 @@ impl Core {
         match self.shutdown.as_ref()?.phase {
             Phase::Complete(r) => Some(r),
             _ => None,
+        }
+    }
+
+    // ----- deadlock -----------------------------------------------------------------
+
+    /// Every live task, in id order, with what it waits for.
+    pub(crate) fn deadlock_report(&self) -> crate::deadlock::Deadlock {
+        let mut blocked: Vec<crate::deadlock::BlockedTask> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.outcome.is_none())
+            .map(|(_, t)| crate::deadlock::BlockedTask {
+                id: t.id,
+                name: t.name().cloned(),
+                waits_for: Self::waits_for(t),
+            })
+            .collect();
+        blocked.sort_by_key(|b| b.id);
+        crate::deadlock::Deadlock { blocked }
+    }
+
+    fn waits_for(t: &Task) -> String {
+        match t.state {
+            TaskState::Waiting(WaitReason::Join(target)) => format!("is joining task {target}"),
+            TaskState::Waiting(WaitReason::Event(event)) => {
+                format!("is waiting for {event} to be set")
+            }
+            TaskState::Waiting(WaitReason::Io(token, interest)) => {
+                format!(
+                    "is waiting for I/O source {} to be {}",
+                    token.get(),
+                    interest.name()
+                )
+            }
+            TaskState::Waiting(WaitReason::Admission) => {
+                "is waiting at the admission gate".to_string()
+            }
+            TaskState::Waiting(WaitReason::Shutdown) => {
+                "is waiting for the shutdown it asked for".to_string()
+            }
+            TaskState::Waiting(WaitReason::Held) => "is held by back-pressure".to_string(),
+            TaskState::Pending => {
+                let deps = t.extra.as_ref().map(|e| e.deps.clone()).unwrap_or_default();
+                let deps: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
+                format!("waits for its dependencies (tasks {})", deps.join(", "))
+            }
+            other => format!("is {}", other.name()),
         }
     }
 

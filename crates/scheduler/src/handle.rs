@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use crate::body::Body;
+use crate::body::{Body, NativeTask, TaskResult};
 use crate::error::{HandleError, SpawnError};
+use crate::event::EventId;
 use crate::io::{Interest, IoToken, Waker};
 use crate::metrics::MetricsSnapshot;
-use crate::native::TaskContext;
 use crate::outcome::Outcome;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
@@ -43,6 +43,14 @@ pub(crate) enum Command {
     },
     /// A copy of the metrics, for another thread.
     Metrics(mpsc::Sender<MetricsSnapshot>),
+    /// Set a kernel event (from another thread).
+    SetEvent(EventId),
+    /// Run a closure on the scheduler's thread.
+    Defer(Box<dyn FnOnce() + Send>),
+    /// Cancel every task now and wait for them to unwind (a first Ctrl-C).
+    Interrupt,
+    /// Abandon every task still alive (a second Ctrl-C).
+    Abort,
 }
 
 /// State shared between a scheduler and its handles.
@@ -56,43 +64,86 @@ pub(crate) struct Shared {
     pub(crate) inbox: Mutex<Vec<Command>>,
     pub(crate) waker: Waker,
     pub(crate) thread: ThreadId,
+    /// Handles given out with [`Scheduler::handle`](crate::Scheduler::handle)
+    /// that are still alive: each could wake the scheduler from outside, so
+    /// while there is one, a scheduler with nothing else to wait for is not
+    /// deadlocked.
+    pub(crate) outside_handles: AtomicUsize,
 }
 
 impl Shared {
     /// Reserves one unit of capacity and an id, or says why not.
     pub(crate) fn admit_spawn(&self) -> Result<TaskId, SpawnError> {
+        self.check_open()?;
+        if !self.reserve_unit() {
+            return Err(SpawnError::CapacityExceeded);
+        }
+        Ok(self.next_id())
+    }
+
+    /// Whether spawns are still accepted.
+    pub(crate) fn check_open(&self) -> Result<(), SpawnError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(SpawnError::Closed);
         }
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(SpawnError::ShuttingDown);
         }
+        Ok(())
+    }
+
+    /// The next task id.
+    pub(crate) fn next_id(&self) -> TaskId {
+        TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Takes one unit of capacity for a task to come; `false` at capacity.
+    pub(crate) fn reserve_unit(&self) -> bool {
         match self.capacity {
             None => {
                 self.live.fetch_add(1, Ordering::Relaxed);
+                true
             }
-            Some(cap) => {
-                self.live
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                        (n < cap).then_some(n + 1)
-                    })
-                    .map_err(|_| SpawnError::CapacityExceeded)?;
-            }
+            Some(cap) => self
+                .live
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    (n < cap).then_some(n + 1)
+                })
+                .is_ok(),
         }
-        Ok(TaskId(self.next_id.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Gives back a unit taken with [`reserve_unit`](Self::reserve_unit).
+    pub(crate) fn release_unit(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn send(&self, cmd: Command) -> Result<(), HandleError> {
+        self.try_send(cmd).map_err(|_| HandleError::Closed)
+    }
+
+    /// Queues a command, or gives it back if the scheduler is gone. The
+    /// check is made under the inbox lock, which the scheduler also takes to
+    /// close: a command is either queued before the scheduler's last drain
+    /// (and dropped on its thread) or given back, never left behind.
+    fn try_send(&self, cmd: Command) -> Result<(), Command> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         if self.closed.load(Ordering::Acquire) {
-            return Err(HandleError::Closed);
+            return Err(cmd);
         }
-        self.inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cmd);
+        inbox.push(cmd);
+        drop(inbox);
         self.pending.store(true, Ordering::Release);
         self.waker.wake();
         Ok(())
+    }
+
+    /// Marks the scheduler gone and takes what is left in its inbox (to be
+    /// dropped on the scheduler's thread).
+    pub(crate) fn close(&self) -> Vec<Command> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Release);
+        std::mem::take(&mut *inbox)
     }
 
     pub(crate) fn take_inbox(&self) -> Vec<Command> {
@@ -102,35 +153,70 @@ impl Shared {
 }
 
 /// A `Send + Clone` handle to a scheduler on another thread.
-#[derive(Clone)]
+///
+/// A handle from [`Scheduler::handle`](crate::Scheduler::handle) counts as
+/// something that may wake the scheduler from outside: while one is alive, a
+/// scheduler whose tasks all wait is not reported as deadlocked (see
+/// [`Deadlock`](crate::Deadlock)). One from
+/// [`Scheduler::internal_handle`](crate::Scheduler::internal_handle) does not
+/// (for a binding's own plumbing: signal handlers, destructors).
 pub struct Handle {
     pub(crate) shared: Arc<Shared>,
+    /// Counted in [`Shared::outside_handles`].
+    outside: bool,
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Self {
+        Handle::new(self.shared.clone(), self.outside)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.outside {
+            self.shared.outside_handles.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("closed", &self.is_closed())
+            .field("outside", &self.outside)
+            .finish()
+    }
 }
 
 impl Handle {
+    /// A handle on `shared`; `outside` ones are counted as possible wakers.
+    pub(crate) fn new(shared: Arc<Shared>, outside: bool) -> Self {
+        if outside {
+            shared.outside_handles.fetch_add(1, Ordering::Relaxed);
+        }
+        Handle { shared, outside }
+    }
+
     /// Spawns a native task at the default priority.
-    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.spawn_with(SpawnOptions::default(), f)
     }
 
     /// Spawns a native task with options. Capacity and shutdown are checked
-    /// at once; dependencies only when the scheduler receives the task, and a
-    /// refusal then is reported as a `SpawnDenied` event (and logged), the
+    /// at once; dependencies only when the scheduler receives the task, and
+    /// a refusal then is reported as a `SpawnDenied` event (and logged), the
     /// returned id naming no task.
-    pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_body(Body::native(f)?, options)
+    pub fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        self.spawn_body(options, Body::native(f)?)
     }
 
-    /// Spawns any body.
-    pub fn spawn_body(&self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
+    /// Spawns a ready-made body (see [`spawn_with`](Self::spawn_with)).
+    pub fn spawn_body(&self, options: SpawnOptions, body: Body) -> Result<TaskId, SpawnError> {
         let id = self.shared.admit_spawn()?;
         if self
             .shared
@@ -140,6 +226,43 @@ impl Handle {
             return Err(SpawnError::Closed);
         }
         Ok(id)
+    }
+
+    /// Sets a kernel event from any thread: its waiters wake (see
+    /// [`Scheduler::set_event`](crate::Scheduler::set_event)).
+    pub fn set_event(&self, event: EventId) -> Result<(), HandleError> {
+        self.shared.send(Command::SetEvent(event))
+    }
+
+    /// Runs `f` on the scheduler's thread, between steps (or, if the
+    /// scheduler is dropped first, as it is dropped, on its thread). Gives
+    /// `f` back if the scheduler is already gone: the caller must then not
+    /// drop it on a thread where that is unsafe (leak it instead).
+    ///
+    /// A binding uses this to drop objects that belong to the scheduler's
+    /// thread when their last reference goes away on another one.
+    pub fn defer(&self, f: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+        match self.shared.try_send(Command::Defer(f)) {
+            Ok(()) => Ok(()),
+            Err(Command::Defer(f)) => Err(f),
+            Err(_) => unreachable!("try_send gives back the command it was given"),
+        }
+    }
+
+    /// Shuts down now: every task is cancelled at once and the scheduler
+    /// waits for them to unwind, however long that takes (what a first
+    /// Ctrl-C does). [`abort`](Self::abort) ends the wait.
+    pub fn interrupt(&self) -> Result<(), HandleError> {
+        self.shared.send(Command::Interrupt)
+    }
+
+    /// Abandons every task still alive: each is recorded as cancelled and its
+    /// body dropped without being resumed again (a Python coroutine is
+    /// closed, so its `finally` blocks run); the shutdown, begun if it was
+    /// not, completes as [`ShutdownResult::Timeout`]. What a second Ctrl-C
+    /// does.
+    pub fn abort(&self) -> Result<(), HandleError> {
+        self.shared.send(Command::Abort)
     }
 
     /// Asks the scheduler to cancel a task.

@@ -9,12 +9,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tiffany_scheduler::{Scheduler, PRI_SYSTEM};
+//! use tiffany_scheduler::{Scheduler, SpawnOptions, PRI_SYSTEM};
 //!
 //! let sched = Scheduler::builder().virtual_clock().build().unwrap();
 //! let a = sched.spawn(|cx| { cx.sleep(Duration::from_secs(3600)); "slept an hour" }).unwrap();
-//! let b = sched.spawn_with_priority(PRI_SYSTEM, |cx| cx.yield_now()).unwrap();
-//! let c = sched.spawn_with_deps(&[a], |cx| cx.log("after a")).unwrap();
+//! let b = sched.spawn_with(SpawnOptions::priority(PRI_SYSTEM), |cx| cx.yield_now()).unwrap();
+//! let c = sched.spawn_with(SpawnOptions::default().with_deps(&[a]), |cx| cx.log("after a")).unwrap();
 //! assert_eq!(sched.run(), vec![b, a, c]);      // the order tasks finished
 //! assert_eq!(sched.now(), Duration::from_secs(3600)); // in microseconds of wall time
 //! ```
@@ -34,6 +34,7 @@
 //! | CPU budgets | [`budget`] |
 //! | back-pressure | [`backpressure`] |
 //! | graceful shutdown | [`shutdown`] |
+//! | runs that can never make progress | [`deadlock`] |
 //! | cross-thread handle | [`handle`] |
 //! | several schedulers on several threads | [`shard`] |
 //! | events and the PAL | [`telemetry`] |
@@ -57,8 +58,10 @@ struct ReadmeDoctests;
 pub mod backpressure;
 pub mod body;
 pub mod budget;
+mod cadence;
 pub mod clock;
 mod core;
+pub mod deadlock;
 pub mod error;
 pub mod event;
 pub mod handle;
@@ -80,9 +83,10 @@ mod timer;
 mod waiter;
 
 pub use backpressure::{BackPressureListener, Watermarks};
-pub use body::{Body, Step, TaskBody};
+pub use body::{Body, NativeTask, Step, TaskBody, TaskResult};
 pub use budget::{Accounting, DEFAULT_QUANTUM};
 pub use clock::{Clock, TickClock};
+pub use deadlock::{BlockedTask, Deadlock};
 pub use error::{HandleError, SpawnError, SyscallError};
 pub use event::EventId;
 pub use handle::Handle;
@@ -98,4 +102,4 @@ pub use task::{
     PRI_DEFAULT, PRI_LOWEST, PRI_SYSTEM, Priority, SpawnOptions, TaskId, TaskInfo, TaskState,
     WaitReason,
 };
-pub use telemetry::{EventKind, EventLog, EventSubscriber, PalWriter, TaskEvent};
+pub use telemetry::{EventKind, EventLog, EventSubscriber, Field, PalWriter, TaskEvent};

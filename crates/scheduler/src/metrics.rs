@@ -6,19 +6,24 @@
 //! [`MetricsSnapshot`], a copy, and encodes it with the `prometheus-client`
 //! crate, so the hot path pays for an add, never for a lock.
 //!
+//! Every name carries the product's namespace, `tiffany_`, as exporters'
+//! names do, so that they cannot collide with another library's in a shared
+//! registry or on a shared scrape ([`NAMESPACE`]).
+//!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `scheduler_ready_queue_depth` | gauge | tasks in the ready queue |
-//! | `scheduler_live_tasks` | gauge | tasks not yet ended |
-//! | `tasks_spawned_total` | counter | tasks created |
-//! | `tasks_total{outcome}` | counter | tasks ended, by `done`, `failed`, `cancelled` |
-//! | `task_spawn_denied_total` | counter | spawns refused |
-//! | `task_run_latency_seconds` | histogram | time from ready to running |
-//! | `task_wait_time_seconds` | histogram | time blocked (sleep, join, I/O) |
-//! | `task_budget_throttle_total` | counter | throttles |
-//! | `backpressure_pauses_total` | counter | pauses of intake |
-//! | `callback_errors_total` | counter | subscriber, hook and listener failures |
-//! | `scheduler_steps_total` | counter | task resumes |
+//! | `tiffany_scheduler_ready_queue_depth` | gauge | tasks in the ready queue |
+//! | `tiffany_scheduler_live_tasks` | gauge | tasks not yet ended |
+//! | `tiffany_tasks_spawned_total` | counter | tasks created |
+//! | `tiffany_tasks_total{outcome}` | counter | tasks ended, by `done`, `failed`, `cancelled` |
+//! | `tiffany_tasks_abandoned_total` | counter | tasks abandoned at a shutdown deadline (also counted as cancelled) |
+//! | `tiffany_task_spawn_denied_total` | counter | spawns refused |
+//! | `tiffany_task_run_latency_seconds` | histogram | time from ready to running |
+//! | `tiffany_task_wait_time_seconds` | histogram | time blocked (sleep, join, I/O) |
+//! | `tiffany_task_budget_throttle_total` | counter | throttles |
+//! | `tiffany_backpressure_pauses_total` | counter | pauses of intake |
+//! | `tiffany_callback_errors_total` | counter | subscriber, hook and listener failures |
+//! | `tiffany_scheduler_steps_total` | counter | task resumes |
 
 use std::fmt;
 use std::time::Duration;
@@ -107,6 +112,8 @@ pub struct MetricsSnapshot {
     pub failed: u64,
     /// Tasks cancelled.
     pub cancelled: u64,
+    /// Tasks abandoned at a shutdown deadline (also counted in `cancelled`).
+    pub abandoned: u64,
     /// Spawns refused.
     pub spawn_denied: u64,
     /// Throttles.
@@ -132,6 +139,7 @@ pub(crate) struct Metrics {
     pub(crate) done: u64,
     pub(crate) failed: u64,
     pub(crate) cancelled: u64,
+    pub(crate) abandoned: u64,
     pub(crate) spawn_denied: u64,
     pub(crate) throttles: u64,
     pub(crate) backpressure_pauses: u64,
@@ -150,6 +158,7 @@ impl Metrics {
             done: self.done,
             failed: self.failed,
             cancelled: self.cancelled,
+            abandoned: self.abandoned,
             spawn_denied: self.spawn_denied,
             throttles: self.throttles,
             backpressure_pauses: self.backpressure_pauses,
@@ -241,7 +250,10 @@ struct Snapshots(Vec<MetricsSnapshot>);
 
 type Family = (&'static str, &'static str, MetricType);
 
-const FAMILIES: [Family; 11] = [
+/// The prefix of every metric name.
+pub const NAMESPACE: &str = "tiffany";
+
+const FAMILIES: [Family; 12] = [
     (
         "scheduler_ready_queue_depth",
         "Tasks in the ready queue.",
@@ -281,6 +293,11 @@ const FAMILIES: [Family; 11] = [
         MetricType::Counter,
     ),
     ("scheduler_steps", "Task resumes.", MetricType::Counter),
+    (
+        "tasks_abandoned",
+        "Tasks abandoned at a shutdown deadline (also counted as cancelled).",
+        MetricType::Counter,
+    ),
 ];
 
 impl MetricsSnapshot {
@@ -305,7 +322,8 @@ impl MetricsSnapshot {
             7 => one(Sample::Counter(self.throttles)),
             8 => one(Sample::Counter(self.backpressure_pauses)),
             9 => one(Sample::Counter(self.callback_errors)),
-            _ => one(Sample::Counter(self.steps)),
+            10 => one(Sample::Counter(self.steps)),
+            _ => one(Sample::Counter(self.abandoned)),
         }
     }
 }
@@ -334,7 +352,7 @@ impl Collector for Snapshots {
 
 /// Several snapshots in one Prometheus text exposition (each family once).
 pub fn to_prometheus_all(snapshots: &[MetricsSnapshot]) -> String {
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_prefix(NAMESPACE);
     registry.register_collector(Box::new(Snapshots(snapshots.to_vec())));
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use generator::{Generator, Gn, Scope};
 
-use crate::body::{Body, Step};
+use crate::body::{Body, NativeTask, Step, TaskResult};
 use crate::error::{SpawnError, SyscallError};
 use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
@@ -40,7 +40,7 @@ use crate::outcome::{JoinResult, TaskError, Value};
 use crate::scheduler::Scheduler;
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SpawnRequest, SystemCall};
-use crate::task::{Priority, SpawnOptions, TaskId};
+use crate::task::{SpawnOptions, TaskId};
 
 /// Default native stack size in bytes (32 KiB).
 pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
@@ -361,58 +361,24 @@ impl TaskContext<'_> {
         }
     }
 
-    /// Spawns a native task at the default priority.
-    pub fn spawn<F, R>(&mut self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// Spawns a native task at the default priority. The child gets this
+    /// task's stack size.
+    pub fn spawn<R: TaskResult>(&mut self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.spawn_with(SpawnOptions::default(), f)
     }
 
-    /// Spawns a native task at `priority`.
-    pub fn spawn_with_priority<F, R>(
+    /// Spawns a native task with options (priority, dependencies, name, ...).
+    pub fn spawn_with<R: TaskResult>(
         &mut self,
-        priority: Priority,
-        f: F,
-    ) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::priority(priority), f)
-    }
-
-    /// Spawns a system task (priority 0, never held by back-pressure).
-    pub fn spawn_system<F, R>(&mut self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::system(), f)
-    }
-
-    /// Spawns a native task that starts once every task in `deps` finished.
-    pub fn spawn_with_deps<F, R>(&mut self, deps: &[TaskId], f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::default().with_deps(deps), f)
-    }
-
-    /// Spawns a native task with full options. The child gets this task's stack size.
-    pub fn spawn_with<F, R>(&mut self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
         let body = Body::native_with_stack(self.stack_size, f)?;
-        self.spawn_body(body, options)
+        self.spawn_body(options, body)
     }
 
-    /// Spawns a task from any body (a custom [`TaskBody`](crate::TaskBody), for example).
-    pub fn spawn_body(&mut self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
+    /// Spawns a ready-made body (a custom [`TaskBody`](crate::TaskBody)).
+    pub fn spawn_body(&mut self, options: SpawnOptions, body: Body) -> Result<TaskId, SpawnError> {
         match self.syscall(SystemCall::Spawn(Box::new(SpawnRequest { body, options }))) {
             Resume::Spawned(r) => r,
             other => unexpected("Spawn", other),

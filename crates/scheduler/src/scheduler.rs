@@ -32,26 +32,30 @@ use std::time::Duration;
 use tracing::instrument;
 
 use crate::backpressure::{BackPressureListener, Watermarks};
-use crate::body::{Body, Step};
+use crate::body::{Body, NativeTask, Step, TaskResult};
 use crate::budget::{Accounting, DEFAULT_QUANTUM, DEFAULT_STEP_COST};
+use crate::cadence::Cadence;
 use crate::clock::{Clock, TimeSource};
 use crate::core::{Config, Core, Next};
+use crate::deadlock::Deadlock;
 use crate::error::SpawnError;
 use crate::event::EventId;
 use crate::handle::{Command, Handle, Shared};
 use crate::io::{Interest, IoSource, IoToken, Reactor};
 use crate::metrics::MetricsSnapshot;
-use crate::native::{DEFAULT_STACK_SIZE, TaskContext};
+use crate::native::DEFAULT_STACK_SIZE;
 use crate::outcome::{Outcome, TaskError, Value};
 use crate::shard::RemoteTasks;
 use crate::shutdown::{ShutdownHook, ShutdownResult};
-use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState};
+use crate::task::{SpawnOptions, TaskId, TaskInfo, TaskState};
 use crate::telemetry::{EventSubscriber, TaskEvent};
 
 /// How long a paused, idle scheduler waits before reading the pressure again.
 const PRESSURE_RECHECK: Duration = Duration::from_millis(10);
-/// Look at timers and I/O at least every this many steps while busy.
+/// Look at timers and I/O at least every this many passes while busy.
 const MAINTENANCE_INTERVAL: u32 = 61;
+/// Poll I/O without blocking at least this often while busy.
+const IO_POLL_INTERVAL: Duration = Duration::from_micros(100);
 
 /// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
 pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
@@ -63,6 +67,9 @@ pub(crate) type Intake = Box<dyn FnMut(&Scheduler) -> usize>;
 /// Called for a task that failed while nothing was waiting for it (no
 /// joiner, no retain): the failure would otherwise go unnoticed.
 pub type FailureReport = Box<dyn FnMut(TaskId, &TaskError)>;
+
+/// Called when no task can ever make progress again (see [`crate::deadlock`]).
+pub type DeadlockReport = Box<dyn FnMut(&Deadlock)>;
 
 /// Wraps each blocking wait in the reactor (the Python bindings release the GIL here).
 pub type BlockingWrapper = Box<dyn Fn(&mut dyn FnMut())>;
@@ -78,12 +85,15 @@ pub struct Builder {
     capacity: Option<usize>,
     listener: Option<Box<dyn BackPressureListener>>,
     watermarks: Watermarks,
+    maintenance_interval: u32,
+    io_poll_interval: Duration,
     stack_size: usize,
     retain_finished: usize,
     timing: bool,
     blocking: Option<BlockingWrapper>,
     interrupt: Option<InterruptCheck>,
     unobserved: Option<FailureReport>,
+    deadlock: Option<DeadlockReport>,
     pub(crate) id_source: Option<Arc<AtomicU64>>,
     pub(crate) intake: Option<Intake>,
     pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
@@ -98,12 +108,15 @@ impl Default for Builder {
             capacity: None,
             listener: None,
             watermarks: Watermarks::default(),
+            maintenance_interval: MAINTENANCE_INTERVAL,
+            io_poll_interval: IO_POLL_INTERVAL,
             stack_size: DEFAULT_STACK_SIZE,
             retain_finished: 4096,
             timing: true,
             blocking: None,
             interrupt: None,
             unobserved: None,
+            deadlock: None,
             id_source: None,
             intake: None,
             remote: None,
@@ -153,6 +166,27 @@ impl Builder {
     /// Back-pressure watermarks and check interval.
     pub fn watermarks(mut self, watermarks: Watermarks) -> Self {
         self.watermarks = watermarks;
+        self
+    }
+
+    /// How many passes of the loop at most between two looks at the timers
+    /// and I/O while tasks keep running (default 61; 0 or 1: every pass).
+    /// Besides, a due timer is seen at the next system call of the running
+    /// task whenever the step read the clock (the real clock with measured
+    /// accounting, the default), and I/O is polled at least every
+    /// [`io_poll_interval`](Self::io_poll_interval). The `cadence` module's
+    /// documentation (in the source) says why.
+    pub fn maintenance_interval(mut self, passes: u32) -> Self {
+        self.maintenance_interval = passes;
+        self
+    }
+
+    /// How long at most between two non-blocking polls of I/O while tasks
+    /// keep running (default 100 µs), on the clock reading steps already
+    /// take. A shorter interval wakes I/O-bound tasks sooner under load; each
+    /// poll is a system call.
+    pub fn io_poll_interval(mut self, interval: Duration) -> Self {
+        self.io_poll_interval = interval;
         self
     }
 
@@ -206,6 +240,14 @@ impl Builder {
         self
     }
 
+    /// Called when no task can ever make progress again: under the virtual
+    /// clock the run then ends (see [`crate::deadlock`]); under the real
+    /// clock it is called once per stall. Default: a `tracing` warning.
+    pub fn on_deadlock(mut self, report: DeadlockReport) -> Self {
+        self.deadlock = Some(report);
+        self
+    }
+
     /// Builds the scheduler. Fails only if the OS refuses a poller.
     pub fn build(self) -> io::Result<Scheduler> {
         let reactor = Reactor::new()?;
@@ -227,6 +269,7 @@ impl Builder {
             inbox: Mutex::new(Vec::new()),
             waker: reactor.waker(),
             thread: std::thread::current().id(),
+            outside_handles: AtomicUsize::new(0),
         });
         let config = Config {
             quantum: self.quantum,
@@ -239,6 +282,7 @@ impl Builder {
             retain_finished: self.retain_finished,
             timing: self.timing,
             stack_size: self.stack_size,
+            io_poll_interval: self.io_poll_interval,
         };
         let mut core = Core::new(config, clock, reactor, shared.clone());
         core.has_listener = self.listener.is_some();
@@ -252,12 +296,13 @@ impl Builder {
                 blocking: self.blocking,
                 interrupt: RefCell::new(self.interrupt),
                 unobserved: RefCell::new(self.unobserved),
+                deadlock: RefCell::new(self.deadlock),
+                deadlock_seen: Cell::new(None),
+                last_deadlock: RefCell::new(None),
                 intake: RefCell::new(self.intake),
                 shared,
                 running: Cell::new(false),
-                ticks: Cell::new(0),
-                pressure_interval: self.watermarks.check_interval.max(1),
-                pressure_countdown: Cell::new(self.watermarks.check_interval.max(1)),
+                cadence: Cadence::new(self.maintenance_interval, self.watermarks.check_interval),
                 end_callbacks: RefCell::new(HashMap::new()),
             }),
         })
@@ -272,22 +317,29 @@ struct Inner {
     blocking: Option<BlockingWrapper>,
     interrupt: RefCell<Option<InterruptCheck>>,
     unobserved: RefCell<Option<FailureReport>>,
+    deadlock: RefCell<Option<DeadlockReport>>,
+    /// The step count when a deadlock was last reported (one report per stall).
+    deadlock_seen: Cell<Option<u64>>,
+    /// The deadlock that ended the last run.
+    last_deadlock: RefCell<Option<Deadlock>>,
     intake: RefCell<Option<Intake>>,
     shared: Arc<Shared>,
     running: Cell<bool>,
-    ticks: Cell<u32>,
-    /// Read the pressure every this many steps (at least 1).
-    pressure_interval: u32,
-    /// Ticks until the next pressure check (a countdown: no division per tick).
-    pressure_countdown: Cell<u32>,
+    cadence: Cadence,
     end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        // Pending commands hold task bodies: drop them here, on this thread.
-        drop(self.shared.take_inbox());
+        // Pending commands hold task bodies and deferred work: drop them (and
+        // run the deferred closures) here, on this thread.
+        for cmd in self.shared.close() {
+            if let Command::Defer(f) = cmd
+                && panic::catch_unwind(AssertUnwindSafe(f)).is_err()
+            {
+                tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
+            }
+        }
     }
 }
 
@@ -353,57 +405,28 @@ impl Scheduler {
 
     // ----- spawning -----------------------------------------------------------
 
-    /// Spawns a native task at [`PRI_DEFAULT`](crate::PRI_DEFAULT).
-    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// Spawns a native task at [`PRI_DEFAULT`](crate::PRI_DEFAULT). Safe
+    /// to call while the scheduler runs (from a custom body's step or a
+    /// subscriber).
+    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.spawn_with(SpawnOptions::default(), f)
     }
 
-    /// Spawns a native task at `priority` (0 first, 255 last).
-    pub fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::priority(priority), f)
-    }
-
-    /// Spawns a system task: [`PRI_SYSTEM`](crate::PRI_SYSTEM), never held by back-pressure.
-    pub fn spawn_system<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::system(), f)
-    }
-
-    /// Spawns a native task that starts once every task in `deps` finished
-    /// successfully; if one fails or is cancelled, this task is cancelled.
-    pub fn spawn_with_deps<F, R>(&self, deps: &[TaskId], f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.spawn_with(SpawnOptions::default().with_deps(deps), f)
-    }
-
-    /// Spawns a native task with full options.
-    pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// Spawns a native task with options: priority, dependencies (it starts
+    /// once every one finished successfully, and is cancelled if one fails
+    /// or is cancelled), name, daemon, system.
+    pub fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
         let stack = self.inner.core.borrow().config.stack_size;
-        let body = Body::native_with_stack(stack, f)?;
-        self.spawn_body(body, options)
+        self.spawn_body(options, Body::native_with_stack(stack, f)?)
     }
 
-    /// Spawns any body (native or custom). Safe to call while the scheduler
-    /// runs, from a custom body's step or an event subscriber.
-    pub fn spawn_body(&self, body: Body, options: SpawnOptions) -> Result<TaskId, SpawnError> {
+    /// Spawns a ready-made body: a custom [`TaskBody`](crate::TaskBody) (a
+    /// binding's coroutine, a state machine) or a native [`Body`].
+    pub fn spawn_body(&self, options: SpawnOptions, body: Body) -> Result<TaskId, SpawnError> {
         let r = self.inner.core.borrow_mut().spawn(body, options, None);
         self.after_user_call();
         r
@@ -477,7 +500,7 @@ impl Scheduler {
             // Called from inside a task (a Python task calling this directly):
             // that task is not part of the drain it waits for.
             let requester = core.current_waiter();
-            core.begin_shutdown(timeout, requester);
+            core.begin_shutdown(timeout, requester, false);
         }
         let was_running = self.inner.running.replace(false);
         self.run_loop(Until::ShutdownComplete);
@@ -489,11 +512,25 @@ impl Scheduler {
             .unwrap_or(ShutdownResult::Timeout)
     }
 
-    /// A thread-safe handle to this scheduler.
+    /// A thread-safe handle to this scheduler. While it (or a clone) is
+    /// alive, it counts as something that may wake the scheduler from
+    /// outside, so a run in which every task waits is not reported as a
+    /// [`Deadlock`].
     pub fn handle(&self) -> Handle {
-        Handle {
-            shared: self.inner.shared.clone(),
-        }
+        Handle::new(self.inner.shared.clone(), true)
+    }
+
+    /// A thread-safe handle that does not count as a possible outside
+    /// waker for deadlock detection: for a binding's own plumbing (a signal
+    /// handler, routing destructors to this thread), which keeps a handle
+    /// for the scheduler's whole life without being a reason to wait.
+    pub fn internal_handle(&self) -> Handle {
+        Handle::new(self.inner.shared.clone(), false)
+    }
+
+    /// The deadlock that ended the last run, if one did (virtual clock).
+    pub fn take_deadlock(&self) -> Option<Deadlock> {
+        self.inner.last_deadlock.borrow_mut().take()
     }
 
     // ----- configuration ------------------------------------------------------
@@ -757,18 +794,13 @@ impl Scheduler {
             if inner.shared.pending.load(Ordering::Acquire) {
                 self.drain_inbox();
             }
-            let ticks = inner.ticks.get().wrapping_add(1);
-            inner.ticks.set(ticks);
-            if ticks.is_multiple_of(MAINTENANCE_INTERVAL) {
+            let due = inner.cadence.pass();
+            if due.maintenance || inner.core.borrow().chores_due() {
                 self.timers_and_io();
                 self.check_interrupt();
             }
-            let countdown = inner.pressure_countdown.get() - 1;
-            if countdown == 0 {
-                inner.pressure_countdown.set(inner.pressure_interval);
+            if due.pressure {
                 self.check_pressure();
-            } else {
-                inner.pressure_countdown.set(countdown);
             }
             if self.step() {
                 continue;
@@ -835,7 +867,7 @@ impl Scheduler {
                 Next::Yielded => {
                     // With chores pending the task goes through the queue:
                     // what the chores make ready must go behind it.
-                    if !core.has_chores() && core.would_run_next(slot) && self.quiet_pass() {
+                    if !core.has_chores() && core.would_run_next(slot) && self.quiet_pass(&core) {
                         input = Some(core.rerun_yielded(slot));
                         lone = core.nothing_ready();
                         // Its `Running` event may have filled a batch.
@@ -860,7 +892,7 @@ impl Scheduler {
                 self.do_chores();
                 core = inner.core.borrow_mut();
             }
-            if !(core.has_ready() && self.quiet_pass()) {
+            if !(core.has_ready() && self.quiet_pass(&core)) {
                 return true;
             }
             match core.next_ready() {
@@ -886,7 +918,7 @@ impl Scheduler {
         let Some((slot, id)) = core.current.filter(|_| core.nothing_ready()) else {
             return false;
         };
-        if !core.may_yield_in_place(slot) || !self.quiet_pass() {
+        if !core.may_yield_in_place(slot) || !self.quiet_pass(&core) {
             return false;
         }
         let next = core.yield_task(slot, id);
@@ -903,19 +935,12 @@ impl Scheduler {
     /// same whichever way a task goes; when something is due it returns
     /// `false`, counts nothing, and the work goes back through the loop.
     #[inline]
-    fn quiet_pass(&self) -> bool {
+    fn quiet_pass(&self, core: &Core) -> bool {
         let inner = &*self.inner;
-        if inner.shared.pending.load(Ordering::Acquire) {
+        if inner.shared.pending.load(Ordering::Acquire) || core.chores_due() {
             return false;
         }
-        let ticks = inner.ticks.get().wrapping_add(1);
-        let countdown = inner.pressure_countdown.get() - 1;
-        if ticks.is_multiple_of(MAINTENANCE_INTERVAL) || countdown == 0 {
-            return false;
-        }
-        inner.ticks.set(ticks);
-        inner.pressure_countdown.set(countdown);
-        true
+        inner.cadence.quiet_pass()
     }
 
     /// Takes in work from the intake (a shard pool), if any.
@@ -1155,6 +1180,29 @@ impl Scheduler {
                 Command::Metrics(reply) => {
                     let _ = reply.send(core.metrics.snapshot(core.ready_len(), core.live()));
                 }
+                Command::SetEvent(event) => {
+                    core.set_event(event);
+                }
+                Command::Defer(f) => {
+                    drop(core);
+                    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+                        tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
+                        self.record_callback_error();
+                    }
+                }
+                Command::Interrupt => {
+                    if core.shutdown_result().is_none() {
+                        core.begin_shutdown(Duration::ZERO, None, true);
+                        // At once: the deadline is now.
+                        let now = core.clock.now();
+                        core.fire_timers(now);
+                    }
+                }
+                Command::Abort => {
+                    if core.shutdown_result().is_none() {
+                        core.abort();
+                    }
+                }
                 Command::Shutdown { timeout, reply } => {
                     if let Some(r) = core.shutdown_result() {
                         if let Some(tx) = reply {
@@ -1162,7 +1210,7 @@ impl Scheduler {
                         }
                         continue;
                     }
-                    core.begin_shutdown(timeout, None);
+                    core.begin_shutdown(timeout, None, false);
                     if let (Some(tx), Some(state)) = (reply, core.shutdown.as_mut()) {
                         state.replies.push(tx);
                     }
@@ -1247,9 +1295,6 @@ impl Scheduler {
         }
         let paused_waiting = core.paused && core.held_or_admitting();
         let next = core.next_live_deadline();
-        // The scheduler holds two references itself (here and in the core);
-        // any more are handles that could still wake it.
-        let handles_exist = Arc::strong_count(&inner.shared) > 2;
         if core.clock.is_virtual() {
             // Outside I/O first, without blocking.
             if core.reactor.has_sources() {
@@ -1273,20 +1318,40 @@ impl Scheduler {
         if paused_waiting && core.has_listener {
             timeout = Some(timeout.map_or(PRESSURE_RECHECK, |t| t.min(PRESSURE_RECHECK)));
         }
-        let anything_can_happen = timeout.is_some()
+        // What could still wake a task: a timer, I/O (sockets, pipes,
+        // completions from other threads), a handle given out to user code,
+        // or, for a service, the shutdown request it waits for.
+        let can_wake = timeout.is_some()
             || core.reactor.waiting() > 0
-            || handles_exist
-            || until == Until::Shutdown
-            || inner.interrupt.borrow().is_some();
-        if !anything_can_happen {
+            || inner.shared.outside_handles.load(Ordering::Acquire) > 0
+            || until == Until::Shutdown;
+        if !can_wake {
+            let virtual_clock = core.clock.is_virtual();
             if core.live() > 0 {
-                tracing::warn!(
-                    target: "tiffany",
-                    live = core.live(),
-                    "every live task is blocked and nothing can wake them; the run ends"
-                );
+                let steps = core.metrics.steps;
+                let report = (inner.deadlock_seen.get() != Some(steps)).then(|| {
+                    inner.deadlock_seen.set(Some(steps));
+                    core.deadlock_report()
+                });
+                drop(core);
+                if let Some(report) = report {
+                    self.report_deadlock(&report);
+                    if virtual_clock {
+                        *inner.last_deadlock.borrow_mut() = Some(report);
+                    }
+                }
+                core = inner.core.borrow_mut();
+                // Reporting ran user code: it may have made work.
+                if core.has_ready() || inner.shared.pending.load(Ordering::Acquire) {
+                    return true;
+                }
             }
-            return false;
+            // Under the virtual clock nothing but what was checked can move
+            // time on: the run ends. Under the real clock, an interrupt
+            // check (a binding's Ctrl-C) may still end the wait.
+            if virtual_clock || inner.interrupt.borrow().is_none() {
+                return false;
+            }
         }
         let mut result = Ok(());
         let mut wait = || result = core.poll_io(timeout);
@@ -1307,13 +1372,33 @@ impl Scheduler {
         true
     }
 
+    /// Hands a deadlock to the `on_deadlock` callback (or logs it).
+    fn report_deadlock(&self, report: &Deadlock) {
+        let Ok(mut callback) = self.inner.deadlock.try_borrow_mut() else {
+            return;
+        };
+        match callback.as_mut() {
+            Some(f) => {
+                if panic::catch_unwind(AssertUnwindSafe(|| f(report))).is_err() {
+                    drop(callback);
+                    tracing::error!(target: "tiffany", "the deadlock callback panicked");
+                    self.record_callback_error();
+                }
+            }
+            None => tracing::warn!(target: "tiffany", "{report}"),
+        }
+    }
+
     fn check_interrupt(&self) {
         let request = match self.inner.interrupt.try_borrow_mut() {
             Ok(mut check) => check.as_mut().and_then(|f| f()),
             Err(_) => None,
         };
         if let Some(timeout) = request {
-            self.inner.core.borrow_mut().begin_shutdown(timeout, None);
+            self.inner
+                .core
+                .borrow_mut()
+                .begin_shutdown(timeout, None, false);
         }
     }
 }

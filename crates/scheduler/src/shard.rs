@@ -5,7 +5,7 @@
 //! core. The pattern is the usual one for work-stealing runtimes, kept small:
 //!
 //! - **Routing.** A task spawned into the pool goes into the queue of one
-//!   shard: the shard its key names ([`ShardPool::spawn_keyed`]), or the next
+//!   shard: the shard its key names ([`SpawnOptions::keyed`]), or the next
 //!   one in turn. Queues are `crossbeam` injectors: any thread may push, any
 //!   shard may take.
 //! - **Intake.** A shard takes tasks from its queue only when it has nothing
@@ -34,30 +34,29 @@ use std::time::Duration;
 
 use crossbeam_deque::{Injector, Steal};
 
-use crate::body::Body;
+use crate::body::{Body, NativeTask, TaskResult};
 use crate::error::{HandleError, SpawnError};
 use crate::handle::Handle;
 use crate::metrics::{MetricsSnapshot, to_prometheus_all};
-use crate::native::TaskContext;
 use crate::outcome::Outcome;
 use crate::scheduler::{Builder, Scheduler};
 use crate::shutdown::ShutdownResult;
-use crate::task::{Priority, SpawnOptions, TaskId};
+use crate::task::{SpawnOptions, TaskId};
 
 /// Spawn and run tasks: implemented by a single [`Scheduler`] and by a
 /// [`ShardPool`], so code can be written against either.
 pub trait Executor {
-    /// Spawns a native task at the default priority.
-    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static;
+    /// Spawns a native task with options.
+    fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError>;
 
-    /// Spawns a native task at `priority`.
-    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static;
+    /// Spawns a native task at the default priority.
+    fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
+        self.spawn_with(SpawnOptions::default(), f)
+    }
 
     /// Runs until every task has finished; returns the ids in the order they
     /// finished.
@@ -65,20 +64,12 @@ pub trait Executor {
 }
 
 impl Executor for Scheduler {
-    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        Scheduler::spawn(self, f)
-    }
-
-    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        Scheduler::spawn_with_priority(self, priority, f)
+    fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        Scheduler::spawn_with(self, options, f)
     }
 
     fn run(&self) -> Vec<TaskId> {
@@ -378,16 +369,6 @@ impl ShardPool {
         self.pool.queues.len()
     }
 
-    /// Spawns a native task on the shard `key` names (`key % shards`).
-    pub fn spawn_keyed<F, R>(&self, key: u64, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        let shard = (key % self.shards() as u64) as usize;
-        self.handle().spawn_to(shard, SpawnOptions::default(), f)
-    }
-
     /// A thread-safe handle that spawns into the pool and shuts it down.
     pub fn handle(&self) -> PoolHandle {
         PoolHandle {
@@ -484,21 +465,12 @@ impl ShardPool {
 }
 
 impl Executor for ShardPool {
-    fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.handle().spawn(f)
-    }
-
-    fn spawn_with_priority<F, R>(&self, priority: Priority, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        self.handle()
-            .spawn_with(SpawnOptions::priority(priority), f)
+    fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        self.handle().spawn_with(options, f)
     }
 
     fn run(&self) -> Vec<TaskId> {
@@ -507,13 +479,20 @@ impl Executor for ShardPool {
 }
 
 impl ShardPool {
-    /// Spawns a native task into the pool (the next shard in turn).
-    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// Spawns a task into the pool (the next shard in turn).
+    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.handle().spawn(f)
+    }
+
+    /// Spawns a task with options: on the shard its
+    /// [`key`](SpawnOptions::keyed) names (`key % shards`), else the next
+    /// shard in turn.
+    pub fn spawn_with<R: TaskResult>(
+        &self,
+        options: SpawnOptions,
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
+        self.handle().spawn_with(options, f)
     }
 }
 
@@ -549,50 +528,28 @@ pub struct PoolHandle {
 }
 
 impl PoolHandle {
-    /// Spawns a native task into the pool (the next shard in turn).
-    pub fn spawn<F, R>(&self, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+    /// Spawns a task into the pool (the next shard in turn).
+    pub fn spawn<R: TaskResult>(&self, f: impl NativeTask<R>) -> Result<TaskId, SpawnError> {
         self.spawn_with(SpawnOptions::default(), f)
     }
 
-    /// Spawns a native task with options (dependencies are not supported
-    /// across the pool: each must be a task of the shard that runs this one).
-    pub fn spawn_with<F, R>(&self, options: SpawnOptions, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        let n = self.pool.queues.len();
-        let shard = self.pool.turn.fetch_add(1, Ordering::Relaxed) % n;
-        self.spawn_to(shard, options, f)
-    }
-
-    /// Spawns a native task on the shard `key` names.
-    pub fn spawn_keyed<F, R>(&self, key: u64, f: F) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
-        let shard = (key % self.pool.queues.len() as u64) as usize;
-        self.spawn_to(shard, SpawnOptions::default(), f)
-    }
-
-    fn spawn_to<F, R>(
+    /// Spawns a task with options: on the shard its
+    /// [`key`](SpawnOptions::keyed) names (`key % shards`), else the next
+    /// shard in turn. Dependencies are not supported across the pool: each
+    /// must be a task of the shard that runs this one.
+    pub fn spawn_with<R: TaskResult>(
         &self,
-        shard: usize,
         options: SpawnOptions,
-        f: F,
-    ) -> Result<TaskId, SpawnError>
-    where
-        F: FnOnce(&mut TaskContext<'_>) -> R + Send + 'static,
-        R: Send + Sync + 'static,
-    {
+        f: impl NativeTask<R>,
+    ) -> Result<TaskId, SpawnError> {
         if self.pool.shutting_down.load(Ordering::Acquire) {
             return Err(SpawnError::ShuttingDown);
         }
+        let n = self.pool.queues.len();
+        let shard = match options.key {
+            Some(key) => (key % n as u64) as usize,
+            None => self.pool.turn.fetch_add(1, Ordering::Relaxed) % n,
+        };
         let body = Body::native_with_stack(self.pool.stack_size, f)?;
         let id = TaskId(self.pool.next_id.fetch_add(1, Ordering::Relaxed));
         self.pool.push(shard, Job { id, body, options })

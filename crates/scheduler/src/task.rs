@@ -145,9 +145,13 @@ pub struct SpawnOptions {
     /// A daemon task does not keep [`run`](crate::Scheduler::run) going: once
     /// every other task has finished, daemon tasks are cancelled.
     pub daemon: bool,
-    /// A system task is never held by back-pressure. Spawned by
-    /// [`spawn_system`](crate::Scheduler::spawn_system) with [`PRI_SYSTEM`].
+    /// A system task is never held by back-pressure
+    /// ([`SpawnOptions::system`] gives it [`PRI_SYSTEM`] too).
     pub system: bool,
+    /// Where a [`ShardPool`](crate::ShardPool) runs the task: the shard
+    /// `key % shards` (tasks with the same key share a thread). `None`: the
+    /// next shard in turn. A single scheduler ignores it.
+    pub key: Option<u64>,
 }
 
 impl Default for SpawnOptions {
@@ -158,6 +162,7 @@ impl Default for SpawnOptions {
             name: None,
             daemon: false,
             system: false,
+            key: None,
         }
     }
 }
@@ -189,6 +194,18 @@ impl SpawnOptions {
     /// Sets the name.
     pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the priority (0 first, 255 last).
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the routing key (see [`SpawnOptions::key`]).
+    pub fn keyed(mut self, key: u64) -> Self {
+        self.key = Some(key);
         self
     }
 

@@ -151,11 +151,86 @@ impl EventKind {
     }
 }
 
+/// The value of one of an event's detail fields (see [`TaskEvent::fields`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Field<'a> {
+    /// A count or an id.
+    Int(u64),
+    /// Seconds, or a pressure reading.
+    Float(f64),
+    /// A name, message or reason.
+    Str(&'a str),
+    /// A yes/no detail.
+    Bool(bool),
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Field::Int(v) => s.serialize_u64(v),
+            Field::Float(v) => s.serialize_f64(v),
+            Field::Str(v) => s.serialize_str(v),
+            Field::Bool(v) => s.serialize_bool(v),
+        }
+    }
+}
+
+impl EventKind {
+    /// Calls `f` with each detail field of the event, by name, in the order
+    /// the PAL writes them. This is the one description of an event's
+    /// fields: the PAL line and the bindings' dictionaries are both built
+    /// from it, so they cannot drift apart. A field without a value (a task
+    /// without a name, a spawn without dependencies) is left out.
+    pub fn for_each_field<'a>(&'a self, mut f: impl FnMut(&'static str, Field<'a>)) {
+        let secs = |d: &Duration| Field::Float(d.as_secs_f64());
+        match self {
+            EventKind::Spawned {
+                priority,
+                name,
+                deps,
+            } => {
+                f("priority", Field::Int(u64::from(*priority)));
+                if let Some(n) = name {
+                    f("name", Field::Str(n));
+                }
+                if *deps > 0 {
+                    f("deps", Field::Int(*deps as u64));
+                }
+            }
+            EventKind::Sleep { until } => f("until", secs(until)),
+            EventKind::IoWait { token, interest } => {
+                f("token", Field::Int(token.get()));
+                f("interest", Field::Str(interest.name()));
+            }
+            EventKind::Join { target } => f("target", Field::Int(target.get())),
+            EventKind::EventWait { event } => f("event_id", Field::Int(event.get())),
+            EventKind::Failed { message } => f("error", Field::Str(message)),
+            EventKind::Throttled { used } => f("used", secs(used)),
+            EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {
+                f("pressure", Field::Float(*pressure))
+            }
+            EventKind::SpawnDenied { reason } => f("reason", Field::Str(reason)),
+            EventKind::ShutdownBegin { timeout } => f("timeout", secs(timeout)),
+            EventKind::ShutdownComplete { clean } => f("clean", Field::Bool(*clean)),
+            EventKind::Log { message } => f("message", Field::Str(message)),
+            EventKind::Running | EventKind::Yield | EventKind::Done | EventKind::Cancelled => {}
+        }
+    }
+}
+
 impl TaskEvent {
     /// The event as one PAL line (JSON, without the newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)
             .unwrap_or_else(|e| format!("{{\"event\":\"{}\",\"error\":\"{e}\"}}", self.kind.name()))
+    }
+
+    /// The event's detail fields, by name (see [`EventKind::for_each_field`]).
+    pub fn fields(&self) -> Vec<(&'static str, Field<'_>)> {
+        let mut out = Vec::new();
+        self.kind
+            .for_each_field(|name, value| out.push((name, value)));
+        out
     }
 }
 
@@ -165,40 +240,13 @@ impl Serialize for TaskEvent {
         m.serialize_entry("ts", &self.time.as_secs_f64())?;
         m.serialize_entry("task_id", &self.task.map(TaskId::get))?;
         m.serialize_entry("event", self.kind.name())?;
-        match &self.kind {
-            EventKind::Spawned {
-                priority,
-                name,
-                deps,
-            } => {
-                m.serialize_entry("priority", priority)?;
-                if let Some(n) = name {
-                    m.serialize_entry("name", &**n)?;
-                }
-                if *deps > 0 {
-                    m.serialize_entry("deps", deps)?;
-                }
+        let mut result = Ok(());
+        self.kind.for_each_field(|name, value| {
+            if result.is_ok() {
+                result = m.serialize_entry(name, &value);
             }
-            EventKind::Sleep { until } => m.serialize_entry("until", &until.as_secs_f64())?,
-            EventKind::IoWait { token, interest } => {
-                m.serialize_entry("token", &token.get())?;
-                m.serialize_entry("interest", interest.name())?;
-            }
-            EventKind::Join { target } => m.serialize_entry("target", &target.get())?,
-            EventKind::EventWait { event } => m.serialize_entry("event_id", &event.get())?,
-            EventKind::Failed { message } => m.serialize_entry("error", &**message)?,
-            EventKind::Throttled { used } => m.serialize_entry("used", &used.as_secs_f64())?,
-            EventKind::Paused { pressure } | EventKind::Resumed { pressure } => {
-                m.serialize_entry("pressure", pressure)?
-            }
-            EventKind::SpawnDenied { reason } => m.serialize_entry("reason", reason)?,
-            EventKind::ShutdownBegin { timeout } => {
-                m.serialize_entry("timeout", &timeout.as_secs_f64())?
-            }
-            EventKind::ShutdownComplete { clean } => m.serialize_entry("clean", clean)?,
-            EventKind::Log { message } => m.serialize_entry("message", &**message)?,
-            EventKind::Running | EventKind::Yield | EventKind::Done | EventKind::Cancelled => {}
-        }
+        });
+        result?;
         m.end()
     }
 }

@@ -40,7 +40,7 @@ fn admission_waits_while_paused_and_proceeds_after_resume() {
     }
     let a = admitted.clone();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(2));
         // A system task passes the gate while intake is paused.
         cx.admit();
@@ -69,7 +69,10 @@ fn admission_waits_while_paused_and_proceeds_after_resume() {
         assert_eq!(count_kind(&events, p, "running"), 3);
     }
     assert_eq!(s.metrics().backpressure_pauses, 1);
-    assert!(s.prometheus().contains("backpressure_pauses_total 1\n"));
+    assert!(
+        s.prometheus()
+            .contains("tiffany_backpressure_pauses_total 1\n")
+    );
     assert!(!s.is_paused());
     assert_eq!(s.pressure(), 0.0);
 }
@@ -117,7 +120,7 @@ fn io_wake_time(initial: f64) -> (Duration, Vec<&'static str>) {
     })
     .unwrap();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(5));
         p.set(0.0);
     })
@@ -146,7 +149,7 @@ fn system_tasks_woken_by_io_are_not_held() {
     let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
     let token = s.register_io(&sock_r).unwrap();
     let reader = s
-        .spawn_system(move |cx| {
+        .spawn_with(SpawnOptions::system(), move |cx| {
             cx.io_wait(token, Interest::Readable).unwrap();
             drop(sock_r);
             cx.now()
@@ -162,7 +165,7 @@ fn system_tasks_woken_by_io_are_not_held() {
     })
     .unwrap();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(5));
         p.set(0.0);
     })
@@ -185,7 +188,7 @@ fn watermark_gap_prevents_flapping() {
         })
         .unwrap();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(2));
         p.set(0.6); // below high, not below low: stays paused
         cx.sleep(ms(2));
@@ -239,7 +242,7 @@ fn listener_can_be_set_later_and_out_of_range_values_are_clamped() {
         })
         .unwrap();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(3));
         p.set(f64::NAN); // reads as 0
     })
@@ -275,7 +278,7 @@ fn cancelling_a_task_waiting_for_admission() {
             "admitted"
         })
         .unwrap();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(2));
         cx.cancel(waiter)
     })

@@ -84,7 +84,10 @@ fn busy_logger_is_throttled_and_its_peer_runs_in_between() {
     }
     let m = s.metrics();
     assert_eq!(m.throttles, 4);
-    assert!(s.prometheus().contains("task_budget_throttle_total 4\n"));
+    assert!(
+        s.prometheus()
+            .contains("tiffany_task_budget_throttle_total 4\n")
+    );
     let info = s.info(a).unwrap();
     assert_eq!(info.throttles, 2);
     // Two full quanta plus the final one-step turn.
@@ -141,10 +144,12 @@ fn throttling_only_defers_to_equal_priority() {
     let s = throttling();
     let trace = Trace::new();
     let t = trace.clone();
-    s.spawn_with_priority(50, move |_cx| t.push("low".to_string()))
-        .unwrap();
+    s.spawn_with(SpawnOptions::priority(50), move |_cx| {
+        t.push("low".to_string())
+    })
+    .unwrap();
     let urgent = s
-        .spawn_with_priority(5, logger("u", 7, trace.clone()))
+        .spawn_with(SpawnOptions::priority(5), logger("u", 7, trace.clone()))
         .unwrap();
     s.run();
     assert_eq!(

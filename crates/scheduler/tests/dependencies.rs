@@ -31,9 +31,14 @@ fn chain_runs_each_link_after_the_previous() {
     let trace = Trace::new();
     // Spawned in reverse priority so only the dependencies impose the order.
     let a = s
-        .spawn_with_priority(200, mark("a", ms(10), &trace))
+        .spawn_with(SpawnOptions::priority(200), mark("a", ms(10), &trace))
         .unwrap();
-    let b = s.spawn_with_deps(&[a], mark("b", ms(5), &trace)).unwrap();
+    let b = s
+        .spawn_with(
+            SpawnOptions::default().with_deps(&[a]),
+            mark("b", ms(5), &trace),
+        )
+        .unwrap();
     let c = s
         .spawn_with(
             SpawnOptions::priority(1).with_deps(&[b]),
@@ -57,13 +62,22 @@ fn diamond_bottom_waits_for_both_sides() {
     let trace = Trace::new();
     let top = s.spawn(mark("top", ms(5), &trace)).unwrap();
     let left = s
-        .spawn_with_deps(&[top], mark("left", ms(10), &trace))
+        .spawn_with(
+            SpawnOptions::default().with_deps(&[top]),
+            mark("left", ms(10), &trace),
+        )
         .unwrap();
     let right = s
-        .spawn_with_deps(&[top], mark("right", ms(20), &trace))
+        .spawn_with(
+            SpawnOptions::default().with_deps(&[top]),
+            mark("right", ms(20), &trace),
+        )
         .unwrap();
     let bottom = s
-        .spawn_with_deps(&[left, right], mark("bottom", Duration::ZERO, &trace))
+        .spawn_with(
+            SpawnOptions::default().with_deps(&[left, right]),
+            mark("bottom", Duration::ZERO, &trace),
+        )
         .unwrap();
     let order = s.run();
     assert_eq!(order, vec![top, left, right, bottom]);
@@ -138,7 +152,9 @@ fn unknown_ids_are_refused() {
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
     assert_denied(
-        s.spawn_with_deps(&[ghost], move |_cx| r.store(true, Ordering::SeqCst)),
+        s.spawn_with(SpawnOptions::default().with_deps(&[ghost]), move |_cx| {
+            r.store(true, Ordering::SeqCst)
+        }),
         SpawnError::UnknownDependency(ghost),
     );
     let a = s.spawn(|_cx| ()).unwrap();
@@ -151,7 +167,7 @@ fn unknown_ids_are_refused() {
         Err(SpawnError::UnknownDependency(ghost))
     );
     let inner = s
-        .spawn(move |cx| cx.spawn_with_deps(&[ghost], |_cx| ()))
+        .spawn(move |cx| cx.spawn_with(SpawnOptions::default().with_deps(&[ghost]), |_cx| ()))
         .unwrap();
     let order = s.run();
     assert!(!ran.load(Ordering::SeqCst));
@@ -190,11 +206,23 @@ fn failed_dependency_cancels_dependents_transitively() {
         .unwrap();
     let ok = s.spawn(|_cx| ()).unwrap();
     let r = ran.clone();
-    let b = s.spawn_with_deps(&[bad], move |_cx| r.push("b")).unwrap();
+    let b = s
+        .spawn_with(SpawnOptions::default().with_deps(&[bad]), move |_cx| {
+            r.push("b")
+        })
+        .unwrap();
     let r = ran.clone();
-    let c = s.spawn_with_deps(&[b], move |_cx| r.push("c")).unwrap();
+    let c = s
+        .spawn_with(SpawnOptions::default().with_deps(&[b]), move |_cx| {
+            r.push("c")
+        })
+        .unwrap();
     let r = ran.clone();
-    let d = s.spawn_with_deps(&[c, ok], move |_cx| r.push("d")).unwrap();
+    let d = s
+        .spawn_with(SpawnOptions::default().with_deps(&[c, ok]), move |_cx| {
+            r.push("d")
+        })
+        .unwrap();
     let joiner = s
         .spawn(move |cx| matches!(cx.join(d), JoinResult::Cancelled))
         .unwrap();
@@ -211,7 +239,9 @@ fn failed_dependency_cancels_dependents_transitively() {
     assert_eq!(s.now(), ms(1));
 
     // A new dependent of an already failed task is cancelled at once.
-    let late = s.spawn_with_deps(&[bad], |_cx| ()).unwrap();
+    let late = s
+        .spawn_with(SpawnOptions::default().with_deps(&[bad]), |_cx| ())
+        .unwrap();
     assert_eq!(s.state(late), Some(TaskState::Cancelled));
 }
 
@@ -219,7 +249,9 @@ fn failed_dependency_cancels_dependents_transitively() {
 fn cancelled_dependency_cancels_dependents() {
     let s = vsched();
     let up = s.spawn(|cx| cx.sleep(ms(100))).unwrap();
-    let down = s.spawn_with_deps(&[up], |_cx| ()).unwrap();
+    let down = s
+        .spawn_with(SpawnOptions::default().with_deps(&[up]), |_cx| ())
+        .unwrap();
     s.spawn(move |cx| {
         cx.sleep(ms(10));
         cx.cancel(up);
@@ -236,7 +268,9 @@ fn finished_dependency_is_already_met() {
     let s = vsched();
     let a = s.spawn(|_cx| 1).unwrap();
     s.run();
-    let b = s.spawn_with_deps(&[a], |_cx| 2).unwrap();
+    let b = s
+        .spawn_with(SpawnOptions::default().with_deps(&[a]), |_cx| 2)
+        .unwrap();
     assert_eq!(s.state(b), Some(TaskState::Scheduled));
     let order = s.run();
     assert_eq!(order, vec![b]);

@@ -30,7 +30,7 @@ fn workload() -> RunRecord {
         let priority = [3u8, 10, 10, 40, 200][(i % 5) as usize];
         let earlier = ids.clone();
         let id = s
-            .spawn_with_priority(priority, move |cx| {
+            .spawn_with(SpawnOptions::priority(priority), move |cx| {
                 let mut acc = i;
                 for step in 0..(i % 7) {
                     match (i + step) % 6 {

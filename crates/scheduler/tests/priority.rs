@@ -12,7 +12,10 @@ fn tasks_finish_in_priority_order() {
     let mut ids = Vec::new();
     for p in [200u8, 10, 50] {
         let t = trace.clone();
-        ids.push(s.spawn_with_priority(p, move |_cx| t.push(p)).unwrap());
+        ids.push(
+            s.spawn_with(SpawnOptions::priority(p), move |_cx| t.push(p))
+                .unwrap(),
+        );
     }
     let order = s.run();
     assert_eq!(trace.get(), vec![10, 50, 200]);
@@ -26,12 +29,16 @@ fn system_task_runs_first_even_when_spawned_last() {
     let trace = Trace::new();
     for p in [PRI_LOWEST, 1, PRI_DEFAULT] {
         let t = trace.clone();
-        s.spawn_with_priority(p, move |_cx| t.push(format!("pri {p}")))
-            .unwrap();
+        s.spawn_with(SpawnOptions::priority(p), move |_cx| {
+            t.push(format!("pri {p}"))
+        })
+        .unwrap();
     }
     let t = trace.clone();
     let sys = s
-        .spawn_system(move |_cx| t.push("system".to_string()))
+        .spawn_with(SpawnOptions::system(), move |_cx| {
+            t.push("system".to_string())
+        })
         .unwrap();
     let order = s.run();
     assert_eq!(order[0], sys);
@@ -47,7 +54,8 @@ fn equal_priorities_run_in_spawn_order() {
     let trace = Trace::new();
     for i in 0..10 {
         let t = trace.clone();
-        s.spawn_with_priority(42, move |_cx| t.push(i)).unwrap();
+        s.spawn_with(SpawnOptions::priority(42), move |_cx| t.push(i))
+            .unwrap();
     }
     s.run();
     assert_eq!(trace.get(), (0..10).collect::<Vec<_>>());
@@ -59,10 +67,10 @@ fn a_yielding_high_priority_task_keeps_the_cpu() {
     let s = vsched();
     let trace = Trace::new();
     let t = trace.clone();
-    s.spawn_with_priority(100, move |_cx| t.push("low"))
+    s.spawn_with(SpawnOptions::priority(100), move |_cx| t.push("low"))
         .unwrap();
     let t = trace.clone();
-    s.spawn_with_priority(5, move |cx| {
+    s.spawn_with(SpawnOptions::priority(5), move |cx| {
         for i in 0..3 {
             t.push(["high 0", "high 1", "high 2"][i]);
             cx.yield_now();
@@ -78,14 +86,14 @@ fn a_woken_high_priority_task_overtakes_ready_low_priority_tasks() {
     let s = vsched();
     let trace = Trace::new();
     let t = trace.clone();
-    s.spawn_with_priority(1, move |cx| {
+    s.spawn_with(SpawnOptions::priority(1), move |cx| {
         cx.sleep(ms(10));
         t.push("urgent woke".to_string());
     })
     .unwrap();
     for name in ["a", "b"] {
         let t = trace.clone();
-        s.spawn_with_priority(100, move |cx| {
+        s.spawn_with(SpawnOptions::priority(100), move |cx| {
             // Busy until well past 10 ms of virtual time.
             for i in 0..3 {
                 t.push(format!("{name}{i}"));
@@ -107,10 +115,11 @@ fn priority_order_is_kept_inside_a_run_for_tasks_spawned_by_tasks() {
     let s = vsched();
     let trace = Trace::new();
     let t = trace.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         for p in [90u8, 30, 60, 30] {
             let t = t.clone();
-            cx.spawn_with_priority(p, move |_cx| t.push(p)).unwrap();
+            cx.spawn_with(SpawnOptions::priority(p), move |_cx| t.push(p))
+                .unwrap();
         }
     })
     .unwrap();

@@ -104,7 +104,7 @@ fn run_program(specs: &[TaskSpec]) -> Outcome {
         // Top-level tasks are spawned first, so task `k` has id `k + 1`.
         let id = |k: usize| TaskId::from_raw(k as u64 + 1);
         let spawned = s
-            .spawn_with_priority(spec.priority, move |cx| {
+            .spawn_with(SpawnOptions::priority(spec.priority), move |cx| {
                 for op in ops {
                     match op {
                         Op::Yield => cx.yield_now(),
@@ -239,7 +239,7 @@ proptest! {
         let s = vsched();
         let ids: Vec<TaskId> = priorities
             .iter()
-            .map(|&p| s.spawn_with_priority(p, |_cx| ()).unwrap())
+            .map(|&p| s.spawn_with(SpawnOptions::priority(p), |_cx| ()).unwrap())
             .collect();
         let order = s.run();
         let mut expected: Vec<(u8, usize)> =
@@ -266,7 +266,7 @@ proptest! {
         let mut priority_of = HashMap::new();
         for &(p, steps, busy) in &tasks {
             let id = s
-                .spawn_with_priority(p, move |cx| {
+                .spawn_with(SpawnOptions::priority(p), move |cx| {
                     for _ in 0..steps {
                         if busy {
                             cx.now();

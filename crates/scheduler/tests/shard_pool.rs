@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use tiffany_scheduler::{
-    Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, TaskId,
+    Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, SpawnOptions, TaskId,
 };
 
 fn thread_name() -> String {
@@ -24,7 +24,7 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
     // queue: every task is keyed to shard 0.
     let seen = threads_seen.clone();
     let r = runs.clone();
-    pool.spawn_keyed(0, move |cx| {
+    pool.spawn_with(SpawnOptions::default().keyed(0), move |cx| {
         seen.lock().unwrap().insert(thread_name());
         // Never hold a lock across a system call: the task may be
         // throttled there, and the next task on this thread would block on it.
@@ -40,7 +40,7 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
         let seen = threads_seen.clone();
         let r = runs.clone();
         ids.push(
-            pool.spawn_keyed(0, move |cx| {
+            pool.spawn_with(SpawnOptions::default().keyed(0), move |cx| {
                 seen.lock().unwrap().insert(thread_name());
                 // Never hold a lock across a system call: the task may be
                 // throttled there, and the next task on this thread would block on it.
@@ -71,7 +71,10 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
 fn ids_are_unique_across_shards() {
     let pool = ShardPool::new(2);
     let ids: Vec<TaskId> = (0..100)
-        .map(|i| pool.spawn_keyed(i, |cx| cx.tid()).unwrap())
+        .map(|i| {
+            pool.spawn_with(SpawnOptions::default().keyed(i), |cx| cx.tid())
+                .unwrap()
+        })
         .collect();
     pool.run();
     for id in &ids {
@@ -98,7 +101,7 @@ fn joins_across_shards() {
     };
     let s = seen.clone();
     let target = pool
-        .spawn_keyed(1, move |cx| {
+        .spawn_with(SpawnOptions::default().keyed(1), move |cx| {
             rendezvous(s, cx);
             for _ in 0..10 {
                 cx.yield_now();
@@ -108,7 +111,7 @@ fn joins_across_shards() {
         .unwrap();
     let s = seen.clone();
     let joiner = pool
-        .spawn_keyed(0, move |cx| {
+        .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
             rendezvous(s, cx);
             let me = thread_name();
             match cx.join(target) {
@@ -129,12 +132,14 @@ fn joins_across_shards() {
 fn joining_a_finished_remote_task_and_failures_cross_shards() {
     let pool = ShardPool::new(2);
     let failing = pool
-        .spawn_keyed(1, |_| -> u32 { panic!("remote boom") })
+        .spawn_with(SpawnOptions::default().keyed(1), |_| -> u32 {
+            panic!("remote boom")
+        })
         .unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
     let joiner = pool
-        .spawn_keyed(0, move |cx| {
+        .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
             let r = cx.join(failing);
             d.fetch_add(1, Ordering::SeqCst);
             match r {
@@ -161,12 +166,12 @@ fn cancel_across_shards() {
     let (started_tx, started_rx) = mpsc::channel::<()>();
     let started_rx = Arc::new(Mutex::new(started_rx));
     let sleeper = pool
-        .spawn_keyed(1, move |cx| {
+        .spawn_with(SpawnOptions::default().keyed(1), move |cx| {
             started_tx.send(()).unwrap();
             cx.sleep(Duration::from_secs(3600));
         })
         .unwrap();
-    pool.spawn_keyed(0, move |cx| {
+    pool.spawn_with(SpawnOptions::default().keyed(0), move |cx| {
         while started_rx.lock().unwrap().try_recv().is_err() {
             cx.yield_now();
         }
@@ -187,7 +192,7 @@ fn shutdown_of_the_whole_pool() {
     for key in 0..2 {
         let tx = started_tx.clone();
         sleepers.push(
-            pool.spawn_keyed(key, move |cx| {
+            pool.spawn_with(SpawnOptions::default().keyed(key), move |cx| {
                 tx.send(()).unwrap();
                 cx.sleep(Duration::from_secs(3600));
             })
@@ -220,7 +225,7 @@ fn metrics_carry_a_shard_label() {
     for key in 0..2 {
         let tx = tx.clone();
         let go = go_rx.clone();
-        pool.spawn_keyed(key, move |cx| {
+        pool.spawn_with(SpawnOptions::default().keyed(key), move |cx| {
             tx.send(()).unwrap();
             while go.lock().unwrap().try_recv().is_err() {
                 cx.yield_now();
@@ -240,15 +245,16 @@ fn metrics_carry_a_shard_label() {
     pool.run();
     let text = reader.join().unwrap();
     assert!(
-        text.contains("scheduler_live_tasks{shard=\"0\"} 1"),
+        text.contains("tiffany_scheduler_live_tasks{shard=\"0\"} 1"),
         "{text}"
     );
     assert!(
-        text.contains("scheduler_live_tasks{shard=\"1\"} 1"),
+        text.contains("tiffany_scheduler_live_tasks{shard=\"1\"} 1"),
         "{text}"
     );
     assert_eq!(
-        text.matches("# TYPE scheduler_steps_total counter").count(),
+        text.matches("# TYPE tiffany_scheduler_steps_total counter")
+            .count(),
         1,
         "{text}"
     );
@@ -260,7 +266,7 @@ fn the_executor_trait_drives_a_scheduler_or_a_pool() {
         for i in 0..10u64 {
             e.spawn(move |_| i * i).unwrap();
         }
-        e.spawn_with_priority(0, |_| ()).unwrap();
+        e.spawn_with(SpawnOptions::priority(0), |_| ()).unwrap();
         e.run().len()
     }
     assert_eq!(squares(&Scheduler::new()), 11);

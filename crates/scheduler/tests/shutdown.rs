@@ -109,7 +109,9 @@ fn timeout_cancels_sleepers_at_the_deadline() {
         })
         .unwrap();
     let quick = s.spawn(|cx| cx.sleep(ms(10))).unwrap();
-    let never = s.spawn_with_deps(&[sleeper], |_cx| ()).unwrap();
+    let never = s
+        .spawn_with(SpawnOptions::default().with_deps(&[sleeper]), |_cx| ())
+        .unwrap();
 
     let result = s.shutdown(secs(1));
     order.push("returned".to_string());

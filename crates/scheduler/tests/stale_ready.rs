@@ -57,7 +57,7 @@ fn cancel_from_a_task_of_a_queued_unstarted_task() {
         .unwrap();
     // Higher priority: runs first, while the victim is still queued.
     let killer = s
-        .spawn_with_priority(1, move |cx| cx.cancel(victim))
+        .spawn_with(SpawnOptions::priority(1), move |cx| cx.cancel(victim))
         .unwrap();
 
     let order = s.run();
@@ -113,7 +113,7 @@ fn cancel_after_wake_before_resume() {
         })
         .unwrap();
     let killer = s
-        .spawn_with_priority(1, move |cx| {
+        .spawn_with(SpawnOptions::priority(1), move |cx| {
             cx.sleep(ms(10));
             cx.cancel(victim)
         })
@@ -206,7 +206,7 @@ fn add_dependency_on_queued_task_does_not_queue_it_twice() {
     // turns with its peer `c` like any other task: b c b c b c.
     let s = vsched();
     let trace = Trace::new();
-    let a = s.spawn_with_priority(5, |_cx| ()).unwrap();
+    let a = s.spawn_with(SpawnOptions::priority(5), |_cx| ()).unwrap();
     let t = trace.clone();
     let b = s
         .spawn(move |cx| {

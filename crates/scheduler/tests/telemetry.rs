@@ -47,7 +47,9 @@ fn small_program(s: &Scheduler) -> (TaskId, TaskId, TaskId) {
             cx.join(a).is_success()
         })
         .unwrap();
-    let c = s.spawn_with_priority(5, |cx| cx.yield_now()).unwrap();
+    let c = s
+        .spawn_with(SpawnOptions::priority(5), |cx| cx.yield_now())
+        .unwrap();
     (a, b, c)
 }
 
@@ -189,7 +191,10 @@ fn every_kind_of_event() -> (String, EventLog) {
             cx.sleep(ms(10))
         })
         .unwrap();
-    s.spawn_with_deps(&[sleeper], |cx| cx.yield_now()).unwrap();
+    s.spawn_with(SpawnOptions::default().with_deps(&[sleeper]), |cx| {
+        cx.yield_now()
+    })
+    .unwrap();
     s.spawn(move |cx| cx.join(sleeper).is_success()).unwrap();
     s.spawn(|cx| {
         for i in 0..4 {
@@ -206,14 +211,17 @@ fn every_kind_of_event() -> (String, EventLog) {
     .unwrap();
     s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(15));
         p.set(0.0);
     })
     .unwrap();
     assert!(
-        s.spawn_with_deps(&[TaskId::from_raw(777)], |_cx| ())
-            .is_err()
+        s.spawn_with(
+            SpawnOptions::default().with_deps(&[TaskId::from_raw(777)]),
+            |_cx| ()
+        )
+        .is_err()
     );
     assert_eq!(s.shutdown(ms(50)), ShutdownResult::Timeout);
     sock_w.flush().unwrap();
@@ -308,13 +316,13 @@ fn metered_program() -> Scheduler {
     let victim = s.spawn(|_cx| ()).unwrap();
     assert!(s.cancel(victim));
     let p = pressure.clone();
-    s.spawn_system(move |cx| {
+    s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(20));
         p.set(0.0);
     })
     .unwrap();
     let text = s.prometheus();
-    assert_eq!(sample(&text, "scheduler_live_tasks"), 5.0);
+    assert_eq!(sample(&text, "tiffany_scheduler_live_tasks"), 5.0);
     s.run();
     s
 }
@@ -325,10 +333,14 @@ fn ready_queue_depth_counts_queued_tasks() {
     for _ in 0..3 {
         s.spawn(|_cx| ()).unwrap();
     }
-    s.spawn_with_deps(&[TaskId::from_raw(1)], |_cx| ()).unwrap();
+    s.spawn_with(
+        SpawnOptions::default().with_deps(&[TaskId::from_raw(1)]),
+        |_cx| (),
+    )
+    .unwrap();
     let text = s.prometheus();
-    assert_eq!(sample(&text, "scheduler_ready_queue_depth"), 3.0);
-    assert_eq!(sample(&text, "scheduler_live_tasks"), 4.0);
+    assert_eq!(sample(&text, "tiffany_scheduler_ready_queue_depth"), 3.0);
+    assert_eq!(sample(&text, "tiffany_scheduler_live_tasks"), 4.0);
     s.run();
     assert_eq!(s.metrics().ready_queue_depth, 0);
 }
@@ -341,7 +353,10 @@ fn ready_queue_depth_excludes_cancelled_tasks() {
     assert!(s.cancel(a));
     assert_eq!(s.live_tasks(), 1);
     assert_eq!(s.metrics().ready_queue_depth, 1);
-    assert!(s.prometheus().contains("scheduler_ready_queue_depth 1\n"));
+    assert!(
+        s.prometheus()
+            .contains("tiffany_scheduler_ready_queue_depth 1\n")
+    );
 }
 
 #[test]
@@ -349,19 +364,22 @@ fn prometheus_text_has_the_right_values() {
     let s = metered_program();
     let m = s.metrics();
     let text = s.prometheus();
-    assert_eq!(sample(&text, "scheduler_ready_queue_depth"), 0.0);
-    assert_eq!(sample(&text, "scheduler_live_tasks"), 0.0);
-    assert_eq!(sample(&text, "tasks_spawned_total"), 6.0);
-    assert!(text.contains("tasks_total{outcome=\"done\"} 4\n"));
-    assert!(text.contains("tasks_total{outcome=\"failed\"} 1\n"));
-    assert!(text.contains("tasks_total{outcome=\"cancelled\"} 1\n"));
-    assert!(text.contains("task_budget_throttle_total 2\n"));
-    assert!(text.contains("backpressure_pauses_total 1\n"));
-    assert!(text.contains("task_spawn_denied_total 0\n"));
-    assert!(text.contains("callback_errors_total 0\n"));
-    assert_eq!(sample(&text, "scheduler_steps_total"), m.steps as f64);
-    assert!(text.contains("# TYPE task_run_latency_seconds histogram"));
-    assert!(text.contains("# TYPE task_wait_time_seconds histogram"));
+    assert_eq!(sample(&text, "tiffany_scheduler_ready_queue_depth"), 0.0);
+    assert_eq!(sample(&text, "tiffany_scheduler_live_tasks"), 0.0);
+    assert_eq!(sample(&text, "tiffany_tasks_spawned_total"), 6.0);
+    assert!(text.contains("tiffany_tasks_total{outcome=\"done\"} 4\n"));
+    assert!(text.contains("tiffany_tasks_total{outcome=\"failed\"} 1\n"));
+    assert!(text.contains("tiffany_tasks_total{outcome=\"cancelled\"} 1\n"));
+    assert!(text.contains("tiffany_task_budget_throttle_total 2\n"));
+    assert!(text.contains("tiffany_backpressure_pauses_total 1\n"));
+    assert!(text.contains("tiffany_task_spawn_denied_total 0\n"));
+    assert!(text.contains("tiffany_callback_errors_total 0\n"));
+    assert_eq!(
+        sample(&text, "tiffany_scheduler_steps_total"),
+        m.steps as f64
+    );
+    assert!(text.contains("# TYPE tiffany_task_run_latency_seconds histogram"));
+    assert!(text.contains("# TYPE tiffany_task_wait_time_seconds histogram"));
 
     // Run latency: one observation per resume from the queue, all zero on
     // the virtual clock, so all of them in the first bucket.
@@ -369,29 +387,32 @@ fn prometheus_text_has_the_right_values() {
     assert!(resumes >= 8);
     assert_eq!(m.run_latency.counts[0], resumes);
     assert_eq!(
-        sample(&text, "task_run_latency_seconds_count"),
+        sample(&text, "tiffany_task_run_latency_seconds_count"),
         resumes as f64
     );
-    assert_eq!(sample(&text, "task_run_latency_seconds_sum"), 0.0);
+    assert_eq!(sample(&text, "tiffany_task_run_latency_seconds_sum"), 0.0);
     assert_eq!(
-        sample(&text, "task_run_latency_seconds_bucket{le=\"0.001\"}"),
+        sample(
+            &text,
+            "tiffany_task_run_latency_seconds_bucket{le=\"0.001\"}"
+        ),
         resumes as f64
     );
     // Wait time: the sleeper and the joiner 10 ms, the controller 20 ms.
     assert_eq!(m.wait_time.count, 3);
     assert!((m.wait_time.sum - 0.04).abs() < 1e-12);
-    assert_eq!(sample(&text, "task_wait_time_seconds_count"), 3.0);
-    assert!((sample(&text, "task_wait_time_seconds_sum") - 0.04).abs() < 1e-12);
+    assert_eq!(sample(&text, "tiffany_task_wait_time_seconds_count"), 3.0);
+    assert!((sample(&text, "tiffany_task_wait_time_seconds_sum") - 0.04).abs() < 1e-12);
     assert_eq!(
-        sample(&text, "task_wait_time_seconds_bucket{le=\"0.001\"}"),
+        sample(&text, "tiffany_task_wait_time_seconds_bucket{le=\"0.001\"}"),
         0.0
     );
     assert_eq!(
-        sample(&text, "task_wait_time_seconds_bucket{le=\"0.005\"}"),
+        sample(&text, "tiffany_task_wait_time_seconds_bucket{le=\"0.005\"}"),
         0.0
     );
     assert_eq!(
-        sample(&text, "task_wait_time_seconds_bucket{le=\"0.01\"}"),
+        sample(&text, "tiffany_task_wait_time_seconds_bucket{le=\"0.01\"}"),
         2.0
     );
 
@@ -412,18 +433,18 @@ fn prometheus_histogram_buckets_are_cumulative_once() {
         assert_eq!(
             sample(
                 &text,
-                &format!("task_run_latency_seconds_bucket{{le=\"{le}\"}}")
+                &format!("tiffany_task_run_latency_seconds_bucket{{le=\"{le}\"}}")
             ),
             resumes,
             "le={le}"
         );
     }
     assert_eq!(
-        sample(&text, "task_wait_time_seconds_bucket{le=\"0.025\"}"),
+        sample(&text, "tiffany_task_wait_time_seconds_bucket{le=\"0.025\"}"),
         3.0
     );
     assert_eq!(
-        sample(&text, "task_wait_time_seconds_bucket{le=\"+Inf\"}"),
+        sample(&text, "tiffany_task_wait_time_seconds_bucket{le=\"+Inf\"}"),
         3.0
     );
 }
@@ -435,11 +456,11 @@ fn labels_are_added_to_every_series() {
     s.run();
     let text = s.metrics().with_label("shard", "3").to_prometheus();
     assert!(
-        text.contains("tasks_total{shard=\"3\",outcome=\"done\"} 1\n"),
+        text.contains("tiffany_tasks_total{shard=\"3\",outcome=\"done\"} 1\n"),
         "{text}"
     );
     assert!(
-        text.contains("scheduler_ready_queue_depth{shard=\"3\"} 0\n"),
+        text.contains("tiffany_scheduler_ready_queue_depth{shard=\"3\"} 0\n"),
         "{text}"
     );
 }
