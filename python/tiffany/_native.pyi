@@ -63,6 +63,12 @@ class SpawnError(Exception):
 
     reason: Literal["capacity", "shutting_down", "cycle", "unknown_dependency"]
 
+class Deadlock(RuntimeError):
+    """Raised by ``run()`` when, under the virtual clock, no task can ever make progress again.
+
+    The message names each blocked task and what it waits for.
+    """
+
 class TaskFailed(RuntimeError):
     """Raised to whoever joins a native (Rust) task that panicked."""
 

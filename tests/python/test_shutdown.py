@@ -168,3 +168,159 @@ def test_system_exit_in_a_task_ends_the_run_after_cancelling_the_rest() -> None:
     assert info.value.code == 4
     assert cleaned == ["bystander"]
     assert sched.now() == 1.0
+
+
+@pytest.mark.parametrize("clock", ["virtual", "real"])
+def test_a_deadline_abandons_a_task_that_swallows_cancelled(clock: str) -> None:
+    swallowed: list[float] = []
+    cleaned: list[str] = []
+
+    async def stubborn() -> None:
+        try:
+            while True:
+                try:
+                    await tiffany.sleep(10)
+                except tiffany.Cancelled:
+                    swallowed.append(tiffany.now())
+        finally:
+            cleaned.append("finally")
+
+    async def main() -> tuple[str, tiffany.Task[None]]:
+        task = tiffany.spawn(stubborn(), name="stubborn")
+        await tiffany.sleep(0)
+        result = await tiffany.shutdown(0.2)
+        return str(result), task
+
+    sched = tiffany.Scheduler(clock="virtual" if clock == "virtual" else "real")
+    result, task = sched.run(main())
+    assert result == "timeout"
+    assert cleaned == ["finally"]  # its coroutine was closed
+    assert task.state == "cancelled"
+    assert sched.metrics()["cancelled"] == 1
+    # Cancelled once at the deadline, then abandoned: no spinning.
+    assert 1 <= len(swallowed) <= 2
+    if clock == "virtual":
+        assert sched.now() == pytest.approx(0.2)
+
+
+def test_when_main_raises_the_run_ends_at_once_and_the_rest_is_cancelled(
+    sched: tiffany.Scheduler,
+) -> None:
+    cleaned: list[tuple[str, float]] = []
+
+    async def forever(name: str) -> None:
+        try:
+            while True:
+                await tiffany.sleep(1)
+        finally:
+            cleaned.append((name, tiffany.now()))
+
+    async def main() -> None:
+        tiffany.spawn(forever("a"))
+        tiffany.spawn(forever("b"), daemon=True)
+        await tiffany.sleep(2.5)
+        raise LookupError("main failed")
+
+    with pytest.raises(LookupError, match="main failed"):
+        sched.run(main())
+    assert sorted(cleaned) == [("a", 2.5), ("b", 2.5)]
+    assert sched.now() == 2.5
+    assert sched.metrics()["cancelled"] == 2
+
+
+def test_when_main_returns_what_is_left_is_cancelled() -> None:
+    cleaned: list[float] = []
+
+    async def unjoined() -> None:
+        try:
+            await tiffany.sleep(100)
+        finally:
+            cleaned.append(tiffany.now())
+
+    async def main() -> str:
+        tiffany.spawn(unjoined())
+        await tiffany.sleep(1)
+        return "main done"
+
+    assert tiffany.run(main(), clock="virtual") == "main done"
+    assert cleaned == [1.0]
+
+
+def test_a_joined_child_is_waited_for(sched: tiffany.Scheduler) -> None:
+    async def child() -> int:
+        await tiffany.sleep(5)
+        return 5
+
+    async def main() -> int:
+        return await tiffany.spawn(child())
+
+    assert sched.run(main()) == 5
+    assert sched.now() == 5.0
+
+
+def test_run_without_main_waits_for_every_non_daemon_task(sched: tiffany.Scheduler) -> None:
+    async def worker(d: float) -> float:
+        await tiffany.sleep(d)
+        return d
+
+    tasks = [sched.spawn(worker(d)) for d in (3.0, 1.0, 2.0)]
+    assert sched.run() is None
+    assert [t.result() for t in tasks] == [3.0, 1.0, 2.0]
+    assert sched.now() == 3.0
+
+
+def test_first_ctrl_c_cancels_every_task_and_lets_it_unwind(sched: tiffany.Scheduler) -> None:
+    log: list[str] = []
+
+    async def worker() -> None:
+        try:
+            await tiffany.sleep(3600)
+        except tiffany.Cancelled:
+            log.append("worker cancelled")
+            raise
+        finally:
+            log.append("worker finally")
+
+    async def main() -> None:
+        tiffany.spawn(worker())
+        await tiffany.sleep(1)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at once, in this task
+            await tiffany.sleep(3600)
+        finally:
+            log.append("main finally")
+
+    with pytest.raises(KeyboardInterrupt):
+        sched.run(main())
+    assert sorted(log) == ["main finally", "worker cancelled", "worker finally"]
+    assert sched.now() == 1.0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_second_ctrl_c_abandons_a_task_that_swallows_cancelled(sched: tiffany.Scheduler) -> None:
+    swallowed: list[int] = []
+    cleaned: list[str] = []
+
+    async def stubborn() -> None:
+        try:
+            while True:
+                try:
+                    await tiffany.sleep(10)
+                except tiffany.Cancelled:
+                    swallowed.append(1)
+                    if len(swallowed) == 3:
+                        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
+        finally:
+            cleaned.append("finally")
+
+    async def main() -> None:
+        tiffany.spawn(stubborn(), name="stubborn")
+        await tiffany.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C
+        await tiffany.sleep(3600)
+
+    with pytest.raises(KeyboardInterrupt):
+        sched.run(main())
+    assert cleaned == ["finally"]
+    assert 3 <= len(swallowed) <= 4  # re-delivered once per turn, not spinning
+    assert sched.metrics()["cancelled"] == 2

@@ -18,8 +18,9 @@ def _program(sched: tiffany.Scheduler) -> None:
         await tiffany.sleep(0.01 * (i + 1))
 
     async def main() -> None:
-        for i in range(6):
-            tiffany.spawn(worker(i))
+        workers = [tiffany.spawn(worker(i)) for i in range(6)]
+        for w in workers:
+            await w
 
     sched.run(main())
 

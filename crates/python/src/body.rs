@@ -32,6 +32,9 @@ pub(crate) struct PyBody {
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
     held_fd: Option<i32>,
+    /// The object the current wait is about (an `Event`), kept alive until
+    /// the task resumes.
+    kept: Option<Py<PyAny>>,
     /// The socket operation the task waits to retry, if any (boxed: most
     /// tasks never have one, and every task pays for the field).
     pending: Option<Box<SockOp>>,
@@ -44,6 +47,7 @@ impl PyBody {
             stack: smallvec![(Held::hidden(py, coro, generator), generator)],
             sched,
             held_fd: None,
+            kept: None,
             pending: None,
         }
     }
@@ -295,6 +299,7 @@ impl PyBody {
                         "this Event belongs to another scheduler",
                     ));
                 }
+                self.kept = crate::syscall::operands_of(yielded).0.map(Bound::unbind);
                 SystemCall::EventWait(tiffany_scheduler::EventId::from_raw(event))
             }
             Kind::Sock(op) => {
@@ -331,6 +336,7 @@ impl PyBody {
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
+        self.kept = None;
         let mut input = match self.pending.take() {
             // Woken for a socket operation: retry it. Any other answer
             // (cancellation) drops the operation and goes to the coroutine.

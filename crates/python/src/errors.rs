@@ -34,6 +34,14 @@ create_exception!(
 );
 create_exception!(
     tiffany,
+    Deadlock,
+    PyRuntimeError,
+    "Raised by `run()` when, under the virtual clock, no task can ever make progress again: \
+     every task waits (for a join, an event, admission), no timer is pending and nothing \
+     outside can wake one. The message names each blocked task and what it waits for."
+);
+create_exception!(
+    tiffany,
     TaskFailed,
     PyRuntimeError,
     "Raised to whoever joins a native (Rust) task that panicked; the message is the panic's."

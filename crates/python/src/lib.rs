@@ -22,6 +22,7 @@ mod current;
 mod errors;
 mod event;
 mod io_registry;
+mod owner;
 mod scheduler;
 mod signals;
 mod sockets;
@@ -48,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("JoinTimeout", py.get_type::<errors::JoinTimeout>())?;
     m.add("SpawnError", py.get_type::<errors::SpawnError>())?;
     m.add("TaskFailed", py.get_type::<errors::TaskFailed>())?;
+    m.add("Deadlock", py.get_type::<errors::Deadlock>())?;
     m.add("PRI_SYSTEM", tiffany_scheduler::PRI_SYSTEM)?;
     m.add("PRI_DEFAULT", tiffany_scheduler::PRI_DEFAULT)?;
     m.add("PRI_LOWEST", tiffany_scheduler::PRI_LOWEST)?;

@@ -233,6 +233,22 @@ impl PyScheduler {
                 }
             })
         }));
+        // Under the real clock a stall is reported once as a warning (Ctrl-C
+        // still ends it); under the virtual clock the run ends and run()
+        // raises `Deadlock` with the report.
+        if clock == Clock::Real {
+            b = b.on_deadlock(Box::new(|deadlock| {
+                Python::attach(|py| {
+                    let warned = py
+                        .import("logging")
+                        .and_then(|l| l.call_method1("getLogger", ("tiffany",)))
+                        .and_then(|l| l.call_method1("warning", (deadlock.to_string(),)));
+                    if let Err(e) = warned {
+                        e.write_unraisable(py, None);
+                    }
+                })
+            }));
+        }
         // The report names the task: the name travels with the failure (the
         // task's record is gone by the time the kernel reports it).
         b = b.on_unobserved_failure(Box::new(|task, error| {
@@ -293,16 +309,25 @@ impl PyScheduler {
     }
 
     /// Runs until every non-daemon task has finished (then cancels daemon
-    /// tasks). With `main`, spawns it first and returns its result (or raises
-    /// its exception).
+    /// tasks). With `main`, spawns it first; when `main` ends (returns or
+    /// raises), every other task is cancelled (a shutdown with no grace
+    /// period: they see `Cancelled`, their `finally` blocks run), as
+    /// `asyncio.run` does; then returns `main`'s result or raises its
+    /// exception. Raises `Deadlock` if, under the virtual clock, the run
+    /// could never make progress again.
     #[pyo3(signature = (main = None))]
     fn run(&self, py: Python<'_>, main: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let main_task = match main {
             Some(m) => {
-                Some(
+                let task =
                     self.cur
-                        .spawn_task(py, m, SpawnOptions::default(), Some("main".into()))?,
-                )
+                        .spawn_task(py, m, SpawnOptions::default(), Some("main".into()))?;
+                // `main` is the program: when it ends, so does the run.
+                let handle = self.cur.kernel.internal_handle();
+                self.cur.kernel.on_task_end(task.id, move |_, _| {
+                    let _ = handle.request_shutdown(Duration::ZERO);
+                });
+                Some(task)
             }
             None => None,
         };
@@ -315,6 +340,9 @@ impl PyScheduler {
         }
         if interrupted {
             return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(()));
+        }
+        if let Some(deadlock) = self.cur.kernel.take_deadlock() {
+            return Err(crate::errors::Deadlock::new_err(deadlock.to_string()));
         }
         match main_task {
             Some(t) => t.result(py),

@@ -1,26 +1,37 @@
 //! Ctrl-C (SIGINT) while a scheduler runs on the main thread.
+//!
+//! As in asyncio: the first Ctrl-C cancels every task and lets them unwind
+//! (their `finally` blocks run, however long they take); a second one
+//! abandons whatever is still alive (its coroutine is closed) and `run()`
+//! raises `KeyboardInterrupt` at once. A task that swallows `Cancelled`
+//! cannot keep the program running past the second Ctrl-C.
 
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use pyo3::prelude::*;
 
 use crate::current::Current;
 
-/// Ctrl-C during `run()`: on the main thread, SIGINT starts a shutdown that
-/// cancels every task (they see `Cancelled`), and `run()` then raises
-/// `KeyboardInterrupt`, as `asyncio.run` does.
+/// The SIGINT handler installed for a `run()`: the first Ctrl-C
+/// interrupts (cancels every task and waits for them), the next aborts
+/// (abandons what is left); `run()` then raises `KeyboardInterrupt`.
 #[pyclass(module = "tiffany._native", name = "_SigintHandler", frozen)]
 struct SigintHandler {
+    /// An internal handle: the handler is no reason to wait for a wake-up
+    /// from outside (deadlock detection).
     handle: tiffany_scheduler::Handle,
-    hit: std::sync::atomic::AtomicBool,
+    hits: AtomicU32,
 }
 
 #[pymethods]
 impl SigintHandler {
     fn __call__(&self, _signum: i32, _frame: Py<PyAny>) {
-        self.hit.store(true, Ordering::SeqCst);
-        let _ = self.handle.request_shutdown(Duration::ZERO);
+        // A scheduler that is gone has nothing left to stop.
+        let _ = if self.hits.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.handle.interrupt()
+        } else {
+            self.handle.abort()
+        };
     }
 }
 
@@ -42,7 +53,7 @@ impl SigintGuard {
             py,
             SigintHandler {
                 handle: cur.kernel.internal_handle(),
-                hit: std::sync::atomic::AtomicBool::new(false),
+                hits: AtomicU32::new(0),
             },
         )?;
         let previous = signal.call_method1("signal", (sigint, handler.clone_ref(py)))?;
@@ -58,7 +69,7 @@ impl SigintGuard {
         };
         let signal = py.import("signal")?;
         signal.call_method1("signal", (signal.getattr("SIGINT")?, previous))?;
-        Ok(handler.get().hit.load(Ordering::SeqCst))
+        Ok(handler.get().hits.load(Ordering::SeqCst) > 0)
     }
 }
 

@@ -148,7 +148,17 @@ pub(crate) fn sock_syscall<'py>(
     op: crate::sockets::SockKind,
     data: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let obj = alloc(owner.py(), Kind::Sock(op))?;
+    owned_syscall(owner, Kind::Sock(op), data)
+}
+
+/// A `Syscall` of kind `kind` carrying `owner` (the object it is about:
+/// a socket, an `Event`, which it keeps alive) and `data`.
+pub(crate) fn owned_syscall<'py>(
+    owner: &Bound<'py, PyAny>,
+    kind: Kind,
+    data: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let obj = alloc(owner.py(), kind)?;
     let raw = obj.as_ptr() as *mut RawSyscall;
     // SAFETY: a fresh object of our type; we store owned references that
     // the dealloc releases.
