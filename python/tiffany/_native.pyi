@@ -85,7 +85,12 @@ _TaskBody = Coroutine[Any, Any, _T] | Generator[Any, Any, _T]
 
 @final
 class Task(Generic[_T]):
-    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``)."""
+    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
+
+    ``id``, ``name`` and ``priority`` can be read on any thread; the rest
+    belongs to the scheduler's thread (``RuntimeError`` elsewhere: use
+    ``Handle.cancel(task.id)``).
+    """
 
     @property
     def id(self) -> int: ...
@@ -123,14 +128,18 @@ class Event:
     """A flag tasks wait for: ``set()`` wakes every waiter (asyncio's ``Event``).
 
     Made anywhere; it belongs to the scheduler on which it is first waited
-    on, and keeps a ``set()`` made before that.
+    on, and keeps a ``set()`` made before that. ``set()`` works from any
+    thread; ``is_set``, ``clear`` and ``wait`` belong to the scheduler's.
     """
 
     def __init__(self) -> None: ...
     def is_set(self) -> bool:
         """Whether the event is set."""
     def set(self) -> None:
-        """Set the event: every waiting task wakes; later waits return at once."""
+        """Set the event: every waiting task wakes; later waits return at once.
+
+        From another thread than its scheduler's, through the scheduler's handle.
+        """
     def clear(self) -> None:
         """Clear the event: later waits block until it is set again."""
     def wait(self) -> _Awaitable[bool]:
@@ -184,7 +193,11 @@ class Completion:
 
 @final
 class Scheduler:
-    """A scheduler for Python (and native) tasks on the current thread."""
+    """A scheduler for Python (and native) tasks on the current thread.
+
+    It and its tasks belong to that thread: used from another one they raise
+    ``RuntimeError`` (use ``handle()`` or ``tiffany.lowlevel.Completion``).
+    """
 
     def __new__(
         cls,

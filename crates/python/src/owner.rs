@@ -96,9 +96,9 @@ fn wrong_thread(what: &str, owner: u64) -> PyErr {
         })
     };
     PyRuntimeError::new_err(format!(
-        "this {what} belongs to the thread {:?} that created its scheduler, not to {:?}: \
-         a scheduler and its objects are used on their own thread only; from other threads \
-         use Scheduler.handle() (a Handle: spawn, cancel, shutdown) or a \
+        "this {what} belongs to thread '{}' (its scheduler's) and cannot be used from \
+         thread '{}': a scheduler and its objects stay on their own thread; from other \
+         threads use Scheduler.handle() (a Handle: spawn, cancel, shutdown) or a \
          tiffany.lowlevel.Completion (notify())",
         name(owner),
         name(this_thread()),

@@ -20,15 +20,25 @@ use crate::args::{Capacity, Priority, Quantum, check_callable};
 use crate::body::PyBody;
 use crate::current::{Current, Enter, NEXT_SCHEDULER, current};
 use crate::errors::{log_callback_error, spawn_error};
+use crate::owner::ThreadBound;
 use crate::signals::SigintGuard;
 use crate::syscall::check_seconds;
 use crate::task::Task;
 use crate::telemetry::PyTaskEvent;
 
 /// A scheduler for Python (and native) tasks on the current thread.
-#[pyclass(module = "tiffany._native", name = "Scheduler", unsendable)]
+#[pyclass(module = "tiffany._native", name = "Scheduler")]
 pub struct PyScheduler {
-    pub(crate) cur: Current,
+    /// Used on the thread that made the scheduler only (see `owner`).
+    cur: ThreadBound<Current>,
+}
+
+impl PyScheduler {
+    /// The scheduler, on its own thread; a `RuntimeError` on any other.
+    #[inline]
+    pub(crate) fn cur(&self) -> PyResult<&Current> {
+        self.cur.get("Scheduler")
+    }
 }
 
 fn parse_clock(clock: &str) -> PyResult<Clock> {
@@ -106,11 +116,6 @@ fn is_task_object(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
         return Ok(true);
     }
     Ok(obj.is_instance(t.abc_coroutine.bind(py))? || obj.is_instance(t.abc_generator.bind(py))?)
-}
-
-/// The scheduler behind a Python `Scheduler` object.
-pub(crate) fn borrow<'py>(sched: &Bound<'py, PyScheduler>) -> PyResult<PyRef<'py, PyScheduler>> {
-    Ok(sched.borrow())
 }
 
 impl Current {
@@ -272,14 +277,16 @@ impl PyScheduler {
         let kernel = b
             .build()
             .map_err(|e| PyRuntimeError::new_err(format!("cannot create a scheduler: {e}")))?;
+        let home = kernel.internal_handle();
+        let cur = Current {
+            kernel,
+            id: NEXT_SCHEDULER.fetch_add(1, Ordering::Relaxed),
+            callback_errors,
+            interrupt,
+            io: Rc::new(RefCell::new(HashMap::new())),
+        };
         Ok(PyScheduler {
-            cur: Current {
-                kernel,
-                id: NEXT_SCHEDULER.fetch_add(1, Ordering::Relaxed),
-                callback_errors,
-                interrupt,
-                io: Rc::new(RefCell::new(HashMap::new())),
-            },
+            cur: ThreadBound::new(cur, home),
         })
     }
 
@@ -294,7 +301,7 @@ impl PyScheduler {
         name: Option<String>,
         daemon: bool,
     ) -> PyResult<Task> {
-        self.cur.spawn(py, coro, priority, deps, name, daemon)
+        self.cur()?.spawn(py, coro, priority, deps, name, daemon)
     }
 
     /// Spawns a system task: priority 0, never held by back-pressure.
@@ -305,7 +312,8 @@ impl PyScheduler {
         coro: &Bound<'_, PyAny>,
         name: Option<String>,
     ) -> PyResult<Task> {
-        self.cur.spawn_task(py, coro, SpawnOptions::system(), name)
+        self.cur()?
+            .spawn_task(py, coro, SpawnOptions::system(), name)
     }
 
     /// Runs until every non-daemon task has finished (then cancels daemon
@@ -320,28 +328,28 @@ impl PyScheduler {
         let main_task = match main {
             Some(m) => {
                 let task =
-                    self.cur
+                    self.cur()?
                         .spawn_task(py, m, SpawnOptions::default(), Some("main".into()))?;
                 // `main` is the program: when it ends, so does the run.
-                let handle = self.cur.kernel.internal_handle();
-                self.cur.kernel.on_task_end(task.id, move |_, _| {
+                let handle = self.cur()?.kernel.internal_handle();
+                self.cur()?.kernel.on_task_end(task.id, move |_, _| {
                     let _ = handle.request_shutdown(Duration::ZERO);
                 });
                 Some(task)
             }
             None => None,
         };
-        let _enter = Enter::new(&self.cur);
-        let sigint = SigintGuard::install(py, &self.cur)?;
-        self.cur.kernel.run_until_idle();
+        let _enter = Enter::new(self.cur()?);
+        let sigint = SigintGuard::install(py, self.cur()?)?;
+        self.cur()?.kernel.run_until_idle();
         let interrupted = sigint.restore(py)?;
-        if let Some(err) = self.cur.interrupt.borrow_mut().take() {
+        if let Some(err) = self.cur()?.interrupt.borrow_mut().take() {
             return Err(err);
         }
         if interrupted {
             return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(()));
         }
-        if let Some(deadlock) = self.cur.kernel.take_deadlock() {
+        if let Some(deadlock) = self.cur()?.kernel.take_deadlock() {
             return Err(crate::errors::Deadlock::new_err(deadlock.to_string()));
         }
         match main_task {
@@ -351,8 +359,8 @@ impl PyScheduler {
     }
 
     /// The scheduler's time in seconds (the virtual clock starts at 0.0).
-    fn now(&self) -> f64 {
-        self.cur.kernel.now().as_secs_f64()
+    fn now(&self) -> PyResult<f64> {
+        Ok(self.cur()?.kernel.now().as_secs_f64())
     }
 
     /// Calls `callback(event)` for every event, on the scheduler's thread.
@@ -360,8 +368,8 @@ impl PyScheduler {
     fn on_event(&self, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         check_callable("on_event() callback", callback)?;
         let callback = callback.clone().unbind();
-        let errors = self.cur.callback_errors.clone();
-        self.cur.kernel.subscribe(move |e: &TaskEvent| {
+        let errors = self.cur()?.callback_errors.clone();
+        self.cur()?.kernel.subscribe(move |e: &TaskEvent| {
             Python::attach(|py| {
                 let ev = PyTaskEvent::new(e.clone());
                 if let Err(err) = callback.call1(py, (ev,)) {
@@ -389,19 +397,19 @@ impl PyScheduler {
         // Batches are gathered as events come (nothing is allocated up
         // front), so a huge size only means "deliver when the scheduler waits".
         let max_batch = usize::try_from(max_batch).unwrap_or(usize::MAX);
-        self.cur
+        self.cur()?
             .kernel
             .subscribe(crate::telemetry::BatchSubscriber::new(
                 callback.clone().unbind(),
                 max_batch,
-                self.cur.callback_errors.clone(),
+                self.cur()?.callback_errors.clone(),
             ));
         Ok(())
     }
 
     /// The metrics as a dict.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = self.cur.kernel.metrics();
+        let m = self.cur()?.kernel.metrics();
         let d = PyDict::new(py);
         d.set_item("ready_queue_depth", m.ready_queue_depth)?;
         d.set_item("live_tasks", m.live_tasks)?;
@@ -414,7 +422,7 @@ impl PyScheduler {
         d.set_item("backpressure_pauses", m.backpressure_pauses)?;
         d.set_item(
             "callback_errors",
-            m.callback_errors + self.cur.callback_errors.get(),
+            m.callback_errors + self.cur()?.callback_errors.get(),
         )?;
         d.set_item("steps", m.steps)?;
         let hist = |h: &tiffany_scheduler::metrics::Histogram| -> PyResult<Bound<'py, PyDict>> {
@@ -434,42 +442,51 @@ impl PyScheduler {
     }
 
     /// The metrics in the Prometheus text format.
-    fn prometheus(&self) -> String {
-        let mut m = self.cur.kernel.metrics();
-        m.callback_errors += self.cur.callback_errors.get();
-        m.to_prometheus()
+    fn prometheus(&self) -> PyResult<String> {
+        let cur = self.cur()?;
+        let mut m = cur.kernel.metrics();
+        m.callback_errors += cur.callback_errors.get();
+        Ok(m.to_prometheus())
     }
 
     /// Shuts down: refuses new spawns, lets tasks finish until `timeout`
     /// seconds, cancels the rest. Returns "clean" or "timeout".
     fn shutdown(&self, timeout: f64) -> PyResult<&'static str> {
         let t = check_seconds("timeout", timeout)?;
-        let _enter = Enter::new(&self.cur);
-        Ok(self.cur.kernel.shutdown(crate::syscall::seconds(t)).name())
+        let _enter = Enter::new(self.cur()?);
+        Ok(self
+            .cur()?
+            .kernel
+            .shutdown(crate::syscall::seconds(t))
+            .name())
     }
 
     /// A thread-safe handle: `spawn`, `cancel`, `shutdown` from other threads.
-    fn handle(&self) -> crate::threads::Handle {
-        crate::threads::Handle {
-            kernel: self.cur.kernel.handle(),
-            sched: self.cur.id,
-        }
+    fn handle(&self) -> PyResult<crate::threads::Handle> {
+        let cur = self.cur()?;
+        Ok(crate::threads::Handle {
+            kernel: cur.kernel.handle(),
+            sched: cur.id,
+        })
     }
 
     /// The last back-pressure reading (0.0–1.0).
-    fn pressure(&self) -> f64 {
-        self.cur.kernel.pressure()
+    fn pressure(&self) -> PyResult<f64> {
+        Ok(self.cur()?.kernel.pressure())
     }
 
     fn __repr__(&self) -> String {
+        let Ok(cur) = self.cur() else {
+            return "<tiffany.Scheduler of another thread>".into();
+        };
         format!(
             "<tiffany.Scheduler clock={} now={:.6} live={}>",
-            match self.cur.kernel.clock() {
+            match cur.kernel.clock() {
                 Clock::Real => "real",
                 Clock::Virtual => "virtual",
             },
-            self.cur.kernel.now().as_secs_f64(),
-            self.cur.kernel.live_tasks()
+            cur.kernel.now().as_secs_f64(),
+            cur.kernel.live_tasks()
         )
     }
 }

@@ -10,45 +10,66 @@ use tiffany_scheduler::{Outcome, Scheduler as Kernel, TaskId, TaskState};
 use crate::convert::value_to_py;
 use crate::current::Current;
 use crate::errors::{TaskCancelled, log_callback_error, spawn_error, task_error};
+use crate::owner::ThreadBound;
 use crate::syscall::{Kind, Syscall, check_seconds};
 
 /// A task: its id, name and priority, its state, and its outcome once done.
 ///
 /// Awaiting a task joins it: the result, or the task's exception re-raised,
 /// or `TaskCancelled`.
-#[pyclass(module = "tiffany._native", name = "Task", unsendable)]
+///
+/// Its id, name and priority can be read on any thread; everything that asks
+/// the scheduler belongs to the scheduler's thread (see [`crate::owner`]).
+#[pyclass(module = "tiffany._native", name = "Task", frozen)]
 pub struct Task {
     pub(crate) id: TaskId,
     name: Option<String>,
     priority: u8,
-    kernel: Kernel,
     pub(crate) sched: u64,
+    link: ThreadBound<Link>,
+}
+
+/// A task's hold on its record in the kernel, released (and an unretrieved
+/// failure logged) when the `Task` goes, on the scheduler's thread.
+struct Link {
+    id: TaskId,
+    kernel: Kernel,
     callback_errors: Rc<Cell<u64>>,
 }
 
 impl Task {
     pub(crate) fn new(cur: &Current, id: TaskId, name: Option<String>, priority: u8) -> Self {
         cur.kernel.retain(id);
+        let link = Link {
+            id,
+            kernel: cur.kernel.clone(),
+            callback_errors: cur.callback_errors.clone(),
+        };
         Task {
             id,
             name,
             priority,
-            kernel: cur.kernel.clone(),
             sched: cur.id,
-            callback_errors: cur.callback_errors.clone(),
+            link: ThreadBound::new(link, cur.kernel.internal_handle()),
         }
     }
 
-    fn outcome(&self) -> Option<Outcome> {
-        self.kernel.outcome(self.id)
+    /// The kernel, on the scheduler's thread; a `RuntimeError` elsewhere.
+    #[inline]
+    fn kernel(&self) -> PyResult<&Kernel> {
+        self.link.get("Task").map(|l| &l.kernel)
+    }
+
+    fn outcome(&self) -> PyResult<Option<Outcome>> {
+        Ok(self.kernel()?.outcome(self.id))
     }
 }
 
-impl Drop for Task {
+impl Drop for Link {
     fn drop(&mut self) {
         // The state first: it is a copy, the outcome a clone of shared values.
         if self.kernel.state(self.id) == Some(TaskState::Failed)
-            && let Some(Outcome::Failed(e)) = self.outcome()
+            && let Some(Outcome::Failed(e)) = self.kernel.outcome(self.id)
             && !self.kernel.observe(self.id)
         {
             Python::attach(|py| {
@@ -87,11 +108,11 @@ impl Task {
     /// One of "pending", "scheduled", "running", "sleeping", "waiting",
     /// "throttled", "finished", "failed", "cancelled".
     #[getter]
-    fn state(&self) -> &'static str {
-        match self.kernel.state(self.id) {
+    fn state(&self) -> PyResult<&'static str> {
+        Ok(match self.kernel()?.state(self.id) {
             Some(s) => s.name(),
             None => "finished",
-        }
+        })
     }
 
     /// `Task[T]` in annotations evaluated at run time.
@@ -105,15 +126,15 @@ impl Task {
     }
 
     /// Whether the task has ended (finished, failed or cancelled).
-    fn done(&self) -> bool {
-        self.outcome().is_some()
+    fn done(&self) -> PyResult<bool> {
+        Ok(self.outcome()?.is_some())
     }
 
     /// The task's return value; re-raises its exception; raises
     /// `TaskCancelled` if it was cancelled and `RuntimeError` if not done.
     pub(crate) fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.kernel.observe(self.id);
-        match self.outcome() {
+        self.kernel()?.observe(self.id);
+        match self.outcome()? {
             None => Err(PyRuntimeError::new_err(format!(
                 "task {} is not done",
                 self.id
@@ -130,8 +151,8 @@ impl Task {
     /// The task's exception, or None if it returned; raises `TaskCancelled`
     /// if it was cancelled and `RuntimeError` if not done.
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.kernel.observe(self.id);
-        match self.outcome() {
+        self.kernel()?.observe(self.id);
+        match self.outcome()? {
             None => Err(PyRuntimeError::new_err(format!(
                 "task {} is not done",
                 self.id
@@ -146,8 +167,8 @@ impl Task {
     }
 
     /// Cancels the task; returns whether it was still live.
-    fn cancel(&self) -> bool {
-        self.kernel.cancel(self.id)
+    fn cancel(&self) -> PyResult<bool> {
+        Ok(self.kernel()?.cancel(self.id))
     }
 
     /// Makes this task (which must not have started yet) also wait for
@@ -160,21 +181,21 @@ impl Task {
             let err = tiffany_scheduler::SpawnError::UnknownDependency(other.id);
             return Err(spawn_error(py, &err));
         }
-        self.kernel
+        self.kernel()?
             .add_dependency(self.id, other.id)
             .map_err(|e| spawn_error(py, &e))
     }
 
     /// Calls `fn(task)` once the task has ended (at once if it already has),
     /// on the scheduler's thread between steps. Exceptions are logged.
-    fn add_done_callback(slf: PyRef<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add_done_callback(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         crate::args::check_callable("add_done_callback() callback", callback)?;
         let callback = callback.clone().unbind();
-        let py = slf.py();
-        let errors = slf.callback_errors.clone();
-        let task: Py<Task> = slf.into_pyobject(py)?.unbind();
-        let kernel = task.borrow(py).kernel.clone();
-        let id = task.borrow(py).id;
+        let link = slf.get().link.get("Task")?;
+        let errors = link.callback_errors.clone();
+        let kernel = link.kernel.clone();
+        let id = slf.get().id;
+        let task: Py<Task> = slf.clone().unbind();
         let registered = kernel.on_task_end(id, move |_, _| {
             Python::attach(|py| {
                 if let Err(e) = callback.call1(py, (task.clone_ref(py),)) {
@@ -198,9 +219,10 @@ impl Task {
     }
 
     fn __repr__(&self) -> String {
+        let state = self.state().unwrap_or("of another thread");
         match &self.name {
-            Some(n) => format!("<Task {} {:?} {}>", self.id, n, self.state()),
-            None => format!("<Task {} {}>", self.id, self.state()),
+            Some(n) => format!("<Task {} {:?} {}>", self.id, n, state),
+            None => format!("<Task {} {}>", self.id, state),
         }
     }
 

@@ -25,10 +25,11 @@ pub fn spawn_native_join(
     task: &Bound<'_, Task>,
     name: Option<String>,
 ) -> PyResult<Task> {
-    let sched = crate::scheduler::borrow(sched)?;
+    let sched = sched.borrow();
+    let cur = sched.cur()?;
     let target = {
         let t = task.borrow();
-        if t.sched != sched.cur.id {
+        if t.sched != cur.id {
             return Err(PyRuntimeError::new_err(
                 "cannot join a task of another scheduler",
             ));
@@ -39,8 +40,7 @@ pub fn spawn_native_join(
         name: name.as_deref().map(Into::into),
         ..SpawnOptions::default()
     };
-    let id = sched
-        .cur
+    let id = cur
         .kernel
         .spawn_with(options, move |cx| match cx.join(target) {
             tiffany_scheduler::JoinResult::Success(v) => v,
@@ -57,7 +57,7 @@ pub fn spawn_native_join(
             }
         })
         .map_err(|e| spawn_error(py, &e))?;
-    Ok(Task::new(&sched.cur, id, name, PRI_DEFAULT))
+    Ok(Task::new(cur, id, name, PRI_DEFAULT))
 }
 
 /// Spawns on `sched` a native task that sleeps `seconds` on the kernel's
@@ -72,19 +72,19 @@ pub fn spawn_native_sleep(
     priority: Priority,
     name: Option<String>,
 ) -> PyResult<Task> {
-    let sched = crate::scheduler::borrow(sched)?;
+    let sched = sched.borrow();
+    let cur = sched.cur()?;
     let d = self::seconds(check_seconds("seconds", seconds)?);
     let mut options = SpawnOptions::priority(priority.0);
     options.name = name.as_deref().map(Into::into);
     let result = result.unwrap_or_else(|| py.None());
     // The closure only moves the object; it never touches Python.
-    let id = sched
-        .cur
+    let id = cur
         .kernel
         .spawn_with(options, move |cx| {
             cx.sleep(d);
             result
         })
         .map_err(|e| spawn_error(py, &e))?;
-    Ok(Task::new(&sched.cur, id, name, priority.0))
+    Ok(Task::new(cur, id, name, priority.0))
 }
