@@ -107,3 +107,31 @@ def test_backpressure_callable_errors_are_logged_and_counted(
         assert sched.run(main()) == "still running"
     assert sched.metrics()["callback_errors"] >= 1
     assert any(r.name == "tiffany" for r in caplog.records)
+
+
+def test_a_spawn_right_after_admit_fits_within_capacity() -> None:
+    # admit() reserves room for the task's next spawn: with capacity 100,
+    # 300 rounds of admit-then-spawn never hit the limit.
+    finished: list[int] = []
+
+    async def job(i: int) -> None:
+        await tiffany.sleep(0.01 * (i % 7))
+        finished.append(i)
+
+    async def main() -> int:
+        refused = 0
+        jobs = []
+        for i in range(300):
+            await tiffany.admit()
+            try:
+                jobs.append(tiffany.spawn(job(i)))
+            except tiffany.SpawnError:
+                refused += 1
+        for j in jobs:
+            await j
+        return refused
+
+    sched = tiffany.Scheduler(clock="virtual", capacity=100)
+    assert sched.run(main()) == 0
+    assert sorted(finished) == list(range(300))
+    assert sched.metrics()["spawn_denied"] == 0
