@@ -24,10 +24,10 @@ use crate::syscall::Kind;
 
 /// A Python task's coroutine stack.
 pub(crate) struct PyBody {
-    /// The root coroutine or generator, then the generators it called; each
-    /// with whether it is a (pyos-style) generator. Inline while only the
-    /// root is on it (almost always), so a task costs no second allocation.
-    stack: SmallVec<[(Held, bool); 1]>,
+    /// The root coroutine or generator, then the generators it called.
+    /// Inline while only the root is on it (almost always), so a task costs
+    /// no second allocation.
+    stack: SmallVec<[Held; 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
@@ -44,7 +44,7 @@ impl PyBody {
     pub(crate) fn new(py: Python<'_>, coro: Py<PyAny>, sched: u64) -> Self {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
-            stack: smallvec![(Held::hidden(py, coro, generator), generator)],
+            stack: smallvec![Held::hidden(py, coro, generator)],
             sched,
             held_fd: None,
             kept: None,
@@ -67,12 +67,18 @@ pub(crate) struct Held {
     obj: Py<PyAny>,
     /// Untracked by us: track it again before letting go.
     hidden: bool,
+    /// A (pyos-style) generator rather than a coroutine.
+    generator: bool,
 }
 
 impl Held {
     /// Holds a nested generator as it is.
-    fn new(obj: Py<PyAny>) -> Self {
-        Held { obj, hidden: false }
+    fn nested_generator(obj: Py<PyAny>) -> Self {
+        Held {
+            obj,
+            hidden: false,
+            generator: true,
+        }
     }
 
     /// Holds a task's root object, untracked if it is a plain coroutine or
@@ -87,7 +93,11 @@ impl Held {
             // SAFETY: as above; it is tracked, so untracking is allowed.
             unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
         }
-        Held { obj, hidden }
+        Held {
+            obj,
+            hidden,
+            generator,
+        }
     }
 }
 
@@ -350,15 +360,15 @@ impl PyBody {
             _ => self.input(py, answer),
         };
         loop {
-            let Some((top, generator)) = self.stack.last() else {
+            let Some(top) = self.stack.last() else {
                 return Step::Failed(TaskError::new("python task resumed after it ended"));
             };
-            match resume_one(py, top, *generator, input) {
+            match resume_one(py, top, top.generator, input) {
                 Outcome::Yielded(obj) => {
                     let bound = obj.bind(py);
                     if is_generator(py, bound) {
                         // Trampolining: call the generator as a subroutine.
-                        self.stack.push((Held::new(obj), true));
+                        self.stack.push(Held::nested_generator(obj));
                         input = Input::Start;
                         continue;
                     }
@@ -440,7 +450,7 @@ impl Drop for PyBody {
         // Close the coroutines (innermost first) so an unfinished one runs its
         // `finally` blocks and an unstarted one does not warn "never awaited".
         Python::attach(|py| {
-            for (coro, _) in self.stack.drain(..).rev() {
+            for coro in self.stack.drain(..).rev() {
                 if let Err(e) = coro.bind(py).call_method0("close") {
                     e.write_unraisable(py, Some(coro.bind(py)));
                 }
