@@ -36,7 +36,6 @@ from tiffany._native import (
     PRI_LOWEST,
     PRI_SYSTEM,
     Cancelled,
-    Completion,
     Deadlock,
     Event,
     EventBatch,
@@ -58,9 +57,10 @@ from tiffany._native import (
     sock_recv,
     sock_sendall,
     spawn,
-    wait_writable,
     yield_now,
 )
+from tiffany.lowlevel import Completion as _Completion
+from tiffany.lowlevel import wait_writable as _wait_writable
 
 __all__ = [
     "DEFAULT_QUANTUM",
@@ -121,7 +121,7 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     return value (or the exception). If the task is cancelled meanwhile, the
     call still finishes in its thread but its result is dropped.
     """
-    done = Completion()
+    done = _Completion()
     future = _thread_pool().submit(functools.partial(fn, *args, **kwargs))
     future.add_done_callback(lambda _: done.notify())
     try:
@@ -140,7 +140,7 @@ async def sock_connect(sock: socket.socket, address: Any) -> None:
     sock.setblocking(False)
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-        await wait_writable(sock)
+        await _wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err not in (0, errno.EISCONN):
         raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")

@@ -168,3 +168,22 @@ def test_joining_a_task_of_another_scheduler_is_refused() -> None:
     with pytest.raises(RuntimeError, match="another scheduler"):
         tiffany.run(main(), clock="virtual")
     other.run()
+
+
+def test_the_pyos_level_pieces_live_in_lowlevel_and_the_demos_in_testing() -> None:
+    for name in ("Syscall", "GetTid", "Completion", "wait_readable", "wait_writable"):
+        assert name in tiffany.lowlevel.__all__
+        assert not hasattr(tiffany, name), name
+    assert not hasattr(tiffany.Scheduler, "spawn_native_sleep")
+    assert not hasattr(tiffany.Scheduler, "spawn_native_join")
+    assert set(tiffany.testing.__all__) == {"spawn_native_sleep", "spawn_native_join"}
+    assert "Framework :: AsyncIO" not in _classifiers()
+
+
+def _classifiers() -> list[str]:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    classifiers: list[str] = tomllib.loads(pyproject.read_text())["project"]["classifiers"]
+    return classifiers
