@@ -254,7 +254,8 @@ class Scheduler:
         """
     def metrics(self) -> dict[str, Any]: ...
     def prometheus(self) -> str: ...
-    def shutdown(self, timeout: float) -> Literal["clean", "timeout"]: ...
+    def shutdown(self, timeout: float) -> Literal["clean", "timeout"]:
+        """Shut down: tasks drain until ``timeout``; the rest is cancelled, then abandoned."""
     def pressure(self) -> float: ...
     def handle(self) -> Handle: ...
 
@@ -271,7 +272,11 @@ def admit() -> Syscall:
     """``await admit()``: wait at the back-pressure admission gate until intake is open."""
 
 def shutdown(timeout: float) -> Syscall:
-    """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout"."""
+    """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout".
+
+    The other tasks drain until ``t``; what is left is cancelled, and a task
+    that swallows ``Cancelled`` is then abandoned (its coroutine closed).
+    """
 
 def spawn(
     coro: _TaskBody[_T],

@@ -450,7 +450,9 @@ impl PyScheduler {
     }
 
     /// Shuts down: refuses new spawns, lets tasks finish until `timeout`
-    /// seconds, cancels the rest. Returns "clean" or "timeout".
+    /// seconds, then cancels the rest; a task still alive after that (it
+    /// swallowed `Cancelled` and awaited again) is abandoned, its coroutine
+    /// closed. Returns "clean" or "timeout".
     fn shutdown(&self, timeout: f64) -> PyResult<&'static str> {
         let t = check_seconds("timeout", timeout)?;
         let _enter = Enter::new(self.cur()?);
