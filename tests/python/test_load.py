@@ -135,3 +135,29 @@ def test_a_spawn_right_after_admit_fits_within_capacity() -> None:
     assert sched.run(main()) == 0
     assert sorted(finished) == list(range(300))
     assert sched.metrics()["spawn_denied"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="kernel: with several tasks admitted at once, a spawn right after admit() "
+    "can still be refused (10 of 900 here)",
+)
+def test_spawns_right_after_admit_fit_with_several_producers() -> None:
+    async def job(i: int) -> None:
+        await tiffany.sleep(0.01 * (i % 7))
+
+    async def producer() -> int:
+        refused = 0
+        for i in range(300):
+            await tiffany.admit()
+            try:
+                tiffany.spawn(job(i))
+            except tiffany.SpawnError:
+                refused += 1
+        return refused
+
+    async def main() -> int:
+        producers = [tiffany.spawn(producer()) for _ in range(3)]
+        return sum([await p for p in producers])
+
+    assert tiffany.run(main(), clock="virtual", capacity=100) == 0
