@@ -10,25 +10,24 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::backpressure::{Watermarks, clamp_pressure};
+use crate::backpressure::{Change, Gate, Watermarks};
 use crate::body::{Body, Step};
 use crate::budget::Accounting;
 use crate::clock::TimeSource;
 use crate::error::{SpawnError, SyscallError};
 use crate::event::{EventId, EventWait, Events};
-use crate::handle::Shared;
+use crate::handle::{Command, Shared};
 use crate::ids::IdMap;
 use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
 use crate::ready::{ReadyKey, ReadyQueue};
-use crate::shard::{RemoteNotify, RemoteTasks};
-use crate::shutdown::ShutdownResult;
+use crate::shard::{RemoteJoins, RemoteNotify, RemoteTasks};
+use crate::shutdown::{Advance, Shutdown, ShutdownResult};
 use crate::syscall::{Resume, SystemCall};
 use crate::table::Table;
 use crate::task::{Priority, SpawnOptions, TaskId, TaskInfo, TaskState, WaitReason};
@@ -155,30 +154,6 @@ impl Task {
     }
 }
 
-/// Where a shutdown stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Waiting for non-daemon tasks to finish.
-    Draining,
-    /// Remaining tasks were cancelled; waiting for them to unwind.
-    Cancelling { clean: bool },
-    /// Hooks ran; the result is known.
-    Complete(ShutdownResult),
-}
-
-pub(crate) struct ShutdownState {
-    pub(crate) phase: Phase,
-    /// When the drain ends (the earliest deadline asked for).
-    deadline: Duration,
-    /// The deadline has passed: the remaining tasks were cancelled.
-    deadline_passed: bool,
-    /// At the deadline, cancel and wait for the tasks to unwind however long
-    /// (an interrupt), instead of abandoning those that park again.
-    patient: bool,
-    requester: Option<Waiter>,
-    pub(crate) replies: Vec<std::sync::mpsc::Sender<ShutdownResult>>,
-}
-
 /// What the driver does after a step was applied.
 pub(crate) enum Next {
     /// Resume the same task at once with this answer.
@@ -202,7 +177,7 @@ pub(crate) struct Core {
     ready: ReadyQueue,
     pub(crate) timers: Timers,
     pub(crate) reactor: Reactor,
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     live: usize,
     live_nondaemon: usize,
     pub(crate) metrics: Metrics,
@@ -223,8 +198,8 @@ pub(crate) struct Core {
     now_fresh: bool,
     /// When I/O was last polled.
     last_io_poll: Duration,
-    pub(crate) current: Option<(usize, TaskId)>,
-    pub(crate) shutdown: Option<ShutdownState>,
+    current: Option<(usize, TaskId)>,
+    shutdown: Option<Shutdown>,
     pub(crate) finish_order: Option<Vec<TaskId>>,
     retention: VecDeque<ReadyKey>,
     /// Bodies to drop once the core is no longer borrowed.
@@ -233,8 +208,7 @@ pub(crate) struct Core {
     pub(crate) ended: Vec<(TaskId, Outcome)>,
     /// Failures nobody was waiting for, for the driver's report.
     pub(crate) unobserved: Vec<(TaskId, TaskError)>,
-    pub(crate) paused: bool,
-    pub(crate) pressure: f64,
+    gate: Gate,
     held: VecDeque<ReadyKey>,
     admit_waiters: VecDeque<Waiter>,
     pub(crate) events_sync: Events,
@@ -242,10 +216,9 @@ pub(crate) struct Core {
     /// Valid entries in the ready queue (tasks with `queued` set).
     queued: usize,
     /// The other shards' tasks, when this scheduler is part of a pool.
-    pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
-    /// Local joins of other shards' tasks, by key.
-    remote_waits: FxHashMap<u64, Waiter>,
-    next_remote_key: u64,
+    remote: Option<Arc<dyn RemoteTasks>>,
+    /// Local joins of other shards' tasks.
+    remote_joins: RemoteJoins,
 }
 
 /// Whether `w` is still a task's current wait.
@@ -274,7 +247,9 @@ impl Core {
         clock: TimeSource,
         reactor: Reactor,
         shared: Arc<Shared>,
+        remote: Option<Arc<dyn RemoteTasks>>,
     ) -> Self {
+        let gate = Gate::new(config.watermarks);
         Core {
             config,
             clock,
@@ -303,16 +278,14 @@ impl Core {
             graveyard: Vec::new(),
             ended: Vec::new(),
             unobserved: Vec::new(),
-            paused: false,
-            pressure: 0.0,
+            gate,
             held: VecDeque::new(),
             admit_waiters: VecDeque::new(),
             events_sync: Events::default(),
             has_listener: false,
             queued: 0,
-            remote: None,
-            remote_waits: FxHashMap::default(),
-            next_remote_key: 0,
+            remote,
+            remote_joins: RemoteJoins::default(),
         }
     }
 
@@ -545,6 +518,75 @@ impl Core {
         Ok(id)
     }
 
+    /// Spawns a body under an id reserved elsewhere (a shard pool's shared
+    /// ids), taking its unit of capacity here.
+    pub(crate) fn spawn_with_id(
+        &mut self,
+        id: TaskId,
+        body: Body,
+        options: SpawnOptions,
+    ) -> Result<TaskId, SpawnError> {
+        // The reserved path expects the capacity unit taken; a refusal gives it back.
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        self.spawn(body, options, Some(id))
+    }
+
+    /// Applies a command from another thread. A deferred closure comes back
+    /// to be run outside the core's borrow.
+    pub(crate) fn apply_command(&mut self, cmd: Command) -> Option<Box<dyn FnOnce() + Send>> {
+        match cmd {
+            Command::Spawn { id, body, options } => {
+                if self.shutdown_result().is_some() {
+                    // The shutdown already completed: nothing can run it.
+                    self.graveyard.push(body);
+                    self.unreserve();
+                } else if let Err(e) = self.spawn(body, options, Some(id)) {
+                    tracing::warn!(target: "tiffany::handle", task = id.get(), error = %e, "spawn from a handle refused");
+                }
+            }
+            Command::Cancel(id) => {
+                let _ = self.cancel(id);
+            }
+            Command::NotifyIo(token, interest) => {
+                self.notify_io(token, interest);
+            }
+            Command::RemoteJoined { key, outcome } => self.remote_joined(key, outcome),
+            Command::Metrics(reply) => {
+                let _ = reply.send(self.metrics.snapshot(self.ready_len(), self.live()));
+            }
+            Command::SetEvent(event) => {
+                self.set_event(event);
+            }
+            Command::Defer(f) => return Some(f),
+            Command::Interrupt => {
+                if self.shutdown_result().is_none() {
+                    self.begin_shutdown(Duration::ZERO, None, true);
+                    // At once: the deadline is now.
+                    let now = self.clock.now();
+                    self.fire_timers(now);
+                }
+            }
+            Command::Abort => {
+                if self.shutdown_result().is_none() {
+                    self.abort();
+                }
+            }
+            Command::Shutdown { timeout, reply } => {
+                if let Some(r) = self.shutdown_result() {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(r);
+                    }
+                } else {
+                    self.begin_shutdown(timeout, None, false);
+                    if let (Some(tx), Some(state)) = (reply, self.shutdown.as_mut()) {
+                        state.reply_to(tx);
+                    }
+                }
+            }
+        }
+        None
+    }
+
     fn unreserve(&self) {
         self.shared.release_unit();
     }
@@ -568,7 +610,7 @@ impl Core {
     /// is room: each takes one unit of capacity for its next spawn, so a
     /// spawn right after `admit()` fits.
     fn wake_admitted(&mut self) {
-        while !self.paused {
+        while !self.gate.paused() {
             let Some(&w) = self.admit_waiters.front() else {
                 return;
             };
@@ -591,7 +633,7 @@ impl Core {
         if t.system || t.admitted {
             return true;
         }
-        if self.paused || !self.admit_waiters.is_empty() || !self.shared.reserve_unit() {
+        if self.gate.paused() || !self.admit_waiters.is_empty() || !self.shared.reserve_unit() {
             return false;
         }
         self.tasks[slot].admitted = true;
@@ -1101,7 +1143,10 @@ impl Core {
         Next::Park
     }
 
-    /// Joins a task that lives on another shard of the pool (if any).
+    /// Joins a task that lives on another shard of the pool (if any): the
+    /// shard that owns it is asked to tell this one when it ends
+    /// ([`RemoteJoins`]), and the joiner blocks like a local join (with its
+    /// timeout on this scheduler's timers).
     fn join_remote(
         &mut self,
         slot: usize,
@@ -1112,8 +1157,7 @@ impl Core {
         let Some(remote) = self.remote.clone() else {
             return self.answer(slot, Resume::Error(SyscallError::UnknownTask(target)));
         };
-        self.next_remote_key += 1;
-        let key = self.next_remote_key;
+        let key = self.remote_joins.next_key();
         let notify = RemoteNotify {
             handle: crate::Handle::new(self.shared.clone(), false),
             key,
@@ -1126,7 +1170,7 @@ impl Core {
             }
             Some(None) => {
                 let w = self.block(slot, TaskState::Waiting(WaitReason::Join(target)));
-                self.remote_waits.insert(key, w);
+                self.remote_joins.insert(key, w);
                 if let Some(d) = timeout {
                     let at = self.clock.now().saturating_add(d);
                     self.timers.push(at, TimerKind::Wake(w));
@@ -1139,7 +1183,7 @@ impl Core {
 
     /// Another shard's task, joined here under `key`, has ended.
     pub(crate) fn remote_joined(&mut self, key: u64, outcome: Outcome) {
-        if let Some(w) = self.remote_waits.remove(&key) {
+        if let Some(w) = self.remote_joins.take(key) {
             self.wake(w, Resume::Joined(outcome.to_join_result()), false);
         }
     }
@@ -1211,7 +1255,7 @@ impl Core {
             self.reactor.cancel_wait(token, interest, w);
         }
         let t = &self.tasks[w.slot];
-        if from_io && self.paused && !t.system {
+        if from_io && self.gate.paused() && !t.system {
             let key = t.key(w.slot);
             self.tasks[w.slot].state = TaskState::Waiting(WaitReason::Held);
             self.held.push_back(key);
@@ -1278,7 +1322,7 @@ impl Core {
             TimerKind::ShutdownDeadline => self
                 .shutdown
                 .as_ref()
-                .is_some_and(|s| !s.deadline_passed && !matches!(s.phase, Phase::Complete(_))),
+                .is_some_and(Shutdown::deadline_pending),
         }
     }
 
@@ -1587,27 +1631,38 @@ impl Core {
         self.has_listener || self.shared.capacity.is_some()
     }
 
-    /// Applies a pressure reading (already combined with the own load).
+    /// Applies a pressure reading (already combined with the own load):
+    /// on a pause, an event; on a resume, an event, and the held tasks and
+    /// the admission gate's waiters are let go.
     pub(crate) fn apply_pressure(&mut self, reading: f64) {
-        let p = clamp_pressure(reading);
-        self.pressure = p;
-        let wm = self.config.watermarks;
-        if !self.paused && p >= wm.high {
-            self.paused = true;
-            self.metrics.backpressure_pauses += 1;
-            emit!(self, None, EventKind::Paused { pressure: p });
-        } else if self.paused && p < wm.low {
-            self.paused = false;
-            emit!(self, None, EventKind::Resumed { pressure: p });
-            while let Some(key) = self.held.pop_front() {
-                if let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id)
-                    && t.state == TaskState::Waiting(WaitReason::Held)
-                {
-                    self.make_ready(key.slot);
-                }
+        match self.gate.apply(reading) {
+            None => {}
+            Some(Change::Paused(pressure)) => {
+                self.metrics.backpressure_pauses += 1;
+                emit!(self, None, EventKind::Paused { pressure });
             }
-            self.wake_admitted();
+            Some(Change::Resumed(pressure)) => {
+                emit!(self, None, EventKind::Resumed { pressure });
+                while let Some(key) = self.held.pop_front() {
+                    if let Some(t) = self.tasks.get_mut(key.slot).filter(|t| t.id == key.id)
+                        && t.state == TaskState::Waiting(WaitReason::Held)
+                    {
+                        self.make_ready(key.slot);
+                    }
+                }
+                self.wake_admitted();
+            }
         }
+    }
+
+    /// Whether intake is paused by back-pressure.
+    pub(crate) fn paused(&self) -> bool {
+        self.gate.paused()
+    }
+
+    /// The last pressure reading.
+    pub(crate) fn pressure(&self) -> f64 {
+        self.gate.pressure()
     }
 
     /// Tasks held back or waiting for admission.
@@ -1628,13 +1683,8 @@ impl Core {
     ) {
         let deadline = self.clock.now().saturating_add(timeout);
         if let Some(state) = &mut self.shutdown {
-            // A second request while draining can only bring the deadline
-            // closer: a caller asking for 20 ms is not kept waiting by an
-            // earlier request that allowed an hour.
-            if !state.deadline_passed && deadline < state.deadline {
-                state.deadline = deadline;
-                state.patient = patient;
-                self.timers.push(deadline, TimerKind::ShutdownDeadline);
+            if let Some(d) = state.bring_closer(deadline, patient) {
+                self.timers.push(d, TimerKind::ShutdownDeadline);
             }
             return;
         }
@@ -1642,18 +1692,11 @@ impl Core {
         tracing::info!(target: "tiffany::shutdown", ?timeout, live = self.live, "shutdown begins");
         emit!(self, None, EventKind::ShutdownBegin { timeout });
         self.timers.push(deadline, TimerKind::ShutdownDeadline);
-        self.shutdown = Some(ShutdownState {
-            phase: Phase::Draining,
-            deadline,
-            deadline_passed: false,
-            patient,
-            requester,
-            replies: Vec::new(),
-        });
+        self.shutdown = Some(Shutdown::new(deadline, requester, patient));
     }
 
     fn requester_id(&self) -> Option<TaskId> {
-        self.shutdown.as_ref()?.requester.map(|w| w.task)
+        self.shutdown.as_ref()?.requester().map(|w| w.task)
     }
 
     /// Live tasks the drain waits for (the requester excluded), and how many
@@ -1680,14 +1723,9 @@ impl Core {
     /// a shutdown past its deadline. A patient shutdown (an interrupt) only
     /// cancels, and waits.
     fn shutdown_deadline(&mut self) {
-        let Some(state) = &mut self.shutdown else {
+        let Some(patient) = self.shutdown.as_mut().and_then(Shutdown::pass_deadline) else {
             return;
         };
-        if state.deadline_passed || matches!(state.phase, Phase::Complete(_)) {
-            return;
-        }
-        state.deadline_passed = true;
-        let patient = state.patient;
         let except = self.requester_id();
         let ids = self.live_ids(except);
         let n = ids.len();
@@ -1704,7 +1742,7 @@ impl Core {
             tracing::warn!(target: "tiffany::shutdown", cancelled = n, "shutdown deadline passed");
         }
         if let Some(s) = &mut self.shutdown {
-            s.phase = Phase::Cancelling { clean: n == 0 };
+            s.cancelled_at_deadline(n);
         }
     }
 
@@ -1766,34 +1804,23 @@ impl Core {
                 self.abandon(slot);
             }
         }
-        if let Some(s) = &mut self.shutdown
-            && !matches!(s.phase, Phase::Complete(_))
-        {
-            s.deadline_passed = true;
-            s.phase = Phase::Cancelling { clean: false };
+        if let Some(s) = &mut self.shutdown {
+            s.aborted();
         }
     }
 
     /// Moves the shutdown forward; returns `Some(result)` when it is time to
     /// run the hooks.
     pub(crate) fn advance_shutdown(&mut self) -> Option<ShutdownResult> {
-        let phase = self.shutdown.as_ref()?.phase;
         let (live, nondaemon) = self.drain_counts();
-        match phase {
-            Phase::Draining if nondaemon == 0 => {
+        match self.shutdown.as_mut()?.advance(live, nondaemon) {
+            Advance::Wait => None,
+            Advance::RunHooks(result) => Some(result),
+            Advance::CancelDaemons => {
                 let except = self.requester_id();
                 self.cancel_all(except, true);
-                if let Some(s) = &mut self.shutdown {
-                    s.phase = Phase::Cancelling { clean: true };
-                }
                 self.advance_shutdown()
             }
-            Phase::Cancelling { clean } if live == 0 => Some(if clean {
-                ShutdownResult::Clean
-            } else {
-                ShutdownResult::Timeout
-            }),
-            _ => None,
         }
     }
 
@@ -1807,25 +1834,25 @@ impl Core {
             }
         );
         tracing::info!(target: "tiffany::shutdown", result = result.name(), "shutdown complete");
-        let Some(state) = &mut self.shutdown else {
-            return;
-        };
-        state.phase = Phase::Complete(result);
-        let requester = state.requester.take();
-        let replies = std::mem::take(&mut state.replies);
-        for r in replies {
-            let _ = r.send(result);
-        }
+        let requester = self.shutdown.as_mut().and_then(|s| s.complete(result));
         if let Some(w) = requester {
             self.wake(w, Resume::Shutdown(result), false);
         }
     }
 
+    /// Whether a shutdown has begun.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// The task being resumed (its slot and id), if any.
+    #[inline]
+    pub(crate) fn running(&self) -> Option<(usize, TaskId)> {
+        self.current
+    }
+
     pub(crate) fn shutdown_result(&self) -> Option<ShutdownResult> {
-        match self.shutdown.as_ref()?.phase {
-            Phase::Complete(r) => Some(r),
-            _ => None,
-        }
+        self.shutdown.as_ref()?.result()
     }
 
     // ----- deadlock -----------------------------------------------------------------

@@ -23,7 +23,8 @@
 //!
 //! | concept | module |
 //! | --- | --- |
-//! | the scheduler, its loop and options | [`scheduler`] |
+//! | the scheduler and its loop | [`scheduler`] |
+//! | its settings | [`builder`] |
 //! | task ids, priorities, states | [`task`] |
 //! | system calls and their answers | [`syscall`] |
 //! | what a task is made of (native or custom bodies) | [`body`], [`native`] |
@@ -58,6 +59,7 @@ struct ReadmeDoctests;
 pub mod backpressure;
 pub mod body;
 pub mod budget;
+pub mod builder;
 mod cadence;
 pub mod clock;
 mod core;
@@ -85,6 +87,7 @@ mod waiter;
 pub use backpressure::{BackPressureListener, Watermarks};
 pub use body::{Body, NativeTask, Step, TaskBody, TaskResult};
 pub use budget::{Accounting, DEFAULT_QUANTUM};
+pub use builder::Builder;
 pub use clock::{Clock, TickClock};
 pub use deadlock::{BlockedTask, Deadlock};
 pub use error::{HandleError, SpawnError, SyscallError};
@@ -94,7 +97,7 @@ pub use io::{Interest, IoReady, IoSource, IoToken};
 pub use metrics::MetricsSnapshot;
 pub use native::TaskContext;
 pub use outcome::{JoinResult, Outcome, TaskError, Value};
-pub use scheduler::{Builder, Scheduler};
+pub use scheduler::Scheduler;
 pub use shard::{Executor, PoolHandle, ShardPool};
 pub use shutdown::{ShutdownHook, ShutdownResult};
 pub use syscall::{Resume, SpawnRequest, SystemCall};

@@ -25,37 +25,30 @@ use std::collections::HashMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::instrument;
 
-use crate::backpressure::{BackPressureListener, Watermarks};
+use crate::backpressure::BackPressureListener;
 use crate::body::{Body, NativeTask, Step, TaskResult};
-use crate::budget::{Accounting, DEFAULT_QUANTUM, DEFAULT_STEP_COST};
+use crate::builder::{
+    BlockingWrapper, Builder, DeadlockReport, FailureReport, InterruptCheck, PRESSURE_RECHECK,
+};
 use crate::cadence::Cadence;
-use crate::clock::{Clock, TimeSource};
-use crate::core::{Config, Core, Next};
+use crate::clock::Clock;
+use crate::core::{Core, Next};
 use crate::deadlock::Deadlock;
 use crate::error::SpawnError;
 use crate::event::EventId;
 use crate::handle::{Command, Handle, Shared};
-use crate::io::{Interest, IoSource, IoToken, Reactor};
+use crate::io::{Interest, IoSource, IoToken};
 use crate::metrics::MetricsSnapshot;
-use crate::native::DEFAULT_STACK_SIZE;
 use crate::outcome::{Outcome, TaskError, Value};
-use crate::shard::RemoteTasks;
 use crate::shutdown::{ShutdownHook, ShutdownResult};
 use crate::task::{SpawnOptions, TaskId, TaskInfo, TaskState};
 use crate::telemetry::{EventSubscriber, TaskEvent};
-
-/// How long a paused, idle scheduler waits before reading the pressure again.
-const PRESSURE_RECHECK: Duration = Duration::from_millis(10);
-/// Look at timers and I/O at least every this many passes while busy.
-const MAINTENANCE_INTERVAL: u32 = 61;
-/// Poll I/O without blocking at least this often while busy.
-const IO_POLL_INTERVAL: Duration = Duration::from_micros(100);
 
 /// Called once when a watched task ends (see [`Scheduler::on_task_end`]).
 pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
@@ -64,249 +57,14 @@ pub type EndCallback = Box<dyn FnOnce(TaskId, &Outcome)>;
 /// (a shard pool's queues); returns how many tasks it spawned.
 pub(crate) type Intake = Box<dyn FnMut(&Scheduler) -> usize>;
 
-/// Called for a task that failed while nothing was waiting for it (no
-/// joiner, no retain): the failure would otherwise go unnoticed.
-pub type FailureReport = Box<dyn FnMut(TaskId, &TaskError)>;
-
-/// Called when no task can ever make progress again (see [`crate::deadlock`]).
-pub type DeadlockReport = Box<dyn FnMut(&Deadlock)>;
-
-/// Wraps each blocking wait in the reactor (the Python bindings release the GIL here).
-pub type BlockingWrapper = Box<dyn Fn(&mut dyn FnMut())>;
-/// Called after each blocking wait; returning `true` asks for a shutdown with
-/// the given timeout (the Python bindings check for Ctrl-C here).
-pub type InterruptCheck = Box<dyn FnMut() -> Option<Duration>>;
-
-/// Configures and builds a [`Scheduler`].
-pub struct Builder {
-    clock: Clock,
-    quantum: Duration,
-    accounting: Option<Accounting>,
-    capacity: Option<usize>,
-    listener: Option<Box<dyn BackPressureListener>>,
-    watermarks: Watermarks,
-    maintenance_interval: u32,
-    io_poll_interval: Duration,
-    stack_size: usize,
-    retain_finished: usize,
-    timing: bool,
-    blocking: Option<BlockingWrapper>,
-    interrupt: Option<InterruptCheck>,
-    unobserved: Option<FailureReport>,
-    deadlock: Option<DeadlockReport>,
-    pub(crate) id_source: Option<Arc<AtomicU64>>,
+/// The callbacks a binding plugs in through the [`Builder`].
+pub(crate) struct Callbacks {
+    pub(crate) listener: Option<Box<dyn BackPressureListener>>,
+    pub(crate) blocking: Option<BlockingWrapper>,
+    pub(crate) interrupt: Option<InterruptCheck>,
+    pub(crate) unobserved: Option<FailureReport>,
+    pub(crate) deadlock: Option<DeadlockReport>,
     pub(crate) intake: Option<Intake>,
-    pub(crate) remote: Option<Arc<dyn RemoteTasks>>,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            clock: Clock::Real,
-            quantum: DEFAULT_QUANTUM,
-            accounting: None,
-            capacity: None,
-            listener: None,
-            watermarks: Watermarks::default(),
-            maintenance_interval: MAINTENANCE_INTERVAL,
-            io_poll_interval: IO_POLL_INTERVAL,
-            stack_size: DEFAULT_STACK_SIZE,
-            retain_finished: 4096,
-            timing: true,
-            blocking: None,
-            interrupt: None,
-            unobserved: None,
-            deadlock: None,
-            id_source: None,
-            intake: None,
-            remote: None,
-        }
-    }
-}
-
-impl Builder {
-    /// The clock: [`Clock::Real`] (default) or [`Clock::Virtual`].
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Shorthand for `clock(Clock::Virtual)`.
-    pub fn virtual_clock(self) -> Self {
-        self.clock(Clock::Virtual)
-    }
-
-    /// The CPU quantum per run (default 5 ms).
-    pub fn quantum(mut self, quantum: Duration) -> Self {
-        self.quantum = quantum;
-        self
-    }
-
-    /// How CPU use is charged (default: measured on the real clock, 100 µs per
-    /// resume on the virtual clock).
-    pub fn accounting(mut self, accounting: Accounting) -> Self {
-        self.accounting = Some(accounting);
-        self
-    }
-
-    /// The most live tasks at once; spawns beyond fail with
-    /// [`SpawnError::CapacityExceeded`]. Also makes live/capacity part of the
-    /// back-pressure.
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// A back-pressure listener.
-    pub fn backpressure(mut self, listener: impl BackPressureListener + 'static) -> Self {
-        self.listener = Some(Box::new(listener));
-        self
-    }
-
-    /// Back-pressure watermarks and check interval.
-    pub fn watermarks(mut self, watermarks: Watermarks) -> Self {
-        self.watermarks = watermarks;
-        self
-    }
-
-    /// How many passes of the loop at most between two looks at the timers
-    /// and I/O while tasks keep running (default 61; 0 or 1: every pass).
-    /// Besides, a due timer is seen at the next system call of the running
-    /// task whenever the step read the clock (the real clock with measured
-    /// accounting, the default), and I/O is polled at least every
-    /// [`io_poll_interval`](Self::io_poll_interval). The `cadence` module's
-    /// documentation (in the source) says why.
-    pub fn maintenance_interval(mut self, passes: u32) -> Self {
-        self.maintenance_interval = passes;
-        self
-    }
-
-    /// How long at most between two non-blocking polls of I/O while tasks
-    /// keep running (default 100 µs), on the clock reading steps already
-    /// take. A shorter interval wakes I/O-bound tasks sooner under load; each
-    /// poll is a system call.
-    pub fn io_poll_interval(mut self, interval: Duration) -> Self {
-        self.io_poll_interval = interval;
-        self
-    }
-
-    /// How many finished native coroutines (with their stacks) this thread
-    /// keeps for reuse (default 1024). A larger pool makes bursts of many
-    /// short native tasks cheaper; each pooled stack holds two memory
-    /// mappings, which count against `vm.max_map_count`.
-    pub fn stack_pool(self, coroutines: usize) -> Self {
-        crate::native::set_pool_limit(coroutines);
-        self
-    }
-
-    /// Stack size for native tasks spawned by [`Scheduler::spawn`] and their
-    /// children, in bytes (default 32 KiB, at least 8 KiB).
-    pub fn stack_size(mut self, bytes: usize) -> Self {
-        self.stack_size = bytes;
-        self
-    }
-
-    /// How many finished tasks keep their outcome for a later join, beyond the
-    /// ones that are retained, joined or depended on (default 4096). The
-    /// oldest are forgotten first, so a long-running scheduler does not grow.
-    pub fn retain_finished(mut self, n: usize) -> Self {
-        self.retain_finished = n;
-        self
-    }
-
-    /// Whether to time run latency and wait time for the histograms (default
-    /// on). Off saves the histogram updates; with [`Accounting::PerStep`] it
-    /// also saves the clock read per step (measured accounting needs it).
-    pub fn timing_metrics(mut self, on: bool) -> Self {
-        self.timing = on;
-        self
-    }
-
-    /// Wraps each blocking wait (for example to release a language runtime's lock).
-    pub fn blocking_wrapper(mut self, wrapper: BlockingWrapper) -> Self {
-        self.blocking = Some(wrapper);
-        self
-    }
-
-    /// Checked after each blocking wait; `Some(timeout)` starts a shutdown.
-    pub fn interrupt_check(mut self, check: InterruptCheck) -> Self {
-        self.interrupt = Some(check);
-        self
-    }
-
-    /// Reports failures nobody was waiting for (default: a `tracing` warning).
-    pub fn on_unobserved_failure(mut self, report: FailureReport) -> Self {
-        self.unobserved = Some(report);
-        self
-    }
-
-    /// Called when no task can ever make progress again: under the virtual
-    /// clock the run then ends (see [`crate::deadlock`]); under the real
-    /// clock it is called once per stall. Default: a `tracing` warning.
-    pub fn on_deadlock(mut self, report: DeadlockReport) -> Self {
-        self.deadlock = Some(report);
-        self
-    }
-
-    /// Builds the scheduler. Fails only if the OS refuses a poller.
-    pub fn build(self) -> io::Result<Scheduler> {
-        let reactor = Reactor::new()?;
-        let clock = TimeSource::new(self.clock);
-        let accounting = self.accounting.unwrap_or(if clock.is_virtual() {
-            Accounting::PerStep(DEFAULT_STEP_COST)
-        } else {
-            Accounting::Measured
-        });
-        let shared = Arc::new(Shared {
-            next_id: self
-                .id_source
-                .unwrap_or_else(|| Arc::new(AtomicU64::new(1))),
-            live: AtomicUsize::new(0),
-            capacity: self.capacity,
-            shutting_down: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            pending: AtomicBool::new(false),
-            inbox: Mutex::new(Vec::new()),
-            waker: reactor.waker(),
-            thread: std::thread::current().id(),
-            outside_handles: AtomicUsize::new(0),
-        });
-        let config = Config {
-            quantum: self.quantum,
-            accounting,
-            step_cost: match accounting {
-                Accounting::PerStep(cost) => crate::core::nanos(cost),
-                Accounting::Measured => 0,
-            },
-            watermarks: self.watermarks,
-            retain_finished: self.retain_finished,
-            timing: self.timing,
-            stack_size: self.stack_size,
-            io_poll_interval: self.io_poll_interval,
-        };
-        let mut core = Core::new(config, clock, reactor, shared.clone());
-        core.has_listener = self.listener.is_some();
-        core.remote = self.remote;
-        Ok(Scheduler {
-            inner: Rc::new(Inner {
-                core: RefCell::new(core),
-                subscribers: RefCell::new(Vec::new()),
-                hooks: RefCell::new(Vec::new()),
-                listener: RefCell::new(self.listener),
-                blocking: self.blocking,
-                interrupt: RefCell::new(self.interrupt),
-                unobserved: RefCell::new(self.unobserved),
-                deadlock: RefCell::new(self.deadlock),
-                deadlock_seen: Cell::new(None),
-                last_deadlock: RefCell::new(None),
-                intake: RefCell::new(self.intake),
-                shared,
-                running: Cell::new(false),
-                cadence: Cadence::new(self.maintenance_interval, self.watermarks.check_interval),
-                end_callbacks: RefCell::new(HashMap::new()),
-            }),
-        })
-    }
 }
 
 struct Inner {
@@ -401,6 +159,34 @@ impl Scheduler {
     /// A builder for the options.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// Puts a scheduler together from what [`Builder::build`] made.
+    pub(crate) fn from_parts(
+        core: Core,
+        shared: Arc<Shared>,
+        cadence: Cadence,
+        callbacks: Callbacks,
+    ) -> Scheduler {
+        Scheduler {
+            inner: Rc::new(Inner {
+                core: RefCell::new(core),
+                subscribers: RefCell::new(Vec::new()),
+                hooks: RefCell::new(Vec::new()),
+                listener: RefCell::new(callbacks.listener),
+                blocking: callbacks.blocking,
+                interrupt: RefCell::new(callbacks.interrupt),
+                unobserved: RefCell::new(callbacks.unobserved),
+                deadlock: RefCell::new(callbacks.deadlock),
+                deadlock_seen: Cell::new(None),
+                last_deadlock: RefCell::new(None),
+                intake: RefCell::new(callbacks.intake),
+                shared,
+                running: Cell::new(false),
+                cadence,
+                end_callbacks: RefCell::new(HashMap::new()),
+            }),
+        }
     }
 
     // ----- spawning -----------------------------------------------------------
@@ -760,17 +546,17 @@ impl Scheduler {
 
     /// The last pressure reading (0.0–1.0).
     pub fn pressure(&self) -> f64 {
-        self.inner.core.borrow().pressure
+        self.inner.core.borrow().pressure()
     }
 
     /// Whether intake is paused by back-pressure.
     pub fn is_paused(&self) -> bool {
-        self.inner.core.borrow().paused
+        self.inner.core.borrow().paused()
     }
 
     /// Whether a shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.core.borrow().shutdown.is_some()
+        self.inner.core.borrow().shutting_down()
     }
 
     /// A copy of the metrics.
@@ -915,7 +701,7 @@ impl Scheduler {
         let Ok(mut core) = inner.core.try_borrow_mut() else {
             return false;
         };
-        let Some((slot, id)) = core.current.filter(|_| core.nothing_ready()) else {
+        let Some((slot, id)) = core.running().filter(|_| core.nothing_ready()) else {
             return false;
         };
         if !core.may_yield_in_place(slot) || !self.quiet_pass(&core) {
@@ -964,9 +750,11 @@ impl Scheduler {
         body: Body,
         options: SpawnOptions,
     ) -> Result<TaskId, SpawnError> {
-        // The reserved path expects the capacity unit taken; a refusal gives it back.
-        self.inner.shared.live.fetch_add(1, Ordering::Relaxed);
-        let r = self.inner.core.borrow_mut().spawn(body, options, Some(id));
+        let r = self
+            .inner
+            .core
+            .borrow_mut()
+            .spawn_with_id(id, body, options);
         self.after_user_call();
         r
     }
@@ -1154,67 +942,16 @@ impl Scheduler {
         self.inner.core.borrow_mut().apply_pressure(reading);
     }
 
+    /// Carries out the commands other threads sent. The core applies each;
+    /// deferred closures run here, outside its borrow.
     fn drain_inbox(&self) {
-        let commands = self.inner.shared.take_inbox();
-        for cmd in commands {
-            let mut core = self.inner.core.borrow_mut();
-            match cmd {
-                Command::Spawn { id, body, options } => {
-                    if core.shutdown.is_some() && core.shutdown_result().is_some() {
-                        // The shutdown already completed: nothing can run it.
-                        core.graveyard.push(body);
-                        core.shared.live.fetch_sub(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if let Err(e) = core.spawn(body, options, Some(id)) {
-                        tracing::warn!(target: "tiffany::handle", task = id.get(), error = %e, "spawn from a handle refused");
-                    }
-                }
-                Command::Cancel(id) => {
-                    let _ = core.cancel(id);
-                }
-                Command::NotifyIo(token, interest) => {
-                    core.notify_io(token, interest);
-                }
-                Command::RemoteJoined { key, outcome } => core.remote_joined(key, outcome),
-                Command::Metrics(reply) => {
-                    let _ = reply.send(core.metrics.snapshot(core.ready_len(), core.live()));
-                }
-                Command::SetEvent(event) => {
-                    core.set_event(event);
-                }
-                Command::Defer(f) => {
-                    drop(core);
-                    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-                        tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
-                        self.record_callback_error();
-                    }
-                }
-                Command::Interrupt => {
-                    if core.shutdown_result().is_none() {
-                        core.begin_shutdown(Duration::ZERO, None, true);
-                        // At once: the deadline is now.
-                        let now = core.clock.now();
-                        core.fire_timers(now);
-                    }
-                }
-                Command::Abort => {
-                    if core.shutdown_result().is_none() {
-                        core.abort();
-                    }
-                }
-                Command::Shutdown { timeout, reply } => {
-                    if let Some(r) = core.shutdown_result() {
-                        if let Some(tx) = reply {
-                            let _ = tx.send(r);
-                        }
-                        continue;
-                    }
-                    core.begin_shutdown(timeout, None, false);
-                    if let (Some(tx), Some(state)) = (reply, core.shutdown.as_mut()) {
-                        state.replies.push(tx);
-                    }
-                }
+        for cmd in self.inner.shared.take_inbox() {
+            let deferred = self.inner.core.borrow_mut().apply_command(cmd);
+            if let Some(f) = deferred
+                && panic::catch_unwind(AssertUnwindSafe(f)).is_err()
+            {
+                tracing::error!(target: "tiffany::handle", "a deferred closure panicked");
+                self.record_callback_error();
             }
         }
         self.flush();
@@ -1225,7 +962,7 @@ impl Scheduler {
     fn progress_shutdown(&self) -> bool {
         let result = {
             let mut core = self.inner.core.borrow_mut();
-            if core.shutdown.is_none() {
+            if !core.shutting_down() {
                 return false;
             }
             if core.shutdown_result().is_some() {
@@ -1251,7 +988,7 @@ impl Scheduler {
 
     fn should_stop(&self, until: Until) -> bool {
         let mut core = self.inner.core.borrow_mut();
-        if core.has_ready() || core.shared.pending.load(Ordering::Acquire) {
+        if core.has_ready() || self.inner.shared.pending.load(Ordering::Acquire) {
             return false;
         }
         match until {
@@ -1259,7 +996,7 @@ impl Scheduler {
                 if core.shutdown_result().is_some() {
                     return core.live() == 0;
                 }
-                if core.shutdown.is_some() {
+                if core.shutting_down() {
                     return false;
                 }
                 if core.live_nondaemon() == 0 {
@@ -1293,7 +1030,7 @@ impl Scheduler {
         if inner.shared.pending.load(Ordering::Acquire) {
             return true;
         }
-        let paused_waiting = core.paused && core.held_or_admitting();
+        let paused_waiting = core.paused() && core.held_or_admitting();
         let next = core.next_live_deadline();
         if core.clock.is_virtual() {
             // Outside I/O first, without blocking.

@@ -35,11 +35,12 @@ use std::time::Duration;
 use crossbeam_deque::{Injector, Steal};
 
 use crate::body::{Body, NativeTask, TaskResult};
+use crate::builder::Builder;
 use crate::error::{HandleError, SpawnError};
 use crate::handle::Handle;
 use crate::metrics::{MetricsSnapshot, to_prometheus_all};
 use crate::outcome::Outcome;
-use crate::scheduler::{Builder, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
@@ -85,6 +86,35 @@ pub(crate) trait RemoteTasks: Send + Sync {
     fn watch(&self, task: TaskId, notify: RemoteNotify) -> Option<Option<Outcome>>;
     /// Cancels a task of the pool. `None`: not a task of the pool.
     fn cancel(&self, task: TaskId) -> Option<bool>;
+}
+
+/// The joins a shard's tasks have made of other shards' tasks, by key: the
+/// owning shard sends the key back with the outcome
+/// ([`Handle::remote_joined`](crate::Handle)), and the key names the waiter
+/// to wake. A waiter woken meanwhile (a timeout, a cancel) stays until its
+/// key comes back; waking it again is harmless (its wait generation moved on).
+#[derive(Default)]
+pub(crate) struct RemoteJoins {
+    waits: rustc_hash::FxHashMap<u64, crate::waiter::Waiter>,
+    next_key: u64,
+}
+
+impl RemoteJoins {
+    /// A key for the next join.
+    pub(crate) fn next_key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    /// The joiner waiting under `key`.
+    pub(crate) fn insert(&mut self, key: u64, waiter: crate::waiter::Waiter) {
+        self.waits.insert(key, waiter);
+    }
+
+    /// Takes the joiner of `key`, if it is still there.
+    pub(crate) fn take(&mut self, key: u64) -> Option<crate::waiter::Waiter> {
+        self.waits.remove(&key)
+    }
 }
 
 /// How to tell a shard that a task it joins has ended.

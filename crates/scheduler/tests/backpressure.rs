@@ -328,3 +328,39 @@ fn pressure_is_read_every_check_interval_steps() {
     assert_eq!(trace.get(), vec!["raised", "lowered", "admitted"]);
     assert_eq!(s.metrics().backpressure_pauses, 1);
 }
+
+/// The scheduler's own load (live tasks over capacity) is part of the
+/// pressure, even when the listener reads nothing (planted bug: own load
+/// left out).
+#[test]
+fn the_schedulers_own_load_counts_in_the_pressure() {
+    let p = Pressure::new(0.0);
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(10)
+        .backpressure(p.listener())
+        .watermarks(Watermarks {
+            check_interval: 1,
+            ..Watermarks::default()
+        })
+        .build()
+        .unwrap();
+    let log = logged(&s);
+    for _ in 0..10 {
+        s.spawn(|cx| cx.sleep(ms(5))).unwrap();
+    }
+    s.run();
+    let paused: Vec<f64> = log
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Paused { pressure } => Some(pressure),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        paused.first().is_some_and(|&p| p >= 0.9),
+        "no pause at 10 of 10 live: {paused:?}"
+    );
+    assert!(s.metrics().backpressure_pauses >= 1);
+}

@@ -198,3 +198,33 @@ fn default_virtual_accounting_is_deterministic() {
     assert_eq!(peer_at, 50);
     assert_eq!(s.metrics().throttles, 2);
 }
+
+/// On the real clock (measured accounting, the default) a task that burns
+/// its quantum between two system calls is throttled (planted bug: measured
+/// accounting charging nothing).
+#[test]
+fn measured_accounting_throttles_a_busy_task_on_the_real_clock() {
+    let s = Scheduler::builder()
+        .quantum(std::time::Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let id = s
+        .spawn(|cx| {
+            for _ in 0..3 {
+                // Burn well over a quantum of CPU between system calls.
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(3) {
+                    std::hint::spin_loop();
+                }
+                cx.tid();
+            }
+        })
+        .unwrap();
+    let peer = s.spawn(|cx| cx.yield_now()).unwrap();
+    s.run();
+    let info = s.info(id).unwrap();
+    assert!(info.throttles >= 1, "never throttled");
+    assert!(info.budget_used >= std::time::Duration::from_millis(3));
+    assert_eq!(s.state(peer), Some(TaskState::Finished));
+    assert!(s.metrics().throttles >= 1);
+}

@@ -118,3 +118,56 @@ fn ids_keep_increasing_and_are_never_reused() {
     assert_eq!(all.first().unwrap().get(), 1);
     assert_eq!(all.last().unwrap().get(), 200);
 }
+
+/// Issue: `admit()` let a task through while the scheduler was full, so a
+/// spawn right after it failed. Now it waits for room and holds a unit of
+/// capacity for the spawn that follows.
+#[test]
+fn a_spawn_right_after_admit_always_fits() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(100)
+        .build()
+        .unwrap();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let r = refused.clone();
+    s.spawn(move |cx| {
+        for i in 0..300u64 {
+            cx.admit();
+            if cx.spawn(move |cx| cx.sleep(ms(1 + i % 7))).is_err() {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    })
+    .unwrap();
+    s.run();
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(s.metrics().spawned, 301);
+    assert_eq!(s.metrics().spawn_denied, 0);
+}
+
+#[test]
+fn an_unused_admission_is_given_back_when_the_task_waits() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(3)
+        .build()
+        .unwrap();
+    // The first task is admitted (holding the last unit), then sleeps
+    // without spawning: the unit goes back, and the other spawn fits.
+    let t = s
+        .spawn(|cx| {
+            cx.admit();
+            cx.sleep(ms(5));
+        })
+        .unwrap();
+    let other = s
+        .spawn(move |cx| {
+            cx.sleep(ms(1));
+            cx.spawn(|_| ()).is_ok()
+        })
+        .unwrap();
+    s.run();
+    assert_eq!(s.state(t), Some(TaskState::Finished));
+    assert!(value_of::<bool>(&s, other));
+}

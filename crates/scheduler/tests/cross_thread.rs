@@ -36,9 +36,7 @@ fn spawn_wakes_an_idle_scheduler(clock: Clock) {
             panic!("{what}");
         };
         // Only once the scheduler is idle, with nothing to do.
-        if idle.recv_timeout(WATCHDOG).is_err() {
-            fail("the scheduler never went idle");
-        }
+        await_signal(&idle, &handle, "the scheduler never went idle");
         let id = handle
             .spawn(move |cx| {
                 ran_tx.send(cx.tid()).unwrap();
@@ -146,10 +144,7 @@ fn cancel_and_notify_through_a_handle_from_another_thread() {
     let handle = s.handle();
     let other = std::thread::spawn(move || {
         for _ in 0..2 {
-            if rx.recv_timeout(WATCHDOG).is_err() {
-                let _ = handle.request_shutdown(Duration::ZERO);
-                panic!("the tasks never waited");
-            }
+            await_signal(&rx, &handle, "the tasks never waited");
         }
         handle.cancel(victim).unwrap();
         // In-memory readiness works with and without async-io.

@@ -123,3 +123,60 @@ fn determinism_holds_across_threads() {
     let there = std::thread::spawn(|| workload().pal).join().unwrap();
     assert_eq!(here, there);
 }
+
+/// A small program whose event sequence is written out in full: what the
+/// kernel must produce, not only what it produced last time. Priorities,
+/// a yield, sleeps woken in deadline order, a join, a cancel and a
+/// dependency, on the virtual clock.
+#[test]
+fn a_small_program_gives_exactly_its_expected_events() {
+    let s = vsched();
+    let log = logged(&s);
+    let sleeper = s
+        .spawn_with(SpawnOptions::default().with_name("sleeper"), |cx| {
+            cx.sleep(ms(20));
+            1u8
+        })
+        .unwrap();
+    let urgent = s
+        .spawn_with(SpawnOptions::priority(1), |cx| {
+            cx.yield_now();
+            cx.sleep(ms(10));
+        })
+        .unwrap();
+    let victim = s.spawn(|cx| cx.sleep(ms(50))).unwrap();
+    s.spawn_with(SpawnOptions::default().with_deps(&[urgent]), move |cx| {
+        cx.cancel(victim);
+        cx.join(sleeper);
+    })
+    .unwrap();
+    s.run();
+    let expected = [
+        r#"{"ts":0.0,"task_id":1,"event":"spawned","priority":10,"name":"sleeper"}"#,
+        r#"{"ts":0.0,"task_id":2,"event":"spawned","priority":1}"#,
+        r#"{"ts":0.0,"task_id":3,"event":"spawned","priority":10}"#,
+        r#"{"ts":0.0,"task_id":4,"event":"spawned","priority":10,"deps":1}"#,
+        r#"{"ts":0.0,"task_id":2,"event":"running"}"#,
+        r#"{"ts":0.0,"task_id":2,"event":"yield"}"#,
+        r#"{"ts":0.0,"task_id":2,"event":"running"}"#,
+        r#"{"ts":0.0,"task_id":2,"event":"sleep","until":0.01}"#,
+        r#"{"ts":0.0,"task_id":1,"event":"running"}"#,
+        r#"{"ts":0.0,"task_id":1,"event":"sleep","until":0.02}"#,
+        r#"{"ts":0.0,"task_id":3,"event":"running"}"#,
+        r#"{"ts":0.0,"task_id":3,"event":"sleep","until":0.05}"#,
+        r#"{"ts":0.01,"task_id":2,"event":"running"}"#,
+        r#"{"ts":0.01,"task_id":2,"event":"done"}"#,
+        r#"{"ts":0.01,"task_id":4,"event":"running"}"#,
+        r#"{"ts":0.01,"task_id":4,"event":"join","target":1}"#,
+        // Woken by the cancel, it runs once more to unwind its stack.
+        r#"{"ts":0.01,"task_id":3,"event":"running"}"#,
+        r#"{"ts":0.01,"task_id":3,"event":"cancelled"}"#,
+        r#"{"ts":0.02,"task_id":1,"event":"running"}"#,
+        r#"{"ts":0.02,"task_id":1,"event":"done"}"#,
+        r#"{"ts":0.02,"task_id":4,"event":"running"}"#,
+        r#"{"ts":0.02,"task_id":4,"event":"done"}"#,
+    ];
+    let pal = log.to_pal();
+    let lines: Vec<&str> = pal.lines().collect();
+    assert_eq!(lines, expected, "PAL:\n{pal}");
+}

@@ -16,10 +16,7 @@ use tiffany_scheduler::*;
 
 /// Waits for the reader's next `io_wait`; on a hang, stops the scheduler and fails.
 fn wait_for_reader(rx: &mpsc::Receiver<()>, handle: &Handle) {
-    if rx.recv_timeout(WATCHDOG).is_err() {
-        let _ = handle.request_shutdown(std::time::Duration::ZERO);
-        panic!("the reader never waited for I/O");
-    }
+    await_signal(rx, handle, "the reader never waited for I/O");
 }
 
 #[test]

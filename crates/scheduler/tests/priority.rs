@@ -85,16 +85,9 @@ fn a_yielding_high_priority_task_keeps_the_cpu() {
 fn a_woken_high_priority_task_overtakes_ready_low_priority_tasks() {
     let s = vsched();
     let trace = Trace::new();
-    let t = trace.clone();
-    s.spawn_with(SpawnOptions::priority(1), move |cx| {
-        cx.sleep(ms(10));
-        t.push("urgent woke".to_string());
-    })
-    .unwrap();
     for name in ["a", "b"] {
         let t = trace.clone();
         s.spawn_with(SpawnOptions::priority(100), move |cx| {
-            // Busy until well past 10 ms of virtual time.
             for i in 0..3 {
                 t.push(format!("{name}{i}"));
                 cx.sleep(ms(6));
@@ -102,12 +95,69 @@ fn a_woken_high_priority_task_overtakes_ready_low_priority_tasks() {
         })
         .unwrap();
     }
+    let t = trace.clone();
+    s.spawn_with(SpawnOptions::priority(1), move |cx| {
+        // Due at 12 ms like a and b, its timer set after theirs (at 7 ms):
+        // in deadline-then-FIFO order it would wake last.
+        cx.sleep(ms(7));
+        cx.sleep(ms(5));
+        t.push("urgent woke".to_string());
+    })
+    .unwrap();
     s.run();
-    // At 12 ms both a and b are ready, and so is urgent (since 10 ms).
+    // At 12 ms a, b and urgent are all woken; urgent goes first.
     assert_eq!(
         trace.get(),
         vec!["a0", "b0", "a1", "b1", "urgent woke", "a2", "b2"]
     );
+}
+
+/// Issue: a due timer of a high-priority task fired only at the loop's
+/// maintenance pass, so it woke late behind busy low-priority tasks. Now the
+/// clock reading each step takes shows it due, and it preempts at the next
+/// system call of the running task. With the maintenance pass turned off
+/// (an interval no run reaches), only that can wake it.
+#[test]
+fn a_due_timer_preempts_busy_tasks_at_their_next_system_call() {
+    let s = Scheduler::builder()
+        .maintenance_interval(u32::MAX)
+        .build()
+        .unwrap();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Duration>));
+    let late_yields = Trace::new();
+    let (w, d) = (woke.clone(), deadline.clone());
+    s.spawn_with(SpawnOptions::priority(1), move |cx| {
+        let until = cx.now() + ms(2);
+        *d.lock().unwrap() = Some(until);
+        cx.sleep_until(until);
+        w.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let (w, d, late) = (woke.clone(), deadline.clone(), late_yields.clone());
+        s.spawn_with(SpawnOptions::priority(200), move |cx| {
+            // Bounded: a broken kernel ends the test, it does not hang it.
+            for _ in 0..2_000_000u64 {
+                if w.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let now = cx.now();
+                let due = d.lock().unwrap().is_some_and(|until| now >= until);
+                if due {
+                    late.push(now);
+                }
+                cx.yield_now();
+            }
+        })
+        .unwrap();
+    }
+    s.run();
+    assert!(is_set(&woke), "the urgent task never woke while others ran");
+    // Each busy task may make the system call that shows the timer due
+    // (and one more if it was already past its reading): no more.
+    let late = late_yields.get().len();
+    assert!(late <= 4, "{late} yields of busy tasks after the deadline");
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The sharded executor: every task runs exactly once under stealing, joins
 //! across shards, shutdown of the whole pool, per-shard telemetry.
 
+mod common;
+
+use common::WATCHDOG;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -9,6 +12,11 @@ use std::time::Duration;
 use tiffany_scheduler::{
     Executor, JoinResult, Outcome, Scheduler, ShardPool, ShutdownResult, SpawnOptions, TaskId,
 };
+
+/// How long a task waits for its peer to show up on the other shard before
+/// giving up (so a broken pool fails an assertion instead of hanging); the
+/// peer shows up within milliseconds when stealing works.
+const RENDEZVOUS: Duration = Duration::from_secs(5);
 
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_owned()
@@ -30,7 +38,9 @@ fn every_task_runs_exactly_once_and_an_idle_shard_steals() {
         // throttled there, and the next task on this thread would block on it.
         let tid = cx.tid().get();
         r.lock().unwrap().push((tid, thread_name()));
-        while seen.lock().unwrap().len() < 2 {
+        // Bounded: without stealing this fails below instead of hanging.
+        let started = std::time::Instant::now();
+        while seen.lock().unwrap().len() < 2 && started.elapsed() < RENDEZVOUS {
             cx.yield_now();
         }
     })
@@ -95,7 +105,8 @@ fn joins_across_shards() {
     let rendezvous = |seen: Arc<Mutex<HashSet<String>>>,
                       cx: &mut tiffany_scheduler::TaskContext<'_>| {
         seen.lock().unwrap().insert(thread_name());
-        while seen.lock().unwrap().len() < 2 {
+        let started = std::time::Instant::now();
+        while seen.lock().unwrap().len() < 2 && started.elapsed() < RENDEZVOUS {
             cx.yield_now();
         }
     };
@@ -200,8 +211,8 @@ fn shutdown_of_the_whole_pool() {
         );
     }
     let stopper = std::thread::spawn(move || {
-        started_rx.recv().unwrap();
-        started_rx.recv().unwrap();
+        started_rx.recv_timeout(WATCHDOG).expect("a task started");
+        started_rx.recv_timeout(WATCHDOG).expect("a task started");
         let result = handle.shutdown(Duration::from_millis(20)).unwrap();
         let refused = handle.spawn(|_| ()).unwrap_err();
         (result, refused)
@@ -234,8 +245,8 @@ fn metrics_carry_a_shard_label() {
         .unwrap();
     }
     let reader = std::thread::spawn(move || {
-        rx.recv().unwrap();
-        rx.recv().unwrap();
+        rx.recv_timeout(WATCHDOG).expect("a task started");
+        rx.recv_timeout(WATCHDOG).expect("a task started");
         let snapshots = handle.metrics();
         let text = tiffany_scheduler::metrics::to_prometheus_all(&snapshots);
         go_tx.send(()).unwrap();
@@ -271,4 +282,64 @@ fn the_executor_trait_drives_a_scheduler_or_a_pool() {
     }
     assert_eq!(squares(&Scheduler::new()), 11);
     assert_eq!(squares(&ShardPool::new(2)), 11);
+}
+
+/// A join with a timeout of a task on another shard times out (planted bug:
+/// a cross-shard `join_timeout` that never timed out).
+#[test]
+fn a_join_timeout_across_shards_times_out() {
+    let pool = ShardPool::new(2);
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Each task yields until both shards run one of them (a shard with a
+    // ready task takes no more work), so the join crosses shards.
+    let rendezvous = |seen: &Mutex<HashSet<String>>,
+                      cx: &mut tiffany_scheduler::TaskContext<'_>| {
+        seen.lock().unwrap().insert(thread_name());
+        let started = std::time::Instant::now();
+        while seen.lock().unwrap().len() < 2 && started.elapsed() < RENDEZVOUS {
+            cx.yield_now();
+        }
+    };
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let s = seen.clone();
+    let target = pool
+        .spawn_with(SpawnOptions::default().keyed(1), move |cx| {
+            rendezvous(&s, cx);
+            // Runs until the joiner has timed out (bounded by the watchdog).
+            let started = std::time::Instant::now();
+            while release_rx.lock().unwrap().try_recv().is_err() && started.elapsed() < RENDEZVOUS {
+                cx.sleep(Duration::from_millis(1));
+            }
+            (thread_name(), 7u32)
+        })
+        .unwrap();
+    let s = seen.clone();
+    let joiner = pool
+        .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
+            rendezvous(&s, cx);
+            let r = cx.join_timeout(target, Duration::from_millis(20));
+            let _ = release_tx.send(());
+            (thread_name(), matches!(r, JoinResult::Timeout))
+        })
+        .unwrap();
+    pool.run();
+    let (joiner_thread, timed_out) = pool
+        .value(joiner)
+        .unwrap()
+        .downcast_ref::<(String, bool)>()
+        .unwrap()
+        .clone();
+    let (target_thread, n) = pool
+        .value(target)
+        .unwrap()
+        .downcast_ref::<(String, u32)>()
+        .unwrap()
+        .clone();
+    assert_ne!(
+        joiner_thread, target_thread,
+        "the join did not cross shards"
+    );
+    assert!(timed_out, "the join never timed out");
+    assert_eq!(n, 7);
 }

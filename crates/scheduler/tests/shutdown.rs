@@ -252,10 +252,7 @@ fn handle_shutdown_from_another_thread_while_serving() {
         .unwrap();
     let handle = s.handle();
     let stopper = std::thread::spawn(move || {
-        if started_rx.recv_timeout(WATCHDOG).is_err() {
-            let _ = handle.request_shutdown(Duration::ZERO);
-            panic!("the task never ran");
-        }
+        await_signal(&started_rx, &handle, "the task never ran");
         handle.shutdown(secs(5))
     });
     let served = s.serve();
@@ -286,10 +283,7 @@ fn handle_shutdown_times_out_a_blocked_task_while_serving() {
         .unwrap();
     let handle = s.handle();
     let stopper = std::thread::spawn(move || {
-        if rx.recv_timeout(WATCHDOG).is_err() {
-            let _ = handle.request_shutdown(Duration::ZERO);
-            panic!("the task never waited");
-        }
+        await_signal(&rx, &handle, "the task never waited");
         handle.shutdown(secs(2))
     });
     let served = s.serve();

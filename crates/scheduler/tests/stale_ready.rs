@@ -230,3 +230,36 @@ fn add_dependency_on_queued_task_does_not_queue_it_twice() {
     s.run();
     assert_eq!(trace.get(), vec!["b0", "c0", "b1", "c1", "b2", "c2"]);
 }
+
+/// A freed slot reused by a task of another priority: the old task's stale
+/// queue entry (at its own, higher priority) must not run the new one early
+/// (planted bug: the id check skipped when taking the next ready task).
+#[test]
+fn a_stale_entry_does_not_run_the_task_that_reused_its_slot() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .retain_finished(0)
+        .build()
+        .unwrap();
+    let trace = Trace::new();
+    let t = trace.clone();
+    let middle = s
+        .spawn_with(SpawnOptions::priority(100), move |_| t.push("middle"))
+        .unwrap();
+    // Queued at priority 1, then cancelled before it ran: its record is
+    // freed (nothing retains it) and its queue entry goes stale.
+    let gone = s
+        .spawn_with(SpawnOptions::priority(1), |_| {
+            panic!("cancelled before it ran")
+        })
+        .unwrap();
+    assert!(s.cancel(gone));
+    assert_eq!(s.state(gone), None, "its record is freed");
+    // The next spawn takes the freed slot, at the lowest priority.
+    let t = trace.clone();
+    let last = s
+        .spawn_with(SpawnOptions::priority(PRI_LOWEST), move |_| t.push("last"))
+        .unwrap();
+    assert_eq!(s.run(), vec![middle, last]);
+    assert_eq!(trace.get(), vec!["middle", "last"]);
+}

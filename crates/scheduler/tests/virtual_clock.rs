@@ -174,10 +174,7 @@ fn stale_join_timeout_does_not_advance_virtual_time() {
     let handle = s.handle();
     let writer = std::thread::spawn(move || {
         // The first blocking wait happens once the reader waits for I/O.
-        if idle_rx.recv_timeout(WATCHDOG).is_err() {
-            let _ = handle.request_shutdown(Duration::ZERO);
-            panic!("the scheduler never went idle");
-        }
+        await_signal(&idle_rx, &handle, "the scheduler never went idle");
         b.write_all(b"x").unwrap();
         #[cfg(not(feature = "async-io"))]
         handle.notify_io(token, Interest::Readable).unwrap();

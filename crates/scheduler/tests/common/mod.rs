@@ -10,12 +10,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tiffany_scheduler::{
-    EventKind, EventLog, Scheduler, SpawnError, TaskContext, TaskEvent, TaskId,
+    EventKind, EventLog, Handle, Scheduler, SpawnError, TaskContext, TaskEvent, TaskId,
 };
 
 /// How long a cross-thread test waits for the other side before it gives up.
 /// A watchdog against hangs only: no test asserts on wall-clock time.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Waits (at most [`WATCHDOG`]) for the scheduler side to signal on `rx`;
+/// on a hang, stops the scheduler through `handle` and fails with `what`.
+/// What every helper thread of a cross-thread test does before acting.
+pub fn await_signal<T>(rx: &mpsc::Receiver<T>, handle: &Handle, what: &str) -> T {
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(v) => v,
+        Err(_) => {
+            let _ = handle.request_shutdown(Duration::ZERO);
+            panic!("{what}");
+        }
+    }
+}
 
 /// Milliseconds.
 pub fn ms(n: u64) -> Duration {
