@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import socket
 from typing import Any
@@ -144,6 +145,11 @@ def test_sock_recv_refuses_a_negative_size() -> None:
 
 
 def test_run_takes_every_scheduler_option() -> None:
+    # One list of options: SchedulerOptions (what run() forwards) is
+    # Scheduler's signature.
+    scheduler_options = inspect.signature(tiffany.Scheduler).parameters
+    assert tiffany.SchedulerOptions.__annotations__.keys() == scheduler_options.keys()
+
     async def main() -> float:
         await tiffany.sleep(5)
         return tiffany.now()
