@@ -340,7 +340,7 @@ WORKLOADS: list[Workload] = [
                 "tiffany",
                 "tiffany (native child)",
                 {"child": "native"},
-                "Scheduler.spawn_native_sleep(0, 1)",
+                "tiffany.testing.spawn_native_sleep(sched, 0, 1)",
             ),
             Entry("tiffany", "tiffany", note="Python child"),
             *each_runtime(trio="a nursery per child")[1:],

@@ -19,7 +19,7 @@ use tiffany_scheduler::process::{self, Completed, DEFAULT_CAPTURE_LIMIT, ExecErr
 use tiffany_scheduler::{PRI_DEFAULT, SpawnOptions};
 
 use crate::errors::{TaskFailed, spawn_error};
-use crate::runtime::Task;
+use crate::task::Task;
 use crate::syscall::{check_seconds, seconds};
 
 /// How a command ended: `tiffany.Completed`.
@@ -256,7 +256,7 @@ pub fn exec(
         .capture_limit(capture_limit)
         .kill_grace(kill_grace);
     spec.timeout = timeout;
-    let (kernel, _) = crate::runtime::current_kernel()?;
+    let (kernel, _) = crate::current::current_kernel()?;
     let mut options = SpawnOptions::priority(priority);
     options.name = name.as_deref().map(Into::into);
     let id = process::spawn(&kernel, spec, options).map_err(|e| match e {
@@ -264,5 +264,5 @@ pub fn exec(
         ExecError::Spawn(e) => spawn_error(py, &e),
         other => exec_error(py, &other),
     })?;
-    crate::runtime::task_for(id, name, priority)
+    Ok(Task::new(&crate::current::current()?, id, name, priority))
 }
