@@ -19,8 +19,8 @@ use tiffany_scheduler::process::{self, Completed, DEFAULT_CAPTURE_LIMIT, ExecErr
 use tiffany_scheduler::{PRI_DEFAULT, SpawnOptions};
 
 use crate::errors::{TaskFailed, spawn_error};
-use crate::task::Task;
 use crate::syscall::{check_seconds, seconds};
+use crate::task::Task;
 
 /// How a command ended: `tiffany.Completed`.
 #[pyclass(module = "tiffany._native", name = "Completed", frozen)]
@@ -230,7 +230,9 @@ fn spec_from_py(
         argv, *, timeout = None, env = None, cwd = None, stdin = None,
         capture_limit = DEFAULT_CAPTURE_LIMIT as i64, kill_grace = 2.0,
         priority = PRI_DEFAULT, name = None
-    )
+    ),
+    // The defaults as Python shows them (the signature's are Rust constants).
+    text_signature = "(argv, *, timeout=None, env=None, cwd=None, stdin=None, capture_limit=1048576, kill_grace=2.0, priority=10, name=None)"
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
