@@ -1,19 +1,19 @@
-"""Workloads 10–15: asyncio programs on Tiffany's event loop, asyncio's and uvloop's.
+"""Workloads 11–16: asyncio programs on Tiffany's event loop, asyncio's and uvloop's.
 
 One implementation per workload, run on every asyncio event loop: the
 ``tiffany`` entry is the same code on ``tiffany.new_event_loop`` (through
 ``asyncio.Runner(loop_factory=...)``), so the figures compare the loops and
 nothing else.
 
-- 10, ``call_soon``: N callbacks scheduled in batches of 1,000 (each batch's
+- 11, ``call_soon``: N callbacks scheduled in batches of 1,000 (each batch's
   last callback lets the next batch be scheduled); ns per callback.
-- 11, ``call_later``: N timers with delays spread over 0–10 ms; the wall
+- 12, ``call_later``: N timers with delays spread over 0–10 ms; the wall
   time beyond the longest delay, per timer.
-- 12, switch: N tasks × K ``asyncio.sleep(0)``, as workload 1.
-- 13, TCP echo with asyncio streams, as workload 5.
-- 14, TCP echo with a ``Protocol`` (no streams: ``data_received`` writes the
+- 13, switch: N tasks × K ``asyncio.sleep(0)``, as workload 1.
+- 14, TCP echo with asyncio streams, as workload 5.
+- 15, TCP echo with a ``Protocol`` (no streams: ``data_received`` writes the
   data back; the client protocol counts bytes and resolves a future).
-- 15, HTTP: an aiohttp server and an httpx client, R requests, C at a time;
+- 16, HTTP: an aiohttp server and an httpx client, R requests, C at a time;
   requests per second.
 """
 

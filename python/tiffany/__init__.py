@@ -29,24 +29,23 @@ import socket
 import threading
 from asyncio import events as asyncio_events
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack
 
 from tiffany._loop import EventLoop, EventLoopPolicy, install, new_event_loop
 from tiffany._native import (
+    DEFAULT_QUANTUM,
     PRI_DEFAULT,
     PRI_LOWEST,
     PRI_SYSTEM,
     Cancelled,
     Completed,
-    Completion,
+    Deadlock,
     Event,
     EventBatch,
-    GetTid,
     Handle,
     JoinTimeout,
     Scheduler,
     SpawnError,
-    Syscall,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -62,24 +61,23 @@ from tiffany._native import (
     sock_recv,
     sock_sendall,
     spawn,
-    wait_readable,
-    wait_writable,
     yield_now,
 )
+from tiffany.lowlevel import Completion as _Completion
+from tiffany.lowlevel import wait_writable as _wait_writable
 
 __all__ = [
+    "DEFAULT_QUANTUM",
     "PRI_DEFAULT",
     "PRI_LOWEST",
     "PRI_SYSTEM",
     "Cancelled",
     "Completed",
-    "Completion",
-    "GetTid",
+    "Deadlock",
     "Handle",
     "JoinTimeout",
     "Scheduler",
     "SpawnError",
-    "Syscall",
     "Task",
     "TaskCancelled",
     "TaskEvent",
@@ -87,6 +85,7 @@ __all__ = [
     "EventBatch",
     "EventLoop",
     "EventLoopPolicy",
+    "SchedulerOptions",
     "TaskFailed",
     "admit",
     "current_task",
@@ -104,8 +103,6 @@ __all__ = [
     "sock_sendall",
     "spawn",
     "to_thread",
-    "wait_readable",
-    "wait_writable",
     "yield_now",
 ]
 
@@ -134,7 +131,7 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     return value (or the exception). If the task is cancelled meanwhile, the
     call still finishes in its thread but its result is dropped.
     """
-    done = Completion()
+    done = _Completion()
     future = _thread_pool().submit(functools.partial(fn, *args, **kwargs))
     future.add_done_callback(lambda _: done.notify())
     try:
@@ -153,24 +150,32 @@ async def sock_connect(sock: socket.socket, address: Any) -> None:
     sock.setblocking(False)
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-        await wait_writable(sock)
+        await _wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err not in (0, errno.EISCONN):
         raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
 
 
+class SchedulerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Scheduler`, which :func:`run` forwards."""
+
+    clock: Literal["real", "virtual"]
+    quantum: float
+    capacity: int | None
+    backpressure: Callable[[], float] | None
+    timing_metrics: bool
+
+
 def run(
     main: Coroutine[Any, Any, T] | Generator[Any, Any, T],
-    *,
-    clock: str = "real",
-    quantum: float = 0.005,
-    capacity: int | None = None,
-    backpressure: Callable[[], float] | None = None,
+    /,
+    **options: Unpack[SchedulerOptions],
 ) -> T:
-    """Run ``main`` on a fresh scheduler until every non-daemon task has finished.
+    """Run ``main`` on a fresh scheduler; return its result or raise its exception.
 
-    Returns ``main``'s result or raises its exception. The keyword arguments
-    are those of :class:`Scheduler`.
+    The keyword arguments are those of :class:`Scheduler`. When ``main``
+    ends, the tasks still alive are cancelled (their ``finally`` blocks
+    run), as ``asyncio.run`` does: await (join) a task to wait for it.
 
     A coroutine ``main`` may use asyncio: inside it,
     ``asyncio.get_running_loop()`` is a :class:`EventLoop` on the same
@@ -180,7 +185,7 @@ def run(
     the async library, such as httpx and anyio) runs in one:
     ``await asyncio.get_running_loop().create_task(coro)``.
     """
-    sched = Scheduler(clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure)
+    sched = Scheduler(**options)
     if not isinstance(main, Coroutine) or asyncio_events._get_running_loop() is not None:
         result: T = sched.run(main)
         return result
@@ -190,4 +195,5 @@ def run(
         hosted: T = sched.run(loop._host(main))
         return hosted
     finally:
+        loop._end_hosting()
         loop.close()

@@ -29,7 +29,7 @@ import threading
 from asyncio import events
 from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventLoop
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tiffany._native import LoopCore, Scheduler, Selector
 
@@ -54,7 +54,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        clock: str = "real",
+        clock: Literal["real", "virtual"] = "real",
         quantum: float = 0.005,
         capacity: int | None = None,
         backpressure: Callable[[], float] | None = None,
@@ -98,7 +98,13 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
-            self.scheduler.run(self._drive())
+            # Not run(main): a run with a main task ends in a shutdown, and
+            # the loop's scheduler serves every run_forever of the loop.
+            sched = self.scheduler
+            driver = sched.spawn(self._drive(), name="asyncio-driver")
+            sched.run()
+            if driver.done():
+                driver.result()
             fatal = self._take_fatal()
             if fatal is not None:
                 raise fatal
@@ -121,7 +127,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         """
         self._check_closed()
         self._check_running()
-        old_hooks = sys.get_asyncgen_hooks()
+        self._hosted_hooks = sys.get_asyncgen_hooks()
         self._thread_id = threading.get_ident()
         sys.set_asyncgen_hooks(
             firstiter=self._asyncgen_firstiter_hook,
@@ -140,11 +146,20 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                     await asyncio.gather(*pending, return_exceptions=True)
                 await self.shutdown_asyncgens()
             finally:
-                self._set_hosted(False)
-                self.stop()
-                events._set_running_loop(None)
-                self._thread_id = None
-                sys.set_asyncgen_hooks(*old_hooks)
+                self._end_hosting()
+
+    def _end_hosting(self) -> None:
+        """Ends what ``_host`` began (also when its run ended without it:
+        a deadlock, Ctrl-C)."""
+        hooks = getattr(self, "_hosted_hooks", None)
+        if hooks is None:
+            return
+        self._hosted_hooks = None
+        self._set_hosted(False)
+        self.stop()
+        events._set_running_loop(None)
+        self._thread_id = None
+        sys.set_asyncgen_hooks(*hooks)
 
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")
@@ -172,7 +187,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
 
 def new_event_loop(
     *,
-    clock: str = "real",
+    clock: Literal["real", "virtual"] = "real",
     quantum: float = 0.005,
     capacity: int | None = None,
     backpressure: Callable[[], float] | None = None,

@@ -329,8 +329,12 @@ impl LoopCore {
 
     /// Hosted mode (`tiffany.run`): the engine starts on demand, as a daemon task.
     fn _set_hosted(slf: &Bound<'_, Self>, hosted: bool) {
-        slf.get().hosted.store(hosted, Ordering::Relaxed);
-        if hosted {
+        let me = slf.get();
+        me.hosted.store(hosted, Ordering::Relaxed);
+        let pending = me
+            .state
+            .with(slf.py(), |st| st.ready.len() + st.timers.len());
+        if hosted && pending > 0 {
             Self::wake(slf);
         }
     }
@@ -421,9 +425,9 @@ impl LoopCore {
     /// Spawns the engine task on the running Tiffany scheduler (`run_forever`
     /// calls this from inside the scheduler's run); returns its `Task`.
     #[pyo3(signature = (*, daemon = false))]
-    fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::runtime::Task> {
+    fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::task::Task> {
         let py = slf.py();
-        let (kernel, _) = crate::runtime::current_kernel()?;
+        let (kernel, _) = crate::current::current_kernel()?;
         if slf.get().engine_alive.swap(true, Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err(
                 "this loop's engine is already running",
@@ -462,7 +466,12 @@ impl LoopCore {
         .daemon(daemon);
         let priority = options.priority;
         match kernel.spawn_body(options, Body::custom(Box::new(body))) {
-            Ok(id) => crate::runtime::task_for(id, Some("asyncio".into()), priority),
+            Ok(id) => Ok(crate::task::Task::new(
+                &crate::current::current()?,
+                id,
+                Some("asyncio".into()),
+                priority,
+            )),
             Err(e) => {
                 slf.get().engine_alive.store(false, Ordering::Relaxed);
                 kernel.deregister_io(token);
@@ -491,16 +500,16 @@ impl LoopCore {
                 && !me.notified.swap(true, Ordering::Relaxed)
                 && let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self"))
             {
-                crate::runtime::log_callback_error(slf.py(), "waking the asyncio engine", e);
+                crate::errors::log_callback_error(slf.py(), "waking the asyncio engine", e);
             }
             return;
         }
         if me.hosted.load(Ordering::Relaxed)
             && !me.engine_alive.load(Ordering::Relaxed)
-            && crate::runtime::current_kernel().is_ok()
+            && crate::current::current_kernel().is_ok()
             && let Err(e) = Self::_spawn_engine(slf, true)
         {
-            crate::runtime::log_callback_error(slf.py(), "starting the asyncio engine", e);
+            crate::errors::log_callback_error(slf.py(), "starting the asyncio engine", e);
         }
     }
 
@@ -633,7 +642,7 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
-        if let Ok((kernel, _)) = crate::runtime::current_kernel() {
+        if let Ok((kernel, _)) = crate::current::current_kernel() {
             kernel.deregister_io(self.token);
         }
         Step::Done(Value::unit())
@@ -651,7 +660,7 @@ impl TaskBody for Engine {
             self.finish();
             return Step::Cancelled;
         }
-        let Ok((kernel, _)) = crate::runtime::current_kernel() else {
+        let Ok((kernel, _)) = crate::current::current_kernel() else {
             return self.finish();
         };
         let now = kernel.now().as_secs_f64();

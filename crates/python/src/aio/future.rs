@@ -34,7 +34,7 @@ struct Waker {
 #[pymethods]
 impl Waker {
     fn __call__(&self, _future: &Bound<'_, PyAny>) {
-        if let Ok((kernel, _)) = crate::runtime::current_kernel() {
+        if let Ok((kernel, _)) = crate::current::current_kernel() {
             kernel.set_event(EventId::from_raw(self.event));
         }
     }
@@ -56,7 +56,7 @@ pub(crate) fn wait_future(
         )));
     }
     yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
-    let (kernel, _) = crate::runtime::current_kernel()?;
+    let (kernel, _) = crate::current::current_kernel()?;
     let Some(task) = kernel.current_task() else {
         return Err(PyRuntimeError::new_err(
             "an asyncio future can only be awaited from a task",
@@ -84,7 +84,7 @@ pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
     if WAITING.with(Cell::get) == 0 {
         return;
     }
-    let Ok((kernel, _)) = crate::runtime::current_kernel() else {
+    let Ok((kernel, _)) = crate::current::current_kernel() else {
         return;
     };
     let Some(task) = kernel.current_task() else {
@@ -98,6 +98,6 @@ pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
     if matches!(answer, Some(Resume::Cancelled))
         && let Err(e) = future.bind(py).call_method0(intern!(py, "cancel"))
     {
-        crate::runtime::log_callback_error(py, "cancelling an awaited asyncio future", e);
+        crate::errors::log_callback_error(py, "cancelling an awaited asyncio future", e);
     }
 }
