@@ -9,7 +9,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -28,7 +28,7 @@ T = TypeVar("T")
 BOUND = 30.0  # no wait in these tests may last longer
 
 
-def run(main: Coroutine[Any, Any, T], *, clock: str = "real") -> T:
+def run(main: Coroutine[Any, Any, T], *, clock: Literal["real", "virtual"] = "real") -> T:
     with asyncio.Runner(loop_factory=lambda: tiffany.new_event_loop(clock=clock)) as runner:
         loop = runner.get_loop()
         assert isinstance(loop, tiffany.EventLoop)

@@ -142,7 +142,7 @@ def test_misuse_raises_clear_errors() -> None:
         loop.run_until_complete(coro)
     coro.close()
     with pytest.raises(ValueError):
-        tiffany.new_event_loop(clock="sundial")
+        tiffany.new_event_loop(clock="sundial")  # type: ignore[arg-type]
 
 
 def test_run_until_complete_cannot_nest() -> None:
@@ -247,7 +247,7 @@ def test_tiffany_run_without_asyncio_starts_no_engine() -> None:
         await tiffany.sleep(0)
 
     sched = tiffany.Scheduler(clock="virtual")
-    sched.on_event(lambda e: names.append(e.detail().get("name")))
+    sched.on_event(lambda e: names.append(e.detail.get("name")))
     loop = tiffany.EventLoop(scheduler=sched)
     try:
         sched.run(loop._host(main()))
