@@ -305,6 +305,7 @@ async fn serve(
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| fail(format!("cannot listen on {addr} for metrics: {e}")))?;
+        let local: SocketAddr = listener.local_addr().unwrap_or(addr);
         servers.push(
             tokio::spawn(crate::metrics::serve(
                 listener,
@@ -313,9 +314,8 @@ async fn serve(
             ))
             .abort_handle(),
         );
-        tracing::info!(addr = %addr, "serving /metrics and /healthz");
+        tracing::info!(addr = %local, "serving /metrics and /healthz");
     }
-    tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "tiffanyd ready");
 
     let sig = |k| signal(k).map_err(|e| fail(format!("cannot install signal handlers: {e}")));
     let (mut term, mut int, mut hup) = (
@@ -323,6 +323,7 @@ async fn serve(
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
+    tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "tiffanyd ready");
     let grace = loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break settings.grace; }
