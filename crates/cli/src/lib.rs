@@ -117,7 +117,7 @@ pub enum Command {
         #[arg(long)]
         stderr: bool,
     },
-    /// Follow job events (of one job, or all).
+    /// Follow job events: of every job, or of one until it ends.
     Watch {
         /// Only this job.
         id: Option<u64>,
@@ -458,6 +458,10 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                     Err(s) => return Err(st(s)),
                 };
                 let Some(job) = event.job else { continue };
+                // Watching one job ends with its end.
+                let done = id.is_some()
+                    && state_name(job.state) != "queued"
+                    && state_name(job.state) != "running";
                 if live {
                     table.insert(job.id, job);
                     while table.len() > 30 {
@@ -473,6 +477,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                 } else {
                     print_job(&job, as_json);
                     let _ = std::io::stdout().flush();
+                }
+                if done {
+                    break;
                 }
             }
         }

@@ -261,7 +261,14 @@ async fn serve(
 ) -> Result<(), StartError> {
     let engine = Engine::start(store, replayed, kernel.clone(), settings.limits.clone());
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
-    let service = Service::new(engine.clone(), shutdown_tx);
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let service = Service::new(engine.clone(), shutdown_tx, closing.clone());
+    let closed = move || {
+        let mut c = closing.clone();
+        async move {
+            let _ = c.wait_for(|v| *v).await;
+        }
+    };
     let grpc = || {
         TiffanyServer::new(service.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -279,8 +286,9 @@ async fn serve(
     let mut servers = Vec::new();
     let unix_server = Server::builder()
         .add_service(grpc())
-        .serve_with_incoming(UnixListenerStream::new(unix));
-    servers.push(tokio::spawn(unix_server).abort_handle());
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), closed());
+    let task = tokio::spawn(unix_server);
+    servers.push((task.abort_handle(), Some(task)));
 
     if let (Some(addr), Some(token)) = (settings.tcp_addr, token) {
         let listener = TcpListener::bind(addr)
@@ -297,8 +305,9 @@ async fn serve(
             tonic::service::interceptor::InterceptedService::new(grpc(), TokenCheck::new(&token));
         let tcp_server = builder
             .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener));
-        servers.push(tokio::spawn(tcp_server).abort_handle());
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), closed());
+        let task = tokio::spawn(tcp_server);
+        servers.push((task.abort_handle(), Some(task)));
         tracing::info!(addr = %local, "serving TCP");
     }
     if let Some(addr) = settings.metrics_addr {
@@ -306,14 +315,12 @@ async fn serve(
             .await
             .map_err(|e| fail(format!("cannot listen on {addr} for metrics: {e}")))?;
         let local: SocketAddr = listener.local_addr().unwrap_or(addr);
-        servers.push(
-            tokio::spawn(crate::metrics::serve(
-                listener,
-                engine.clone(),
-                kernel.clone(),
-            ))
-            .abort_handle(),
-        );
+        let task = tokio::spawn(crate::metrics::serve(
+            listener,
+            engine.clone(),
+            kernel.clone(),
+        ));
+        servers.push((task.abort_handle(), None));
         tracing::info!(addr = %local, "serving /metrics and /healthz");
     }
 
@@ -361,7 +368,12 @@ async fn serve(
         }
     };
     engine.drain(grace).await;
-    for s in &servers {
+    // Stop serving: answer what is in flight (a Shutdown request), end watches.
+    let _ = closing_tx.send(true);
+    for (s, graceful) in servers {
+        if let Some(g) = graceful {
+            let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
+        }
         s.abort();
     }
     let engine2 = engine.clone();

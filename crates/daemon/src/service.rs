@@ -4,8 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
@@ -18,12 +18,22 @@ use crate::proto::tiffany_server::Tiffany;
 pub struct Service {
     engine: Arc<Engine>,
     shutdown: mpsc::UnboundedSender<Option<Duration>>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Service {
-    /// A service over `engine`; a Shutdown request sends its grace on `shutdown`.
-    pub fn new(engine: Arc<Engine>, shutdown: mpsc::UnboundedSender<Option<Duration>>) -> Self {
-        Service { engine, shutdown }
+    /// A service over `engine`; a Shutdown request sends its grace on
+    /// `shutdown`; Watch streams end when `closing` turns true.
+    pub fn new(
+        engine: Arc<Engine>,
+        shutdown: mpsc::UnboundedSender<Option<Duration>>,
+        closing: watch::Receiver<bool>,
+    ) -> Self {
+        Service {
+            engine,
+            shutdown,
+            closing,
+        }
     }
 }
 
@@ -112,17 +122,34 @@ impl Tiffany for Service {
         if let Some(id) = only {
             self.engine.get(id)?;
         }
-        let rx = self.engine.subscribe();
-        let stream = BroadcastStream::new(rx).filter_map(move |e| match e {
-            Ok(job) if only.is_none_or(|id| id == job.id) => Some(Ok(proto::JobEvent {
-                job: Some(job.to_proto()),
-            })),
-            Ok(_) => None,
-            // A watcher too slow for the event rate misses events; it is told.
-            Err(_) => Some(Err(Status::data_loss(
-                "watch fell behind: events were dropped",
-            ))),
+        let mut rx = self.engine.subscribe();
+        let mut closing = self.closing.clone();
+        let (tx, out) = mpsc::channel(256);
+        // Forward events until the client goes away or the daemon closes.
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = closing.wait_for(|c| *c) => return,
+                    _ = tx.closed() => return,
+                    e = rx.recv() => e,
+                };
+                let msg = match item {
+                    Ok(job) if only.is_none_or(|id| id == job.id) => Ok(proto::JobEvent {
+                        job: Some(job.to_proto()),
+                    }),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(format!(
+                        "watch fell behind: {n} events were dropped"
+                    ))),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let lagged = msg.is_err();
+                if tx.send(msg).await.is_err() || lagged {
+                    return;
+                }
+            }
         });
+        let stream = ReceiverStream::new(out);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -40,7 +40,23 @@ impl Drop for TempDir {
     }
 }
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tiffanyd");
+/// The `tiffanyd` binary: this package's, or (from the CLI's tests) the one
+/// beside `tiffany`, built first if missing.
+pub fn bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_tiffanyd") {
+        return PathBuf::from(p);
+    }
+    let cli = PathBuf::from(option_env!("CARGO_BIN_EXE_tiffany").expect("a tiffany binary"));
+    let daemon = cli.with_file_name("tiffanyd");
+    if !daemon.exists() {
+        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args(["build", "-p", "tiffany-daemon", "--bin", "tiffanyd"])
+            .status()
+            .expect("cargo build tiffanyd");
+        assert!(status.success());
+    }
+    daemon
+}
 
 /// A running daemon.
 pub struct Daemon {
@@ -58,7 +74,7 @@ pub struct Refused {
 }
 
 fn spawn(dir: &Path, extra: &[&str]) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     if !extra.contains(&"--socket") {
         cmd.arg("--socket").arg(dir.join("run/tiffanyd.sock"));
     }
