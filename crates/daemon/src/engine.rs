@@ -242,7 +242,7 @@ impl Engine {
         };
         let timeout = match spec.timeout_seconds {
             None => None,
-            Some(t) if t == 0.0 => None,
+            Some(0.0) => None,
             Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(t),
             Some(t) => {
                 return Err(Status::invalid_argument(format!(

@@ -1,4 +1,4 @@
-//! Jobs: what a client submits ([`JobSpec`] on the wire), how the daemon
+//! Jobs: what a client submits ([`proto::JobSpec`] on the wire), how the daemon
 //! checks it ([`Work`]), and the record it keeps of each job ([`JobRecord`]).
 
 use std::collections::BTreeMap;

@@ -40,7 +40,7 @@ impl Service {
 fn seconds(what: &str, s: Option<f64>) -> Result<Option<Duration>, Status> {
     match s {
         None => Ok(None),
-        Some(s) if s == 0.0 => Ok(None),
+        Some(0.0) => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => Err(Status::invalid_argument(format!(
             "{what} {s} is not a number of seconds from 0 to 1e9"

@@ -46,7 +46,10 @@ pub fn bin() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_tiffanyd") {
         return PathBuf::from(p);
     }
-    let cli = PathBuf::from(option_env!("CARGO_BIN_EXE_tiffany").expect("a tiffany binary"));
+    let Some(cli) = option_env!("CARGO_BIN_EXE_tiffany") else {
+        panic!("built neither for tiffanyd's tests nor for tiffany's");
+    };
+    let cli = PathBuf::from(cli);
     let daemon = cli.with_file_name("tiffanyd");
     if !daemon.exists() {
         let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
