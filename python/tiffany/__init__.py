@@ -64,6 +64,14 @@ from tiffany._native import (
     wait_writable,
     yield_now,
 )
+from tiffany.client import (
+    Client,
+    DaemonUnavailable,
+    Job,
+    JobNotFound,
+    Overloaded,
+    Unauthenticated,
+)
 
 __all__ = [
     "PRI_DEFAULT",
@@ -101,6 +109,14 @@ __all__ = [
     "wait_readable",
     "wait_writable",
     "yield_now",
+]
+__all__ += [
+    "Client",
+    "DaemonUnavailable",
+    "Job",
+    "JobNotFound",
+    "Overloaded",
+    "Unauthenticated",
 ]
 
 T = TypeVar("T")

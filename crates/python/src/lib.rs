@@ -19,6 +19,7 @@ mod errors;
 mod event;
 mod process;
 mod runtime;
+mod service;
 mod sockets;
 mod syscall;
 mod telemetry;
@@ -60,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sockets::sock_accept, m)?)?;
     m.add_class::<process::PyCompleted>()?;
     m.add_function(wrap_pyfunction!(process::exec, m)?)?;
+    service::init(m)?;
     Ok(())
 }
