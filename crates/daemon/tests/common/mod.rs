@@ -41,7 +41,7 @@ impl Drop for TempDir {
 }
 
 /// The `tiffanyd` binary: this package's, or (from the CLI's tests) the one
-/// beside `tiffany`, built first if missing.
+/// beside `tiffany` (built first if missing).
 pub fn bin() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_tiffanyd") {
         return PathBuf::from(p);
@@ -51,12 +51,14 @@ pub fn bin() -> PathBuf {
     };
     let cli = PathBuf::from(cli);
     let daemon = cli.with_file_name("tiffanyd");
+    // `cargo nextest run --workspace` (or `-p tiffany-daemon -p tiffany-cli`)
+    // builds it; built here only when missing (testing the CLI's package alone).
     if !daemon.exists() {
         let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .args(["build", "-p", "tiffany-daemon", "--bin", "tiffanyd"])
+            .args(["build", "-q", "-p", "tiffany-daemon", "--bin", "tiffanyd"])
             .status()
             .expect("cargo build tiffanyd");
-        assert!(status.success());
+        assert!(status.success(), "cannot build tiffanyd");
     }
     daemon
 }
