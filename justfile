@@ -14,7 +14,7 @@ default:
 setup:
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
     test -x {{python}} || python3 -m venv {{venv}}
-    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "ruff>=0.5" "mypy>=1.10"
+    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10"
 
 # Build the Python package into the project's environment (.venv).
 develop: setup
@@ -38,8 +38,9 @@ test-rust: setup
 test-python: develop
     {{python}} -m pytest tests/python -q
 
-# Formatting and lints, Rust and Python (and rustdoc's link checks).
-lint: setup
+# Formatting and lints, Rust and Python (and rustdoc's link checks); the
+# stubs are checked against the built module (stubtest), so it builds it.
+lint: develop
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
@@ -47,7 +48,8 @@ lint: setup
     {{venv}}/bin/ruff check python tests/python examples bench
     {{venv}}/bin/ruff format --check python tests/python examples bench
     {{venv}}/bin/mypy python/tiffany
-    MYPYPATH=python {{venv}}/bin/mypy --strict examples
+    MYPYPATH=python {{venv}}/bin/mypy --strict examples tests/python
+    {{python}} -m mypy.stubtest tiffany._native --allowlist python/stubtest-allowlist.txt
 
 # `pip install .` into a fresh environment, then the demo from outside the tree.
 check-install:
@@ -83,6 +85,12 @@ bench-quick: (bench "--quick")
 # API documentation.
 doc:
     cargo doc --workspace --no-deps
+
+# Mutation testing of the kernel (cargo-mutants; hours on 2 cores; not in CI):
+# every mutant the Rust tests do not kill is listed in target/mutants/mutants.out.
+mutants *args: setup
+    command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+    cargo mutants -p tiffany-scheduler --test-tool nextest --output target/mutants {{args}}
 
 # Options: --seconds S (per measurement, default 3), --dir DIR (on the disk to
 # measure; default target/daemon-bench), --records N (default 1,000,000).

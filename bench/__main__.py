@@ -79,7 +79,7 @@ WORKLOAD_NOTES = {
     "and blocked, over tasks; every task waits on one Event.",
     "join": "One task, repeatedly: spawn a child that sleeps 0 and returns 1, wait for "
     "it. `tiffany (native child)` is a Python task joining a native (Rust) task: "
-    "`Scheduler.spawn_native_sleep(0, 1)`.",
+    "`tiffany.testing.spawn_native_sleep(sched, 0, 1)`.",
     "telemetry": "Workload 1 on Tiffany with no subscriber, with one `on_event` "
     "subscriber (a Python call per event), with one `on_events` subscriber (batches), "
     "and with the timing metrics off; "

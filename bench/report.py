@@ -63,10 +63,14 @@ class WorkloadReport:
     def derived(self) -> tuple[str, float, str] | None:
         w = self.workload
         m = {o.entry.label: o.median for o in self.outcomes if o.median is not None}
-        if w.derive is None or not all(e.label in m for e in w.entries):
+        if w.derive is None or not self.outcomes:
             return None
         params = self.outcomes[0].params
-        return w.derive(m, {o.entry.label: o.results for o in self.outcomes}, params)
+        try:
+            return w.derive(m, {o.entry.label: o.results for o in self.outcomes}, params)
+        except (KeyError, IndexError, ZeroDivisionError):
+            # An entry the figure needs was not run (or has no result).
+            return None
 
     def params(self) -> dict[str, Any]:
         return self.workload.quick if self.quick else self.workload.full

@@ -6,10 +6,11 @@ from collections.abc import Generator
 from typing import Any
 
 import tiffany
+import tiffany.lowlevel
 
 
 def countdown(name: str, n: int) -> Generator[Any, Any, int]:
-    tid: int = yield tiffany.GetTid()
+    tid: int = yield tiffany.lowlevel.GetTid()
     while n > 0:
         print(f"{name} (task {tid}): {n}")
         yield tiffany.sleep(1)

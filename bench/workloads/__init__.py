@@ -202,6 +202,30 @@ def _echo(key: str, number: int, size: int, target: Target | None) -> Workload:
 
 NO_VIRTUAL_CLOCK = "no virtual clock"
 
+
+def _lateness_check(m: dict[str, float], quick: bool) -> tuple[bool | None, str]:
+    """Median and p99 lateness no worse than asyncio's (under the same load)."""
+    v, a, r = m.get("tiffany"), m.get("asyncio"), m.get("p99 vs asyncio")
+    if v is None or a is None or r is None:
+        return None, "no figure"
+    return (v <= a and r <= 1.0), (
+        f"median {v:,.0f} µs vs asyncio {a:,.0f} µs; p99 {r:.2f}× asyncio's"
+    )
+
+
+def _lateness_derive(
+    m: dict[str, float], results: dict[str, list[Result]], p: Params
+) -> tuple[str, float, str]:
+    """Tiffany's p99 over asyncio's (each the median over repetitions)."""
+
+    def p99(label: str) -> float:
+        vs = sorted(r["p99_us"] for r in results[label])
+        return vs[len(vs) // 2]
+
+    t, a = p99("tiffany"), p99("asyncio")
+    return "p99 vs asyncio", t / a, f"× (p99: tiffany {t:,.0f} µs, asyncio {a:,.0f} µs)"
+
+
 WORKLOADS: list[Workload] = [
     Workload(
         key="switch",
@@ -316,7 +340,7 @@ WORKLOADS: list[Workload] = [
                 "tiffany",
                 "tiffany (native child)",
                 {"child": "native"},
-                "Scheduler.spawn_native_sleep(0, 1)",
+                "tiffany.testing.spawn_native_sleep(sched, 0, 1)",
             ),
             Entry("tiffany", "tiffany", note="Python child"),
             *each_runtime(trio="a nursery per child")[1:],
@@ -359,6 +383,35 @@ WORKLOADS: list[Workload] = [
         ],
         derive=_telemetry_derive,
         target=Target("≤ 30 ns added per transition", _telemetry_check),
+    ),
+    Workload(
+        key="lateness",
+        number=10,
+        module="bench.workloads.lateness",
+        full={"wakes": 300, "sleep": 0.01, "busy": 2},
+        quick={"wakes": 60, "sleep": 0.01, "busy": 2},
+        title=lambda p: (
+            f"wake-up lateness under load: a task sleeping {p['sleep'] * 1e3:g} ms"
+            f" × {p['wakes']} beside {p['busy']} busy tasks yielding (tiffany: priority 1"
+            " vs 200)"
+        ),
+        unit="µs (median)",
+        higher_is_better=False,
+        figure=lambda r, p: r["median_us"],
+        expected=lambda p: {"wakes": p["wakes"]},
+        entries=[
+            Entry("tiffany", "tiffany", note="priority 1 sleeper, priority 200 busy tasks"),
+            *each_runtime(asyncio="no priorities", uvloop="no priorities", rloop="no priorities")[
+                1:
+            ],
+        ],
+        not_applicable={
+            "trio": "not measured (no priorities either; asyncio stands for them)",
+            "gevent": "not measured",
+        },
+        extras=[("p99", "µs", lambda r, p: r["p99_us"])],
+        derive=_lateness_derive,
+        target=Target("median and p99 no worse than asyncio's", _lateness_check),
     ),
 ]
 

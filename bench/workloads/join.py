@@ -2,8 +2,8 @@
 that sleeps 0 and returns 1, and waits for it.
 
 The figure is the time per spawn + join. Tiffany runs it twice: with a native
-(Rust) child, ``Scheduler.spawn_native_sleep(0, 1)`` — a Python task joining a
-native one — and with a Python coroutine child, like the peers. trio has no
+(Rust) child, ``tiffany.testing.spawn_native_sleep(sched, 0, 1)`` — a Python
+task joining a native one — and with a Python coroutine child, like the peers. trio has no
 task handles: a nursery per child is its way to wait for one task.
 """
 
@@ -20,6 +20,7 @@ def _result(t0: float, t1: float, joined: int) -> dict[str, Any]:
 
 def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
     import tiffany
+    from tiffany.testing import spawn_native_sleep
 
     m = p["joins"]
     sched = tiffany.Scheduler()
@@ -33,7 +34,7 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         if p["child"] == "native":
             for _ in range(m):
-                joined += await sched.spawn_native_sleep(0, 1)
+                joined += await spawn_native_sleep(sched, 0, 1)
         else:
             for _ in range(m):
                 joined += await tiffany.spawn(child())

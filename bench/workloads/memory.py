@@ -46,7 +46,10 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
         event.set()
         return before, blocked
 
-    before, blocked = tiffany.Scheduler().run(main())
+    sched = tiffany.Scheduler()
+    starter = sched.spawn(main())
+    sched.run()  # without main: the idle tasks finish too
+    before, blocked = starter.result()
     return _result(progress, before, blocked)
 
 

@@ -36,7 +36,12 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
             tiffany.spawn(trivial())
         return t0
 
-    t0 = tiffany.Scheduler().run(main())  # returns once every task has finished
+    # main as a task and run() without main: it returns once every task
+    # has finished (run(main()) would cancel the rest when main returns).
+    sched = tiffany.Scheduler()
+    starter = sched.spawn(main())
+    sched.run()
+    t0 = starter.result()
     return _result(progress, t0, time.perf_counter())
 
 

@@ -46,13 +46,14 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
         async def main() -> None:
             for _ in range(n):
                 tiffany.spawn(worker())
-            # run() returns once every task has finished.
+            # run() without main returns once every task has finished.
 
         sched = tiffany.Scheduler(timing_metrics=p.get("timing_metrics", True))
         if subscribe is not None:
             subscribe(sched)
         t0 = time.perf_counter()
-        sched.run(main())
+        sched.spawn(main())
+        sched.run()
         return _result(progress, t0, time.perf_counter())
 
     kind = p.get("subscriber")

@@ -52,7 +52,9 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
         return t0
 
     sched = tiffany.Scheduler(clock="virtual" if p["virtual"] else "real")
-    t0 = sched.run(main())  # returns once every task has finished
+    starter = sched.spawn(main())
+    sched.run()  # without main: returns once every task has finished
+    t0 = starter.result()
     return _result(p, progress, t0, time.perf_counter(), sched.now())
 
 

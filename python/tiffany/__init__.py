@@ -28,23 +28,22 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack
 
 from tiffany._native import (
+    DEFAULT_QUANTUM,
     PRI_DEFAULT,
     PRI_LOWEST,
     PRI_SYSTEM,
     Cancelled,
     Completed,
-    Completion,
+    Deadlock,
     Event,
     EventBatch,
-    GetTid,
     Handle,
     JoinTimeout,
     Scheduler,
     SpawnError,
-    Syscall,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -60,8 +59,6 @@ from tiffany._native import (
     sock_recv,
     sock_sendall,
     spawn,
-    wait_readable,
-    wait_writable,
     yield_now,
 )
 from tiffany.client import (
@@ -72,25 +69,27 @@ from tiffany.client import (
     Overloaded,
     Unauthenticated,
 )
+from tiffany.lowlevel import Completion as _Completion
+from tiffany.lowlevel import wait_writable as _wait_writable
 
 __all__ = [
+    "DEFAULT_QUANTUM",
     "PRI_DEFAULT",
     "PRI_LOWEST",
     "PRI_SYSTEM",
     "Cancelled",
     "Completed",
-    "Completion",
-    "GetTid",
+    "Deadlock",
     "Handle",
     "JoinTimeout",
     "Scheduler",
     "SpawnError",
-    "Syscall",
     "Task",
     "TaskCancelled",
     "TaskEvent",
     "Event",
     "EventBatch",
+    "SchedulerOptions",
     "TaskFailed",
     "admit",
     "current_task",
@@ -106,8 +105,6 @@ __all__ = [
     "sock_sendall",
     "spawn",
     "to_thread",
-    "wait_readable",
-    "wait_writable",
     "yield_now",
 ]
 __all__ += [
@@ -144,7 +141,7 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     return value (or the exception). If the task is cancelled meanwhile, the
     call still finishes in its thread but its result is dropped.
     """
-    done = Completion()
+    done = _Completion()
     future = _thread_pool().submit(functools.partial(fn, *args, **kwargs))
     future.add_done_callback(lambda _: done.notify())
     try:
@@ -163,25 +160,33 @@ async def sock_connect(sock: socket.socket, address: Any) -> None:
     sock.setblocking(False)
     err = sock.connect_ex(address)
     if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-        await wait_writable(sock)
+        await _wait_writable(sock)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err not in (0, errno.EISCONN):
         raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
 
 
+class SchedulerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Scheduler`, which :func:`run` forwards."""
+
+    clock: Literal["real", "virtual"]
+    quantum: float
+    capacity: int | None
+    backpressure: Callable[[], float] | None
+    timing_metrics: bool
+
+
 def run(
     main: Coroutine[Any, Any, T] | Generator[Any, Any, T],
-    *,
-    clock: str = "real",
-    quantum: float = 0.005,
-    capacity: int | None = None,
-    backpressure: Callable[[], float] | None = None,
+    /,
+    **options: Unpack[SchedulerOptions],
 ) -> T:
-    """Run ``main`` on a fresh scheduler until every non-daemon task has finished.
+    """Run ``main`` on a fresh scheduler; return its result or raise its exception.
 
-    Returns ``main``'s result or raises its exception. The keyword arguments
-    are those of :class:`Scheduler`.
+    The keyword arguments are those of :class:`Scheduler`. When ``main``
+    ends, the tasks still alive are cancelled (their ``finally`` blocks
+    run), as ``asyncio.run`` does: await (join) a task to wait for it.
     """
-    sched = Scheduler(clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure)
+    sched = Scheduler(**options)
     result: T = sched.run(main)
     return result

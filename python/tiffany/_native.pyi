@@ -12,7 +12,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Final, Literal, Protocol, TypeVar, final, overload
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, final, overload
 
 from _typeshed import ReadableBuffer
 
@@ -26,6 +26,7 @@ _T = TypeVar("_T")
 PRI_SYSTEM: Final[int]
 PRI_DEFAULT: Final[int]
 PRI_LOWEST: Final[int]
+DEFAULT_QUANTUM: Final[float]
 
 TaskState = Literal[
     "pending",
@@ -72,6 +73,12 @@ class SpawnError(Exception):
 
     reason: Literal["capacity", "shutting_down", "cycle", "unknown_dependency"]
 
+class Deadlock(RuntimeError):
+    """Raised by ``run()`` when, under the virtual clock, no task can ever make progress again.
+
+    The message names each blocked task and what it waits for.
+    """
+
 class TaskFailed(RuntimeError):
     """Raised to whoever joins a native (Rust) task that panicked."""
 
@@ -84,9 +91,16 @@ class Syscall:
     def __next__(self) -> Any: ...
     def send(self, value: Any) -> Any: ...
 
+_TaskBody = Coroutine[Any, Any, _T] | Generator[Any, Any, _T]
+
 @final
-class Task:
-    """A task: awaiting it joins it."""
+class Task(Generic[_T]):
+    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
+
+    ``id``, ``name`` and ``priority`` can be read on any thread; the rest
+    belongs to the scheduler's thread (``RuntimeError`` elsewhere: use
+    ``Handle.cancel(task.id)``).
+    """
 
     @property
     def id(self) -> int: ...
@@ -97,12 +111,13 @@ class Task:
     @property
     def state(self) -> TaskState: ...
     def done(self) -> bool: ...
-    def result(self) -> Any: ...
+    def result(self) -> _T: ...
     def exception(self) -> BaseException | None: ...
     def cancel(self) -> bool: ...
-    def add_dependency(self, other: Task) -> None: ...
-    def add_done_callback(self, callback: Callable[[Task], object]) -> None: ...
-    def __await__(self) -> Generator[Any, Any, Any]: ...
+    def add_dependency(self, other: Task[Any]) -> None: ...
+    def add_done_callback(self, callback: Callable[[Task[_T]], object]) -> None:
+        """Call ``callback(task)`` once the task has ended; ``TypeError`` if not callable."""
+    def __await__(self) -> Generator[Any, Any, _T]: ...
 
 @final
 class TaskEvent:
@@ -123,14 +138,18 @@ class Event:
     """A flag tasks wait for: ``set()`` wakes every waiter (asyncio's ``Event``).
 
     Made anywhere; it belongs to the scheduler on which it is first waited
-    on, and keeps a ``set()`` made before that.
+    on, and keeps a ``set()`` made before that. ``set()`` works from any
+    thread; ``is_set``, ``clear`` and ``wait`` belong to the scheduler's.
     """
 
     def __init__(self) -> None: ...
     def is_set(self) -> bool:
         """Whether the event is set."""
     def set(self) -> None:
-        """Set the event: every waiting task wakes; later waits return at once."""
+        """Set the event: every waiting task wakes; later waits return at once.
+
+        From another thread than its scheduler's, through the scheduler's handle.
+        """
     def clear(self) -> None:
         """Clear the event: later waits block until it is set again."""
     def wait(self) -> _Awaitable[bool]:
@@ -149,9 +168,9 @@ class EventBatch(Sequence[TaskEvent]):
 
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: int) -> TaskEvent: ...
+    def __getitem__(self, index: int, /) -> TaskEvent: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[TaskEvent]: ...
+    def __getitem__(self, index: slice, /) -> Sequence[TaskEvent]: ...
     def __iter__(self) -> Iterator[TaskEvent]: ...
     def counts(self) -> dict[str, int]:
         """How many events of each kind."""
@@ -166,7 +185,7 @@ class Handle:
         self,
         coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
         *,
-        priority: int = 10,
+        priority: int = ...,
         name: str | None = None,
     ) -> int: ...
     def cancel(self, task_id: int) -> None: ...
@@ -184,17 +203,21 @@ class Completion:
 
 @final
 class Scheduler:
-    """A scheduler for Python (and native) tasks on the current thread."""
+    """A scheduler for Python (and native) tasks on the current thread.
 
-    def __init__(
-        self,
+    It and its tasks belong to that thread: used from another one they raise
+    ``RuntimeError`` (use ``handle()`` or ``tiffany.lowlevel.Completion``).
+    """
+
+    def __new__(
+        cls,
         *,
-        clock: Literal["real", "virtual"] | str = "real",
-        quantum: float = 0.005,
+        clock: Literal["real", "virtual"] = "real",
+        quantum: float = ...,
         capacity: int | None = None,
         backpressure: Callable[[], float] | None = None,
         timing_metrics: bool = True,
-    ) -> None:
+    ) -> Scheduler:
         """A scheduler on the current thread.
 
         ``timing_metrics=False`` leaves the run-latency and wait-time
@@ -202,23 +225,36 @@ class Scheduler:
         """
     def spawn(
         self,
-        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        coro: _TaskBody[_T],
         *,
-        priority: int = 10,
-        deps: Iterable[Task] | None = None,
+        priority: int = ...,
+        deps: Iterable[Task[Any]] | None = None,
         name: str | None = None,
         daemon: bool = False,
-    ) -> Task: ...
+    ) -> Task[_T]:
+        """Spawn a coroutine (or generator) as a task.
+
+        ``priority`` is an int in 0..=255 (``ValueError`` outside, ``TypeError``
+        for a bool); a coroutine already held by a task is refused (``RuntimeError``).
+        """
     def spawn_system(
         self,
-        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        coro: _TaskBody[_T],
         *,
         name: str | None = None,
-    ) -> Task: ...
-    def run(self, main: Coroutine[Any, Any, _T] | Generator[Any, Any, _T] | None = None) -> _T: ...
+    ) -> Task[_T]: ...
+    @overload
+    def run(self, main: None = None) -> None:
+        """Run until every non-daemon task has finished (daemon tasks are then cancelled)."""
+    @overload
+    def run(self, main: _TaskBody[_T]) -> _T:
+        """Run ``main``; when it ends, cancel what is left and return its result."""
     def now(self) -> float: ...
     def on_event(self, callback: Callable[[TaskEvent], object]) -> None:
-        """Call ``callback(event)`` for every event, on the scheduler's thread."""
+        """Call ``callback(event)`` for every event, on the scheduler's thread.
+
+        ``TypeError`` at once if ``callback`` is not callable.
+        """
     def on_events(self, callback: Callable[[EventBatch], object], max_batch: int = 1024) -> None:
         """Call ``callback(batch)`` with the events in batches of at most ``max_batch``.
 
@@ -228,20 +264,12 @@ class Scheduler:
         """
     def metrics(self) -> dict[str, Any]: ...
     def prometheus(self) -> str: ...
-    def shutdown(self, timeout: float) -> Literal["clean", "timeout"]: ...
+    def shutdown(self, timeout: float) -> Literal["clean", "timeout"]:
+        """Shut down: tasks drain until ``timeout``; the rest is cancelled, then abandoned."""
     def pressure(self) -> float: ...
     def handle(self) -> Handle: ...
-    def spawn_native_join(self, task: Task, *, name: str | None = None) -> Task: ...
-    def spawn_native_sleep(
-        self,
-        seconds: float,
-        result: object = None,
-        *,
-        priority: int = 10,
-        name: str | None = None,
-    ) -> Task: ...
 
-def sleep(seconds: float) -> Syscall:
+def sleep(seconds: float, /) -> Syscall:
     """``await sleep(s)``: sleep ``s`` seconds on the scheduler's clock (``0`` yields)."""
 
 def yield_now() -> Syscall:
@@ -254,25 +282,29 @@ def admit() -> Syscall:
     """``await admit()``: wait at the back-pressure admission gate until intake is open."""
 
 def shutdown(timeout: float) -> Syscall:
-    """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout"."""
+    """``await shutdown(t)``: shut the scheduler down from a task; returns "clean" or "timeout".
+
+    The other tasks drain until ``t``; what is left is cancelled, and a task
+    that swallows ``Cancelled`` is then abandoned (its coroutine closed).
+    """
 
 def spawn(
-    coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+    coro: _TaskBody[_T],
     *,
-    priority: int = 10,
-    deps: Iterable[Task] | None = None,
+    priority: int = ...,
+    deps: Iterable[Task[Any]] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> Task:
+) -> Task[_T]:
     """Spawn on the running scheduler (see ``Scheduler.spawn``)."""
 
 def now() -> float:
     """The running scheduler's time in seconds."""
 
-def current_task() -> Task | None:
+def current_task() -> Task[Any] | None:
     """The task being run, or ``None`` outside tasks."""
 
-def join(task: Task, timeout: float | None = None) -> Syscall:
+def join(task: Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
     """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``."""
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall:
@@ -286,7 +318,9 @@ def sock_recv(sock: socket.socket, n: int) -> _Awaitable[bytes]:
 
     The receive is tried at once, natively; only if it would block does the
     task wait for the socket to become readable. The socket must be
-    non-blocking and stays registered with the scheduler between calls.
+    non-blocking (``ValueError`` otherwise) and stays registered with the
+    scheduler between calls. One call returns at most 256 KiB, whatever
+    ``n`` (as one ``recv`` would); a negative ``n`` is a ``ValueError``.
     """
 
 def sock_sendall(sock: socket.socket, data: ReadableBuffer) -> _Awaitable[None]:
@@ -349,7 +383,7 @@ def exec(
     kill_grace: float = 2.0,
     priority: int = 10,
     name: str | None = None,
-) -> Task:
+) -> Task[Completed]:
     """Run a command as a native task; ``await`` the task for a :class:`Completed`.
 
     The command starts in its own process group. stdout and stderr are
@@ -362,6 +396,19 @@ def exec(
     argument raises ``ValueError`` or ``TypeError`` at once. A non-zero exit
     is not an error: see ``Completed.returncode``.
     """
+
+def spawn_native_join(sched: Scheduler, task: Task[_T], *, name: str | None = None) -> Task[_T]:
+    """Spawn on ``sched`` a native task that joins ``task`` (see ``tiffany.testing``)."""
+
+def spawn_native_sleep(
+    sched: Scheduler,
+    seconds: float,
+    result: Any = None,
+    *,
+    priority: int = ...,
+    name: str | None = None,
+) -> Task[Any]:
+    """Spawn on ``sched`` a native task that sleeps, then returns ``result``."""
 
 # ----- service mode (tiffanyd) ---------------------------------------------
 

@@ -16,12 +16,13 @@ def test_set_wakes_every_waiter_in_order() -> None:
         woke.append((i, tiffany.now()))
 
     async def main() -> None:
-        for i in range(5):
-            tiffany.spawn(waiter(i))
+        waiters = [tiffany.spawn(waiter(i)) for i in range(5)]
         await tiffany.sleep(2.5)
         assert not ev.is_set()
         ev.set()
         assert ev.is_set()
+        for w in waiters:
+            await w
 
     tiffany.run(main(), clock="virtual")
     assert woke == [(i, 2.5) for i in range(5)]
@@ -99,10 +100,11 @@ def test_many_idle_waiters_are_released_by_one_set() -> None:
         released += 1
 
     async def main() -> None:
-        for _ in range(10_000):
-            tiffany.spawn(idle())
+        idlers = [tiffany.spawn(idle()) for _ in range(10_000)]
         await tiffany.sleep(0)
         ev.set()
+        for t in idlers:
+            await t
 
     tiffany.run(main(), clock="virtual")
     assert released == 10_000

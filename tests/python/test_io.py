@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import struct
 
 import pytest
 
 import tiffany
+import tiffany.lowlevel
 
 
 def test_wait_readable_on_socketpair() -> None:
@@ -14,7 +18,7 @@ def test_wait_readable_on_socketpair() -> None:
     events: list[str] = []
 
     async def reader() -> bytes:
-        await tiffany.wait_readable(a)
+        await tiffany.lowlevel.wait_readable(a)
         events.append("readable")
         return a.recv(16)
 
@@ -41,8 +45,8 @@ def test_wait_readable_already_ready_and_fd_int() -> None:
     b.send(b"x")
 
     async def main() -> bytes:
-        await tiffany.wait_readable(a.fileno())
-        await tiffany.wait_readable(a)  # still readable: level semantics
+        await tiffany.lowlevel.wait_readable(a.fileno())
+        await tiffany.lowlevel.wait_readable(a)  # still readable: level semantics
         return a.recv(1)
 
     try:
@@ -56,9 +60,9 @@ def test_wait_writable_and_timeout() -> None:
     a, b = socket.socketpair()
 
     async def main() -> str:
-        await tiffany.wait_writable(a)
+        await tiffany.lowlevel.wait_writable(a)
         with pytest.raises(TimeoutError):
-            await tiffany.wait_readable(a, timeout=0.02)
+            await tiffany.lowlevel.wait_readable(a, timeout=0.02)
         return "ok"
 
     try:
@@ -73,7 +77,7 @@ def test_wait_on_closed_socket_is_a_clear_error() -> None:
     a.close()
     b.close()
     with pytest.raises(ValueError, match="invalid file descriptor"):
-        tiffany.wait_readable(a)
+        tiffany.lowlevel.wait_readable(a)
 
 
 def test_wait_on_closed_fd_number_raises_oserror() -> None:
@@ -83,10 +87,12 @@ def test_wait_on_closed_fd_number_raises_oserror() -> None:
     b.close()
 
     async def main() -> None:
-        await tiffany.wait_readable(fd)
+        await tiffany.lowlevel.wait_readable(fd)
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as info:
         tiffany.run(main())
+    assert isinstance(info.value.errno, int)
+    assert "os error" not in str(info.value)
 
 
 def test_echo_server_and_clients_over_loopback() -> None:
@@ -276,3 +282,88 @@ def test_sock_accept_refuses_a_blocking_listener() -> None:
         listener.listen()
         with pytest.raises(ValueError, match="non-blocking"):
             tiffany.sock_accept(listener)
+
+
+def test_sock_recv_of_an_enormous_size_reads_what_arrived() -> None:
+    # 2**36 bytes would be a 64 GiB buffer: it used to abort the process.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def main() -> bytes:
+        b.sendall(b"hello")
+        return await tiffany.sock_recv(a, 2**36)
+
+    try:
+        assert tiffany.run(main(), clock="virtual") == b"hello"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sock_recv_returns_at_most_256_kib_per_call() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def writer() -> None:
+        await tiffany.sock_sendall(b, payload)
+        b.shutdown(socket.SHUT_WR)
+
+    async def main() -> list[int]:
+        tiffany.spawn(writer())
+        sizes = []
+        received = bytearray()
+        while chunk := await tiffany.sock_recv(a, 2**40):
+            sizes.append(len(chunk))
+            received += chunk
+        assert received == payload
+        return sizes
+
+    try:
+        sizes = tiffany.run(main())
+        assert max(sizes) <= 256 * 1024
+    finally:
+        a.close()
+        b.close()
+
+
+def test_os_errors_are_built_as_python_builds_them() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.close()
+
+    async def main() -> None:
+        await tiffany.sock_sendall(a, b"x" * 100)
+
+    try:
+        with pytest.raises(BrokenPipeError) as info:
+            tiffany.run(main(), clock="virtual")
+    finally:
+        a.close()
+    assert info.value.errno == errno.EPIPE
+    assert info.value.strerror == os.strerror(errno.EPIPE)
+    assert str(info.value) == f"[Errno {errno.EPIPE}] {os.strerror(errno.EPIPE)}"
+    assert "os error" not in str(info.value)
+
+
+def test_a_reset_connection_is_a_connection_reset_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    conn.setblocking(False)
+    # Close with unread data and SO_LINGER 0: the peer sees a reset.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+    async def main() -> bytes:
+        await tiffany.sleep(0)
+        return await tiffany.sock_recv(conn, 10)
+
+    try:
+        with pytest.raises(ConnectionResetError) as info:
+            tiffany.run(main())
+        assert info.value.errno == errno.ECONNRESET
+    finally:
+        conn.close()
+        listener.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import tiffany
+import tiffany.lowlevel
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process tasks need Linux")
 
@@ -128,7 +129,7 @@ def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
         task = tiffany.exec(["sh", "-c", f"sleep 100 & echo $$ $! > '{fifo}'; wait"])
         text = b""
         while not text.endswith(b"\n"):
-            await tiffany.wait_readable(reader)
+            await tiffany.lowlevel.wait_readable(reader)
             try:
                 text += os.read(reader, 64)
             except BlockingIOError:

@@ -7,6 +7,8 @@ import json
 import pytest
 
 import tiffany
+import tiffany.lowlevel
+import tiffany.testing
 
 
 def _program(sched: tiffany.Scheduler) -> None:
@@ -16,8 +18,9 @@ def _program(sched: tiffany.Scheduler) -> None:
         await tiffany.sleep(0.01 * (i + 1))
 
     async def main() -> None:
-        for i in range(6):
-            tiffany.spawn(worker(i))
+        workers = [tiffany.spawn(worker(i)) for i in range(6)]
+        for w in workers:
+            await w
 
     sched.run(main())
 
@@ -42,8 +45,7 @@ def test_on_events_delivers_every_event_in_order_in_batches() -> None:
         assert len({e.time for e in b}) == 1
 
 
-def test_event_batch_is_a_sequence_with_pal_and_counts() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_event_batch_is_a_sequence_with_pal_and_counts(sched: tiffany.Scheduler) -> None:
     batches: list[tiffany.EventBatch] = []
     sched.on_events(batches.append)
     _program(sched)
@@ -63,8 +65,9 @@ def test_event_batch_is_a_sequence_with_pal_and_counts() -> None:
     assert "EventBatch of" in repr(batch)
 
 
-def test_on_events_callback_errors_are_counted_and_the_run_goes_on() -> None:
-    sched = tiffany.Scheduler(clock="virtual")
+def test_on_events_callback_errors_are_counted_and_the_run_goes_on(
+    sched: tiffany.Scheduler,
+) -> None:
 
     def bad(batch: tiffany.EventBatch) -> None:
         raise RuntimeError("subscriber bug")
@@ -89,3 +92,91 @@ def test_timing_metrics_off_leaves_the_histograms_empty() -> None:
     assert off.metrics()["run_latency"]["count"] == 0
     assert off.metrics()["wait_time"]["count"] == 0
     assert off.metrics()["steps"] == on.metrics()["steps"]
+
+
+def test_events_are_deterministic_under_virtual_clock() -> None:
+    def program() -> list[str]:
+        lines: list[str] = []
+
+        async def child(i: int) -> int:
+            await tiffany.sleep(0.01 * (i % 3))
+            await tiffany.yield_now()
+            return i
+
+        async def main() -> int:
+            tasks = [tiffany.spawn(child(i), priority=10 + i % 2) for i in range(6)]
+            total = 0
+            for t in tasks:
+                total += await t
+            return total
+
+        sched = tiffany.Scheduler(clock="virtual")
+        sched.on_event(lambda e: lines.append(e.to_json()))
+        assert sched.run(main()) == 15
+        return lines
+
+    first, second = program(), program()
+    assert first == second
+    kinds = {json.loads(line)["event"] for line in first}
+    assert {"spawned", "running", "sleep", "yield", "join", "done"} <= kinds
+
+
+def test_event_callback_errors_are_counted_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_callback(event: tiffany.TaskEvent) -> None:
+        raise RuntimeError("callback broke")
+
+    async def main() -> str:
+        await tiffany.sleep(0.1)
+        return "fine"
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.on_event(bad_callback)
+    assert sched.run(main()) == "fine"
+    assert sched.metrics()["callback_errors"] > 0
+    assert any("callback broke" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_metrics_and_prometheus() -> None:
+    async def main() -> None:
+        for _ in range(3):
+            await tiffany.sleep(0.01)
+
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.run(main())
+    m = sched.metrics()
+    assert m["done"] == 1 and m["spawned"] == 1
+    text = sched.prometheus()
+    assert '\ntiffany_tasks_total{outcome="done"} 1\n' in text
+    assert "\ntiffany_task_run_latency_seconds_bucket{" in text
+    assert "\ntiffany_scheduler_ready_queue_depth " in text
+
+
+def test_an_events_detail_is_its_pal_line_without_the_header(sched: tiffany.Scheduler) -> None:
+    events: list[tiffany.TaskEvent] = []
+    sched.on_event(events.append)
+
+    async def child() -> None:
+        await tiffany.sleep(0.5)
+        raise ValueError("boom")
+
+    async def main() -> None:
+        unnamed = tiffany.spawn(child())
+        named = tiffany.spawn(child(), name="named", deps=[unnamed])
+        for t in (unnamed, named):
+            try:
+                await t
+            except (ValueError, tiffany.TaskCancelled):
+                pass
+        await tiffany.shutdown(1.0)
+
+    sched.run(main())
+    kinds = {e.kind for e in events}
+    assert {"spawned", "sleep", "join", "failed", "shutdown_begin"} <= kinds
+    for e in events:
+        line = json.loads(e.to_json())
+        assert (line.pop("ts"), line.pop("task_id"), line.pop("event")) == (
+            e.time,
+            e.task_id,
+            e.kind,
+        )
+        assert e.detail == line, e.kind

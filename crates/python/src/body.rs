@@ -24,14 +24,17 @@ use crate::syscall::Kind;
 
 /// A Python task's coroutine stack.
 pub(crate) struct PyBody {
-    /// The root coroutine or generator, then the generators it called; each
-    /// with whether it is a (pyos-style) generator. Inline while only the
-    /// root is on it (almost always), so a task costs no second allocation.
-    stack: SmallVec<[(Held, bool); 1]>,
+    /// The root coroutine or generator, then the generators it called.
+    /// Inline while only the root is on it (almost always), so a task costs
+    /// no second allocation.
+    stack: SmallVec<[Held; 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
     sched: u64,
     /// A descriptor registered for the current I/O wait, released on resume.
     held_fd: Option<i32>,
+    /// The object the current wait is about (an `Event`), kept alive until
+    /// the task resumes.
+    kept: Option<Py<PyAny>>,
     /// The socket operation the task waits to retry, if any (boxed: most
     /// tasks never have one, and every task pays for the field).
     pending: Option<Box<SockOp>>,
@@ -41,9 +44,10 @@ impl PyBody {
     pub(crate) fn new(py: Python<'_>, coro: Py<PyAny>, sched: u64) -> Self {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
-            stack: smallvec![(Held::hidden(py, coro, generator), generator)],
+            stack: smallvec![Held::hidden(py, coro, generator)],
             sched,
             held_fd: None,
+            kept: None,
             pending: None,
         }
     }
@@ -63,12 +67,18 @@ pub(crate) struct Held {
     obj: Py<PyAny>,
     /// Untracked by us: track it again before letting go.
     hidden: bool,
+    /// A (pyos-style) generator rather than a coroutine.
+    generator: bool,
 }
 
 impl Held {
     /// Holds a nested generator as it is.
-    fn new(obj: Py<PyAny>) -> Self {
-        Held { obj, hidden: false }
+    fn nested_generator(obj: Py<PyAny>) -> Self {
+        Held {
+            obj,
+            hidden: false,
+            generator: true,
+        }
     }
 
     /// Holds a task's root object, untracked if it is a plain coroutine or
@@ -83,7 +93,11 @@ impl Held {
             // SAFETY: as above; it is tracked, so untracking is allowed.
             unsafe { ffi::PyObject_GC_UnTrack(ptr.cast()) };
         }
-        Held { obj, hidden }
+        Held {
+            obj,
+            hidden,
+            generator,
+        }
     }
 }
 
@@ -270,7 +284,7 @@ impl PyBody {
                 writable,
                 timeout,
             } => {
-                let token = crate::runtime::io_acquire(py, fd, None)?;
+                let token = crate::io_registry::io_acquire(py, fd, None)?;
                 self.held_fd = Some(fd);
                 SystemCall::IoWait {
                     token,
@@ -284,7 +298,7 @@ impl PyBody {
                 }
             }
             Kind::Channel { token } => SystemCall::IoWait {
-                token: crate::runtime::channel_token(token)?,
+                token: crate::current::channel_token(token)?,
                 interest: Interest::Readable,
                 timeout: None,
                 after_would_block: false,
@@ -295,6 +309,7 @@ impl PyBody {
                         "this Event belongs to another scheduler",
                     ));
                 }
+                self.kept = crate::syscall::operands_of(yielded).0.map(Bound::unbind);
                 SystemCall::EventWait(tiffany_scheduler::EventId::from_raw(event))
             }
             Kind::Sock(op) => {
@@ -310,7 +325,7 @@ impl PyBody {
         match op.attempt(py)? {
             Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
             Attempt::Wait { fd, writable } => {
-                let token = crate::runtime::io_acquire(py, fd, Some(op.sock().bind(py)))?;
+                let token = crate::io_registry::io_acquire(py, fd, Some(op.sock().bind(py)))?;
                 self.held_fd = Some(fd);
                 self.pending = Some(op);
                 Ok(Translated::Call(SystemCall::IoWait {
@@ -329,8 +344,9 @@ impl PyBody {
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
         if let Some(fd) = self.held_fd.take() {
-            crate::runtime::io_release(fd);
+            crate::io_registry::io_release(fd);
         }
+        self.kept = None;
         let mut input = match self.pending.take() {
             // Woken for a socket operation: retry it. Any other answer
             // (cancellation) drops the operation and goes to the coroutine.
@@ -344,15 +360,15 @@ impl PyBody {
             _ => self.input(py, answer),
         };
         loop {
-            let Some((top, generator)) = self.stack.last() else {
+            let Some(top) = self.stack.last() else {
                 return Step::Failed(TaskError::new("python task resumed after it ended"));
             };
-            match resume_one(py, top, *generator, input) {
+            match resume_one(py, top, top.generator, input) {
                 Outcome::Yielded(obj) => {
                     let bound = obj.bind(py);
                     if is_generator(py, bound) {
                         // Trampolining: call the generator as a subroutine.
-                        self.stack.push((Held::new(obj), true));
+                        self.stack.push(Held::nested_generator(obj));
                         input = Input::Start;
                         continue;
                     }
@@ -386,13 +402,20 @@ impl PyBody {
                                 // As in asyncio: these end the whole run, not just
                                 // the task. The scheduler shuts down (every task
                                 // sees `Cancelled`) and run() re-raises it.
-                                crate::runtime::interrupt_with(err.clone_ref(py));
+                                crate::current::interrupt_with(err.clone_ref(py));
                             }
                             let message = err.to_string();
-                            Step::Failed(TaskError::with_payload(
-                                message,
-                                Value::new(err.into_value(py).into_any()),
-                            ))
+                            // The task's name goes with its failure, for the
+                            // report of a failure nobody waited for.
+                            let task_name = crate::current::current()
+                                .ok()
+                                .and_then(|c| c.kernel.info(c.kernel.current_task()?))
+                                .and_then(|i| i.name);
+                            let failure = crate::errors::Failure {
+                                exception: err.into_value(py).into_any(),
+                                task_name,
+                            };
+                            Step::Failed(TaskError::with_payload(message, Value::new(failure)))
                         };
                     }
                     input = Input::Throw(err);
@@ -419,7 +442,7 @@ impl TaskBody for PyBody {
 impl Drop for PyBody {
     fn drop(&mut self) {
         if let Some(fd) = self.held_fd.take() {
-            crate::runtime::io_release(fd);
+            crate::io_registry::io_release(fd);
         }
         if self.stack.is_empty() {
             return;
@@ -427,7 +450,7 @@ impl Drop for PyBody {
         // Close the coroutines (innermost first) so an unfinished one runs its
         // `finally` blocks and an unstarted one does not warn "never awaited".
         Python::attach(|py| {
-            for (coro, _) in self.stack.drain(..).rev() {
+            for coro in self.stack.drain(..).rev() {
                 if let Err(e) = coro.bind(py).call_method0("close") {
                     e.write_unraisable(py, Some(coro.bind(py)));
                 }
@@ -444,6 +467,12 @@ fn int(py: Python<'_>, v: u64) -> Py<PyAny> {
 
 fn float(py: Python<'_>, v: f64) -> Py<PyAny> {
     pyo3::types::PyFloat::new(py, v).into_any().unbind()
+}
+
+/// Whether `obj` is exactly a coroutine or a generator (not a subclass or
+/// another implementation of the protocols).
+pub(crate) fn is_exact_task_type(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    is_coroutine(py, obj) || is_generator(py, obj)
 }
 
 fn is_coroutine(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {

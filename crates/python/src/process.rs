@@ -19,8 +19,8 @@ use tiffany_scheduler::process::{self, Completed, DEFAULT_CAPTURE_LIMIT, ExecErr
 use tiffany_scheduler::{PRI_DEFAULT, SpawnOptions};
 
 use crate::errors::{TaskFailed, spawn_error};
-use crate::runtime::Task;
 use crate::syscall::{check_seconds, seconds};
+use crate::task::Task;
 
 /// How a command ended: `tiffany.Completed`.
 #[pyclass(module = "tiffany._native", name = "Completed", frozen)]
@@ -230,7 +230,9 @@ fn spec_from_py(
         argv, *, timeout = None, env = None, cwd = None, stdin = None,
         capture_limit = DEFAULT_CAPTURE_LIMIT as i64, kill_grace = 2.0,
         priority = PRI_DEFAULT, name = None
-    )
+    ),
+    // The defaults as Python shows them (the signature's are Rust constants).
+    text_signature = "(argv, *, timeout=None, env=None, cwd=None, stdin=None, capture_limit=1048576, kill_grace=2.0, priority=10, name=None)"
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
@@ -256,7 +258,7 @@ pub fn exec(
         .capture_limit(capture_limit)
         .kill_grace(kill_grace);
     spec.timeout = timeout;
-    let (kernel, _) = crate::runtime::current_kernel()?;
+    let (kernel, _) = crate::current::current_kernel()?;
     let mut options = SpawnOptions::priority(priority);
     options.name = name.as_deref().map(Into::into);
     let id = process::spawn(&kernel, spec, options).map_err(|e| match e {
@@ -264,5 +266,5 @@ pub fn exec(
         ExecError::Spawn(e) => spawn_error(py, &e),
         other => exec_error(py, &other),
     })?;
-    crate::runtime::task_for(id, name, priority)
+    Ok(Task::new(&crate::current::current()?, id, name, priority))
 }

@@ -10,13 +10,21 @@
 //!
 //! Because the failed attempt has just shown the socket not ready, the wait
 //! tells the kernel so (`after_would_block`), and the socket stays registered
-//! with the reactor from one wait to the next (see `runtime::io_acquire`). A
+//! with the reactor from one wait to the next (see `io_registry::io_acquire`). A
 //! round trip therefore costs the receive that would block, the receive and
 //! the send, plus a share of one `epoll_wait` — nothing else.
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+
+use crate::errors::os_error;
+
+/// The most one `sock_recv` returns, whatever the caller asks for: a receive
+/// returns what has arrived, rarely more than a socket buffer, so a larger
+/// request is served by later calls (as Python's `sock.recv` would be
+/// limited by the kernel). The buffer is allocated once per thread.
+pub(crate) const RECV_MAX: usize = 256 * 1024;
 
 thread_local! {
     static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -61,11 +69,6 @@ pub(crate) struct SockOp {
 
 fn would_block(errno: i32) -> bool {
     errno == libc::EAGAIN || errno == libc::EWOULDBLOCK || errno == libc::EINTR
-}
-
-fn os_error(errno: i32) -> PyErr {
-    let msg = std::io::Error::from_raw_os_error(errno).to_string();
-    PyOSError::new_err((errno, msg))
 }
 
 fn last_errno() -> i32 {
@@ -201,11 +204,34 @@ impl SockOp {
     }
 }
 
-/// `await tiffany.sock_recv(sock, n)`: up to `n` bytes (`b""` at end of stream).
+/// `await tiffany.sock_recv(sock, n)`: up to `n` bytes (`b""` at end of
+/// stream), at most [`RECV_MAX`] per call. The socket must be non-blocking.
 #[pyfunction]
-pub fn sock_recv<'py>(sock: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+pub fn sock_recv<'py>(sock: &Bound<'py, PyAny>, n: i64) -> PyResult<Bound<'py, PyAny>> {
+    if n < 0 {
+        return Err(PyValueError::new_err(format!(
+            "sock_recv() n must be >= 0, got {n}"
+        )));
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX).min(RECV_MAX);
     let fd = crate::syscall::fd_of(sock)?;
+    require_nonblocking(fd, "sock_recv()")?;
     crate::syscall::sock_syscall(sock, SockKind::Recv { fd, n }, None)
+}
+
+/// Refuses a blocking socket: the scheduler's thread must never block in it.
+fn require_nonblocking(fd: i32, what: &str) -> PyResult<()> {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(os_error(last_errno()));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} needs a non-blocking socket: call sock.setblocking(False) first"
+        )));
+    }
+    Ok(())
 }
 
 /// `await tiffany.sock_sendall(sock, data)`: send every byte of `data` (any
@@ -240,17 +266,8 @@ pub fn sock_sendall<'py>(
 #[pyfunction]
 pub fn sock_accept<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let fd = crate::syscall::fd_of(sock)?;
-    // Receives and sends pass MSG_DONTWAIT; accept has no such flag and
-    // would block the whole scheduler on a blocking listener.
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(os_error(last_errno()));
-    }
-    if flags & libc::O_NONBLOCK == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "sock_accept() needs a non-blocking socket: call sock.setblocking(False) first",
-        ));
-    }
+    // Accept has no MSG_DONTWAIT: it would block the whole scheduler on a
+    // blocking listener.
+    require_nonblocking(fd, "sock_accept()")?;
     crate::syscall::sock_syscall(sock, SockKind::Accept { fd }, None)
 }

@@ -148,7 +148,17 @@ pub(crate) fn sock_syscall<'py>(
     op: crate::sockets::SockKind,
     data: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let obj = alloc(owner.py(), Kind::Sock(op))?;
+    owned_syscall(owner, Kind::Sock(op), data)
+}
+
+/// A `Syscall` of kind `kind` carrying `owner` (the object it is about:
+/// a socket, an `Event`, which it keeps alive) and `data`.
+pub(crate) fn owned_syscall<'py>(
+    owner: &Bound<'py, PyAny>,
+    kind: Kind,
+    data: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let obj = alloc(owner.py(), kind)?;
     let raw = obj.as_ptr() as *mut RawSyscall;
     // SAFETY: a fresh object of our type; we store owned references that
     // the dealloc releases.
@@ -321,17 +331,27 @@ pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Syscall", ty)
 }
 
-/// A checked number of seconds as a `Duration`, saturating (a sleep of
-/// `1e300` seconds is a sleep until the end of time, not a panic).
+/// The longest duration the kernel's clock can represent, in seconds: its
+/// timers count nanoseconds in 64 bits (about 584 years).
+pub(crate) const MAX_SECONDS: f64 = 18_446_744_073.0;
+
+/// A number of seconds checked by [`check_seconds`] as a `Duration`.
 pub(crate) fn seconds(s: f64) -> std::time::Duration {
     std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX)
 }
 
-/// Checks a duration given in seconds: finite and not negative.
+/// Checks a duration given in seconds: finite, not negative, and within the
+/// clock's range (a longer one is refused, not silently shortened).
 pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
     if !s.is_finite() || s < 0.0 {
         return Err(PyValueError::new_err(format!(
             "{name} must be a finite number of seconds >= 0, got {s}"
+        )));
+    }
+    if s > MAX_SECONDS {
+        return Err(pyo3::exceptions::PyOverflowError::new_err(format!(
+            "{name} of {s} seconds is beyond the clock's range (at most {MAX_SECONDS} \
+             seconds, about 584 years)"
         )));
     }
     Ok(s)
@@ -354,7 +374,7 @@ unsafe extern "C" fn sleep_raw(
         let seconds = if ffi::PyLong_CheckExact(arg) != 0 {
             let v = ffi::PyLong_AsLongLong(arg);
             if v == -1 && !ffi::PyErr_Occurred().is_null() {
-                // Too large for 64 bits: as a float (it saturates later).
+                // Too large for 64 bits: as a float (refused below).
                 ffi::PyErr_Clear();
                 let f = ffi::PyFloat_AsDouble(arg);
                 if f == -1.0 && !ffi::PyErr_Occurred().is_null() {

@@ -16,10 +16,8 @@ use std::rc::Rc;
 
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice};
-use tiffany_scheduler::{EventSubscriber, TaskEvent};
-
-use crate::runtime::PyTaskEvent;
+use pyo3::types::{PyDict, PyList, PySlice};
+use tiffany_scheduler::{EventSubscriber, Field, TaskEvent, TaskId};
 
 /// Events in the order they happened, handed to an `on_events` callback.
 #[pyclass(module = "tiffany._native", name = "EventBatch", frozen, sequence)]
@@ -114,7 +112,7 @@ impl EventSubscriber for BatchSubscriber {
                     Py::new(py, batch).and_then(|batch| self.callback.call1(py, (batch,)));
                 if let Err(err) = delivered {
                     self.errors.set(self.errors.get() + 1);
-                    crate::runtime::log_callback_error(py, "an on_events callback", err);
+                    crate::errors::log_callback_error(py, "an on_events callback", err);
                 }
             }
         });
@@ -122,5 +120,70 @@ impl EventSubscriber for BatchSubscriber {
 
     fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+/// An event given to `on_event` callbacks: one transition of one task (or of
+/// the scheduler).
+#[pyclass(module = "tiffany._native", name = "TaskEvent", frozen)]
+pub struct PyTaskEvent {
+    event: TaskEvent,
+}
+
+impl PyTaskEvent {
+    pub(crate) fn new(event: TaskEvent) -> Self {
+        PyTaskEvent { event }
+    }
+}
+
+#[pymethods]
+impl PyTaskEvent {
+    /// "spawned", "running", "yield", "sleep", "io_wait", "join", "event_wait", "done",
+    /// "failed", "cancelled", "throttled", "paused", "resumed", "spawn_denied",
+    /// "shutdown_begin", "shutdown_complete" or "log".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.event.kind.name()
+    }
+
+    /// The task's id, or None for scheduler-wide events.
+    #[getter]
+    fn task_id(&self) -> Option<u64> {
+        self.event.task.map(TaskId::get)
+    }
+
+    /// The scheduler's time of the event, in seconds.
+    #[getter]
+    fn time(&self) -> f64 {
+        self.event.time.as_secs_f64()
+    }
+
+    /// The event's details (for example `{"until": 0.05}` for "sleep"): the
+    /// fields of its PAL line, from the kernel's one description of them
+    /// (`EventKind::for_each_field`), so the two cannot drift apart.
+    #[getter]
+    fn detail<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let mut result = Ok(());
+        self.event.kind.for_each_field(|name, value| {
+            if result.is_ok() {
+                result = match value {
+                    Field::Int(v) => d.set_item(name, v),
+                    Field::Float(v) => d.set_item(name, v),
+                    Field::Str(v) => d.set_item(name, v),
+                    Field::Bool(v) => d.set_item(name, v),
+                };
+            }
+        });
+        result.map(|()| d)
+    }
+
+    /// The event as one PAL line (JSON).
+    fn to_json(&self) -> String {
+        self.event.to_json()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<TaskEvent {}>", self.event.to_json())
     }
 }

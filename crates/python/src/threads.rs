@@ -24,16 +24,16 @@ pub struct Handle {
 #[pymethods]
 impl Handle {
     /// Spawns a coroutine on the scheduler; returns the new task's id.
-    #[pyo3(signature = (coro, *, priority = 10, name = None))]
+    #[pyo3(signature = (coro, *, priority = crate::args::Priority::DEFAULT, name = None))]
     fn spawn(
         &self,
         py: Python<'_>,
         coro: &Bound<'_, PyAny>,
-        priority: u8,
+        priority: crate::args::Priority,
         name: Option<String>,
     ) -> PyResult<u64> {
-        crate::runtime::check_task_object(py, coro)?;
-        let mut options = SpawnOptions::priority(priority);
+        crate::scheduler::check_task_object(py, coro)?;
+        let mut options = SpawnOptions::priority(priority.0);
         options.name = name.map(|n| n.as_str().into());
         let body = Body::custom(Box::new(PyBody::new(py, coro.clone().unbind(), self.sched)));
         self.kernel
@@ -81,7 +81,7 @@ impl Completion {
     /// A completion on the running scheduler (call it from a task).
     #[new]
     fn new() -> PyResult<Self> {
-        let (kernel, token) = crate::runtime::new_channel()?;
+        let (kernel, token) = crate::current::new_channel()?;
         Ok(Completion { kernel, token })
     }
 
@@ -93,7 +93,7 @@ impl Completion {
 
     /// Releases the channel (after the await, or if it is abandoned).
     fn close(&self) {
-        crate::runtime::close_channel(self.token);
+        crate::current::close_channel(self.token);
     }
 
     fn __await__(&self) -> Syscall {

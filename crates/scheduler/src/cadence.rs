@@ -122,6 +122,21 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_pass_counts_down_the_pressure_reading_too() {
+        let c = Cadence::new(100, 3);
+        assert!(c.quiet_pass());
+        assert!(c.quiet_pass());
+        assert!(!c.quiet_pass(), "the pressure reading is due");
+        assert_eq!(
+            c.pass(),
+            Due {
+                maintenance: false,
+                pressure: true
+            }
+        );
+    }
+
+    #[test]
     fn an_interval_of_zero_means_every_pass() {
         let c = Cadence::new(0, 0);
         assert_eq!(

@@ -225,6 +225,9 @@ pub(crate) struct Core {
     remote: Option<Arc<dyn RemoteTasks>>,
     /// Local joins of other shards' tasks.
     remote_joins: RemoteJoins,
+    /// Tasks marked to be abandoned when they next park (a shutdown
+    /// deadline passed): while zero, a step pays one compare for it.
+    abandoning: usize,
 }
 
 /// Whether `w` is still a task's current wait.
@@ -292,6 +295,7 @@ impl Core {
             queued: 0,
             remote,
             remote_joins: RemoteJoins::default(),
+            abandoning: 0,
         }
     }
 
@@ -312,10 +316,16 @@ impl Core {
     /// the next system call of the running one.
     #[inline]
     pub(crate) fn chores_due(&self) -> bool {
+        let timer = self.timers.next_deadline_nanos();
+        let io = self.reactor.has_sources();
+        if timer.is_none() && !io {
+            // Nothing to look at (a pure compute or yield workload): no
+            // clock arithmetic on its hot path.
+            return false;
+        }
         let now = self.latest_reading();
-        self.timers.next_deadline().is_some_and(|d| d <= now)
-            || (self.reactor.has_sources()
-                && now.saturating_sub(self.last_io_poll) >= self.config.io_poll_interval)
+        timer.is_some_and(|d| d <= nanos(now))
+            || (io && now.saturating_sub(self.last_io_poll) >= self.config.io_poll_interval)
     }
 
     /// Whether enough events have gathered to hand them to subscribers.
@@ -910,17 +920,31 @@ impl Core {
             Step::Failed(e) => self.end(slot, Outcome::Failed(e)),
             Step::Cancelled => self.end(slot, Outcome::Cancelled),
         };
-        if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].admitted {
-            // An admission is for a spawn right after it, not across a wait.
-            self.drop_admission(slot);
+        if self.abandoning == 0 {
+            return next;
         }
+        self.abandon_if_marked(slot, next)
+    }
+
+    /// A task marked at a shutdown deadline that parks again after its one
+    /// resume (it did not end) is abandoned where it stands.
+    #[cold]
+    #[inline(never)]
+    fn abandon_if_marked(&mut self, slot: usize, next: Next) -> Next {
         if matches!(next, Next::Park | Next::Yielded) && self.tasks[slot].abandon {
-            // Its one resume after a shutdown deadline is over and it did
-            // not end: abandoned where it stands.
             self.abandon(slot);
             return Next::End;
         }
         next
+    }
+
+    /// Marks a live task to be abandoned the next time it parks.
+    fn mark_abandon(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        if t.outcome.is_none() && !t.abandon {
+            t.abandon = true;
+            self.abandoning += 1;
+        }
     }
 
     fn end(&mut self, slot: usize, outcome: Outcome) -> Next {
@@ -985,6 +1009,12 @@ impl Core {
                 | SystemCall::EventWait(_)
                 | SystemCall::Admit
         );
+        if blocking && !matches!(call, SystemCall::Admit) && self.tasks[slot].admitted {
+            // An admission is for a spawn right after it, not across a wait
+            // (a throttle at the admit itself, or at a call answered at
+            // once, keeps it: the task's next spawn is still "right after").
+            self.drop_admission(slot);
+        }
         if blocking && self.is_cancelled(slot) {
             self.tasks[slot].cancel = Cancel::Delivered;
             self.tasks[slot].input = Some(Resume::Cancelled);
@@ -1404,6 +1434,10 @@ impl Core {
             Outcome::Cancelled => TaskState::Cancelled,
         };
         t.generation = t.generation.wrapping_add(1);
+        if std::mem::take(&mut t.abandon) {
+            self.abandoning -= 1;
+        }
+        let t = &mut self.tasks[slot];
         let id = t.id;
         let daemon = t.daemon;
         let (joiners, dependents) = match &mut t.extra {
@@ -1739,10 +1773,7 @@ impl Core {
         for &id in &ids {
             let _ = self.cancel(id);
             if !patient && let Some(slot) = self.slot_of(id) {
-                let t = &mut self.tasks[slot];
-                if t.outcome.is_none() {
-                    t.abandon = true;
-                }
+                self.mark_abandon(slot);
             }
         }
         if n > 0 {
@@ -1774,7 +1805,6 @@ impl Core {
         if t.outcome.is_some() {
             return;
         }
-        t.abandon = false;
         t.cancel = Cancel::Delivered;
         self.drop_admission(slot);
         let t = &mut self.tasks[slot];
@@ -1806,7 +1836,7 @@ impl Core {
                 continue;
             };
             if current.is_some_and(|(s, _)| s == slot) {
-                self.tasks[slot].abandon = true;
+                self.mark_abandon(slot);
             } else {
                 self.abandon(slot);
             }

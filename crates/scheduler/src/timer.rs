@@ -158,6 +158,13 @@ impl Timers {
         }
     }
 
+    /// The earliest deadline in whole nanoseconds, if any (no conversion to
+    /// a `Duration`: the loop compares it on every step).
+    #[inline]
+    pub(crate) fn next_deadline_nanos(&self) -> Option<u64> {
+        self.heap.first().map(|e| (e.key >> 64) as u64)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

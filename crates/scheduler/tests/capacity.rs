@@ -171,3 +171,33 @@ fn an_unused_admission_is_given_back_when_the_task_waits() {
     assert_eq!(s.state(t), Some(TaskState::Finished));
     assert!(value_of::<bool>(&s, other));
 }
+
+/// Several producers admitted at once, throttled now and then (the
+/// quantum is a few steps): every spawn right after an admit fits. (A
+/// throttle at the admit itself once gave the unit back.)
+#[test]
+fn spawns_right_after_admit_fit_with_several_throttled_producers() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(100)
+        .quantum(ms(1))
+        .build()
+        .unwrap();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..3 {
+        let r = refused.clone();
+        s.spawn(move |cx| {
+            for i in 0..300u64 {
+                cx.admit();
+                if cx.spawn(move |cx| cx.sleep(ms(10 * (i % 7)))).is_err() {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+        .unwrap();
+    }
+    s.run();
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(s.metrics().throttles > 0, "the producers were throttled");
+    assert_eq!(s.metrics().spawned, 903);
+}

@@ -312,3 +312,82 @@ fn wait_after_would_block_forgets_stale_readiness_and_is_woken_by_new_data() {
     );
     assert_eq!(count_kind(&log.events(), reader, "io_wait"), 1);
 }
+
+/// I/O readiness is seen while tasks keep running: with the maintenance
+/// pass turned off, only the time-based poll (`io_poll_interval`) can wake
+/// the reader before the busy tasks end. (Before, a busy loop polled I/O
+/// only every 61 passes; with a writer thread that is still prompt, but the
+/// poll was tied to the pass count, not to time.)
+#[cfg(feature = "async-io")]
+#[test]
+fn io_is_polled_while_busy_tasks_keep_running() {
+    let s = Scheduler::builder()
+        .maintenance_interval(u32::MAX)
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    s.subscribe(on_io_wait(tx));
+    let (mut pipe_r, mut pipe_w) = std::io::pipe().unwrap();
+    let token = s.register_io(&pipe_r).unwrap();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = woke.clone();
+    s.spawn_with(SpawnOptions::priority(1), move |cx| {
+        cx.io_wait(token, Interest::Readable).unwrap();
+        let mut buf = [0u8; 2];
+        pipe_r.read_exact(&mut buf).unwrap();
+        w.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    let busy_saw_it = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (w, saw) = (woke.clone(), busy_saw_it.clone());
+    s.spawn_with(SpawnOptions::priority(200), move |cx| {
+        // Bounded: a broken kernel ends the test, it does not hang it.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(5) {
+            if w.load(std::sync::atomic::Ordering::SeqCst) {
+                saw.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            cx.yield_now();
+        }
+    })
+    .unwrap();
+    let handle = s.handle();
+    let writer = std::thread::spawn(move || {
+        wait_for_reader(&rx, &handle);
+        pipe_w.write_all(b"hi").unwrap();
+    });
+    s.run();
+    writer.join().unwrap();
+    assert!(is_set(&woke));
+    assert!(
+        is_set(&busy_saw_it),
+        "the reader woke only after the busy task ended"
+    );
+}
+
+/// `Handle::defer` runs a closure on the scheduler's thread; once the
+/// scheduler is gone it gives the closure back instead of dropping it.
+#[test]
+fn defer_runs_on_the_schedulers_thread_and_gives_back_when_closed() {
+    let s = vsched();
+    let handle = s.internal_handle();
+    let (tx, rx) = mpsc::channel();
+    let h = handle.clone();
+    std::thread::spawn(move || {
+        h.defer(Box::new(move || {
+            tx.send(std::thread::current().id()).unwrap()
+        }))
+        .map_err(|_| "closed")
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    s.spawn(|cx| cx.yield_now()).unwrap();
+    s.run();
+    assert_eq!(rx.try_recv().unwrap(), std::thread::current().id());
+    drop(s);
+    let given_back = handle.defer(Box::new(|| panic!("must not run")));
+    assert!(given_back.is_err());
+    std::mem::forget(given_back);
+}

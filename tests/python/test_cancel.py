@@ -1,0 +1,58 @@
+"""Cancellation: delivered at the await, level-triggered."""
+
+from __future__ import annotations
+
+import pytest
+
+import tiffany
+import tiffany.lowlevel
+import tiffany.testing
+
+
+def test_cancel_runs_finally_and_joiner_sees_task_cancelled() -> None:
+    cleaned: list[str] = []
+
+    async def victim() -> None:
+        try:
+            await tiffany.sleep(100)
+        finally:
+            cleaned.append("finally")
+
+    async def main() -> str:
+        t = tiffany.spawn(victim())
+        await tiffany.sleep(1)
+        assert t.cancel() is True
+        with pytest.raises(tiffany.TaskCancelled):
+            await t
+        assert t.state == "cancelled"
+        assert t.cancel() is False
+        return "done"
+
+    assert tiffany.run(main(), clock="virtual") == "done"
+    assert cleaned == ["finally"]
+    assert issubclass(tiffany.Cancelled, BaseException)
+    assert not issubclass(tiffany.Cancelled, Exception)
+
+
+def test_cancellation_is_level_triggered() -> None:
+    seen: list[str] = []
+
+    async def stubborn() -> str:
+        try:
+            await tiffany.sleep(100)
+        except tiffany.Cancelled:
+            seen.append("first")
+        try:
+            await tiffany.sleep(100)
+        except tiffany.Cancelled:
+            seen.append("second")
+        return "survived"
+
+    async def main() -> None:
+        t = tiffany.spawn(stubborn())
+        await tiffany.yield_now()
+        t.cancel()
+        await t
+
+    tiffany.run(main(), clock="virtual")
+    assert seen == ["first", "second"]
