@@ -264,3 +264,95 @@ async fn reads_the_version_1_fixture() {
 fn state_of(j: &proto::Job) -> JobState {
     state(j)
 }
+
+#[tokio::test]
+async fn compaction_keeps_every_job_and_the_pal_file_is_written() {
+    let dir = TempDir::new("compact");
+    let pal = dir.path().join("pal.jsonl");
+    let args = [
+        "--compact-bytes",
+        "4000",
+        "--pal-file",
+        pal.to_str().unwrap(),
+    ];
+    let mut d = Daemon::start(dir.path(), &args);
+    let mut c = d.client().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut s = exec(&["echo", "x"]);
+        s.key = Some(format!("k{i}"));
+        let j = c.submit(s).await.unwrap().into_inner();
+        wait(&mut c, j.id).await;
+        ids.push(j.id);
+    }
+    assert!(
+        d.wait_line("compacted the job log", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        d.log_text()
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    // 30 jobs were 90 records (job, started, ended); a compacted log holds
+    // one per job (plus meta), and what came after the last compaction.
+    let records = tiffany_wal::read(log_path(&d.data), &tiffany_wal::Options::new())
+        .unwrap()
+        .records;
+    assert!(records.len() < 80, "compacted: {} records", records.len());
+    let pal_text = std::fs::read_to_string(&pal).unwrap();
+    assert!(
+        pal_text.lines().count() > 30,
+        "the kernel's events are in the PAL file"
+    );
+    assert!(pal_text.lines().all(|l| l.starts_with('{')));
+
+    let d = Daemon::start(dir.path(), &[]);
+    let mut c = d.client().await;
+    let jobs = all_jobs(&mut c).await;
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    assert!(jobs.iter().all(|j| state(j) == JobState::Succeeded));
+    assert_eq!(
+        c.logs(proto::LogsRequest { id: ids[0] })
+            .await
+            .unwrap()
+            .into_inner()
+            .stdout,
+        b"x\n"
+    );
+    // Keys survive compaction; ids keep increasing.
+    let mut again = sleep(0.0);
+    again.key = Some("k0".into());
+    assert_eq!(c.submit(again).await.unwrap().into_inner().id, ids[0]);
+    assert!(c.submit(sleep(0.0)).await.unwrap().into_inner().id > *ids.last().unwrap());
+}
+
+#[tokio::test]
+async fn a_draining_daemon_refuses_submissions() {
+    let dir = TempDir::new("draining");
+    let mut d = Daemon::start(dir.path(), &["--grace", "30"]);
+    let mut c = d.client().await;
+    let long = c.submit(exec(&["sleep", "30"])).await.unwrap().into_inner();
+    d.signal(libc::SIGTERM);
+    // Bounded: the drain begins as soon as the signal is handled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = c
+            .health(proto::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if h.status == "draining" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = c.submit(sleep(0.0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    // Reads still work during the drain.
+    c.get(proto::GetRequest { id: long.id }).await.unwrap();
+    c.cancel(proto::CancelRequest { id: long.id })
+        .await
+        .unwrap();
+    assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
