@@ -487,19 +487,7 @@ async fn sighup_reloads_the_config() {
         }
         v
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let h = c
-            .health(proto::HealthRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if h.running == 3 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{h:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_health(&mut c, |h| h.running == 3).await;
     for id in ids {
         c.cancel(proto::CancelRequest { id }).await.unwrap();
     }

@@ -97,18 +97,7 @@ async fn sigterm_drains_closes_the_log_and_interrupted_jobs_run_again() {
     let long = c.submit(exec(&["sleep", "30"])).await.unwrap().into_inner();
     let short = c.submit(sleep(0.1)).await.unwrap().into_inner();
     // Both running before the signal.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c
-        .health(proto::HealthRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .running
-        < 2
-    {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_health(&mut c, |h| h.running >= 2).await;
     d.signal(libc::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
@@ -334,19 +323,7 @@ async fn a_draining_daemon_refuses_submissions() {
     let long = c.submit(exec(&["sleep", "30"])).await.unwrap().into_inner();
     d.signal(libc::SIGTERM);
     // Bounded: the drain begins as soon as the signal is handled.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let h = c
-            .health(proto::HealthRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if h.status == "draining" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_health(&mut c, |h| h.status == "draining").await;
     let e = c.submit(sleep(0.0)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     // Reads still work during the drain.

@@ -269,3 +269,24 @@ pub async fn wait(c: &mut UnixClient, id: u64) -> proto::Job {
     .unwrap()
     .into_inner()
 }
+
+/// Asks for the daemon's health until `ready` holds (at most 10 s; the
+/// polling is for a state change the daemon does not announce).
+pub async fn until_health(c: &mut UnixClient, ready: impl Fn(&proto::HealthResponse) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = c
+            .health(proto::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if ready(&h) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never became ready: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
