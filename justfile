@@ -92,3 +92,11 @@ doc:
 mutants *args: setup
     command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
     cargo mutants -p tiffany-scheduler --test-tool nextest --output target/mutants {{args}}
+
+# Options: --seconds S (per measurement, default 3), --dir DIR (on the disk to
+# measure; default target/daemon-bench), --records N (default 1,000,000).
+#
+# tiffanyd: submit-to-ack throughput and latency (1, 16 clients) vs raw fdatasync, replay of 1M records.
+bench-daemon *args:
+    cargo build --release -p tiffany-daemon --bin tiffanyd --example daemon_bench
+    target/release/examples/daemon_bench {{args}}

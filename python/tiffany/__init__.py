@@ -63,6 +63,14 @@ from tiffany._native import (
     spawn,
     yield_now,
 )
+from tiffany.client import (
+    Client,
+    DaemonUnavailable,
+    Job,
+    JobNotFound,
+    Overloaded,
+    Unauthenticated,
+)
 from tiffany.lowlevel import Completion as _Completion
 from tiffany.lowlevel import wait_writable as _wait_writable
 
@@ -104,6 +112,14 @@ __all__ = [
     "spawn",
     "to_thread",
     "yield_now",
+]
+__all__ += [
+    "Client",
+    "DaemonUnavailable",
+    "Job",
+    "JobNotFound",
+    "Overloaded",
+    "Unauthenticated",
 ]
 
 T = TypeVar("T")

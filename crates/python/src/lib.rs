@@ -26,6 +26,7 @@ mod io_registry;
 mod owner;
 mod process;
 mod scheduler;
+mod service;
 mod signals;
 mod sockets;
 mod syscall;
@@ -78,5 +79,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(testing::spawn_native_join, m)?)?;
     m.add_function(wrap_pyfunction!(testing::spawn_native_sleep, m)?)?;
     aio::init(m)?;
+    service::init(m)?;
     Ok(())
 }
