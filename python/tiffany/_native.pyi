@@ -485,15 +485,21 @@ class LoopCore:
 class RpcError(Exception):
     """A request to tiffanyd failed: args are (code, message)."""
 
+@final
 class WatchIter:
+    """Live job events from ``tiffanyd`` (JSON lines), as an iterator."""
+
     def __iter__(self) -> WatchIter: ...
     def __next__(self) -> str: ...
     def close(self) -> None: ...
 
+@final
 class DaemonClient:
-    def __init__(
-        self, socket: str | None = None, tcp: str | None = None, token: str | None = None
-    ) -> None: ...
+    """The native gRPC client behind ``tiffany.Client`` (JSON in and out)."""
+
+    def __new__(
+        cls, socket: str | None = None, tcp: str | None = None, token: str | None = None
+    ) -> Self: ...
     def submit(
         self,
         kind: str,
