@@ -177,7 +177,13 @@ def test_the_pyos_level_pieces_live_in_lowlevel_and_the_demos_in_testing() -> No
     assert not hasattr(tiffany.Scheduler, "spawn_native_sleep")
     assert not hasattr(tiffany.Scheduler, "spawn_native_join")
     assert set(tiffany.testing.__all__) == {"spawn_native_sleep", "spawn_native_join"}
-    assert "Framework :: AsyncIO" not in _classifiers()
+
+
+def test_the_asyncio_classifier_is_claimed_now_that_the_loop_exists() -> None:
+    # It was removed while asyncio code could not run on Tiffany, and came
+    # back with tiffany.EventLoop.
+    assert "Framework :: AsyncIO" in _classifiers()
+    assert issubclass(tiffany.EventLoop, __import__("asyncio").AbstractEventLoop)
 
 
 def _classifiers() -> list[str]:
