@@ -87,11 +87,6 @@ impl Body {
         Body(BodyKind::Custom(body))
     }
 
-    /// Whether this is a native coroutine body.
-    pub fn is_native(&self) -> bool {
-        matches!(self.0, BodyKind::Native(_))
-    }
-
     /// Hints that the body will be resumed soon (a custom body's state is
     /// behind a pointer the record holds).
     #[inline]
