@@ -52,9 +52,7 @@ impl TickClock {
 
     /// Moves time forward to `t` (never backward).
     pub fn advance_to(&mut self, t: Duration) {
-        if t > self.now {
-            self.now = t;
-        }
+        self.now = self.now.max(t);
     }
 }
 
