@@ -136,3 +136,53 @@ impl Events {
         self.slab.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(n: usize) -> Waiter {
+        Waiter {
+            slot: n,
+            task: crate::task::TaskId::from_raw(n as u64 + 1),
+            generation: 0,
+        }
+    }
+
+    /// Waits that ended another way (a cancel, a timeout) leave stale entries;
+    /// the list is pruned as it doubles past 64, so it stays within twice
+    /// the live waiters (and 64), however many waits came and went.
+    #[test]
+    fn stale_waiters_are_pruned_as_the_list_grows() {
+        let mut events = Events::default();
+        let id = events.create();
+        let mut longest = 0;
+        for n in 0..10_000 {
+            // Only the latest wait is live: every earlier one is stale.
+            assert!(matches!(
+                events.wait(id, waiter(n), |w| w.slot + 1 == n),
+                Some(EventWait::Blocked)
+            ));
+            longest = longest.max(events.get(id).unwrap().waiters.len());
+        }
+        assert!(longest <= 65, "the waiter list grew to {longest}");
+        // Pruning never drops a live waiter.
+        let live: Vec<_> = (0..100).map(waiter).collect();
+        let id = events.create();
+        for &w in &live {
+            events.wait(id, w, |_| true);
+        }
+        assert_eq!(events.set(id).unwrap(), live);
+    }
+
+    /// `len` counts the events that exist.
+    #[test]
+    fn len_counts_existing_events() {
+        let mut events = Events::default();
+        let a = events.create();
+        events.create();
+        assert_eq!(events.len(), 2);
+        assert!(events.remove(a, |_| false));
+        assert_eq!(events.len(), 1);
+    }
+}
