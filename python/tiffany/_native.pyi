@@ -526,7 +526,6 @@ class DaemonClient:
 
 def daemon_main(argv: list[str]) -> int: ...
 def cli_main(argv: list[str]) -> int: ...
-
 def current_effective_deadline() -> float:
     """The earliest deadline that applies to the running task's code now.
 
@@ -549,7 +548,9 @@ def _scope_set_deadline(
 ) -> tuple[bool, float | None, bool] | None:
     """Move an open scope's deadline: its state, or None if not open."""
 
-def _scope_set_shield(task: int, scope: int, shield: bool) -> tuple[bool, float | None, bool] | None:
+def _scope_set_shield(
+    task: int, scope: int, shield: bool
+) -> tuple[bool, float | None, bool] | None:
     """Shield an open scope or lift its shield: its state, or None if not open."""
 
 def _scope_status(task: int, scope: int) -> tuple[bool, float | None, bool] | None:

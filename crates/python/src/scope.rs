@@ -72,7 +72,9 @@ pub fn _scope_enter(deadline: Option<f64>, shield: bool) -> PyResult<(u64, u32)>
     };
     match cur.kernel.scope(ScopeCall::Enter(options)) {
         Ok(ScopeAnswer::Entered(id)) => Ok((task.get(), id.get())),
-        Ok(other) => Err(PyRuntimeError::new_err(format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(PyRuntimeError::new_err(format!(
+            "unexpected answer {other:?}"
+        ))),
         Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
     }
 }
@@ -84,7 +86,9 @@ pub fn _scope_enter(deadline: Option<f64>, shield: bool) -> PyResult<(u64, u32)>
 pub fn _scope_exit(scope: u32) -> PyResult<(bool, bool)> {
     match call(ScopeCall::Exit(ScopeId::from_raw(scope)))? {
         Ok(ScopeAnswer::Exited { cancelled, absorbs }) => Ok((cancelled, absorbs)),
-        Ok(other) => Err(PyRuntimeError::new_err(format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(PyRuntimeError::new_err(format!(
+            "unexpected answer {other:?}"
+        ))),
         Err(e) => Err(PyRuntimeError::new_err(format!(
             "cancel scope exited out of order or from another task: {e}"
         ))),
@@ -102,13 +106,19 @@ pub fn _scope_cancel(task: u64, scope: u32) -> PyResult<Status> {
 #[pyo3(signature = (task, scope, deadline))]
 pub fn _scope_set_deadline(task: u64, scope: u32, deadline: Option<f64>) -> PyResult<Status> {
     let at = to_deadline(deadline)?;
-    Ok(status(call(ScopeCall::SetDeadline(scope_ref(task, scope), at))?))
+    Ok(status(call(ScopeCall::SetDeadline(
+        scope_ref(task, scope),
+        at,
+    ))?))
 }
 
 /// `_scope_set_shield(task_id, scope_id, shield) -> status or None`.
 #[pyfunction]
 pub fn _scope_set_shield(task: u64, scope: u32, shield: bool) -> PyResult<Status> {
-    Ok(status(call(ScopeCall::SetShield(scope_ref(task, scope), shield))?))
+    Ok(status(call(ScopeCall::SetShield(
+        scope_ref(task, scope),
+        shield,
+    ))?))
 }
 
 /// `_scope_status(task_id, scope_id) -> (cancelled, deadline, shield) or None`.
@@ -127,7 +137,9 @@ pub fn current_effective_deadline() -> PyResult<f64> {
         Ok(ScopeAnswer::Deadline(None)) => Ok(f64::INFINITY),
         Ok(ScopeAnswer::Deadline(Some(d))) if d.is_zero() => Ok(f64::NEG_INFINITY),
         Ok(ScopeAnswer::Deadline(Some(d))) => Ok(d.as_secs_f64()),
-        Ok(other) => Err(PyRuntimeError::new_err(format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(PyRuntimeError::new_err(format!(
+            "unexpected answer {other:?}"
+        ))),
         Err(_) => Err(PyRuntimeError::new_err(
             "current_effective_deadline() can only be called inside a tiffany task",
         )),
