@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -227,21 +229,15 @@ def test_a_scope_is_cancelled_from_another_task() -> None:
     assert tiffany.run(main(), clock="virtual") == 3.0
 
 
-def test_task_cancel_reaches_inside_scopes_and_the_task_ends_cancelled() -> None:
+def test_task_cancel_reaches_inside_scopes_and_the_task_ends_cancelled(
+    cancelled_state: Callable[[Coroutine[Any, Any, Any], float], str],
+) -> None:
     async def victim() -> None:
         with tiffany.move_on_after(100):
             await tiffany.sleep(50)
         await tiffany.sleep(1)
 
-    async def main() -> str:
-        t = tiffany.spawn(victim())
-        await tiffany.sleep(1)
-        t.cancel()
-        with pytest.raises(tiffany.TaskCancelled):
-            await t
-        return t.state
-
-    assert tiffany.run(main(), clock="virtual") == "cancelled"
+    assert cancelled_state(victim(), 1) == "cancelled"
 
 
 def test_cancelled_is_asyncio_cancelled_error() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 import pytest
 
 import tiffany
@@ -119,7 +122,9 @@ def test_a_cancelled_child_is_not_an_error() -> None:
     )
 
 
-def test_cancelling_the_owner_cancels_the_groups_children() -> None:
+def test_cancelling_the_owner_cancels_the_groups_children(
+    cancelled_state: Callable[[Coroutine[Any, Any, Any], float], str],
+) -> None:
     log: list[str] = []
 
     async def owner() -> None:
@@ -128,15 +133,7 @@ def test_cancelling_the_owner_cancels_the_groups_children() -> None:
             tg.spawn(sleeper(20, log, "c2"))
         log.append("not reached")
 
-    async def main() -> str:
-        t = tiffany.spawn(owner())
-        await tiffany.sleep(3)
-        t.cancel()
-        with pytest.raises(tiffany.TaskCancelled):
-            await t
-        return t.state
-
-    assert tiffany.run(main(), clock="virtual") == "cancelled"
+    assert cancelled_state(owner(), 3) == "cancelled"
     assert sorted(log) == ["c1 cancelled at 3.0", "c2 cancelled at 3.0"]
 
 

@@ -324,7 +324,11 @@ impl TaskContext<'_> {
         }
     }
 
-    /// Cancels `target`; returns whether it was still live.
+    /// Cancels `target` as a whole (its outermost cancel scope: the code in
+    /// all its scopes sees `Cancelled`, and, unless it catches the unwind,
+    /// it ends cancelled); returns whether it was still live. To cancel
+    /// only part of a task, cancel one of its scopes
+    /// ([`cancel_scope`](Self::cancel_scope)).
     pub fn cancel(&mut self, target: TaskId) -> bool {
         match self.syscall(SystemCall::Cancel(target)) {
             Resume::Bool(live) => live,
