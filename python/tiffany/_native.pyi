@@ -537,7 +537,7 @@ def current_effective_deadline() -> float:
 def _scope_enter(deadline: float | None, shield: bool) -> tuple[int, int]:
     """Enter a cancel scope of the running task: ``(task_id, scope_id)``."""
 
-def _scope_exit(scope: int) -> tuple[bool, bool]:
+def _scope_exit(task: int, scope: int) -> tuple[bool, bool]:
     """Leave a scope of the running task: ``(cancelled, absorbs)``."""
 
 def _scope_cancel(task: int, scope: int) -> tuple[bool, float | None, bool] | None:

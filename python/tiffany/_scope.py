@@ -98,7 +98,7 @@ class CancelScope:
         if self._state != _ENTERED:
             raise RuntimeError("this CancelScope is not entered")
         self._state = _EXITED
-        cancelled, absorbs = _scope_exit(self._id)
+        cancelled, absorbs = _scope_exit(self._task, self._id)
         self._cancel_called = self._cancel_called or cancelled
         if exc is None or not absorbs:
             return False

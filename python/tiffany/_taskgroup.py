@@ -126,10 +126,11 @@ class TaskGroup:
         task = next(iter(self._pending))
         try:
             await task
-        except Cancelled:
-            raise
-        except BaseException:  # noqa: BLE001 - recorded by _child_done
-            pass
+        except BaseException as e:
+            # The child's own failure is recorded by _child_done; our own
+            # cancellation, or the coroutine being closed, goes on.
+            if isinstance(e, (Cancelled, GeneratorExit)) or not task.done():
+                raise
         self._child_done(task)
 
     async def __aexit__(
@@ -141,6 +142,13 @@ class TaskGroup:
         scope = self._scope
         if scope is None:
             raise RuntimeError("this TaskGroup is not entered")
+        if isinstance(exc, GeneratorExit):
+            # The coroutine is being closed (its task was abandoned): no
+            # more awaiting. Cancel the children and let go.
+            self._abort()
+            self._state = "closed"
+            scope.__exit__(exc_type, exc, tb)
+            return False
         self._state = "exiting"
         cancelled = exc if isinstance(exc, Cancelled) else None
         if exc is not None:

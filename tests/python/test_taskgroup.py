@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -244,3 +245,29 @@ def test_children_emit_events_like_any_task() -> None:
     sched.run(main())
     assert names.count("spawned") == 2
     assert "sleep" in names
+
+
+def test_an_abandoned_owner_unwinds_its_scopes_and_group_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    log: list[str] = []
+
+    async def stubborn() -> None:
+        async with tiffany.TaskGroup() as tg:
+            tg.spawn(sleeper(100, log, "child"))
+            with tiffany.CancelScope():
+                while True:  # swallows every cancellation: abandoned at shutdown
+                    try:
+                        await tiffany.sleep(10)
+                    except tiffany.Cancelled:
+                        log.append("swallowed")
+
+    async def main() -> None:
+        tiffany.spawn(stubborn())
+        await tiffany.sleep(1)
+
+    tiffany.run(main(), clock="virtual")
+    assert "swallowed" in log and "child cancelled at 1.0" in log
+    assert unraisable == []

@@ -79,12 +79,27 @@ pub fn _scope_enter(deadline: Option<f64>, shield: bool) -> PyResult<(u64, u32)>
     }
 }
 
-/// `_scope_exit(scope_id) -> (cancelled, absorbs)`: leaves a scope of the
-/// running task. `RuntimeError` if the task has no such open scope (left
-/// already, or entered by another task).
+/// `_scope_exit(task_id, scope_id) -> (cancelled, absorbs)`: leaves a
+/// scope of the running task. `RuntimeError` if the task has no such open
+/// scope (left already), or if another task is running. With no task
+/// (or no scheduler) running — the coroutine is being closed because its task was abandoned
+/// or dropped, and its `with` blocks unwind — nothing is left to do:
+/// `(False, False)`.
 #[pyfunction]
-pub fn _scope_exit(scope: u32) -> PyResult<(bool, bool)> {
-    match call(ScopeCall::Exit(ScopeId::from_raw(scope)))? {
+pub fn _scope_exit(task: u64, scope: u32) -> PyResult<(bool, bool)> {
+    let Ok(cur) = current() else {
+        return Ok((false, false));
+    };
+    match cur.kernel.current_task() {
+        None => return Ok((false, false)),
+        Some(t) if t.get() != task => {
+            return Err(PyRuntimeError::new_err(format!(
+                "a cancel scope of task {task} cannot be exited from task {t}"
+            )));
+        }
+        Some(_) => {}
+    }
+    match cur.kernel.scope(ScopeCall::Exit(ScopeId::from_raw(scope))) {
         Ok(ScopeAnswer::Exited { cancelled, absorbs }) => Ok((cancelled, absorbs)),
         Ok(other) => Err(PyRuntimeError::new_err(format!(
             "unexpected answer {other:?}"
