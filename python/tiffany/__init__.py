@@ -51,6 +51,7 @@ from tiffany._native import (
     TaskEvent,
     TaskFailed,
     admit,
+    current_effective_deadline,
     current_task,
     exec,
     join,
@@ -63,6 +64,8 @@ from tiffany._native import (
     spawn,
     yield_now,
 )
+from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
+from tiffany._taskgroup import TaskGroup
 from tiffany.client import (
     Client,
     DaemonUnavailable,
@@ -80,6 +83,7 @@ __all__ = [
     "PRI_LOWEST",
     "PRI_SYSTEM",
     "Cancelled",
+    "CancelScope",
     "Completed",
     "Deadlock",
     "Handle",
@@ -95,11 +99,17 @@ __all__ = [
     "EventLoopPolicy",
     "SchedulerOptions",
     "TaskFailed",
+    "TaskGroup",
     "admit",
+    "current_effective_deadline",
     "current_task",
+    "fail_after",
+    "fail_at",
     "exec",
     "install",
     "join",
+    "move_on_after",
+    "move_on_at",
     "new_event_loop",
     "now",
     "run",

@@ -1,5 +1,6 @@
 """Typing stubs for the compiled core, ``tiffany._native``."""
 
+import asyncio
 import os
 import socket
 from collections.abc import (
@@ -60,8 +61,13 @@ EventKind = Literal[
     "log",
 ]
 
-class Cancelled(BaseException):
-    """Raised inside a cancelled task at its ``await``, so ``finally`` blocks run."""
+class Cancelled(asyncio.CancelledError):
+    """Raised inside a cancelled scope (or task) at its ``await``, so ``finally`` blocks run.
+
+    A subclass of ``asyncio.CancelledError``: ``except asyncio.CancelledError``
+    catches both worlds' cancellation. The cancel scope that was cancelled
+    catches it when the task leaves the scope.
+    """
 
 class TaskCancelled(Exception):
     """Raised to whoever joins a task that was cancelled."""
@@ -520,3 +526,32 @@ class DaemonClient:
 
 def daemon_main(argv: list[str]) -> int: ...
 def cli_main(argv: list[str]) -> int: ...
+def current_effective_deadline() -> float:
+    """The earliest deadline that applies to the running task's code now.
+
+    Seconds on the scheduler's clock: the deadlines of its cancel scopes up
+    to the innermost shield; ``inf`` if none, ``-inf`` while the task is
+    effectively cancelled. ``RuntimeError`` outside a task.
+    """
+
+def _scope_enter(deadline: float | None, shield: bool) -> tuple[int, int]:
+    """Enter a cancel scope of the running task: ``(task_id, scope_id)``."""
+
+def _scope_exit(task: int, scope: int) -> tuple[bool, bool]:
+    """Leave a scope of the running task: ``(cancelled, absorbs)``."""
+
+def _scope_cancel(task: int, scope: int) -> tuple[bool, float | None, bool] | None:
+    """Cancel an open scope: its ``(cancelled, deadline, shield)``, or None if not open."""
+
+def _scope_set_deadline(
+    task: int, scope: int, deadline: float | None
+) -> tuple[bool, float | None, bool] | None:
+    """Move an open scope's deadline: its state, or None if not open."""
+
+def _scope_set_shield(
+    task: int, scope: int, shield: bool
+) -> tuple[bool, float | None, bool] | None:
+    """Shield an open scope or lift its shield: its state, or None if not open."""
+
+def _scope_status(task: int, scope: int) -> tuple[bool, float | None, bool] | None:
+    """An open scope's ``(cancelled, deadline, shield)``, or None if not open."""

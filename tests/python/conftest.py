@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 import pytest
 
 import tiffany
@@ -12,3 +15,22 @@ def sched() -> tiffany.Scheduler:
     """A fresh scheduler on the virtual clock: deterministic, and an hour of
     sleeping takes no wall time."""
     return tiffany.Scheduler(clock="virtual")
+
+
+@pytest.fixture
+def cancelled_state() -> Callable[[Coroutine[Any, Any, Any], float], str]:
+    """Runs ``coro`` as a task, cancels it ``after`` virtual seconds, checks
+    that joining it raises ``TaskCancelled``, and returns its final state."""
+
+    def run(coro: Coroutine[Any, Any, Any], after: float) -> str:
+        async def main() -> str:
+            t = tiffany.spawn(coro)
+            await tiffany.sleep(after)
+            t.cancel()
+            with pytest.raises(tiffany.TaskCancelled):
+                await t
+            return t.state
+
+        return tiffany.run(main(), clock="virtual")
+
+    return run

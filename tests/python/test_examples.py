@@ -37,6 +37,17 @@ def test_pyos_generators() -> None:
     assert out.count("(task 1)") == 3 and out.count("(task 2)") == 2
 
 
+def test_structured_concurrency() -> None:
+    # The deadline at 10 s cut the archive lookup short; its shielded
+    # clean-up took 0.5 s more. The failing child cancelled the mirror
+    # lookup at 12.5 s, whose clean-up ended at 13 s.
+    assert run("structured.py").splitlines() == [
+        "gave up on the rest: True at 10.5 s",
+        "results: ['cache: found', 'search: found']",
+        "group failed: ['mirror unreachable'] at 13.0 s",
+    ]
+
+
 @pytest.mark.parametrize("module", ["tiffany"])
 def test_python_m_tiffany_demo(module: str) -> None:
     out = subprocess.run(

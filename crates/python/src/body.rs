@@ -235,6 +235,11 @@ impl PyBody {
             Resume::Shutdown(r) => Input::Send(PyString::new(py, r.name()).into_any().unbind()),
             Resume::Cancelled => Input::Throw(Cancelled::new_err("task cancelled")),
             Resume::Error(e) => Input::Throw(PyRuntimeError::new_err(e.to_string())),
+            // A Python body never makes a scope call through a step (it
+            // calls the scheduler directly: `crate::scope`).
+            Resume::Scope(a) => Input::Throw(PyRuntimeError::new_err(format!(
+                "unexpected scope answer {a:?}"
+            ))),
         }
     }
 
@@ -397,7 +402,11 @@ impl PyBody {
                 Outcome::Raised(err) => {
                     self.stack.pop();
                     if self.stack.is_empty() {
-                        return if err.is_instance_of::<Cancelled>(py) {
+                        // Any `CancelledError` ends the task as cancelled (as
+                        // an asyncio task): tiffany's `Cancelled` is one.
+                        return if err
+                            .is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py)
+                        {
                             Step::Cancelled
                         } else {
                             if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)

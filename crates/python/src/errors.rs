@@ -1,7 +1,7 @@
 //! The exceptions of the `tiffany` package.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyBaseException, PyException, PyOSError, PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::{PyException, PyOSError, PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tiffany_scheduler::{SpawnError as KernelSpawnError, TaskError};
@@ -9,9 +9,11 @@ use tiffany_scheduler::{SpawnError as KernelSpawnError, TaskError};
 create_exception!(
     tiffany,
     Cancelled,
-    PyBaseException,
-    "Raised inside a cancelled task at its `await`, so its `finally` blocks run.\n\n\
-     A BaseException, like asyncio.CancelledError: `except Exception` does not swallow it."
+    pyo3::exceptions::asyncio::CancelledError,
+    "Raised inside a cancelled scope (or task) at its `await`, so its `finally` blocks run.\n\n\
+     A subclass of asyncio.CancelledError (a BaseException): `except asyncio.CancelledError` \
+     catches both worlds' cancellation, `except Exception` swallows neither. The cancel scope \
+     that was cancelled catches it when the task leaves the scope."
 );
 create_exception!(
     tiffany,

@@ -26,6 +26,7 @@ mod io_registry;
 mod owner;
 mod process;
 mod scheduler;
+mod scope;
 mod service;
 mod signals;
 mod sockets;
@@ -78,6 +79,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::exec, m)?)?;
     m.add_function(wrap_pyfunction!(testing::spawn_native_join, m)?)?;
     m.add_function(wrap_pyfunction!(testing::spawn_native_sleep, m)?)?;
+    scope::init(m)?;
     aio::init(m)?;
     service::init(m)?;
     Ok(())

@@ -26,6 +26,10 @@ use crate::io::{Interest, IoReady, IoToken, Reactor, WaitStart};
 use crate::metrics::Metrics;
 use crate::outcome::{JoinResult, Outcome, TaskError, Value};
 use crate::ready::{ReadyKey, ReadyQueue};
+use crate::scope::{
+    ScopeAnswer, ScopeCall, ScopeId, ScopeOptions, ScopeRec, ScopeRef, effective_deadline,
+    effectively_cancelled,
+};
 use crate::shard::{RemoteJoins, RemoteNotify, RemoteTasks};
 use crate::shutdown::{Advance, Shutdown, ShutdownResult};
 use crate::syscall::{Resume, SystemCall};
@@ -49,12 +53,15 @@ pub(crate) struct Config {
     pub(crate) io_poll_interval: Duration,
 }
 
+/// Whether the task's code is effectively cancelled now (see
+/// [`crate::scope`]), and whether it has been told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cancel {
     No,
-    /// Requested, not yet seen by the task.
+    /// Effectively cancelled, not yet seen by the task.
     Requested,
-    /// The task has been resumed with `Cancelled` at least once.
+    /// The task has been resumed with `Cancelled` at least once since it
+    /// became effectively cancelled.
     Delivered,
 }
 
@@ -86,6 +93,8 @@ struct Task {
     started: bool,
     queued: bool,
     cancel: Cancel,
+    /// The task as a whole was cancelled (its root scope).
+    root_cancelled: bool,
     retained_window: bool,
     /// Someone registered an end callback: report the end to the driver.
     watch_end: bool,
@@ -109,6 +118,10 @@ struct Extra {
     dependents: Vec<ReadyKey>,
     /// Tasks blocked joining it.
     joiners: Vec<Waiter>,
+    /// Its open cancel scopes, innermost last.
+    scopes: Vec<ScopeRec>,
+    /// The id of the last scope it entered.
+    last_scope: u32,
 }
 
 /// A duration as whole nanoseconds (saturating: 584 years).
@@ -498,6 +511,7 @@ impl Core {
             started: false,
             queued: false,
             cancel: Cancel::No,
+            root_cancelled: false,
             retained_window: false,
             watch_end: false,
             observed: false,
@@ -1094,6 +1108,18 @@ impl Core {
                 self.answer(slot, Resume::Bool(known))
             }
             SystemCall::Done(v) => self.end(slot, Outcome::Done(v)),
+            SystemCall::Scope(call) => {
+                // Answered at once and never throttled: a scope's exit runs
+                // while a cancellation unwinds, and must not be answered
+                // `Cancelled` in its stead.
+                let r = match self.scope_call(Some(slot), call) {
+                    Ok(a) => Resume::Scope(a),
+                    Err(e) => Resume::Error(e),
+                };
+                self.slice_steps += 1;
+                self.metrics.steps += 1;
+                Next::Continue(r)
+            }
         }
     }
 
@@ -1327,6 +1353,11 @@ impl Core {
                     self.wake(w, input, false);
                 }
                 TimerKind::ShutdownDeadline => self.shutdown_deadline(),
+                TimerKind::ScopeDeadline { slot, task, scope } => {
+                    if self.scope_timer_live(slot, task, scope) {
+                        self.scope_deadline_passed(slot, scope, now);
+                    }
+                }
             }
         }
         self.prefetch_upcoming();
@@ -1360,6 +1391,9 @@ impl Core {
                 .shutdown
                 .as_ref()
                 .is_some_and(Shutdown::deadline_pending),
+            TimerKind::ScopeDeadline { slot, task, scope } => {
+                self.scope_timer_live(slot, task, scope)
+            }
         }
     }
 
@@ -1597,28 +1631,217 @@ impl Core {
         if t.outcome.is_some() {
             return Ok(false);
         }
-        if t.cancel != Cancel::No {
+        if t.root_cancelled {
             return Ok(true);
         }
-        t.cancel = Cancel::Requested;
+        t.root_cancelled = true;
         if !t.started && t.state != TaskState::Running {
+            t.cancel = Cancel::Requested;
             self.cancel_unstarted(slot);
             return Ok(true);
         }
-        if t.is_blocked() {
-            let w = t.waiter(slot);
-            if t.state == TaskState::Waiting(WaitReason::Held) {
-                t.generation = t.generation.wrapping_add(1);
-                t.input = Some(Resume::Cancelled);
-                self.held.retain(|k| k.id != target);
-                self.make_ready(slot);
-            } else {
-                self.wake(w, Resume::Cancelled, false);
-            }
-            self.tasks[slot].cancel = Cancel::Delivered;
-        }
-        // Running or queued: it sees `Cancelled` when next resumed / at its next blocking call.
+        self.refresh_cancel(slot);
         Ok(true)
+    }
+
+    /// Brings a live task's cancellation state up to date with its scopes:
+    /// a task that has just become effectively cancelled is woken with
+    /// `Cancelled` if it is blocked (running or queued, it sees it when next
+    /// resumed or at its next blocking call); one that no longer is (it left
+    /// the cancelled scope, or entered a shield) may block again.
+    fn refresh_cancel(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
+        if !effectively_cancelled(scopes, t.root_cancelled) {
+            t.cancel = Cancel::No;
+            return;
+        }
+        if t.cancel != Cancel::No {
+            return;
+        }
+        t.cancel = Cancel::Requested;
+        if t.is_blocked() {
+            self.deliver_cancel(slot);
+        }
+    }
+
+    /// Wakes a blocked task with `Cancelled`.
+    fn deliver_cancel(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        let w = t.waiter(slot);
+        if t.state == TaskState::Waiting(WaitReason::Held) {
+            t.generation = t.generation.wrapping_add(1);
+            t.input = Some(Resume::Cancelled);
+            let id = t.id;
+            self.held.retain(|k| k.id != id);
+            self.make_ready(slot);
+        } else {
+            self.wake(w, Resume::Cancelled, false);
+        }
+        self.tasks[slot].cancel = Cancel::Delivered;
+    }
+
+    // ----- cancel scopes -----------------------------------------------------------
+
+    /// Carries out a scope call: `caller` is the running task (for
+    /// `Enter`, `Exit` and `EffectiveDeadline`).
+    pub(crate) fn scope_call(
+        &mut self,
+        caller: Option<usize>,
+        call: ScopeCall,
+    ) -> Result<ScopeAnswer, SyscallError> {
+        let Some(slot) = (match call {
+            ScopeCall::Enter(_) | ScopeCall::Exit(_) | ScopeCall::EffectiveDeadline => caller,
+            ScopeCall::Cancel(r)
+            | ScopeCall::SetDeadline(r, _)
+            | ScopeCall::SetShield(r, _)
+            | ScopeCall::Status(r) => self.slot_of(r.task),
+        }) else {
+            return Err(match call {
+                ScopeCall::Cancel(r)
+                | ScopeCall::SetDeadline(r, _)
+                | ScopeCall::SetShield(r, _)
+                | ScopeCall::Status(r) => SyscallError::UnknownTask(r.task),
+                _ => SyscallError::NotInTask,
+            });
+        };
+        match call {
+            ScopeCall::Enter(options) => Ok(ScopeAnswer::Entered(self.enter_scope(slot, options))),
+            ScopeCall::Exit(scope) => self.exit_scope(slot, scope),
+            ScopeCall::EffectiveDeadline => {
+                let t = &self.tasks[slot];
+                if t.cancel != Cancel::No {
+                    return Ok(ScopeAnswer::Deadline(Some(Duration::ZERO)));
+                }
+                let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
+                Ok(ScopeAnswer::Deadline(effective_deadline(scopes)))
+            }
+            ScopeCall::Cancel(r) => {
+                self.with_scope(slot, r, |s| s.cancelled = true)?;
+                self.scope_status(slot, r)
+            }
+            ScopeCall::SetShield(r, shield) => {
+                self.with_scope(slot, r, |s| s.shield = shield)?;
+                self.scope_status(slot, r)
+            }
+            ScopeCall::SetDeadline(r, deadline) => {
+                self.with_scope(slot, r, |s| s.deadline = deadline)?;
+                if let Some(at) = deadline {
+                    self.arm_scope_deadline(slot, r.scope, at);
+                }
+                self.scope_status(slot, r)
+            }
+            ScopeCall::Status(r) => self.scope_status(slot, r),
+        }
+    }
+
+    fn scope_status(&self, slot: usize, r: ScopeRef) -> Result<ScopeAnswer, SyscallError> {
+        self.tasks[slot]
+            .extra
+            .as_ref()
+            .and_then(|e| e.scopes.iter().find(|s| s.id == r.scope))
+            .map(|s| ScopeAnswer::Status(s.status()))
+            .ok_or(SyscallError::UnknownScope(r.task, r.scope))
+    }
+
+    /// Changes an open scope of the task in `slot` (a live task's), then
+    /// brings the task's cancellation up to date.
+    fn with_scope(
+        &mut self,
+        slot: usize,
+        r: ScopeRef,
+        change: impl FnOnce(&mut ScopeRec),
+    ) -> Result<(), SyscallError> {
+        let t = &mut self.tasks[slot];
+        let scope = t
+            .extra
+            .as_mut()
+            .filter(|_| t.outcome.is_none())
+            .and_then(|e| e.scopes.iter_mut().find(|s| s.id == r.scope))
+            .ok_or(SyscallError::UnknownScope(r.task, r.scope))?;
+        change(scope);
+        self.refresh_cancel(slot);
+        Ok(())
+    }
+
+    fn enter_scope(&mut self, slot: usize, options: ScopeOptions) -> ScopeId {
+        let now = self.clock.now();
+        let extra = self.tasks[slot].extra();
+        extra.last_scope = extra.last_scope.wrapping_add(1).max(1);
+        let id = ScopeId(extra.last_scope);
+        let due = options.deadline.filter(|&d| d <= now);
+        extra.scopes.push(ScopeRec {
+            id,
+            cancelled: due.is_some(),
+            shield: options.shield,
+            deadline: options.deadline,
+        });
+        if let Some(at) = options.deadline.filter(|&d| d > now) {
+            self.arm_scope_deadline(slot, id, at);
+        }
+        self.refresh_cancel(slot);
+        id
+    }
+
+    fn exit_scope(&mut self, slot: usize, scope: ScopeId) -> Result<ScopeAnswer, SyscallError> {
+        let t = &mut self.tasks[slot];
+        let id = t.id;
+        let Some(extra) = t.extra.as_mut() else {
+            return Err(SyscallError::UnknownScope(id, scope));
+        };
+        let Some(at) = extra.scopes.iter().rposition(|s| s.id == scope) else {
+            return Err(SyscallError::UnknownScope(id, scope));
+        };
+        let cancelled = extra.scopes[at].cancelled;
+        // Scopes still open inside it are left with it.
+        extra.scopes.truncate(at);
+        let outer = effectively_cancelled(&extra.scopes, t.root_cancelled);
+        self.refresh_cancel(slot);
+        Ok(ScopeAnswer::Exited {
+            cancelled,
+            absorbs: cancelled && !outer,
+        })
+    }
+
+    /// Arms a timer for a scope's deadline (cancelled at once if it passed).
+    fn arm_scope_deadline(&mut self, slot: usize, scope: ScopeId, at: Duration) {
+        if at <= self.clock.now() {
+            self.scope_deadline_passed(slot, scope, at);
+            return;
+        }
+        let task = self.tasks[slot].id;
+        self.timers
+            .push(at, TimerKind::ScopeDeadline { slot, task, scope });
+    }
+
+    /// A scope's deadline `at` passed: cancels the scope if it still has
+    /// that deadline.
+    fn scope_deadline_passed(&mut self, slot: usize, scope: ScopeId, at: Duration) {
+        let Some(s) = self.tasks[slot]
+            .extra
+            .as_mut()
+            .and_then(|e| e.scopes.iter_mut().find(|s| s.id == scope))
+        else {
+            return;
+        };
+        if s.cancelled || s.deadline.is_none_or(|d| d > at) {
+            return;
+        }
+        s.cancelled = true;
+        self.refresh_cancel(slot);
+    }
+
+    /// Whether a scope deadline timer still has something to do.
+    fn scope_timer_live(&self, slot: usize, task: TaskId, scope: ScopeId) -> bool {
+        self.tasks.get(slot).is_some_and(|t| {
+            t.id == task
+                && t.outcome.is_none()
+                && t.extra.as_ref().is_some_and(|e| {
+                    e.scopes
+                        .iter()
+                        .any(|s| s.id == scope && !s.cancelled && s.deadline.is_some())
+                })
+        })
     }
 
     /// Ends a task that never ran as cancelled, without running it.
@@ -1773,6 +1996,11 @@ impl Core {
         for &id in &ids {
             let _ = self.cancel(id);
             if !patient && let Some(slot) = self.slot_of(id) {
+                if self.tasks[slot].is_blocked() {
+                    // Blocked inside a shield: a shield cannot hold the
+                    // shutdown past its deadline.
+                    self.deliver_cancel(slot);
+                }
                 self.mark_abandon(slot);
             }
         }
@@ -1949,6 +2177,16 @@ impl Core {
 
     pub(crate) fn current_task(&self) -> Option<TaskId> {
         self.current.map(|(_, id)| id)
+    }
+
+    /// A scope call made by the running task from inside its step (a
+    /// foreign body calling the scheduler), or from outside any task.
+    pub(crate) fn scope_call_from_step(
+        &mut self,
+        call: ScopeCall,
+    ) -> Result<ScopeAnswer, SyscallError> {
+        let caller = self.current.map(|(slot, _)| slot);
+        self.scope_call(caller, call)
     }
 
     pub(crate) fn value_of(&self, id: TaskId) -> Option<Value> {

@@ -99,6 +99,11 @@ pub enum SyscallError {
     ShutdownInProgress,
     /// The event was never created, or was removed.
     UnknownEvent(crate::event::EventId),
+    /// The task has no open cancel scope with this id (never entered, or
+    /// already left).
+    UnknownScope(TaskId, crate::scope::ScopeId),
+    /// The call needs a calling task, and no task is running.
+    NotInTask,
 }
 
 impl fmt::Display for SyscallError {
@@ -114,6 +119,10 @@ impl fmt::Display for SyscallError {
             ),
             SyscallError::ShutdownInProgress => f.write_str("a shutdown is already under way"),
             SyscallError::UnknownEvent(e) => write!(f, "{e} is not known to this scheduler"),
+            SyscallError::UnknownScope(t, s) => {
+                write!(f, "task {t} has no open cancel scope {}", s.get())
+            }
+            SyscallError::NotInTask => f.write_str("this call can only be made from inside a task"),
         }
     }
 }

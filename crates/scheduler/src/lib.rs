@@ -27,6 +27,7 @@
 //! | its settings | [`builder`] |
 //! | task ids, priorities, states | [`task`] |
 //! | system calls and their answers | [`syscall`] |
+//! | cancel scopes: where a cancellation starts and stops | [`scope`] |
 //! | what a task is made of (native or custom bodies) | [`body`], [`native`] |
 //! | values, errors, join results | [`outcome`] |
 //! | real and virtual clocks | [`clock`] |
@@ -76,6 +77,7 @@ pub mod outcome;
 pub mod process;
 mod ready;
 pub mod scheduler;
+pub mod scope;
 pub mod shard;
 pub mod shutdown;
 mod slot_id;
@@ -100,6 +102,7 @@ pub use metrics::MetricsSnapshot;
 pub use native::TaskContext;
 pub use outcome::{JoinResult, Outcome, TaskError, Value};
 pub use scheduler::Scheduler;
+pub use scope::{ScopeAnswer, ScopeCall, ScopeId, ScopeOptions, ScopeRef, ScopeStatus};
 pub use shard::{Executor, PoolHandle, ShardPool, Spawner};
 pub use shutdown::{ShutdownHook, ShutdownResult};
 pub use syscall::{Resume, SpawnRequest, SystemCall};

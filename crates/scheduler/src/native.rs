@@ -15,8 +15,11 @@
 //!
 //! Cancellation unwinds the task from the system call it is suspended in, with
 //! `resume_unwind` (which does not run the panic hook): its destructors run, and
-//! the unwind stops at the coroutine's base, never in the scheduler. A panic in
-//! the task likewise ends only that task, as [`Step::Failed`].
+//! the unwind stops at the cancel scope that was cancelled
+//! ([`TaskContext::scope`], [`TaskContext::move_on_after`]), or at the
+//! coroutine's base when the task as a whole was cancelled — never in the
+//! scheduler. A panic in the task likewise ends only that task, as
+//! [`Step::Failed`].
 //!
 //! A native task must never call into Python (CPython overflows a 32 KiB stack)
 //! and should not block its thread: it shares it with every other task. For the
@@ -38,6 +41,7 @@ use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
 use crate::outcome::{JoinResult, TaskError, Value};
 use crate::scheduler::Scheduler;
+use crate::scope::{ScopeAnswer, ScopeCall, ScopeOptions, ScopeRef, ScopeStatus};
 use crate::shutdown::ShutdownResult;
 use crate::syscall::{Resume, SpawnRequest, SystemCall};
 use crate::task::{SpawnOptions, TaskId};
@@ -208,8 +212,28 @@ impl Drop for NativeBody {
 /// A native task's view of the scheduler: every system call, as methods.
 ///
 /// Each call suspends the task until the scheduler answers. A call answered by
-/// [`Resume::Cancelled`] unwinds the task from that point (destructors run);
-/// once cancelled, every later blocking call unwinds again.
+/// [`Resume::Cancelled`] unwinds the task from that point (destructors run)
+/// to the cancel scope that was cancelled; while the task is inside a
+/// cancelled scope (and no shield), every blocking call unwinds again.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiffany_scheduler::{Scheduler, Spawner};
+///
+/// let sched = Scheduler::builder().virtual_clock().build().unwrap();
+/// let t = sched.spawn(|cx| {
+///     // Gives up on a slow step after 5 s, and goes on.
+///     let slow = cx.move_on_after(Duration::from_secs(5), |cx| {
+///         cx.sleep(Duration::from_secs(60));
+///         "finished"
+///     });
+///     assert_eq!(slow, None);
+///     cx.sleep(Duration::from_secs(1)); // not cancelled any more
+///     cx.now()
+/// }).unwrap();
+/// sched.run();
+/// assert_eq!(sched.value(t).unwrap().downcast_ref::<Duration>(), Some(&Duration::from_secs(6)));
+/// ```
 pub struct TaskContext<'s> {
     scope: Scope<'s, 'static, Handoff, Yielded>,
     /// The scheduler to ask for a yield in place, as sent with the latest
@@ -300,7 +324,11 @@ impl TaskContext<'_> {
         }
     }
 
-    /// Cancels `target`; returns whether it was still live.
+    /// Cancels `target` as a whole (its outermost cancel scope: the code in
+    /// all its scopes sees `Cancelled`, and, unless it catches the unwind,
+    /// it ends cancelled); returns whether it was still live. To cancel
+    /// only part of a task, cancel one of its scopes
+    /// ([`cancel_scope`](Self::cancel_scope)).
     pub fn cancel(&mut self, target: TaskId) -> bool {
         match self.syscall(SystemCall::Cancel(target)) {
             Resume::Bool(live) => live,
@@ -396,6 +424,126 @@ impl TaskContext<'_> {
                 t
             }
             other => unexpected("GetTid", other),
+        }
+    }
+
+    /// Runs `f` inside a new cancel scope (see [`crate::scope`]) and leaves
+    /// the scope when `f` returns or unwinds. `f` receives the scope's
+    /// reference, to cancel it ([`cancel_scope`](Self::cancel_scope)), move
+    /// its deadline or shield it — or to hand to another task, which may
+    /// cancel it through its own context.
+    ///
+    /// Returns `Some(value)` when `f` returned (even if the scope was
+    /// cancelled meanwhile: `f` made no blocking call after), and `None`
+    /// when a cancellation unwound `f` and this scope absorbed it — the
+    /// scope was cancelled, and the code around it is not. A cancellation
+    /// of an enclosing scope, or a panic, goes on unwinding.
+    pub fn scope<R>(
+        &mut self,
+        options: ScopeOptions,
+        f: impl FnOnce(&mut Self, ScopeRef) -> R,
+    ) -> Option<R> {
+        let task = self.tid();
+        let scope = match self.syscall(SystemCall::Scope(ScopeCall::Enter(options))) {
+            Resume::Scope(ScopeAnswer::Entered(id)) => id,
+            other => unexpected("Scope(Enter)", other),
+        };
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| f(self, ScopeRef { task, scope })));
+        if let Err(payload) = &ran
+            && payload.is::<generator::Error>()
+        {
+            // The coroutine itself is being torn down (dropped while
+            // suspended, or its stack overflowed): no more system calls.
+            let Err(payload) = ran else { unreachable!() };
+            panic::resume_unwind(payload);
+        }
+        let absorbs = match self.syscall(SystemCall::Scope(ScopeCall::Exit(scope))) {
+            Resume::Scope(ScopeAnswer::Exited { absorbs, .. }) => absorbs,
+            other => unexpected("Scope(Exit)", other),
+        };
+        match ran {
+            Ok(value) => Some(value),
+            Err(payload) if absorbs && payload.is::<CancelUnwind>() => None,
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+
+    /// Runs `f` in a scope cancelled `timeout` from now on the scheduler's
+    /// clock (trio's `move_on_after`): `None` if the deadline cut it short.
+    pub fn move_on_after<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> Option<R> {
+        let at = self.now().saturating_add(timeout);
+        self.move_on_at(at, f)
+    }
+
+    /// Runs `f` in a scope cancelled at `deadline` on the scheduler's clock:
+    /// `None` if the deadline cut it short.
+    pub fn move_on_at<R>(
+        &mut self,
+        deadline: Duration,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> Option<R> {
+        self.scope(ScopeOptions::new().deadline(deadline), |cx, _| f(cx))
+    }
+
+    /// Runs `f` in a shielded scope: cancellations of the scopes around it
+    /// (the task's own cancellation included) do not reach it, so clean-up
+    /// code may block. Only a shutdown's deadline breaks through (see
+    /// [`crate::scope`]).
+    pub fn shield<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        match self.scope(ScopeOptions::new().shielded(), |cx, _| f(cx)) {
+            Some(value) => value,
+            // Nothing else holds the shield's reference, so nothing cancels it.
+            None => unreachable!("an unreachable shield absorbed a cancellation"),
+        }
+    }
+
+    /// Cancels a scope (of this task or another of this scheduler); returns
+    /// whether the scope was still open.
+    pub fn cancel_scope(&mut self, scope: ScopeRef) -> bool {
+        self.scope_call(ScopeCall::Cancel(scope)).is_some()
+    }
+
+    /// Sets or clears a scope's deadline (absolute, on the scheduler's
+    /// clock; one already past cancels the scope at once); returns the
+    /// scope's state, or `None` if it is not open.
+    pub fn set_scope_deadline(
+        &mut self,
+        scope: ScopeRef,
+        deadline: Option<Duration>,
+    ) -> Option<ScopeStatus> {
+        self.scope_call(ScopeCall::SetDeadline(scope, deadline))
+    }
+
+    /// Shields a scope or lifts its shield; returns the scope's state, or
+    /// `None` if it is not open.
+    pub fn set_scope_shield(&mut self, scope: ScopeRef, shield: bool) -> Option<ScopeStatus> {
+        self.scope_call(ScopeCall::SetShield(scope, shield))
+    }
+
+    /// A scope's state, or `None` if it is not open.
+    pub fn scope_status(&mut self, scope: ScopeRef) -> Option<ScopeStatus> {
+        self.scope_call(ScopeCall::Status(scope))
+    }
+
+    /// The earliest deadline that applies to this task's code now (those of
+    /// its scopes up to the innermost shield); `Some(ZERO)` while it is
+    /// effectively cancelled.
+    pub fn effective_deadline(&mut self) -> Option<Duration> {
+        match self.syscall(SystemCall::Scope(ScopeCall::EffectiveDeadline)) {
+            Resume::Scope(ScopeAnswer::Deadline(d)) => d,
+            other => unexpected("Scope(EffectiveDeadline)", other),
+        }
+    }
+
+    fn scope_call(&mut self, call: ScopeCall) -> Option<ScopeStatus> {
+        match self.syscall(SystemCall::Scope(call)) {
+            Resume::Scope(ScopeAnswer::Status(s)) => Some(s),
+            Resume::Error(_) => None,
+            other => unexpected("Scope", other),
         }
     }
 

@@ -40,12 +40,13 @@ use crate::cadence::Cadence;
 use crate::clock::Clock;
 use crate::core::{Core, Deferred, Next};
 use crate::deadlock::Deadlock;
-use crate::error::SpawnError;
+use crate::error::{SpawnError, SyscallError};
 use crate::event::EventId;
 use crate::handle::{Command, Handle, Shared};
 use crate::io::{Interest, IoSource, IoToken};
 use crate::metrics::MetricsSnapshot;
 use crate::outcome::{Outcome, TaskError, Value};
+use crate::scope::{ScopeAnswer, ScopeCall, ScopeId, ScopeOptions, ScopeRef, ScopeStatus};
 use crate::shard::Spawner;
 use crate::shutdown::{ShutdownHook, ShutdownResult};
 use crate::task::{SpawnOptions, TaskId, TaskInfo, TaskState};
@@ -215,6 +216,45 @@ impl Scheduler {
         let r = self.inner.core.borrow_mut().cancel(task).unwrap_or(false);
         self.after_user_call();
         r
+    }
+
+    /// Carries out a cancel-scope call (see [`crate::scope`]). `Enter`,
+    /// `Exit` and `EffectiveDeadline` act on the running task and are for a
+    /// custom body to call from inside its step (the Python binding's
+    /// `CancelScope`); `Cancel`, `SetDeadline`, `SetShield` and `Status` name
+    /// their task and may be called from anywhere on the scheduler's thread.
+    /// A native task makes the same calls through its [`TaskContext`](crate::TaskContext).
+    pub fn scope(&self, call: ScopeCall) -> Result<ScopeAnswer, SyscallError> {
+        let r = self.inner.core.borrow_mut().scope_call_from_step(call);
+        self.after_user_call();
+        r
+    }
+
+    /// Cancels a scope of a task: the code inside it sees `Cancelled` at
+    /// its blocking calls (woken at once if blocked, unless a shield inside
+    /// the scope hides it), and the scope absorbs the cancellation when the
+    /// task leaves it. Returns the scope's state after the call.
+    pub fn cancel_scope(&self, scope: ScopeRef) -> Result<ScopeStatus, SyscallError> {
+        match self.scope(ScopeCall::Cancel(scope))? {
+            ScopeAnswer::Status(s) => Ok(s),
+            other => unreachable!("Cancel answered {other:?}"),
+        }
+    }
+
+    /// Enters a new innermost cancel scope of the running task; for a
+    /// custom body, from inside its step. `Err(NotInTask)` outside a task.
+    pub fn enter_scope(&self, options: ScopeOptions) -> Result<ScopeId, SyscallError> {
+        match self.scope(ScopeCall::Enter(options))? {
+            ScopeAnswer::Entered(id) => Ok(id),
+            other => unreachable!("Enter answered {other:?}"),
+        }
+    }
+
+    /// Leaves a cancel scope of the running task (and any still open inside
+    /// it). Answers [`ScopeAnswer::Exited`]: whether the scope had been
+    /// cancelled, and whether it absorbs the cancellation.
+    pub fn exit_scope(&self, scope: ScopeId) -> Result<ScopeAnswer, SyscallError> {
+        self.scope(ScopeCall::Exit(scope))
     }
 
     // ----- running ----------------------------------------------------------

@@ -9,10 +9,12 @@
 //! end (`Join`), I/O readiness (`IoWait`), the admission gate (`Admit`) or the
 //! end of a shutdown (`Shutdown`).
 //!
-//! Cancellation is delivered as an answer too: [`Resume::Cancelled`]. Once a
-//! task is cancelled, every later *blocking* call is answered with `Cancelled`
-//! at once (cancellation is level-triggered, as in trio), so a cancelled task
-//! can run its clean-up code but can never block forever.
+//! Cancellation is delivered as an answer too: [`Resume::Cancelled`]. While a
+//! task is effectively cancelled (inside a cancelled [cancel
+//! scope](crate::scope), with no shield in between), every *blocking* call
+//! is answered with `Cancelled` at once (cancellation is level-triggered, as
+//! in trio), so a cancelled task can run its clean-up code but can never
+//! block forever; once it leaves the cancelled scope it may block again.
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use crate::error::{SpawnError, SyscallError};
 use crate::event::EventId;
 use crate::io::{Interest, IoReady, IoToken};
 use crate::outcome::{JoinResult, Value};
+use crate::scope::{ScopeAnswer, ScopeCall};
 use crate::shutdown::ShutdownResult;
 use crate::task::{SpawnOptions, TaskId};
 
@@ -81,6 +84,9 @@ pub enum SystemCall {
     Shutdown(Duration),
     /// Finish the task now with this value.
     Done(Value),
+    /// A cancel-scope operation (see [`crate::scope`]); answered at once with
+    /// [`Resume::Scope`] (or [`Resume::Error`]), never throttled.
+    Scope(ScopeCall),
 }
 
 impl std::fmt::Debug for SystemCall {
@@ -112,6 +118,7 @@ impl std::fmt::Debug for SystemCall {
             SystemCall::Admit => f.write_str("Admit"),
             SystemCall::Shutdown(d) => write!(f, "Shutdown({d:?})"),
             SystemCall::Done(v) => write!(f, "Done({v:?})"),
+            SystemCall::Scope(c) => write!(f, "Scope({c:?})"),
         }
     }
 }
@@ -143,6 +150,8 @@ pub enum Resume {
     Io(IoReady),
     /// How the shutdown went (`Shutdown`).
     Shutdown(ShutdownResult),
+    /// The answer to a scope call (`Scope`).
+    Scope(ScopeAnswer),
     /// The task has been cancelled: unwind.
     Cancelled,
     /// The call was invalid.

@@ -1,7 +1,7 @@
 //! The timer heap: deadlines in order, ties broken by arrival.
 //!
-//! Sleeps, join and I/O timeouts and the shutdown deadline all become entries
-//! here. Equal deadlines fire in the order they were made (a sequence number),
+//! Sleeps, join and I/O timeouts, cancel scopes' deadlines and the shutdown
+//! deadline all become entries here. Equal deadlines fire in the order they were made (a sequence number),
 //! never in an order that depends on addresses or hashing, so virtual-time runs
 //! repeat exactly. Entries are not removed when their wait ends some other way;
 //! they carry the wait's generation and are skipped when they fire stale.
@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::scope::ScopeId;
 use crate::task::TaskId;
 use crate::waiter::Waiter;
 
@@ -25,7 +26,21 @@ pub(crate) enum TimerKind {
     Wake(Waiter),
     /// The shutdown deadline: cancel what remains.
     ShutdownDeadline,
+    /// A cancel scope's deadline: cancel the scope (if it still has that
+    /// deadline when the timer fires).
+    ScopeDeadline {
+        /// The task's slot.
+        slot: usize,
+        /// The task.
+        task: TaskId,
+        /// The scope.
+        scope: ScopeId,
+    },
 }
+
+/// Marks a scope deadline in a packed entry's task field (task ids never
+/// reach 2^63).
+const SCOPE_BIT: u64 = 1 << 63;
 
 /// The slot that marks the shutdown deadline in a packed entry.
 const SHUTDOWN: u32 = u32::MAX;
@@ -58,6 +73,12 @@ impl Entry {
                 slot: SHUTDOWN,
                 generation: 0,
             },
+            TimerKind::ScopeDeadline { slot, task, scope } => Entry {
+                key,
+                task: task.get() | SCOPE_BIT,
+                slot: u32::try_from(slot).expect("fewer than 2^32 - 1 task slots"),
+                generation: scope.get(),
+            },
         }
     }
 
@@ -68,6 +89,12 @@ impl Entry {
     fn kind(&self) -> TimerKind {
         if self.slot == SHUTDOWN {
             TimerKind::ShutdownDeadline
+        } else if self.task & SCOPE_BIT != 0 {
+            TimerKind::ScopeDeadline {
+                slot: self.slot as usize,
+                task: TaskId(self.task & !SCOPE_BIT),
+                scope: ScopeId(self.generation),
+            }
         } else {
             TimerKind::Wake(Waiter {
                 slot: self.slot as usize,
@@ -214,6 +241,12 @@ mod tests {
             let deadline = Duration::from_millis(x % 97);
             let kind = if n % 1000 == 999 {
                 TimerKind::ShutdownDeadline
+            } else if n % 7 == 3 {
+                TimerKind::ScopeDeadline {
+                    slot: n as usize,
+                    task: TaskId(n),
+                    scope: ScopeId(n as u32 + 1),
+                }
             } else {
                 waiter(n)
             };
