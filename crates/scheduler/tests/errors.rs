@@ -79,6 +79,14 @@ fn system_call_errors_name_what_they_are_about() {
             SyscallError::UnknownEvent(event),
             format!("{event} is not known to this scheduler"),
         ),
+        (
+            SyscallError::UnknownScope(TaskId::from_raw(4), ScopeId::from_raw(2)),
+            "task 4 has no open cancel scope 2".to_string(),
+        ),
+        (
+            SyscallError::NotInTask,
+            "this call can only be made from inside a task".to_string(),
+        ),
     ];
     for (error, message) in cases {
         assert_eq!(error.to_string(), message);
