@@ -170,14 +170,14 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
     ) -> Any:
         if _transport.is_stream_socket(sock):
             return _transport.SocketTransport(self, sock, protocol, waiter, extra, server)
-        return super()._make_socket_transport(
+        return super()._make_socket_transport(  # type: ignore[misc]
             sock, protocol, waiter, extra=extra, server=server
         )
 
     def _make_ssl_transport(self, rawsock: Any, *args: Any, **kwargs: Any) -> Any:
         if _transport.is_stream_socket(rawsock):
             return _transport.make_ssl_transport(self, rawsock, *args, **kwargs)
-        return super()._make_ssl_transport(rawsock, *args, **kwargs)
+        return super()._make_ssl_transport(rawsock, *args, **kwargs)  # type: ignore[misc]
 
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")

@@ -11,7 +11,7 @@ top of it, and ``loop.sendfile`` uses ``os.sendfile`` on its socket.
 """
 
 # The stdlib's transport internals are not in typeshed.
-# mypy: disable-error-code="attr-defined,no-untyped-def,assignment,method-assign"
+# mypy: disable-error-code="attr-defined,assignment,method-assign,arg-type,misc"
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     _sock: socket.socket | None = None
-    _core: StreamTransportCore | None = None
+    _core: StreamTransportCore
 
     def __init__(
         self,
@@ -86,18 +86,18 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     @property
     def _protocol_paused(self) -> bool:
-        core = self._core
+        core = self.__dict__.get("_core")
         return core is not None and core._protocol_paused
 
     @_protocol_paused.setter
     def _protocol_paused(self, value: bool) -> None:
-        core = self._core
+        core = self.__dict__.get("_core")
         if core is not None:
             core._protocol_paused = value
 
     def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         super()._set_write_buffer_limits(high, low)
-        core = self._core
+        core = self.__dict__.get("_core")
         if core is not None:
             core._set_limits(self._high_water, self._low_water)
 

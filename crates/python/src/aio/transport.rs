@@ -126,11 +126,7 @@ impl Drop for View {
 fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CLS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     CLS.get_or_try_init(py, || {
-        Ok::<_, PyErr>(
-            py.import("asyncio")?
-                .getattr("BufferedProtocol")?
-                .unbind(),
-        )
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("BufferedProtocol")?.unbind())
     })
     .map(|c| c.bind(py))
 }
@@ -226,10 +222,7 @@ impl StreamCore {
         Ok(())
     }
 
-    fn loop_call(
-        slf: &Bound<'_, Self>,
-        method: &Bound<'_, pyo3::types::PyString>,
-    ) -> PyResult<()> {
+    fn loop_call(slf: &Bound<'_, Self>, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
         let (lp, fd) = {
             let me = slf.borrow();
             (me.the_loop(slf.py()), me.fd)
@@ -405,7 +398,8 @@ impl StreamCore {
                 me.conn_lost += 1;
                 drop(me);
                 if warn {
-                    asyncio_logger(py)?.call_method1("warning", ("socket.send() raised exception.",))?;
+                    asyncio_logger(py)?
+                        .call_method1("warning", ("socket.send() raised exception.",))?;
                 }
                 return Ok(());
             }
@@ -507,7 +501,11 @@ impl StreamCore {
         Self::flow_callback(slf, "resume_writing", "protocol.resume_writing() failed")
     }
 
-    fn resolve_empty_waiter(py: Python<'_>, waiter: Option<Py<PyAny>>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+    fn resolve_empty_waiter(
+        py: Python<'_>,
+        waiter: Option<Py<PyAny>>,
+        exc: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
         let Some(w) = waiter else { return Ok(()) };
         let w = w.bind(py);
         if w.call_method0(intern!(py, "done"))?.is_truthy()? {
