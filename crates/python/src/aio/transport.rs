@@ -135,6 +135,25 @@ fn asyncio_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("asyncio.log")?.getattr("logger")
 }
 
+/// Sends an error to the loop's exception handler, as the stdlib's
+/// transports do.
+fn report(
+    lp: &Bound<'_, PyAny>,
+    message: &str,
+    exc: Py<PyAny>,
+    transport: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let py = lp.py();
+    let context = PyDict::new(py);
+    context.set_item("message", message)?;
+    context.set_item("exception", exc)?;
+    context.set_item("transport", transport)?;
+    context.set_item("protocol", protocol)?;
+    lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
 /// The socket I/O and state of one stream transport.
 #[pyclass(module = "tiffany._native", name = "StreamTransportCore")]
 pub struct StreamCore {
@@ -265,12 +284,7 @@ impl StreamCore {
                     )?;
                 }
             } else {
-                let context = PyDict::new(py);
-                context.set_item("message", message)?;
-                context.set_item("exception", exc.clone_ref(py))?;
-                context.set_item("transport", transport)?;
-                context.set_item("protocol", protocol)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+                report(lp, message, exc.clone_ref(py), transport, protocol)?;
             }
         }
         Self::force_close(slf, Some(exc))
@@ -468,12 +482,13 @@ impl StreamCore {
                 return Err(e);
             }
             if let Some(lp) = lp {
-                let context = PyDict::new(py);
-                context.set_item("message", message)?;
-                context.set_item("exception", e.into_value(py))?;
-                context.set_item("transport", transport)?;
-                context.set_item("protocol", protocol)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+                report(
+                    &lp,
+                    message,
+                    e.into_value(py).into_any(),
+                    transport,
+                    Some(protocol),
+                )?;
             }
         }
         Ok(())
