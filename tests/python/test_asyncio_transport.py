@@ -155,6 +155,29 @@ def test_write_buffer_flow_control_pauses_and_resumes_the_protocol() -> None:
     run(main)
 
 
+def test_pause_writing_may_reuse_the_bytearray_being_written() -> None:
+    class Reusing(Recorder):
+        buf = bytearray()
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self.buf.clear()  # the write's buffer is released by now
+
+    async def main() -> None:
+        proto = Reusing()
+        tr, peer = await pair(proto)
+        await proto.made
+        proto.buf += b"z" * BIG
+        tr.write(proto.buf)
+        assert proto.events == ["made", "pause"] and proto.buf == b""
+        assert await recv_exactly(peer, BIG) == b"z" * BIG
+        tr.close()
+        await proto.lost
+        peer.close()
+
+    run(main)
+
+
 def test_buffered_protocol_reads_into_its_buffer() -> None:
     class Buffered(asyncio.BufferedProtocol):
         def __init__(self) -> None:

@@ -135,6 +135,18 @@ fn asyncio_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("asyncio.log")?.getattr("logger")
 }
 
+/// What a write did.
+enum Written {
+    /// All sent (or nothing to send, or dropped after the connection was lost).
+    Sent,
+    /// Dropped after the connection was lost, often enough to warn.
+    Lost,
+    /// `send` failed with this errno.
+    Failed(i32),
+    /// Some is buffered; `first`: the buffer was empty before.
+    Buffered { first: bool },
+}
+
 /// Sends an error to the loop's exception handler, as the stdlib's
 /// transports do.
 fn report(
@@ -389,69 +401,85 @@ impl StreamCore {
         }
     }
 
-    /// Sends what it can of `data` now, buffers the rest.
-    fn write_bytes(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
-        let py = slf.py();
-        let (register, fd) = {
-            let mut me = slf.borrow_mut();
-            if me.eof {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call write() after write_eof()",
-                ));
-            }
-            if me.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(
-                    "unable to write; sendfile is in progress",
-                ));
-            }
-            if data.is_empty() {
-                return Ok(());
-            }
-            if me.conn_lost > 0 {
-                let warn = me.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-                me.conn_lost += 1;
-                drop(me);
-                if warn {
-                    asyncio_logger(py)?
-                        .call_method1("warning", ("socket.send() raised exception.",))?;
+    /// Sends what it can of `data` now and buffers the rest; calls no
+    /// Python code (`data` may be a buffer borrowed from a bytearray), so
+    /// what follows is done by [`StreamCore::after_write`].
+    fn send_or_buffer(&mut self, data: &[u8]) -> PyResult<Written> {
+        if self.eof {
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if self.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
+        if data.is_empty() {
+            return Ok(Written::Sent);
+        }
+        if self.conn_lost > 0 {
+            let warn = self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+            self.conn_lost += 1;
+            return Ok(if warn { Written::Lost } else { Written::Sent });
+        }
+        let mut sent = 0;
+        let first = self.pending() == 0;
+        if first {
+            // SAFETY: `data` is a valid slice for the call.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    data.as_ptr().cast(),
+                    data.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                let e = errno();
+                if !would_block(e) {
+                    return Ok(Written::Failed(e));
                 }
-                return Ok(());
-            }
-            let mut sent = 0;
-            let register = me.pending() == 0;
-            if register {
-                // SAFETY: `data` is a valid slice for the call.
-                let n = unsafe {
-                    libc::send(me.fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL)
-                };
-                if n < 0 {
-                    let e = errno();
-                    if !would_block(e) {
-                        drop(me);
-                        return Self::fatal_error(
-                            slf,
-                            os_error(e).into_value(py).into_any(),
-                            "Fatal write error on socket transport",
-                        );
-                    }
-                } else {
-                    sent = n as usize;
-                    if sent == data.len() {
-                        return Ok(());
-                    }
+            } else {
+                sent = n as usize;
+                if sent == data.len() {
+                    return Ok(Written::Sent);
                 }
-            }
-            me.buf.extend_from_slice(&data[sent..]);
-            (register, me.fd)
-        };
-        if register {
-            let lp = slf.borrow().the_loop(py);
-            if let Some(lp) = lp {
-                let cb = Self::bound_method(slf, "_write_ready")?;
-                lp.call_method1(intern!(py, "_add_writer"), (fd, cb))?;
             }
         }
-        Self::maybe_pause_protocol(slf)
+        self.buf.extend_from_slice(&data[sent..]);
+        Ok(Written::Buffered { first })
+    }
+
+    /// What follows a write: the error, the writer's registration, flow control.
+    fn after_write(slf: &Bound<'_, Self>, written: Written) -> PyResult<()> {
+        let py = slf.py();
+        match written {
+            Written::Sent => Ok(()),
+            Written::Lost => {
+                asyncio_logger(py)?
+                    .call_method1("warning", ("socket.send() raised exception.",))?;
+                Ok(())
+            }
+            Written::Failed(e) => Self::fatal_error(
+                slf,
+                os_error(e).into_value(py).into_any(),
+                "Fatal write error on socket transport",
+            ),
+            Written::Buffered { first } => {
+                if first {
+                    let (lp, fd) = {
+                        let me = slf.borrow();
+                        (me.the_loop(py), me.fd)
+                    };
+                    if let Some(lp) = lp {
+                        let cb = Self::bound_method(slf, "_write_ready")?;
+                        lp.call_method1(intern!(py, "_add_writer"), (fd, cb))?;
+                    }
+                }
+                Self::maybe_pause_protocol(slf)
+            }
+        }
     }
 
     fn shutdown_write(fd: i32) -> PyResult<()> {
@@ -687,7 +715,8 @@ impl StreamCore {
     /// buffered, the rest when the socket is writable.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Ok(b) = data.cast::<PyBytes>() {
-            return Self::write_bytes(slf, b.as_bytes());
+            let written = slf.borrow_mut().send_or_buffer(b.as_bytes())?;
+            return Self::after_write(slf, written);
         }
         if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
             let name = data.get_type().name()?;
@@ -695,8 +724,11 @@ impl StreamCore {
                 "data argument must be a bytes-like object, not '{name}'"
             )));
         }
-        let view = View::get(data, false)?;
-        Self::write_bytes(slf, view.as_slice())
+        let written = {
+            let view = View::get(data, false)?;
+            slf.borrow_mut().send_or_buffer(view.as_slice())?
+        };
+        Self::after_write(slf, written)
     }
 
     /// Writes the concatenation of an iterable of bytes-like objects.
