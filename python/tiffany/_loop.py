@@ -4,8 +4,9 @@ The loop is the stdlib's Unix selector event loop with its engine replaced:
 the ready queue, the timers and the readiness of descriptors are native
 (``tiffany._native.LoopCore``), and while the loop runs, all of asyncio is
 one task of a Tiffany scheduler — on its clock, beside Tiffany's own tasks.
-Transports, protocols, SSL, pipes, subprocesses, signals and the ``sock_*``
-methods are the stdlib's.
+The socket I/O of TCP and Unix stream transports is native too
+(``tiffany._transport``); protocols, SSL, pipes, subprocesses, signals and the
+``sock_*`` methods are the stdlib's.
 
     import asyncio
     import tiffany
@@ -31,6 +32,7 @@ from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventL
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
+from tiffany import _transport
 from tiffany._native import LoopCore, Scheduler, Selector
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
@@ -160,6 +162,22 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         events._set_running_loop(None)
         self._thread_id = None
         sys.set_asyncgen_hooks(*hooks)
+
+    # -- transports: TCP and Unix stream sockets get the native transport --
+
+    def _make_socket_transport(
+        self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
+    ) -> Any:
+        if _transport.is_stream_socket(sock):
+            return _transport.SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(  # type: ignore[misc]
+            sock, protocol, waiter, extra=extra, server=server
+        )
+
+    def _make_ssl_transport(self, rawsock: Any, *args: Any, **kwargs: Any) -> Any:
+        if _transport.is_stream_socket(rawsock):
+            return _transport.make_ssl_transport(self, rawsock, *args, **kwargs)
+        return super()._make_ssl_transport(rawsock, *args, **kwargs)  # type: ignore[misc]
 
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")

@@ -486,6 +486,62 @@ class LoopCore:
     def _set_hosted(self, hosted: bool) -> None:
         """Hosted mode (``tiffany.run``): the engine starts on demand, as a daemon task."""
 
+@final
+class StreamTransportCore:
+    """The socket I/O of a TCP or Unix stream transport of ``tiffany.EventLoop``
+    (``tiffany._transport.SocketTransport`` is the transport protocols see)."""
+
+    _protocol_paused: bool
+    @property
+    def _conn_lost(self) -> int: ...
+    @property
+    def _eof(self) -> bool: ...
+    @property
+    def _paused(self) -> bool: ...
+    def __new__(cls, loop: Any, transport: Any, fd: int, protocol: Any) -> Self: ...
+    def _start_reading(self) -> None:
+        """Starts reading (after ``connection_made``), unless paused or closing."""
+    def _read_ready(self) -> None:
+        """The socket is readable: one ``recv``, then the protocol's callback."""
+    def _write_ready(self) -> None:
+        """The socket is writable and data is buffered: send what it takes."""
+    def write(self, data: ReadableBuffer) -> None:
+        """Sends ``data``: at once if nothing is buffered, the rest later."""
+    def writelines(self, list_of_data: Iterable[ReadableBuffer]) -> None:
+        """Writes the concatenation of the bytes-like objects."""
+    def write_eof(self) -> None:
+        """Closes the write side once the buffer is sent."""
+    def can_write_eof(self) -> bool:
+        """Always true: stream sockets can half-close."""
+    def close(self) -> None:
+        """Closes once the buffer is sent; ``connection_lost(None)`` follows."""
+    def abort(self) -> None:
+        """Closes at once, dropping the buffer."""
+    def _force_close(self, exc: BaseException | None) -> None: ...
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on transport"
+    ) -> None: ...
+    def _call_connection_lost(self, exc: BaseException | None) -> None: ...
+    def is_closing(self) -> bool:
+        """Whether the transport is closing or closed."""
+    def is_reading(self) -> bool:
+        """Whether the transport reads (not paused, not closing)."""
+    def pause_reading(self) -> None:
+        """Stops reading until ``resume_reading``."""
+    def resume_reading(self) -> None:
+        """Resumes reading after ``pause_reading``."""
+    def set_protocol(self, protocol: Any) -> None:
+        """Sets the protocol (a ``BufferedProtocol`` is read into its buffers)."""
+    def get_protocol(self) -> Any:
+        """The current protocol (None once the connection is lost)."""
+    def get_write_buffer_size(self) -> int:
+        """How many bytes are buffered, not yet sent."""
+    def _set_limits(self, high: int, low: int) -> None: ...
+    def _maybe_pause_protocol(self) -> None: ...
+    def _maybe_resume_protocol(self) -> None: ...
+    def _make_empty_waiter(self) -> Any: ...
+    def _reset_empty_waiter(self) -> None: ...
+
 # ----- service mode (tiffanyd) ---------------------------------------------
 
 class RpcError(Exception):

@@ -6,7 +6,9 @@
 //!   over a private epoll set;
 //! - [`core`]: `LoopCore`, the ready queue, the timers and the kernel task
 //!   that runs asyncio's iterations on Tiffany's scheduler;
-//! - [`future`]: a Tiffany task awaiting an asyncio future.
+//! - [`future`]: a Tiffany task awaiting an asyncio future;
+//! - [`transport`]: `StreamTransportCore`, the socket I/O of the TCP and
+//!   Unix stream transports.
 //!
 //! The Python half (`python/tiffany/_loop.py`) mixes `LoopCore` into the
 //! stdlib's selector event loop.
@@ -18,11 +20,13 @@ mod epoll;
 pub(crate) mod future;
 pub(crate) mod handle;
 mod selector;
+mod transport;
 
 /// Adds the asyncio classes to the module.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<selector::Selector>()?;
+    m.add_class::<transport::StreamCore>()?;
     Ok(())
 }
