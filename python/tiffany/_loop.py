@@ -31,6 +31,7 @@ from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventL
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
+from tiffany import _subprocess
 from tiffany._native import LoopCore, Scheduler, Selector
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
@@ -67,6 +68,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
         self._sched = scheduler
+        self._children = _subprocess.ChildWatch(self)
         super().__init__(Selector())  # type: ignore[arg-type]
 
     @property
@@ -161,6 +163,26 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         self._thread_id = None
         sys.set_asyncgen_hooks(*hooks)
 
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        # Children are watched through pidfds in the loop's own selector (no
+        # thread per child, no SIGCHLD handler); the stdlib's child watcher
+        # only where pidfds are missing (Linux before 5.4).
+        call = (protocol, args, shell, stdin, stdout, stderr, bufsize, extra)
+        if _subprocess.pidfd_supported():
+            return await _subprocess.make_subprocess_transport(self, *call, **kwargs)
+        return await super()._make_subprocess_transport(*call, **kwargs)  # type: ignore[misc]
+
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")
 
@@ -170,6 +192,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        self._children.close()
         super().close()
         self._clear()
         # The scheduler belongs to this thread; a closed loop may be dropped
