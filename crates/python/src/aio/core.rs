@@ -285,17 +285,12 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let lp = slf.as_any();
         if when.is_nan() {
             return Err(PyValueError::new_err("when must be a number, not NaN"));
         }
         slf.get().check_closed()?;
         debug_checks(slf, callback, "call_at")?;
-        let h = Handle::create(py, callback, args, context, lp.clone().unbind(), when)?;
-        slf.get().schedule_timer(py, &h, when);
-        Self::wake(slf);
-        Ok(h)
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     /// Schedules `callback(*args)` after `delay` seconds.
@@ -310,8 +305,15 @@ impl LoopCore {
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
+        if delay.is_nan() {
+            return Err(PyValueError::new_err("delay must be a number, not NaN"));
+        }
+        slf.get().check_closed()?;
+        // Before reading the clock: in debug mode, a call from another
+        // thread gets asyncio's error, not the scheduler's.
+        debug_checks(slf, callback, "call_later")?;
         let now = kernel_now(slf.py(), slf.as_any())?;
-        Self::call_at(slf, now + delay, callback, args, context)
+        Self::schedule_at(slf, now + delay, callback, args, context)
     }
 
     /// Queues an existing handle (asyncio's `_add_callback`).
@@ -487,6 +489,28 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// Makes a timer handle for `when` and puts it in the heap (the checks are done).
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let h = Handle::create(
+            py,
+            callback,
+            args,
+            context,
+            slf.clone().into_any().unbind(),
+            when,
+        )?;
+        slf.get().schedule_timer(py, &h, when);
+        Self::wake(slf);
+        Ok(h)
+    }
+
     /// In hosted mode, starts the engine if asyncio has work and no engine
     /// runs (only on the scheduler's thread, inside its run).
     ///
