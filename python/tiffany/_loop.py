@@ -5,7 +5,8 @@ the ready queue, the timers and the readiness of descriptors are native
 (``tiffany._native.LoopCore``), and while the loop runs, all of asyncio is
 one task of a Tiffany scheduler — on its clock, beside Tiffany's own tasks.
 Transports, protocols, SSL, pipes, subprocesses, signals and the ``sock_*``
-methods are the stdlib's.
+methods are the stdlib's; child processes are watched through pidfds in the
+loop's own selector (``tiffany._subprocess``), not by asyncio's child watcher.
 
     import asyncio
     import tiffany
