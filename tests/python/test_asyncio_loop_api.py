@@ -209,3 +209,43 @@ def test_signal_handler_under_the_virtual_clock() -> None:
         return value, waited, removed, loop.remove_signal_handler(signal.SIGUSR1)
 
     assert run(main(), clock="virtual") == (7, 0.0, True, False)
+
+
+def test_handles_that_ran_are_reused_only_when_nothing_refers_to_them() -> None:
+    import contextvars
+    import weakref
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    log: list[Any] = []
+    loop = tiffany.new_event_loop(clock="virtual")
+
+    def run_once() -> None:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    try:
+        # Cancelled, then dropped: the loop may reuse them...
+        for i in range(100):
+            loop.call_soon(log.append, i).cancel()
+        kept = loop.call_soon(log.append, "kept")
+        watched = weakref.ref(loop.call_soon(log.append, "watched"))
+        run_once()
+        assert log == ["kept", "watched"]
+        assert watched() is None  # a weakly referenced handle is let go
+        # ...and a reused handle is a new one: not cancelled, its own
+        # callback, context and deadline; the one kept by its owner is not reused.
+        log.clear()
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "ctx")
+        handles = [loop.call_soon(log.append, i) for i in range(100)]
+        handles.append(loop.call_soon(lambda: log.append(var.get()), context=ctx))
+        timer = loop.call_later(5, log.append, "timer")
+        assert all(h is not kept for h in [*handles, timer])
+        assert not any(h.cancelled() for h in handles)
+        assert timer.when() == loop.time() + 5
+        assert kept._callback is None and not kept.cancelled()  # type: ignore[attr-defined]
+        loop.call_later(6, loop.stop)
+        loop.run_forever()
+        assert log == [*range(100), "ctx", "timer"]
+    finally:
+        loop.close()

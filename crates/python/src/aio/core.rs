@@ -93,7 +93,13 @@ struct State {
     ready: VecDeque<Py<PyAny>>,
     timers: BinaryHeap<Timer>,
     seq: u64,
+    /// One-shot handles that ran and that nothing refers to any more:
+    /// `call_soon` and the timers reuse them (see `Handle::is_spare`).
+    spares: Vec<Py<Handle>>,
 }
+
+/// How many spare handles a loop keeps.
+const SPARES: usize = 4096;
 
 /// The native part of `tiffany.EventLoop`.
 #[pyclass(module = "tiffany._native", name = "LoopCore", subclass, frozen)]
@@ -263,14 +269,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let h = Handle::create(
-            py,
-            callback,
-            args,
-            context,
-            slf.clone().into_any().unbind(),
-            f64::NAN,
-        )?;
+        let h = Self::new_handle(slf, callback, args, context, f64::NAN)?;
         slf.get().push_ready(py, h.clone_ref(py).into_any());
         Self::wake(slf);
         Ok(h)
@@ -489,6 +488,56 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// A one-shot handle (`when`: NaN, or a timer's deadline): a spare one
+    /// if the loop has one, else a new one.
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        when: f64,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        if let Some(h) = slf.get().state.with(py, |st| st.spares.pop()) {
+            let context = match context {
+                Some(c) if !c.is_none(py) => c,
+                _ => match super::handle::copy_context(py) {
+                    Ok(c) => c.unbind(),
+                    Err(e) => {
+                        slf.get().state.with(py, |st| st.spares.push(h));
+                        return Err(e);
+                    }
+                },
+            };
+            h.borrow_mut(py).reuse(callback, args, context, when);
+            return Ok(h);
+        }
+        let lp = slf.clone().into_any().unbind();
+        Handle::create(py, callback, args, context, lp, when)
+    }
+
+    /// Keeps `item` (a queued callback that ran) for reuse if nothing else
+    /// refers to it.
+    fn recycle(&self, py: Python<'_>, item: Py<PyAny>) {
+        let Ok(h) = item.bind(py).cast::<Handle>() else {
+            return;
+        };
+        if !Handle::is_spare(py, h) {
+            return;
+        }
+        let h = h.clone().unbind();
+        drop(item);
+        let rejected = self.state.with(py, |st| {
+            if st.spares.len() < SPARES {
+                st.spares.push(h);
+                None
+            } else {
+                Some(h)
+            }
+        });
+        drop(rejected);
+    }
+
     /// Makes a timer handle for `when` and puts it in the heap (the checks are done).
     fn schedule_at(
         slf: &Bound<'_, Self>,
@@ -498,14 +547,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let h = Handle::create(
-            py,
-            callback,
-            args,
-            context,
-            slf.clone().into_any().unbind(),
-            when,
-        )?;
+        let h = Self::new_handle(slf, callback, args, context, when)?;
         slf.get().schedule_timer(py, &h, when);
         Self::wake(slf);
         Ok(h)
@@ -638,6 +680,7 @@ impl Engine {
             } else {
                 run_item(py, bound)?;
             }
+            core.recycle(py, item);
         }
         Ok(())
     }

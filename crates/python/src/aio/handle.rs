@@ -49,8 +49,21 @@ pub struct Handle {
     oneshot: bool,
 }
 
+/// `LoopHandle.__weakrefoffset__`: where a handle keeps its weak
+/// references (`None` if the layout is not a plain offset).
+fn weaklist_offset(py: Python<'_>) -> Option<isize> {
+    static OFFSET: pyo3::sync::PyOnceLock<Option<isize>> = pyo3::sync::PyOnceLock::new();
+    *OFFSET.get_or_init(py, || {
+        py.get_type::<Handle>()
+            .getattr("__weakrefoffset__")
+            .and_then(|o| o.extract::<isize>())
+            .ok()
+            .filter(|&o| o > 0)
+    })
+}
+
 /// `contextvars.copy_context`, looked up once.
-fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static COPY: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let f = COPY.get_or_try_init(py, || {
         Ok::<_, PyErr>(py.import("contextvars")?.getattr("copy_context")?.unbind())
@@ -89,6 +102,52 @@ impl Handle {
         // allowed (its deallocator untracks it again, which is harmless).
         unsafe { pyo3::ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
         Ok(h)
+    }
+
+    /// Makes a spare handle (see [`Handle::is_spare`]) a new one-shot handle
+    /// of the same loop.
+    pub(crate) fn reuse(
+        &mut self,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Py<PyAny>,
+        when: f64,
+    ) {
+        debug_assert!(self.callback.is_none() && self.args.is_none() && self.context.is_none());
+        self.callback = Some(callback.clone().unbind());
+        self.args = Some(args.clone().unbind());
+        self.context = Some(context);
+        self.cancelled = false;
+        self.when = when;
+        self.scheduled = false;
+    }
+
+    /// Whether a one-shot handle that ran (or was cancelled) can be reused:
+    /// `item`, the caller's reference, is its only one, and no weak
+    /// reference to it exists. Reusing it is then unobservable.
+    pub(crate) fn is_spare(py: Python<'_>, item: &Bound<'_, Handle>) -> bool {
+        // SAFETY: a live object (the caller holds a reference).
+        if unsafe { ffi::Py_REFCNT(item.as_ptr()) } != 1 {
+            return false;
+        }
+        let Some(offset) = weaklist_offset(py) else {
+            return false;
+        };
+        // SAFETY: `offset` is the type's `tp_weaklistoffset` (positive): the
+        // object holds its weak-reference list pointer there, NULL when
+        // no weak reference to it exists.
+        let weakrefs = unsafe {
+            *item
+                .as_ptr()
+                .cast::<u8>()
+                .offset(offset)
+                .cast::<*mut ffi::PyObject>()
+        };
+        if !weakrefs.is_null() {
+            return false;
+        }
+        let me = item.borrow();
+        me.oneshot && me.callback.is_none() && !me.scheduled
     }
 
     /// A handle for a descriptor's readiness: it runs each time.
