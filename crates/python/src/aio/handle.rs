@@ -13,6 +13,13 @@
 //! its loop, and one that has run or was cancelled refers to nothing but its
 //! loop (with many pending callbacks, the collector's scans of them were a
 //! fifth of the cost of `call_soon`).
+//!
+//! Running a handle is one vectorcall of `Context.run(context, callback,
+//! *args)`: the arguments are passed in place, with no tuple per callback.
+//! A one-shot handle that ran and that nothing else refers to (no
+//! reference, no weak reference) goes back to its loop, which reuses it for
+//! the next `call_soon` or timer; reuse is unobservable, and it saves an
+//! allocation and a deallocation per callback.
 
 use pyo3::exceptions::{PyAttributeError, PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
