@@ -518,15 +518,14 @@ impl LoopCore {
 
     /// Keeps `item` (a queued callback that ran) for reuse if nothing else
     /// refers to it.
-    fn recycle(&self, py: Python<'_>, item: Py<PyAny>) {
-        let Ok(h) = item.bind(py).cast::<Handle>() else {
+    fn recycle(&self, py: Python<'_>, item: Bound<'_, PyAny>) {
+        let Ok(h) = item.cast_into::<Handle>() else {
             return;
         };
-        if !Handle::is_spare(py, h) {
+        if !Handle::is_spare(py, &h) {
             return;
         }
-        let h = h.clone().unbind();
-        drop(item);
+        let h = h.unbind();
         let rejected = self.state.with(py, |st| {
             if st.spares.len() < SPARES {
                 st.spares.push(h);
@@ -674,11 +673,11 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let bound = item.bind(py);
+            let item = item.into_bound(py);
             if debug {
-                self.run_timed(py, bound)?;
+                self.run_timed(py, &item)?;
             } else {
-                run_item(py, bound)?;
+                run_item(py, &item)?;
             }
             core.recycle(py, item);
         }

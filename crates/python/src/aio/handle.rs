@@ -133,6 +133,7 @@ impl Handle {
     /// `item`, the caller's reference, is its only one, and no weak
     /// reference to it exists. Reusing it is then unobservable.
     pub(crate) fn is_spare(py: Python<'_>, item: &Bound<'_, Handle>) -> bool {
+        // (`item` is the caller's own reference.)
         // SAFETY: a live object (the caller holds a reference).
         if unsafe { ffi::Py_REFCNT(item.as_ptr()) } != 1 {
             return false;
@@ -179,6 +180,7 @@ impl Handle {
 pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> {
     // A one-shot handle lets go of its callback and arguments as it runs,
     // so a handle kept by its owner holds nothing (and makes no cycle).
+    // Bound, not Py: dropping them is a plain decref.
     let (callback, args, context) = {
         let mut me = h.borrow_mut();
         if me.cancelled {
@@ -186,12 +188,16 @@ pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> 
         }
         if me.oneshot {
             match (me.callback.take(), me.args.take(), me.context.take()) {
-                (Some(c), Some(a), Some(x)) => (c, a, x),
+                (Some(c), Some(a), Some(x)) => {
+                    (c.into_bound(py), a.into_bound(py), x.into_bound(py))
+                }
                 _ => return Ok(()),
             }
         } else {
             match (&me.callback, &me.args, &me.context) {
-                (Some(c), Some(a), Some(x)) => (c.clone_ref(py), a.clone_ref(py), x.clone_ref(py)),
+                (Some(c), Some(a), Some(x)) => {
+                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
+                }
                 _ => return Ok(()),
             }
         }
@@ -200,17 +206,17 @@ pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> 
         return Ok(());
     };
     if !h.borrow().oneshot {
-        return report(py, h, callback.bind(py), args.bind(py), err);
+        return report(py, h, &callback, &args, err);
     }
     // While the exception handler sees it, the handle shows what it ran
     // (its repr, `_callback`); then it lets go again.
     {
         let mut me = h.borrow_mut();
-        me.callback = Some(callback.clone_ref(py));
-        me.args = Some(args.clone_ref(py));
-        me.context = Some(context);
+        me.callback = Some(callback.clone().unbind());
+        me.args = Some(args.clone().unbind());
+        me.context = Some(context.unbind());
     }
-    let result = report(py, h, callback.bind(py), args.bind(py), err);
+    let result = report(py, h, &callback, &args, err);
     let dropped = {
         let mut me = h.borrow_mut();
         (me.callback.take(), me.args.take(), me.context.take())
@@ -236,12 +242,11 @@ unsafe extern "C" {
 /// tuple, no bound method).
 fn call_in_context(
     py: Python<'_>,
-    context: &Py<PyAny>,
-    callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    context: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
 ) -> PyResult<()> {
     let run = context_run(py)?;
-    let args = args.bind(py);
     let mut argv: SmallVec<[*mut ffi::PyObject; 6]> = SmallVec::with_capacity(args.len() + 2);
     argv.push(context.as_ptr());
     argv.push(callback.as_ptr());
