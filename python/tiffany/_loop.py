@@ -5,8 +5,9 @@ the ready queue, the timers and the readiness of descriptors are native
 (``tiffany._native.LoopCore``), and while the loop runs, all of asyncio is
 one task of a Tiffany scheduler — on its clock, beside Tiffany's own tasks.
 The socket I/O of TCP and Unix stream transports is native too
-(``tiffany._transport``); protocols, SSL, pipes, subprocesses, signals and the
-``sock_*`` methods are the stdlib's.
+(``tiffany._transport``); child processes are watched through pidfds in the
+loop's own selector (``tiffany._subprocess``), not by asyncio's child watcher;
+protocols, SSL, pipes, signals and the ``sock_*`` methods are the stdlib's.
 
     import asyncio
     import tiffany
@@ -32,7 +33,7 @@ from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventL
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
-from tiffany import _transport
+from tiffany import _subprocess, _transport
 from tiffany._native import LoopCore, Scheduler, Selector
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
@@ -69,6 +70,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
         self._sched = scheduler
+        self._children = _subprocess.ChildWatch(self)
         super().__init__(Selector())  # type: ignore[arg-type]
 
     @property
@@ -179,6 +181,28 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             return _transport.make_ssl_transport(self, rawsock, *args, **kwargs)
         return super()._make_ssl_transport(rawsock, *args, **kwargs)  # type: ignore[misc]
 
+    # -- subprocesses: children watched through pidfds --
+
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        # Children are watched through pidfds in the loop's own selector (no
+        # thread per child, no SIGCHLD handler); the stdlib's child watcher
+        # only where pidfds are missing (Linux before 5.4).
+        call = (protocol, args, shell, stdin, stdout, stderr, bufsize, extra)
+        if _subprocess.pidfd_supported():
+            return await _subprocess.make_subprocess_transport(self, *call, **kwargs)
+        return await super()._make_subprocess_transport(*call, **kwargs)  # type: ignore[misc]
+
     def _run_once(self) -> None:
         raise NotImplementedError("tiffany.EventLoop runs its iterations natively")
 
@@ -188,6 +212,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        self._children.close()
         super().close()
         self._clear()
         # The scheduler belongs to this thread; a closed loop may be dropped

@@ -2,10 +2,11 @@
 //! kernel task that runs it.
 //!
 //! The Python class `tiffany.EventLoop` mixes this class in before the
-//! stdlib's `_UnixSelectorEventLoop`, so the stdlib keeps its transports,
-//! protocols, SSL, pipes, subprocesses, signals and `sock_*` methods, while
-//! the hot path — `call_soon`, timers, readiness and the dispatch of
-//! callbacks — is native.
+//! stdlib's `_UnixSelectorEventLoop`, so the stdlib keeps its protocols,
+//! SSL, pipes, signals and `sock_*` methods, while the hot path —
+//! `call_soon`, timers, readiness and the dispatch of callbacks here, the
+//! socket I/O of TCP and Unix transports in [`super::transport`] — is
+//! native.
 //!
 //! While the loop runs, all of asyncio is **one kernel task** (an [`Engine`]
 //! body) beside Tiffany's tasks, on the same scheduler and clock. Each resume
@@ -93,7 +94,13 @@ struct State {
     ready: VecDeque<Py<PyAny>>,
     timers: BinaryHeap<Timer>,
     seq: u64,
+    /// One-shot handles that ran and that nothing refers to any more:
+    /// `call_soon` and the timers reuse them (see `Handle::is_spare`).
+    spares: Vec<Py<Handle>>,
 }
+
+/// How many spare handles a loop keeps.
+const SPARES: usize = 4096;
 
 /// The native part of `tiffany.EventLoop`.
 #[pyclass(module = "tiffany._native", name = "LoopCore", subclass, frozen)]
@@ -263,14 +270,7 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        let h = Handle::create(
-            py,
-            callback,
-            args,
-            context,
-            slf.clone().into_any().unbind(),
-            f64::NAN,
-        )?;
+        let h = Self::new_handle(slf, callback, args, context, f64::NAN)?;
         slf.get().push_ready(py, h.clone_ref(py).into_any());
         Self::wake(slf);
         Ok(h)
@@ -285,17 +285,12 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let lp = slf.as_any();
         if when.is_nan() {
             return Err(PyValueError::new_err("when must be a number, not NaN"));
         }
         slf.get().check_closed()?;
         debug_checks(slf, callback, "call_at")?;
-        let h = Handle::create(py, callback, args, context, lp.clone().unbind(), when)?;
-        slf.get().schedule_timer(py, &h, when);
-        Self::wake(slf);
-        Ok(h)
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     /// Schedules `callback(*args)` after `delay` seconds.
@@ -310,8 +305,15 @@ impl LoopCore {
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
+        if delay.is_nan() {
+            return Err(PyValueError::new_err("delay must be a number, not NaN"));
+        }
+        slf.get().check_closed()?;
+        // Before reading the clock: in debug mode, a call from another
+        // thread gets asyncio's error, not the scheduler's.
+        debug_checks(slf, callback, "call_later")?;
         let now = kernel_now(slf.py(), slf.as_any())?;
-        Self::call_at(slf, now + delay, callback, args, context)
+        Self::schedule_at(slf, now + delay, callback, args, context)
     }
 
     /// Queues an existing handle (asyncio's `_add_callback`).
@@ -487,6 +489,70 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// A one-shot handle (`when`: NaN, or a timer's deadline): a spare one
+    /// if the loop has one, else a new one.
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        when: f64,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        if let Some(h) = slf.get().state.with(py, |st| st.spares.pop()) {
+            let context = match context {
+                Some(c) if !c.is_none(py) => c,
+                _ => match super::handle::copy_context(py) {
+                    Ok(c) => c.unbind(),
+                    Err(e) => {
+                        slf.get().state.with(py, |st| st.spares.push(h));
+                        return Err(e);
+                    }
+                },
+            };
+            h.borrow_mut(py).reuse(callback, args, context, when);
+            return Ok(h);
+        }
+        let lp = slf.clone().into_any().unbind();
+        Handle::create(py, callback, args, context, lp, when)
+    }
+
+    /// Keeps `item` (a queued callback that ran) for reuse if nothing else
+    /// refers to it.
+    fn recycle(&self, py: Python<'_>, item: Bound<'_, PyAny>) {
+        let Ok(h) = item.cast_into::<Handle>() else {
+            return;
+        };
+        if !Handle::is_spare(py, &h) {
+            return;
+        }
+        let h = h.unbind();
+        let rejected = self.state.with(py, |st| {
+            if st.spares.len() < SPARES {
+                st.spares.push(h);
+                None
+            } else {
+                Some(h)
+            }
+        });
+        drop(rejected);
+    }
+
+    /// Makes a timer handle for `when` and puts it in the heap (the checks are done).
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let h = Self::new_handle(slf, callback, args, context, when)?;
+        slf.get().schedule_timer(py, &h, when);
+        Self::wake(slf);
+        Ok(h)
+    }
+
     /// In hosted mode, starts the engine if asyncio has work and no engine
     /// runs (only on the scheduler's thread, inside its run).
     ///
@@ -608,12 +674,13 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let bound = item.bind(py);
+            let item = item.into_bound(py);
             if debug {
-                self.run_timed(py, bound)?;
+                self.run_timed(py, &item)?;
             } else {
-                run_item(py, bound)?;
+                run_item(py, &item)?;
             }
+            core.recycle(py, item);
         }
         Ok(())
     }

@@ -13,17 +13,38 @@
 //! its loop, and one that has run or was cancelled refers to nothing but its
 //! loop (with many pending callbacks, the collector's scans of them were a
 //! fifth of the cost of `call_soon`).
+//!
+//! Running a handle is one vectorcall of `Context.run(context, callback,
+//! *args)`: the arguments are passed in place, with no tuple per callback.
+//! A one-shot handle that ran and that nothing else refers to (no
+//! reference, no weak reference) goes back to its loop, which reuses it for
+//! the next `call_soon` or timer; reuse is unobservable, and it saves an
+//! allocation and a deallocation per callback.
 
 use pyo3::exceptions::{PyAttributeError, PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use smallvec::SmallVec;
 
 /// A callback scheduled on a Tiffany event loop.
-#[pyclass(module = "tiffany._native", name = "LoopHandle", weakref)]
+///
+/// Handles are made and dropped at the rate of `call_soon`, so their memory
+/// is kept on a free list (a dropped handle's memory serves the next one).
+#[pyclass(
+    module = "tiffany._native",
+    name = "LoopHandle",
+    weakref,
+    freelist = 4096
+)]
 pub struct Handle {
-    /// `(context, callback, *args)`: the arguments of `Context.run`, built once.
-    call: Option<Py<PyTuple>>,
+    /// The callback; `None` once a one-shot handle ran or any was cancelled.
+    callback: Option<Py<PyAny>>,
+    /// Its positional arguments (for most callbacks, the shared empty tuple).
+    args: Option<Py<PyTuple>>,
+    /// The `contextvars.Context` it runs in.
+    context: Option<Py<PyAny>>,
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) cancelled: bool,
     /// The deadline of a timer on the loop's clock (NaN: not a timer).
@@ -35,8 +56,21 @@ pub struct Handle {
     oneshot: bool,
 }
 
+/// `LoopHandle.__weakrefoffset__`: where a handle keeps its weak
+/// references (`None` if the layout is not a plain offset).
+fn weaklist_offset(py: Python<'_>) -> Option<isize> {
+    static OFFSET: pyo3::sync::PyOnceLock<Option<isize>> = pyo3::sync::PyOnceLock::new();
+    *OFFSET.get_or_init(py, || {
+        py.get_type::<Handle>()
+            .getattr("__weakrefoffset__")
+            .and_then(|o| o.extract::<isize>())
+            .ok()
+            .filter(|&o| o > 0)
+    })
+}
+
 /// `contextvars.copy_context`, looked up once.
-fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static COPY: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let f = COPY.get_or_try_init(py, || {
         Ok::<_, PyErr>(py.import("contextvars")?.getattr("copy_context")?.unbind())
@@ -59,16 +93,10 @@ impl Handle {
             Some(c) if !c.is_none(py) => c,
             _ => copy_context(py)?.unbind(),
         };
-        let mut all = Vec::with_capacity(args.len() + 2);
-        all.push(context.into_bound(py));
-        all.push(callback.clone());
-        all.extend(args.iter());
-        let call = PyTuple::new(py, all)?;
-        // SAFETY: the GIL is held and the tuple is new and tracked; it lives
-        // only as long as the handle is pending (see the module's documentation).
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(call.as_ptr().cast()) };
         let handle = Handle {
-            call: Some(call.unbind()),
+            callback: Some(callback.clone().unbind()),
+            args: Some(args.clone().unbind()),
+            context: Some(context),
             loop_: Some(loop_),
             cancelled: false,
             when,
@@ -81,6 +109,53 @@ impl Handle {
         // allowed (its deallocator untracks it again, which is harmless).
         unsafe { pyo3::ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
         Ok(h)
+    }
+
+    /// Makes a spare handle (see [`Handle::is_spare`]) a new one-shot handle
+    /// of the same loop.
+    pub(crate) fn reuse(
+        &mut self,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Py<PyAny>,
+        when: f64,
+    ) {
+        debug_assert!(self.callback.is_none() && self.args.is_none() && self.context.is_none());
+        self.callback = Some(callback.clone().unbind());
+        self.args = Some(args.clone().unbind());
+        self.context = Some(context);
+        self.cancelled = false;
+        self.when = when;
+        self.scheduled = false;
+    }
+
+    /// Whether a one-shot handle that ran (or was cancelled) can be reused:
+    /// `item`, the caller's reference, is its only one, and no weak
+    /// reference to it exists. Reusing it is then unobservable.
+    pub(crate) fn is_spare(py: Python<'_>, item: &Bound<'_, Handle>) -> bool {
+        // (`item` is the caller's own reference.)
+        // SAFETY: a live object (the caller holds a reference).
+        if unsafe { ffi::Py_REFCNT(item.as_ptr()) } != 1 {
+            return false;
+        }
+        let Some(offset) = weaklist_offset(py) else {
+            return false;
+        };
+        // SAFETY: `offset` is the type's `tp_weaklistoffset` (positive): the
+        // object holds its weak-reference list pointer there, NULL when
+        // no weak reference to it exists.
+        let weakrefs = unsafe {
+            *item
+                .as_ptr()
+                .cast::<u8>()
+                .offset(offset)
+                .cast::<*mut ffi::PyObject>()
+        };
+        if !weakrefs.is_null() {
+            return false;
+        }
+        let me = item.borrow();
+        me.oneshot && me.callback.is_none() && !me.scheduled
     }
 
     /// A handle for a descriptor's readiness: it runs each time.
@@ -105,26 +180,94 @@ impl Handle {
 pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> {
     // A one-shot handle lets go of its callback and arguments as it runs,
     // so a handle kept by its owner holds nothing (and makes no cycle).
-    let call = {
+    // Bound, not Py: dropping them is a plain decref.
+    let (callback, args, context) = {
         let mut me = h.borrow_mut();
         if me.cancelled {
             return Ok(());
         }
-        let call = if me.oneshot {
-            me.call.take()
+        if me.oneshot {
+            match (me.callback.take(), me.args.take(), me.context.take()) {
+                (Some(c), Some(a), Some(x)) => {
+                    (c.into_bound(py), a.into_bound(py), x.into_bound(py))
+                }
+                _ => return Ok(()),
+            }
         } else {
-            me.call.as_ref().map(|c| c.clone_ref(py))
-        };
-        match call {
-            Some(c) => c,
-            None => return Ok(()),
+            match (&me.callback, &me.args, &me.context) {
+                (Some(c), Some(a), Some(x)) => {
+                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
+                }
+                _ => return Ok(()),
+            }
         }
     };
-    let call = call.into_bound(py);
-    match context_run(py)?.call1(&call) {
-        Ok(_) => Ok(()),
-        Err(e) => report(py, h, &call, e),
+    let Err(err) = call_in_context(py, &context, &callback, &args) else {
+        return Ok(());
+    };
+    if !h.borrow().oneshot {
+        return report(py, h, &callback, &args, err);
     }
+    // While the exception handler sees it, the handle shows what it ran
+    // (its repr, `_callback`); then it lets go again.
+    {
+        let mut me = h.borrow_mut();
+        me.callback = Some(callback.clone().unbind());
+        me.args = Some(args.clone().unbind());
+        me.context = Some(context.unbind());
+    }
+    let result = report(py, h, &callback, &args, err);
+    let dropped = {
+        let mut me = h.borrow_mut();
+        (me.callback.take(), me.args.take(), me.context.take())
+    };
+    drop(dropped);
+    result
+}
+
+unsafe extern "C" {
+    /// `PyObject_Vectorcall`: exported by CPython from 3.11 on, and in the
+    /// stable ABI from 3.12 (so PyO3 declares it for abi3 builds only from
+    /// 3.12; this module's minimum is 3.11, which has it too).
+    #[link_name = "PyObject_Vectorcall"]
+    fn object_vectorcall(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
+}
+
+/// `context.run(callback, *args)`, with the arguments passed in place (no
+/// tuple, no bound method).
+fn call_in_context(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    let run = context_run(py)?;
+    let mut argv: SmallVec<[*mut ffi::PyObject; 6]> = SmallVec::with_capacity(args.len() + 2);
+    argv.push(context.as_ptr());
+    argv.push(callback.as_ptr());
+    argv.extend(args.iter_borrowed().map(|a| a.as_ptr()));
+    // SAFETY: the GIL is held; `run` is `Context.run` and every pointer in
+    // `argv` is a live object owned by this frame (`context`, `callback`,
+    // `args` and the tuple's items) for the length of the call. A NULL
+    // result comes with an exception set.
+    unsafe {
+        let result = object_vectorcall(
+            run.as_ptr(),
+            argv.as_ptr(),
+            argv.len(),
+            std::ptr::null_mut(),
+        );
+        if result.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        ffi::Py_DECREF(result);
+    }
+    Ok(())
 }
 
 /// `contextvars.Context.run`, unbound: called with the context first, it
@@ -142,33 +285,17 @@ fn context_run(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     .map(|r| r.bind(py))
 }
 
-/// The context, callback and arguments of a `(context, callback, *args)` tuple.
-fn split<'py>(
-    call: &Bound<'py, PyTuple>,
-) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyTuple>) {
-    let py = call.py();
-    let item = |i| {
-        call.get_item(i)
-            .unwrap_or_else(|_| py.None().into_bound(py))
-    };
-    (item(0), item(1), call.get_slice(2, call.len()))
-}
-
 fn report(
     py: Python<'_>,
     h: &Bound<'_, Handle>,
-    call: &Bound<'_, PyTuple>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
     err: PyErr,
 ) -> PyResult<()> {
-    let (_, callback, args) = split(call);
     if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
         return Err(err);
     }
-    let source = py
-        .import("asyncio.format_helpers")
-        .and_then(|m| m.call_method1("_format_callback_source", (callback, args)))
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| "<callback>".into());
+    let source = callback_source(py, callback, args).unwrap_or_else(|| "<callback>".into());
     let context = PyDict::new(py);
     context.set_item("message", format!("Exception in callback {source}"))?;
     context.set_item("exception", err.into_value(py))?;
@@ -179,6 +306,18 @@ fn report(
             .call_method1(intern!(py, "call_exception_handler"), (context,))?;
     }
     Ok(())
+}
+
+/// asyncio's description of a callback (`func(args) at file:line`).
+fn callback_source(
+    py: Python<'_>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> Option<String> {
+    py.import("asyncio.format_helpers")
+        .and_then(|m| m.call_method1("_format_callback_source", (callback, args)))
+        .map(|s| s.to_string())
+        .ok()
 }
 
 #[pymethods]
@@ -192,7 +331,7 @@ impl Handle {
                 return Ok(());
             }
             me.cancelled = true;
-            let dropped = me.call.take();
+            let dropped = (me.callback.take(), me.args.take(), me.context.take());
             let notify = if me.is_timer() && me.scheduled {
                 me.loop_.as_ref().map(|l| l.clone_ref(py))
             } else {
@@ -226,12 +365,12 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.call.as_ref().map(|c| split(c.bind(py)).1.unbind())
+        self.callback.as_ref().map(|c| c.clone_ref(py))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.call.as_ref().map(|c| split(c.bind(py)).2.unbind())
+        self.args.as_ref().map(|a| a.clone_ref(py))
     }
 
     #[getter]
@@ -246,7 +385,7 @@ impl Handle {
 
     /// The `contextvars.Context` the callback runs in.
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.call.as_ref().map(|c| split(c.bind(py)).0.unbind())
+        self.context.as_ref().map(|c| c.clone_ref(py))
     }
 
     /// The deadline of a timer handle, on the loop's clock.
@@ -281,13 +420,8 @@ impl Handle {
         if self.is_timer() {
             s.push_str(&format!(" when={}", self.when));
         }
-        if let Some(call) = &self.call {
-            let (_, cb, args) = split(call.bind(py));
-            let src = py
-                .import("asyncio.format_helpers")
-                .and_then(|m| m.call_method1("_format_callback_source", (cb, args)))
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+        if let (Some(cb), Some(args)) = (&self.callback, &self.args) {
+            let src = callback_source(py, cb.bind(py), args.bind(py)).unwrap_or_default();
             s.push(' ');
             s.push_str(&src);
         }
