@@ -71,6 +71,7 @@ from tiffany.client import (
     Overloaded,
     Unauthenticated,
 )
+from tiffany._serve import serve
 from tiffany.lowlevel import Completion as _Completion
 from tiffany.lowlevel import wait_writable as _wait_writable
 
@@ -120,6 +121,7 @@ __all__ += [
     "JobNotFound",
     "Overloaded",
     "Unauthenticated",
+    "serve",
 ]
 
 T = TypeVar("T")

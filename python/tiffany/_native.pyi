@@ -498,7 +498,11 @@ class DaemonClient:
     """The native gRPC client behind ``tiffany.Client`` (JSON in and out)."""
 
     def __new__(
-        cls, socket: str | None = None, tcp: str | None = None, token: str | None = None
+        cls,
+        socket: str | None = None,
+        tcp: str | None = None,
+        token: str | None = None,
+        tls_ca: bytes | None = None,
     ) -> Self: ...
     def submit(
         self,
@@ -520,3 +524,7 @@ class DaemonClient:
 
 def daemon_main(argv: list[str]) -> int: ...
 def cli_main(argv: list[str]) -> int: ...
+def serve_daemon(
+    argv: list[str], names: list[str], start: Callable[[int, str], Coroutine[Any, Any, tuple[bool, str]]]
+) -> None: ...
+def daemon_settings() -> list[tuple[str, bool]]: ...

@@ -140,7 +140,9 @@ class Client:
 
     ``socket``: the daemon's Unix socket (default: ``TIFFANY_SOCKET``, else
     the daemon's default). ``tcp``: ``"host:port"`` instead, with ``token``,
-    the daemon's bearer token.
+    the daemon's bearer token; ``tls_ca``: the path of a PEM CA bundle that
+    signed the daemon's TLS certificate, to reach it over TLS (without it,
+    plain TCP). The certificate must name the host in ``tcp``.
     """
 
     def __init__(
@@ -149,10 +151,17 @@ class Client:
         *,
         tcp: str | None = None,
         token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        if tls_ca is not None and tcp is None:
+            raise ValueError("tls_ca is for TCP: give tcp='host:port' too")
+        ca = None
+        if tls_ca is not None:
+            with open(tls_ca, "rb") as f:
+                ca = f.read()
         try:
             self._c = _native.DaemonClient(
-                os.fspath(socket) if socket is not None else None, tcp, token
+                os.fspath(socket) if socket is not None else None, tcp, token, ca
             )
         except _native.RpcError as e:
             _raise(e)
@@ -167,9 +176,10 @@ class Client:
         timeout: float | None = None,
         key: str | None = None,
     ) -> Job:
-        """Submits a job of ``kind`` (``exec``, ``sleep``) with JSON ``args``;
-        returns it once the daemon has made it durable. A repeated ``key``
-        returns the first job."""
+        """Submits a job of ``kind`` (``exec``, ``sleep``, or ``python`` on a
+        daemon hosted by :func:`tiffany.serve`) with JSON ``args``; returns it
+        once the daemon has made it durable. A repeated ``key`` returns the
+        first job."""
         if not 0 <= priority <= 255:
             raise ValueError(f"priority {priority} is out of range (0 to 255)")
         try:

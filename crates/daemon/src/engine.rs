@@ -24,6 +24,7 @@ use tonic::Status;
 use crate::job::{JobRecord, JobState, Output, Work, unix_now};
 use crate::metrics::Histogram;
 use crate::proto;
+use crate::runner::{JobEnd, JobRunner};
 use crate::store::{JobStore, Replayed, StoreError, Ticket};
 
 /// Settings the engine reads at each decision (reloadable with SIGHUP).
@@ -57,6 +58,8 @@ enum KernelNews {
 enum RawEnd {
     Completed(Completed),
     Done,
+    /// A runner's job ended (see [`JobRunner::end`]).
+    Runner(JobEnd),
     Failed(String),
     Cancelled,
 }
@@ -105,6 +108,8 @@ pub struct Engine {
     limits: Mutex<Limits>,
     store: Arc<dyn JobStore>,
     kernel: Handle,
+    /// Runs the kinds the engine does not (a host's, e.g. `python`).
+    runner: Option<Arc<dyn JobRunner>>,
     events: broadcast::Sender<JobRecord>,
     news: mpsc::UnboundedSender<KernelNews>,
     changed: tokio::sync::Notify,
@@ -127,6 +132,18 @@ impl Engine {
         kernel: Handle,
         limits: Limits,
     ) -> Arc<Engine> {
+        Self::start_with_runner(store, replayed, kernel, limits, None)
+    }
+
+    /// As [`start`](Self::start), with `runner` running the kinds it
+    /// serves (see [`crate::runner`]).
+    pub fn start_with_runner(
+        store: Arc<dyn JobStore>,
+        replayed: Replayed,
+        kernel: Handle,
+        limits: Limits,
+        runner: Option<Arc<dyn JobRunner>>,
+    ) -> Arc<Engine> {
         let (news_tx, news_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let engine = Arc::new(Engine {
@@ -137,6 +154,7 @@ impl Engine {
             limits: Mutex::new(limits),
             store,
             kernel,
+            runner,
             events,
             news: news_tx,
             changed: tokio::sync::Notify::new(),
@@ -230,7 +248,11 @@ impl Engine {
                 limits.max_args_bytes
             )));
         }
-        Work::parse(&spec.kind, &spec.args).map_err(Status::invalid_argument)?;
+        match self.runner_for(&spec.kind) {
+            Some(r) => r.check(&spec.kind, &spec.args),
+            None => Work::parse(&spec.kind, &spec.args).map(drop),
+        }
+        .map_err(Status::invalid_argument)?;
         let priority = match spec.priority {
             None => crate::job::DEFAULT_PRIORITY,
             Some(p) if p <= 255 => p as u8,
@@ -416,8 +438,60 @@ impl Engine {
         }
     }
 
+    /// The runner of `kind`, if a host's runner serves it.
+    fn runner_for(&self, kind: &str) -> Option<&Arc<dyn JobRunner>> {
+        self.runner.as_ref().filter(|r| r.serves(kind))
+    }
+
+    /// Starts `job`, of a kind the runner serves, on the kernel.
+    fn launch_with_runner(&self, runner: Arc<dyn JobRunner>, job: JobRecord) {
+        let tx = self.news.clone();
+        let (id, attempt) = (job.id, job.attempts);
+        let options = SpawnOptions::default()
+            .with_priority(job.priority)
+            .with_name(format!("job-{id}"));
+        let sent = self.kernel.with_scheduler(move |sched| {
+            match runner.start(sched, id, &job.kind, &job.args, options) {
+                Ok(task) => {
+                    let _ = tx.send(KernelNews::Started {
+                        job: id,
+                        attempt,
+                        task,
+                    });
+                    let tx2 = tx.clone();
+                    sched.on_task_end(task, move |_, outcome| {
+                        let end = RawEnd::Runner(runner.end(outcome));
+                        let _ = tx2.send(KernelNews::Ended {
+                            job: id,
+                            attempt,
+                            end,
+                        });
+                    });
+                }
+                Err(e) => {
+                    let _ = tx.send(KernelNews::Ended {
+                        job: id,
+                        attempt,
+                        end: RawEnd::Failed(e),
+                    });
+                }
+            }
+        });
+        if sent.is_err() {
+            let _ = self.news.send(KernelNews::Ended {
+                job: id,
+                attempt,
+                end: RawEnd::Cancelled,
+            });
+        }
+    }
+
     /// Starts `job` on the kernel.
     fn launch(&self, job: JobRecord) {
+        if let Some(runner) = self.runner_for(&job.kind) {
+            self.launch_with_runner(runner.clone(), job);
+            return;
+        }
         let work = match Work::parse(&job.kind, &job.args) {
             Ok(w) => w,
             Err(e) => {
@@ -618,11 +692,15 @@ impl Engine {
                     job.state = JobState::Succeeded;
                     job.result = Some("null".into());
                 }
-                RawEnd::Failed(msg) => {
+                RawEnd::Failed(msg) | RawEnd::Runner(JobEnd::Failed(msg)) => {
                     job.state = JobState::Failed;
                     job.error = Some(msg);
                 }
-                RawEnd::Cancelled => {
+                RawEnd::Runner(JobEnd::Succeeded(result)) => {
+                    job.state = JobState::Succeeded;
+                    job.result = Some(result);
+                }
+                RawEnd::Cancelled | RawEnd::Runner(JobEnd::Cancelled) => {
                     if timed_out {
                         job.state = JobState::TimedOut;
                         job.error =

@@ -22,6 +22,7 @@ mod convert;
 mod current;
 mod errors;
 mod event;
+mod host;
 mod io_registry;
 mod owner;
 mod process;
@@ -80,5 +81,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(testing::spawn_native_sleep, m)?)?;
     aio::init(m)?;
     service::init(m)?;
+    host::init(m)?;
     Ok(())
 }

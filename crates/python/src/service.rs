@@ -9,7 +9,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tiffany_daemon::client::{TcpClient, UnixClient, connect_tcp, connect_unix};
+use tiffany_daemon::client::{TcpClient, UnixClient, connect_tcp, connect_unix, error_chain, host_of};
 use tiffany_daemon::job::JobState;
 use tiffany_daemon::proto;
 use tonic::Status;
@@ -63,7 +63,12 @@ fn rpc_err(s: Status) -> PyErr {
     } else {
         code_name(&s)
     };
-    RpcError::new_err((code, s.message().to_string()))
+    // A transport failure (TLS refused, a reset) says why in its source.
+    let message = match std::error::Error::source(&s) {
+        Some(src) => format!("{}: {}", s.message(), error_chain(src)),
+        None => s.message().to_string(),
+    };
+    RpcError::new_err((code, message))
 }
 
 fn unavailable(msg: String) -> PyErr {
@@ -99,14 +104,16 @@ fn job_text(j: &proto::Job) -> String {
 #[pymethods]
 impl DaemonClient {
     /// Connects over the Unix socket `socket` (None: `TIFFANY_SOCKET`, else
-    /// the daemon's default), or over TCP to `tcp` ("host:port") with `token`.
+    /// the daemon's default), or over TCP to `tcp` ("host:port") with `token`,
+    /// over TLS if `tls_ca` (a PEM CA bundle's bytes) is given.
     #[new]
-    #[pyo3(signature = (socket=None, tcp=None, token=None))]
+    #[pyo3(signature = (socket=None, tcp=None, token=None, tls_ca=None))]
     fn new(
         py: Python<'_>,
         socket: Option<String>,
         tcp: Option<String>,
         token: Option<String>,
+        tls_ca: Option<Vec<u8>>,
     ) -> PyResult<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -115,10 +122,20 @@ impl DaemonClient {
         let conn = py.detach(|| {
             rt.block_on(async {
                 match tcp {
-                    Some(addr) => connect_tcp(&addr, token.as_deref(), None)
-                        .await
-                        .map(Conn::Tcp)
-                        .map_err(|e| format!("cannot reach tiffanyd at {addr}: {e}")),
+                    Some(addr) => {
+                        let tls = tls_ca.as_deref().map(|ca| (ca, host_of(&addr)));
+                        connect_tcp(&addr, token.as_deref(), tls)
+                            .await
+                            .map(Conn::Tcp)
+                            .map_err(|e| {
+                                let hint = if tls_ca.is_none() {
+                                    " (if it serves TLS, pass its CA as tls_ca=)"
+                                } else {
+                                    ""
+                                };
+                                format!("cannot reach tiffanyd at {addr}: {e}{hint}")
+                            })
+                    }
                     None => {
                         let path = tiffany_cli::socket_path(socket.map(Into::into));
                         connect_unix(&path).await.map(Conn::Unix).map_err(|e| {
