@@ -63,6 +63,7 @@ from tiffany._native import (
     spawn,
     yield_now,
 )
+from tiffany._serve import serve
 from tiffany.client import (
     Client,
     DaemonUnavailable,
@@ -71,7 +72,6 @@ from tiffany.client import (
     Overloaded,
     Unauthenticated,
 )
-from tiffany._serve import serve
 from tiffany.lowlevel import Completion as _Completion
 from tiffany.lowlevel import wait_writable as _wait_writable
 

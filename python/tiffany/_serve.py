@@ -104,7 +104,9 @@ def serve(
     on the next start.
     """
     if not isinstance(functions, Mapping):
-        raise TypeError(f"functions must be a mapping of name to async function, got {type(functions).__name__}")
+        raise TypeError(
+            f"functions must be a mapping of name to async function, got {type(functions).__name__}"
+        )
     table: dict[str, Callable[..., Awaitable[Any]]] = {}
     for name, fn in functions.items():
         if not isinstance(name, str) or not name:

@@ -71,7 +71,7 @@ def test_client_over_tls(tls: TlsDaemon) -> None:
 
 def test_client_without_the_ca_fails_clearly(tls: TlsDaemon, tmp_path: Path) -> None:
     # Plain TCP to a TLS port: no gRPC answer.
-    with pytest.raises(tiffany.DaemonUnavailable):
+    with pytest.raises(tiffany.DaemonUnavailable, match="pass its CA as tls_ca="):
         tiffany.Client(tcp=tls.addr, token=TOKEN).health()
     # TLS with a CA that did not sign the daemon's certificate.
     other = tmp_path / "other-ca.pem"

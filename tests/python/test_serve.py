@@ -172,7 +172,9 @@ def test_python_jobs_through_the_cli(host: Daemon) -> None:
     assert failed.returncode == 1 and json.loads(failed.stdout)["error"] == "ValueError: x"
     unknown = cli(*sock, "submit", "python", "--args", '{"function": "nope"}')
     assert unknown.returncode == 2 and "unknown function" in unknown.stderr
-    slow = cli(*sock, "submit", "python", "--timeout", "0.2", "--args", json.dumps(python_job("nap", 60)))
+    slow = cli(
+        *sock, "submit", "python", "--timeout", "0.2", "--args", json.dumps(python_job("nap", 60))
+    )
     timed = cli(*sock, "--json", "wait", slow.stdout.strip(), "--timeout", "30")
     assert timed.returncode == 1 and json.loads(timed.stdout)["state"] == "timed_out"
     long = cli(*sock, "submit", "python", "--args", json.dumps(python_job("nap", 60)))
@@ -181,7 +183,15 @@ def test_python_jobs_through_the_cli(host: Daemon) -> None:
     cancelled = cli(*sock, "--json", "wait", long.stdout.strip(), "--timeout", "30")
     assert json.loads(cancelled.stdout)["state"] == "cancelled"
     first = cli(*sock, "exec", "--", "true")
-    dep = cli(*sock, "submit", "python", "--after", first.stdout.strip(), "--args", json.dumps(python_job("add", 1, 1)))
+    dep = cli(
+        *sock,
+        "submit",
+        "python",
+        "--after",
+        first.stdout.strip(),
+        "--args",
+        json.dumps(python_job("add", 1, 1)),
+    )
     assert cli(*sock, "wait", dep.stdout.strip(), "--timeout", "30").returncode == 0
 
 
@@ -206,7 +216,15 @@ def test_shutdown_returns_cleanly_and_jobs_run_again(tmp_path: Path) -> None:
 
 def test_a_second_host_on_a_live_socket_is_refused(host: Daemon) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", SERVE, "--socket", str(host.socket), "--data-dir", str(host.socket.parent / "other")],
+        [
+            sys.executable,
+            "-c",
+            SERVE,
+            "--socket",
+            str(host.socket),
+            "--data-dir",
+            str(host.socket.parent / "other"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -232,17 +250,17 @@ async def _f() -> None:
 def test_serve_checks_its_arguments(tmp_path: Path) -> None:
     where = {"socket": tmp_path / "s.sock", "data_dir": tmp_path / "data"}
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_runing'"):
-        tiffany.serve({"f": _f}, max_runing=3, **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": _f}, max_runing=3, **where)
     with pytest.raises(ValueError, match="max-running"):
-        tiffany.serve({"f": _f}, max_running="many", **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": _f}, max_running="many", **where)
     with pytest.raises(ValueError, match="max-running must be at least 1"):
-        tiffany.serve({"f": _f}, max_running=0, **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": _f}, max_running=0, **where)
     with pytest.raises(ValueError, match="repair must be True or False"):
-        tiffany.serve({"f": _f}, repair="yes", **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": _f}, repair="yes", **where)
     with pytest.raises(ValueError, match="needs --token-file"):
-        tiffany.serve({"f": _f}, tcp_addr="127.0.0.1:0", **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": _f}, tcp_addr="127.0.0.1:0", **where)
     with pytest.raises(TypeError, match="must be an async def function"):
-        tiffany.serve({"f": print}, **where)  # type: ignore[arg-type]
+        tiffany.serve({"f": print}, **where)  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="mapping"):
         tiffany.serve([_f], **where)  # type: ignore[arg-type]
     assert not (tmp_path / "s.sock").exists()

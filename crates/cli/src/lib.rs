@@ -203,10 +203,7 @@ fn from_status(s: Status, target: &str) -> CliError {
         Code::InvalidArgument => CliError::new(2, format!("invalid request: {}", s.message())),
         Code::Unavailable => CliError::new(
             3,
-            format!(
-                "tiffanyd on {target} is unavailable: {}",
-                s.message()
-            ),
+            format!("tiffanyd on {target} is unavailable: {}", s.message()),
         ),
         Code::ResourceExhausted => CliError::new(1, format!("daemon overloaded: {}", s.message())),
         _ => CliError::new(1, format!("{:?}: {}", s.code(), s.message())),
@@ -275,15 +272,15 @@ pub async fn connect_over_tcp(
     })
 }
 
-/// What a request failed with: the status, and for a transport failure
-/// (TLS refused, connection reset) its cause.
+/// What a request failed with: the daemon's answer, or for a failure of
+/// the connection itself (a reset, a refused TLS handshake, an HTTP/2
+/// error: a status carrying its cause as its source) UNAVAILABLE with that
+/// cause.
 fn describe(s: &Status) -> Status {
-    match std::error::Error::source(s) {
-        Some(src) if s.code() == Code::Unknown || s.code() == Code::Unavailable => Status::new(
-            Code::Unavailable,
-            format!("{}: {}", s.message(), error_chain(src)),
-        ),
-        _ => s.clone(),
+    match std::error::Error::source(s).map(error_chain) {
+        Some(chain) if chain.starts_with(s.message()) => Status::unavailable(chain),
+        Some(chain) => Status::unavailable(format!("{}: {chain}", s.message())),
+        None => s.clone(),
     }
 }
 

@@ -155,7 +155,9 @@ async fn a_hosts_runner_runs_its_kind_on_the_hosts_kernel() {
     let mut after = upper("after", 0.0);
     after.after = vec![long.id];
     let after = c.submit(after).await.unwrap().into_inner();
-    c.cancel(proto::CancelRequest { id: long.id }).await.unwrap();
+    c.cancel(proto::CancelRequest { id: long.id })
+        .await
+        .unwrap();
     assert_eq!(
         c.wait(wait(long.id)).await.unwrap().into_inner().state,
         proto::JobState::Cancelled as i32

@@ -137,9 +137,8 @@ pub fn serve_daemon(
     names: Vec<String>,
     start: Py<PyAny>,
 ) -> PyResult<()> {
-    let args = Args::try_parse_from(argv).map_err(|e| {
-        PyValueError::new_err(e.render().to_string().trim_end().to_string())
-    })?;
+    let args = Args::try_parse_from(argv)
+        .map_err(|e| PyValueError::new_err(e.render().to_string().trim_end().to_string()))?;
     Settings::resolve(&args).map_err(PyValueError::new_err)?;
     let sched = PyScheduler::new(
         "real",
