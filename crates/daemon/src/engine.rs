@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
-use tiffany_scheduler::{Handle, Outcome, SpawnOptions, Spawner, TaskId};
+use tiffany_scheduler::{Handle, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -443,38 +443,39 @@ impl Engine {
         self.runner.as_ref().filter(|r| r.serves(kind))
     }
 
-    /// Starts `job`, of a kind the runner serves, on the kernel.
-    fn launch_with_runner(&self, runner: Arc<dyn JobRunner>, job: JobRecord) {
+    /// Starts job `id`'s attempt `attempt` on the kernel: `spawn` makes its
+    /// task (on the kernel's thread), `end` reads how the task ended; the
+    /// start and the end come back to [`hear_kernel`](Self::hear_kernel).
+    fn start_on_kernel(
+        &self,
+        id: u64,
+        attempt: u32,
+        spawn: impl FnOnce(&Scheduler) -> Result<TaskId, String> + Send + 'static,
+        end: impl FnOnce(&Outcome) -> RawEnd + Send + 'static,
+    ) {
         let tx = self.news.clone();
-        let (id, attempt) = (job.id, job.attempts);
-        let options = SpawnOptions::default()
-            .with_priority(job.priority)
-            .with_name(format!("job-{id}"));
-        let sent = self.kernel.with_scheduler(move |sched| {
-            match runner.start(sched, id, &job.kind, &job.args, options) {
-                Ok(task) => {
-                    let _ = tx.send(KernelNews::Started {
+        let sent = self.kernel.with_scheduler(move |sched| match spawn(sched) {
+            Ok(task) => {
+                let _ = tx.send(KernelNews::Started {
+                    job: id,
+                    attempt,
+                    task,
+                });
+                let tx2 = tx.clone();
+                sched.on_task_end(task, move |_, outcome| {
+                    let _ = tx2.send(KernelNews::Ended {
                         job: id,
                         attempt,
-                        task,
+                        end: end(outcome),
                     });
-                    let tx2 = tx.clone();
-                    sched.on_task_end(task, move |_, outcome| {
-                        let end = RawEnd::Runner(runner.end(outcome));
-                        let _ = tx2.send(KernelNews::Ended {
-                            job: id,
-                            attempt,
-                            end,
-                        });
-                    });
-                }
-                Err(e) => {
-                    let _ = tx.send(KernelNews::Ended {
-                        job: id,
-                        attempt,
-                        end: RawEnd::Failed(e),
-                    });
-                }
+                });
+            }
+            Err(e) => {
+                let _ = tx.send(KernelNews::Ended {
+                    job: id,
+                    attempt,
+                    end: RawEnd::Failed(e),
+                });
             }
         });
         if sent.is_err() {
@@ -488,102 +489,74 @@ impl Engine {
 
     /// Starts `job` on the kernel.
     fn launch(&self, job: JobRecord) {
-        if let Some(runner) = self.runner_for(&job.kind) {
-            self.launch_with_runner(runner.clone(), job);
+        let (id, attempt) = (job.id, job.attempts);
+        let options = SpawnOptions::default()
+            .with_priority(job.priority)
+            .with_name(format!("job-{id}"));
+        if let Some(runner) = self.runner_for(&job.kind).cloned() {
+            let ender = runner.clone();
+            self.start_on_kernel(
+                id,
+                attempt,
+                move |sched| runner.start(sched, id, &job.kind, &job.args, options),
+                move |outcome| RawEnd::Runner(ender.end(outcome)),
+            );
             return;
         }
         let work = match Work::parse(&job.kind, &job.args) {
             Ok(w) => w,
             Err(e) => {
                 let _ = self.news.send(KernelNews::Ended {
-                    job: job.id,
-                    attempt: job.attempts,
+                    job: id,
+                    attempt,
                     end: RawEnd::Failed(e),
                 });
                 return;
             }
         };
         let capture_limit = self.limits().capture_limit;
-        let tx = self.news.clone();
-        let (id, attempt) = (job.id, job.attempts);
-        let options = SpawnOptions::default()
-            .with_priority(job.priority)
-            .with_name(format!("job-{id}"));
         let timeout = job.timeout.map(Duration::from_secs_f64);
-        let sent = self.kernel.with_scheduler(move |sched| {
-            let spawned = match work {
-                Work::Exec {
-                    argv,
-                    env,
-                    cwd,
-                    stdin,
-                } => {
-                    let mut spec = ExecSpec::new(argv).capture_limit(capture_limit);
-                    for (k, v) in env {
-                        spec = spec.env(k, v);
-                    }
-                    if let Some(c) = cwd {
-                        spec = spec.cwd(c);
-                    }
-                    if let Some(s) = stdin {
-                        spec = spec.stdin(s.into_bytes());
-                    }
-                    if let Some(t) = timeout {
-                        spec = spec.timeout(t);
-                    }
-                    process::spawn(sched, spec, options).map_err(|e| e.to_string())
+        let spawn = move |sched: &Scheduler| match work {
+            Work::Exec {
+                argv,
+                env,
+                cwd,
+                stdin,
+            } => {
+                let mut spec = ExecSpec::new(argv).capture_limit(capture_limit);
+                for (k, v) in env {
+                    spec = spec.env(k, v);
                 }
-                Work::Sleep(d) => sched
-                    .spawn_with(options, move |cx| cx.sleep(d))
-                    .map_err(|e| e.to_string()),
-            };
-            match spawned {
-                Ok(task) => {
-                    let _ = tx.send(KernelNews::Started {
-                        job: id,
-                        attempt,
-                        task,
-                    });
-                    let tx2 = tx.clone();
-                    sched.on_task_end(task, move |_, outcome| {
-                        let end = match outcome {
-                            Outcome::Done(v) => match v.downcast_ref::<Completed>() {
-                                Some(c) => RawEnd::Completed(c.clone()),
-                                None => RawEnd::Done,
-                            },
-                            Outcome::Failed(e) => {
-                                let msg =
-                                    match e.payload().and_then(|p| p.downcast_ref::<ExecError>()) {
-                                        Some(x) => x.to_string(),
-                                        None => e.message().to_string(),
-                                    };
-                                RawEnd::Failed(msg)
-                            }
-                            Outcome::Cancelled => RawEnd::Cancelled,
-                        };
-                        let _ = tx2.send(KernelNews::Ended {
-                            job: id,
-                            attempt,
-                            end,
-                        });
-                    });
+                if let Some(c) = cwd {
+                    spec = spec.cwd(c);
                 }
-                Err(e) => {
-                    let _ = tx.send(KernelNews::Ended {
-                        job: id,
-                        attempt,
-                        end: RawEnd::Failed(e),
-                    });
+                if let Some(s) = stdin {
+                    spec = spec.stdin(s.into_bytes());
                 }
+                if let Some(t) = timeout {
+                    spec = spec.timeout(t);
+                }
+                process::spawn(sched, spec, options).map_err(|e| e.to_string())
             }
-        });
-        if sent.is_err() {
-            let _ = self.news.send(KernelNews::Ended {
-                job: id,
-                attempt,
-                end: RawEnd::Cancelled,
-            });
-        }
+            Work::Sleep(d) => sched
+                .spawn_with(options, move |cx| cx.sleep(d))
+                .map_err(|e| e.to_string()),
+        };
+        let end = |outcome: &Outcome| match outcome {
+            Outcome::Done(v) => match v.downcast_ref::<Completed>() {
+                Some(c) => RawEnd::Completed(c.clone()),
+                None => RawEnd::Done,
+            },
+            Outcome::Failed(e) => {
+                let msg = match e.payload().and_then(|p| p.downcast_ref::<ExecError>()) {
+                    Some(x) => x.to_string(),
+                    None => e.message().to_string(),
+                };
+                RawEnd::Failed(msg)
+            }
+            Outcome::Cancelled => RawEnd::Cancelled,
+        };
+        self.start_on_kernel(id, attempt, spawn, end);
     }
 
     async fn hear_kernel(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<KernelNews>) {
