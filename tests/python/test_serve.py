@@ -264,3 +264,23 @@ def test_serve_checks_its_arguments(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="mapping"):
         tiffany.serve([_f], **where)  # type: ignore[arg-type]
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_sigint_drains_instead_of_interrupting_a_job(tmp_path: Path) -> None:
+    d = serve(tmp_path, grace=30)
+    c = tiffany.Client(d.socket)
+    job = c.submit("python", python_job("nap", 0.3))
+    wait_until_running(c, job.id)
+    d.proc.send_signal(signal.SIGINT)
+    assert d.proc.wait(timeout=30) == 0
+    logged = []
+    while (line := d.lines.get(timeout=30)) is not None:
+        logged.append(line)
+    assert any("SIGINT: draining" in line for line in logged), logged
+    assert not any("KeyboardInterrupt" in line for line in logged), logged
+    # The running job finished within the grace: ended, not interrupted.
+    d = serve(tmp_path)
+    c = tiffany.Client(d.socket)
+    ended = c.get(job.id)
+    assert ended.state == "succeeded" and ended.result == "rested" and ended.attempts == 1
+    assert d.stop() == 0
