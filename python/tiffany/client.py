@@ -117,6 +117,15 @@ class Logs:
     stderr: bytes
 
 
+def _events(it: Iterator[str]) -> Iterator[Job]:
+    """The jobs of a watch stream (JSON texts)."""
+    try:
+        for text in it:
+            yield Job._from_json(text)
+    except _native.RpcError as e:
+        _raise(e)
+
+
 def _raise(err: Exception) -> NoReturn:
     code, message = err.args if len(err.args) == 2 else ("internal", str(err))
     exc: Exception
@@ -242,13 +251,15 @@ class Client:
 
     def watch(self, id: int | None = None) -> Iterator[Job]:
         """Live job events (of job ``id``, or of all): each a :class:`Job`
-        after a change. Iterates until the daemon stops."""
+        after a change. Iterates until the daemon stops.
+
+        The daemon starts sending when ``watch`` returns (not when iteration
+        begins): a change made after this call is never missed."""
         try:
             it = self._c.watch(id)
-            for text in it:
-                yield Job._from_json(text)
         except _native.RpcError as e:
             _raise(e)
+        return _events(it)
 
     def logs(self, id: int) -> Logs:
         """The captured stdout and stderr of exec job ``id``."""

@@ -84,9 +84,10 @@ def python_job(function: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def wait_until_running(c: tiffany.Client, job: int) -> None:
+    events = c.watch(job)  # subscribed from here on: no change is missed
     if c.get(job).state == "running":
         return
-    for j in c.watch(job):
+    for j in events:
         if j.state != "queued":
             assert j.state == "running", j
             return
