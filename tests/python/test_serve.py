@@ -248,6 +248,10 @@ async def _f() -> None:
     pass
 
 
+async def _nap() -> None:
+    await tiffany.sleep(10)
+
+
 def test_serve_checks_its_arguments(tmp_path: Path) -> None:
     where = {"socket": tmp_path / "s.sock", "data_dir": tmp_path / "data"}
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_runing'"):
@@ -285,3 +289,17 @@ def test_sigint_drains_instead_of_interrupting_a_job(tmp_path: Path) -> None:
     ended = c.get(job.id)
     assert ended.state == "succeeded" and ended.result == "rested" and ended.attempts == 1
     assert d.stop() == 0
+
+
+def test_a_refused_start_leaves_the_callers_process_as_it_was(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="needs --token-file"):
+        tiffany.serve({"f": _f}, socket=tmp_path / "s.sock", tcp_addr="127.0.0.1:0")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # No logger was installed: a scheduler's shutdown (which the kernel
+    # traces) writes nothing.
+    sched = tiffany.Scheduler(clock="virtual")
+    sched.spawn(_nap())
+    assert sched.shutdown(0) == "timeout"
+    assert capfd.readouterr().err == ""

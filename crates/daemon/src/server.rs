@@ -94,10 +94,15 @@ pub fn main_with(args: Args) -> i32 {
 /// serves, and `host.stop` drains and stops the daemon as SIGTERM does.
 /// Blocks until the daemon has stopped; the caller prints nothing.
 pub fn main_hosted(args: Args, host: Host) -> Result<(), StartError> {
-    let settings = Settings::resolve(&args).map_err(bad)?;
-    let filter = init_logging(settings.log_level.as_deref());
     let kernel = host.kernel.clone();
-    let result = run(args, settings, filter, Some(host));
+    let result = (|| {
+        let settings = Settings::resolve(&args).map_err(bad)?;
+        // Bad TCP settings are refused before logging is set up: a host
+        // whose daemon cannot start keeps its process as it was.
+        check_tcp(&settings)?;
+        let filter = init_logging(settings.log_level.as_deref());
+        run(args, settings, filter, Some(host))
+    })();
     // Whatever happened, the host's kernel stops with the daemon.
     let _ = kernel.request_shutdown(Duration::from_secs(2));
     result
