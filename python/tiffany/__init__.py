@@ -66,6 +66,7 @@ from tiffany._native import (
 )
 from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
 from tiffany._taskgroup import TaskGroup
+from tiffany._serve import serve
 from tiffany.client import (
     Client,
     DaemonUnavailable,
@@ -130,6 +131,7 @@ __all__ += [
     "JobNotFound",
     "Overloaded",
     "Unauthenticated",
+    "serve",
 ]
 
 T = TypeVar("T")

@@ -560,7 +560,11 @@ class DaemonClient:
     """The native gRPC client behind ``tiffany.Client`` (JSON in and out)."""
 
     def __new__(
-        cls, socket: str | None = None, tcp: str | None = None, token: str | None = None
+        cls,
+        socket: str | None = None,
+        tcp: str | None = None,
+        token: str | None = None,
+        tls_ca: bytes | None = None,
     ) -> Self: ...
     def submit(
         self,
@@ -611,3 +615,10 @@ def _scope_set_shield(
 
 def _scope_status(task: int, scope: int) -> tuple[bool, float | None, bool] | None:
     """An open scope's ``(cancelled, deadline, shield)``, or None if not open."""
+
+def serve_daemon(
+    argv: list[str],
+    names: list[str],
+    start: Callable[[int, str], Coroutine[Any, Any, tuple[bool, str]]],
+) -> None: ...
+def daemon_settings() -> list[tuple[str, bool]]: ...

@@ -117,6 +117,15 @@ class Logs:
     stderr: bytes
 
 
+def _events(it: Iterator[str]) -> Iterator[Job]:
+    """The jobs of a watch stream (JSON texts)."""
+    try:
+        for text in it:
+            yield Job._from_json(text)
+    except _native.RpcError as e:
+        _raise(e)
+
+
 def _raise(err: Exception) -> NoReturn:
     code, message = err.args if len(err.args) == 2 else ("internal", str(err))
     exc: Exception
@@ -140,7 +149,9 @@ class Client:
 
     ``socket``: the daemon's Unix socket (default: ``TIFFANY_SOCKET``, else
     the daemon's default). ``tcp``: ``"host:port"`` instead, with ``token``,
-    the daemon's bearer token.
+    the daemon's bearer token; ``tls_ca``: the path of a PEM CA bundle that
+    signed the daemon's TLS certificate, to reach it over TLS (without it,
+    plain TCP). The certificate must name the host in ``tcp``.
     """
 
     def __init__(
@@ -149,10 +160,17 @@ class Client:
         *,
         tcp: str | None = None,
         token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        if tls_ca is not None and tcp is None:
+            raise ValueError("tls_ca is for TCP: give tcp='host:port' too")
+        ca = None
+        if tls_ca is not None:
+            with open(tls_ca, "rb") as f:
+                ca = f.read()
         try:
             self._c = _native.DaemonClient(
-                os.fspath(socket) if socket is not None else None, tcp, token
+                os.fspath(socket) if socket is not None else None, tcp, token, ca
             )
         except _native.RpcError as e:
             _raise(e)
@@ -167,9 +185,10 @@ class Client:
         timeout: float | None = None,
         key: str | None = None,
     ) -> Job:
-        """Submits a job of ``kind`` (``exec``, ``sleep``) with JSON ``args``;
-        returns it once the daemon has made it durable. A repeated ``key``
-        returns the first job."""
+        """Submits a job of ``kind`` (``exec``, ``sleep``, or ``python`` on a
+        daemon hosted by :func:`tiffany.serve`) with JSON ``args``; returns it
+        once the daemon has made it durable. A repeated ``key`` returns the
+        first job."""
         if not 0 <= priority <= 255:
             raise ValueError(f"priority {priority} is out of range (0 to 255)")
         try:
@@ -232,13 +251,15 @@ class Client:
 
     def watch(self, id: int | None = None) -> Iterator[Job]:
         """Live job events (of job ``id``, or of all): each a :class:`Job`
-        after a change. Iterates until the daemon stops."""
+        after a change. Iterates until the daemon stops.
+
+        The daemon starts sending when ``watch`` returns (not when iteration
+        begins): a change made after this call is never missed."""
         try:
             it = self._c.watch(id)
-            for text in it:
-                yield Job._from_json(text)
         except _native.RpcError as e:
             _raise(e)
+        return _events(it)
 
     def logs(self, id: int) -> Logs:
         """The captured stdout and stderr of exec job ``id``."""

@@ -24,13 +24,19 @@ START = "from tiffany._cli import daemon; daemon()"
 
 
 class Daemon:
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    """A daemon in a subprocess: ``start`` (a ``python -c`` script, by default
+    ``tiffanyd``) with ``--socket``, ``--data-dir`` and ``extra`` as its
+    arguments; returns once it logged that it is ready (the lines it logged
+    until then are in ``startup``)."""
+
+    def __init__(self, tmp: Path, *extra: str, start: str = START) -> None:
         self.socket = tmp / "run" / "tiffanyd.sock"
+        self.startup: list[str] = []
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                START,
+                start,
                 "--socket",
                 str(self.socket),
                 "--data-dir",
@@ -46,6 +52,7 @@ class Daemon:
         while True:
             line = self.lines.get(timeout=30)
             assert line is not None, "tiffanyd exited before it was ready"
+            self.startup.append(line)
             if "tiffanyd ready" in line:
                 break
 

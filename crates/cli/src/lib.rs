@@ -2,7 +2,9 @@
 //!
 //! Every command is one gRPC call (or a stream of them) to a running
 //! daemon over its Unix socket — `--socket`, else `TIFFANY_SOCKET`, else
-//! the daemon's default — except `wal`, which reads a job log offline.
+//! the daemon's default — or over TCP (`--tcp HOST:PORT` with
+//! `--token-file`, and `--tls-ca` for a daemon serving TLS) — except `wal`,
+//! which reads a job log offline.
 //! `--json` prints machine-readable output (a job as a JSON object, one
 //! object per line for lists and events).
 //!
@@ -18,9 +20,9 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::{Value, json};
+use tiffany_daemon::client::{Bearer, TcpClient, connect_tcp, error_chain, host_of, unix_channel};
 use tiffany_daemon::job::JobState;
 use tiffany_daemon::proto::{self, tiffany_client::TiffanyClient};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// `tiffany`'s command line.
@@ -34,6 +36,15 @@ pub struct Cli {
     /// The daemon's socket [default: TIFFANY_SOCKET, else the daemon's default].
     #[arg(long, env = "TIFFANY_SOCKET", global = true)]
     pub socket: Option<PathBuf>,
+    /// Reach the daemon over TCP at HOST:PORT instead (its --tcp-addr; needs --token-file).
+    #[arg(long, env = "TIFFANY_TCP", global = true)]
+    pub tcp: Option<String>,
+    /// File holding the daemon's bearer token, for --tcp.
+    #[arg(long, env = "TIFFANY_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle that signed the daemon's TLS certificate: --tcp over TLS (default: plain TCP).
+    #[arg(long, env = "TIFFANY_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
     /// Machine-readable output (JSON).
     #[arg(long, global = true)]
     pub json: bool,
@@ -65,9 +76,9 @@ pub struct JobOptions {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Submit a job of KIND (exec, sleep); prints its id.
+    /// Submit a job of KIND (exec, sleep, python); prints its id.
     Submit {
-        /// exec or sleep.
+        /// exec, sleep, or python (a daemon hosted by tiffany.serve).
         kind: String,
         /// The job's options.
         #[command(flatten)]
@@ -179,17 +190,20 @@ impl CliError {
     }
 }
 
-fn from_status(s: Status, socket: &Path) -> CliError {
+fn from_status(s: Status, target: &str) -> CliError {
     match s.code() {
+        Code::Unauthenticated => CliError::new(
+            1,
+            format!(
+                "unauthenticated: {} (give the daemon's token with --token-file)",
+                s.message()
+            ),
+        ),
         Code::NotFound => CliError::new(4, s.message()),
         Code::InvalidArgument => CliError::new(2, format!("invalid request: {}", s.message())),
         Code::Unavailable => CliError::new(
             3,
-            format!(
-                "tiffanyd on {} is unavailable: {}",
-                socket.display(),
-                s.message()
-            ),
+            format!("tiffanyd on {target} is unavailable: {}", s.message()),
         ),
         Code::ResourceExhausted => CliError::new(1, format!("daemon overloaded: {}", s.message())),
         _ => CliError::new(1, format!("{:?}: {}", s.code(), s.message())),
@@ -203,20 +217,71 @@ pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
     })
 }
 
+/// A client of the daemon over either transport (over the Unix socket,
+/// requests carry no token).
+pub type Client = TcpClient;
+
 /// Connects to the daemon on `socket`.
-pub async fn connect(socket: &Path) -> Result<TiffanyClient<Channel>, CliError> {
-    tiffany_daemon::client::connect_unix(socket)
-        .await
-        .map_err(|e| {
-            CliError::new(
-                3,
-                format!(
-                    "tiffanyd is not running on {} ({}); start it with `tiffanyd`",
-                    socket.display(),
-                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
-                ),
-            )
-        })
+pub async fn connect(socket: &Path) -> Result<Client, CliError> {
+    let channel = unix_channel(socket).await.map_err(|e| {
+        CliError::new(
+            3,
+            format!(
+                "tiffanyd is not running on {} ({}); start it with `tiffanyd`",
+                socket.display(),
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+            ),
+        )
+    })?;
+    let bearer = Bearer::new(None).map_err(|e| CliError::new(2, e))?;
+    Ok(TiffanyClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(tiffany_daemon::server::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(tiffany_daemon::server::MAX_MESSAGE_BYTES))
+}
+
+/// Connects over TCP to `addr`, with the token in `token_file` and, with
+/// `tls_ca`, over TLS trusting that PEM bundle for the address's host.
+pub async fn connect_over_tcp(
+    addr: &str,
+    token_file: Option<&Path>,
+    tls_ca: Option<&Path>,
+) -> Result<Client, CliError> {
+    let token = match token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
+            Some(t.trim().to_string())
+        }
+        None => None,
+    };
+    let ca = match tls_ca {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let tls = ca.as_deref().map(|ca| (ca, host_of(addr)));
+    connect_tcp(addr, token.as_deref(), tls).await.map_err(|e| {
+        let hint = if tls_ca.is_none() {
+            " (if it serves TLS, give its CA with --tls-ca)"
+        } else {
+            ""
+        };
+        CliError::new(3, format!("cannot reach tiffanyd at {addr}: {e}{hint}"))
+    })
+}
+
+/// What a request failed with: the daemon's answer, or for a failure of
+/// the connection itself (a reset, a refused TLS handshake, an HTTP/2
+/// error: a status carrying its cause as its source) UNAVAILABLE with that
+/// cause.
+fn describe(s: &Status) -> Status {
+    match std::error::Error::source(s).map(error_chain) {
+        Some(chain) if chain.starts_with(s.message()) => Status::unavailable(chain),
+        Some(chain) => Status::unavailable(format!("{}: {chain}", s.message())),
+        None => s.clone(),
+    }
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -289,9 +354,9 @@ fn spec(kind: String, args: String, o: &JobOptions) -> proto::JobSpec {
 
 /// Submits, retrying RESOURCE_EXHAUSTED with exponential backoff (up to ~1 min).
 async fn submit_with_retry(
-    client: &mut TiffanyClient<Channel>,
+    client: &mut Client,
     spec: proto::JobSpec,
-    socket: &Path,
+    target: &str,
 ) -> Result<proto::Job, CliError> {
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -312,7 +377,7 @@ async fn submit_with_retry(
                 tokio::time::sleep(hint.max(delay)).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(s) => return Err(from_status(s, socket)),
+            Err(s) => return Err(from_status(describe(&s), target)),
         }
     }
 }
@@ -336,12 +401,22 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     if let Command::Wal { command } = cli.command {
         return wal(command);
     }
-    let mut client = connect(&socket).await?;
-    let st = |s: Status| from_status(s, &socket);
+    let (mut client, target) = match &cli.tcp {
+        Some(addr) => (
+            connect_over_tcp(addr, cli.token_file.as_deref(), cli.tls_ca.as_deref()).await?,
+            if cli.tls_ca.is_some() {
+                format!("{addr} (TLS)")
+            } else {
+                format!("{addr} (plain TCP: if it serves TLS, give its CA with --tls-ca)")
+            },
+        ),
+        None => (connect(&socket).await?, socket.display().to_string()),
+    };
+    let st = |s: Status| from_status(describe(&s), &target);
     match cli.command {
         Command::Submit { kind, options } => {
             let args = options.args.clone().unwrap_or_else(|| "{}".into());
-            let job = submit_with_retry(&mut client, spec(kind, args, &options), &socket).await?;
+            let job = submit_with_retry(&mut client, spec(kind, args, &options), &target).await?;
             if as_json {
                 print_job(&job, true)
             } else {
@@ -350,7 +425,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Exec { options, command } => {
             let args = exec_args(&options, command)?;
-            let job = submit_with_retry(&mut client, spec("exec".into(), args, &options), &socket)
+            let job = submit_with_retry(&mut client, spec("exec".into(), args, &options), &target)
                 .await?;
             if as_json {
                 print_job(&job, true)

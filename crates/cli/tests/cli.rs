@@ -230,3 +230,77 @@ fn shutdown_and_the_wal_tools() {
         stderr(&o)
     );
 }
+
+#[test]
+fn tcp_with_a_token_over_tls() {
+    let dir = TempDir::new("cli-tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    std::fs::write(p("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(p("token"), "cli-token\n").unwrap();
+    std::fs::write(p("wrong"), "nope\n").unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(p("other.pem"), other.cert.pem()).unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--token-file",
+            &p("token"),
+            "--tls-cert",
+            &p("cert.pem"),
+            "--tls-key",
+            &p("key.pem"),
+        ],
+    );
+    let addr = d.addr_of("serving TCP");
+    let tcp = |token: &str, ca: Option<&str>, args: &[&str]| {
+        let mut c = Command::new(TIFFANY);
+        c.args(["--tcp", &addr, "--token-file", &p(token)]);
+        if let Some(ca) = ca {
+            c.args(["--tls-ca", &p(ca)]);
+        }
+        c.args(args)
+            .env_remove("TIFFANY_SOCKET")
+            .env_remove("TIFFANY_TCP")
+            .env_remove("TIFFANY_TOKEN_FILE")
+            .env_remove("TIFFANY_TLS_CA")
+            .output()
+            .unwrap()
+    };
+    // With the CA and the token: every command works over TLS.
+    assert!(ok(&tcp("token", Some("cert.pem"), &["health"])).starts_with("serving"));
+    let id = ok(&tcp(
+        "token",
+        Some("cert.pem"),
+        &["exec", "--", "echo", "tls"],
+    ));
+    let id = id.trim();
+    ok(&tcp(
+        "token",
+        Some("cert.pem"),
+        &["wait", id, "--timeout", "30"],
+    ));
+    assert_eq!(ok(&tcp("token", Some("cert.pem"), &["logs", id])), "tls\n");
+    // A wrong token: UNAUTHENTICATED, exit 1.
+    let o = tcp("wrong", Some("cert.pem"), &["health"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("unauthenticated"), "{}", stderr(&o));
+    // Plain TCP to the TLS port, and a CA that did not sign the certificate: exit 3, said.
+    let o = tcp("token", None, &["health"]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("--tls-ca"), "{}", stderr(&o));
+    let o = tcp("token", Some("other.pem"), &["health"]);
+    assert_eq!(code(&o), 3);
+    assert!(
+        stderr(&o).contains("invalid peer certificate"),
+        "{}",
+        stderr(&o)
+    );
+    // A CA file that is not there: bad arguments, exit 2.
+    let o = tcp("token", Some("missing.pem"), &["health"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("missing.pem"), "{}", stderr(&o));
+}

@@ -16,17 +16,22 @@ use crate::server::MAX_MESSAGE_BYTES;
 /// A client over a Unix socket.
 pub type UnixClient = TiffanyClient<Channel>;
 
-/// Connects to the daemon listening on the Unix socket `socket`.
-pub async fn connect_unix(socket: &Path) -> Result<UnixClient, tonic::transport::Error> {
+/// A channel to the daemon listening on the Unix socket `socket`.
+pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = socket.to_owned();
-    let channel = Endpoint::from_static("http://tiffanyd.invalid")
+    Endpoint::from_static("http://tiffanyd.invalid")
         .connect_with_connector(service_fn(move |_: Uri| {
             let p = path.clone();
             async move {
                 Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
             }
         }))
-        .await?;
+        .await
+}
+
+/// Connects to the daemon listening on the Unix socket `socket`.
+pub async fn connect_unix(socket: &Path) -> Result<UnixClient, tonic::transport::Error> {
+    let channel = unix_channel(socket).await?;
     Ok(TiffanyClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -43,6 +48,28 @@ impl Interceptor for Bearer {
         }
         Ok(req)
     }
+}
+
+impl Bearer {
+    /// Sends `token` (if given) with every request.
+    pub fn new(token: Option<&str>) -> Result<Bearer, String> {
+        match token {
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| "the token must be printable ASCII".to_string()),
+            None => Ok(Bearer(None)),
+        }
+    }
+}
+
+/// The host part of `host:port` (without an IPv6 address's brackets): the
+/// name a TLS server's certificate is checked against.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// A client over TCP.
@@ -67,19 +94,37 @@ pub async fn connect_tcp(
             )
             .map_err(|e| e.to_string())?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
-    let bearer = match token {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| "the token must be printable ASCII".to_string())?,
-        ),
-        None => None,
-    };
-    Ok(TiffanyClient::with_interceptor(channel, Bearer(bearer))
+    let bearer = Bearer::new(token)?;
+    let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+    Ok(TiffanyClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// An error and its sources, as one line (`a: b: c`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(host_of("127.0.0.1:7070"), "127.0.0.1");
+        assert_eq!(host_of("localhost:1"), "localhost");
+        assert_eq!(host_of("[::1]:7070"), "::1");
+        assert_eq!(host_of("example.org"), "example.org");
+    }
 }

@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
-use tiffany_scheduler::{Handle, Outcome, SpawnOptions, Spawner, TaskId};
+use tiffany_scheduler::{Handle, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::job::{JobRecord, JobState, Output, Work, unix_now};
 use crate::metrics::Histogram;
 use crate::proto;
+use crate::runner::{JobEnd, JobRunner};
 use crate::store::{JobStore, Replayed, StoreError, Ticket};
 
 /// Settings the engine reads at each decision (reloadable with SIGHUP).
@@ -57,6 +58,8 @@ enum KernelNews {
 enum RawEnd {
     Completed(Completed),
     Done,
+    /// A runner's job ended (see [`JobRunner::end`]).
+    Runner(JobEnd),
     Failed(String),
     Cancelled,
 }
@@ -105,6 +108,8 @@ pub struct Engine {
     limits: Mutex<Limits>,
     store: Arc<dyn JobStore>,
     kernel: Handle,
+    /// Runs the kinds the engine does not (a host's, e.g. `python`).
+    runner: Option<Arc<dyn JobRunner>>,
     events: broadcast::Sender<JobRecord>,
     news: mpsc::UnboundedSender<KernelNews>,
     changed: tokio::sync::Notify,
@@ -127,6 +132,18 @@ impl Engine {
         kernel: Handle,
         limits: Limits,
     ) -> Arc<Engine> {
+        Self::start_with_runner(store, replayed, kernel, limits, None)
+    }
+
+    /// As [`start`](Self::start), with `runner` running the kinds it
+    /// serves (see [`crate::runner`]).
+    pub fn start_with_runner(
+        store: Arc<dyn JobStore>,
+        replayed: Replayed,
+        kernel: Handle,
+        limits: Limits,
+        runner: Option<Arc<dyn JobRunner>>,
+    ) -> Arc<Engine> {
         let (news_tx, news_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let engine = Arc::new(Engine {
@@ -137,6 +154,7 @@ impl Engine {
             limits: Mutex::new(limits),
             store,
             kernel,
+            runner,
             events,
             news: news_tx,
             changed: tokio::sync::Notify::new(),
@@ -230,7 +248,11 @@ impl Engine {
                 limits.max_args_bytes
             )));
         }
-        Work::parse(&spec.kind, &spec.args).map_err(Status::invalid_argument)?;
+        match self.runner_for(&spec.kind) {
+            Some(r) => r.check(&spec.kind, &spec.args),
+            None => Work::parse(&spec.kind, &spec.args).map(drop),
+        }
+        .map_err(Status::invalid_argument)?;
         let priority = match spec.priority {
             None => crate::job::DEFAULT_PRIORITY,
             Some(p) if p <= 255 => p as u8,
@@ -416,91 +438,44 @@ impl Engine {
         }
     }
 
-    /// Starts `job` on the kernel.
-    fn launch(&self, job: JobRecord) {
-        let work = match Work::parse(&job.kind, &job.args) {
-            Ok(w) => w,
+    /// The runner of `kind`, if a host's runner serves it.
+    fn runner_for(&self, kind: &str) -> Option<&Arc<dyn JobRunner>> {
+        self.runner.as_ref().filter(|r| r.serves(kind))
+    }
+
+    /// Starts job `id`'s attempt `attempt` on the kernel: `spawn` makes its
+    /// task (on the kernel's thread), `end` reads how the task ended; the
+    /// start and the end come back to [`hear_kernel`](Self::hear_kernel).
+    fn start_on_kernel(
+        &self,
+        id: u64,
+        attempt: u32,
+        spawn: impl FnOnce(&Scheduler) -> Result<TaskId, String> + Send + 'static,
+        end: impl FnOnce(&Outcome) -> RawEnd + Send + 'static,
+    ) {
+        let tx = self.news.clone();
+        let sent = self.kernel.with_scheduler(move |sched| match spawn(sched) {
+            Ok(task) => {
+                let _ = tx.send(KernelNews::Started {
+                    job: id,
+                    attempt,
+                    task,
+                });
+                let tx2 = tx.clone();
+                sched.on_task_end(task, move |_, outcome| {
+                    let _ = tx2.send(KernelNews::Ended {
+                        job: id,
+                        attempt,
+                        end: end(outcome),
+                    });
+                });
+            }
             Err(e) => {
-                let _ = self.news.send(KernelNews::Ended {
-                    job: job.id,
-                    attempt: job.attempts,
+                let _ = tx.send(KernelNews::Ended {
+                    job: id,
+                    attempt,
                     end: RawEnd::Failed(e),
                 });
-                return;
-            }
-        };
-        let capture_limit = self.limits().capture_limit;
-        let tx = self.news.clone();
-        let (id, attempt) = (job.id, job.attempts);
-        let options = SpawnOptions::default()
-            .with_priority(job.priority)
-            .with_name(format!("job-{id}"));
-        let timeout = job.timeout.map(Duration::from_secs_f64);
-        let sent = self.kernel.with_scheduler(move |sched| {
-            let spawned = match work {
-                Work::Exec {
-                    argv,
-                    env,
-                    cwd,
-                    stdin,
-                } => {
-                    let mut spec = ExecSpec::new(argv).capture_limit(capture_limit);
-                    for (k, v) in env {
-                        spec = spec.env(k, v);
-                    }
-                    if let Some(c) = cwd {
-                        spec = spec.cwd(c);
-                    }
-                    if let Some(s) = stdin {
-                        spec = spec.stdin(s.into_bytes());
-                    }
-                    if let Some(t) = timeout {
-                        spec = spec.timeout(t);
-                    }
-                    process::spawn(sched, spec, options).map_err(|e| e.to_string())
-                }
-                Work::Sleep(d) => sched
-                    .spawn_with(options, move |cx| cx.sleep(d))
-                    .map_err(|e| e.to_string()),
-            };
-            match spawned {
-                Ok(task) => {
-                    let _ = tx.send(KernelNews::Started {
-                        job: id,
-                        attempt,
-                        task,
-                    });
-                    let tx2 = tx.clone();
-                    sched.on_task_end(task, move |_, outcome| {
-                        let end = match outcome {
-                            Outcome::Done(v) => match v.downcast_ref::<Completed>() {
-                                Some(c) => RawEnd::Completed(c.clone()),
-                                None => RawEnd::Done,
-                            },
-                            Outcome::Failed(e) => {
-                                let msg =
-                                    match e.payload().and_then(|p| p.downcast_ref::<ExecError>()) {
-                                        Some(x) => x.to_string(),
-                                        None => e.message().to_string(),
-                                    };
-                                RawEnd::Failed(msg)
-                            }
-                            Outcome::Cancelled => RawEnd::Cancelled,
-                        };
-                        let _ = tx2.send(KernelNews::Ended {
-                            job: id,
-                            attempt,
-                            end,
-                        });
-                    });
-                }
-                Err(e) => {
-                    let _ = tx.send(KernelNews::Ended {
-                        job: id,
-                        attempt,
-                        end: RawEnd::Failed(e),
-                    });
-                }
             }
         });
         if sent.is_err() {
@@ -510,6 +485,78 @@ impl Engine {
                 end: RawEnd::Cancelled,
             });
         }
+    }
+
+    /// Starts `job` on the kernel.
+    fn launch(&self, job: JobRecord) {
+        let (id, attempt) = (job.id, job.attempts);
+        let options = SpawnOptions::default()
+            .with_priority(job.priority)
+            .with_name(format!("job-{id}"));
+        if let Some(runner) = self.runner_for(&job.kind).cloned() {
+            let ender = runner.clone();
+            self.start_on_kernel(
+                id,
+                attempt,
+                move |sched| runner.start(sched, id, &job.kind, &job.args, options),
+                move |outcome| RawEnd::Runner(ender.end(outcome)),
+            );
+            return;
+        }
+        let work = match Work::parse(&job.kind, &job.args) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = self.news.send(KernelNews::Ended {
+                    job: id,
+                    attempt,
+                    end: RawEnd::Failed(e),
+                });
+                return;
+            }
+        };
+        let capture_limit = self.limits().capture_limit;
+        let timeout = job.timeout.map(Duration::from_secs_f64);
+        let spawn = move |sched: &Scheduler| match work {
+            Work::Exec {
+                argv,
+                env,
+                cwd,
+                stdin,
+            } => {
+                let mut spec = ExecSpec::new(argv).capture_limit(capture_limit);
+                for (k, v) in env {
+                    spec = spec.env(k, v);
+                }
+                if let Some(c) = cwd {
+                    spec = spec.cwd(c);
+                }
+                if let Some(s) = stdin {
+                    spec = spec.stdin(s.into_bytes());
+                }
+                if let Some(t) = timeout {
+                    spec = spec.timeout(t);
+                }
+                process::spawn(sched, spec, options).map_err(|e| e.to_string())
+            }
+            Work::Sleep(d) => sched
+                .spawn_with(options, move |cx| cx.sleep(d))
+                .map_err(|e| e.to_string()),
+        };
+        let end = |outcome: &Outcome| match outcome {
+            Outcome::Done(v) => match v.downcast_ref::<Completed>() {
+                Some(c) => RawEnd::Completed(c.clone()),
+                None => RawEnd::Done,
+            },
+            Outcome::Failed(e) => {
+                let msg = match e.payload().and_then(|p| p.downcast_ref::<ExecError>()) {
+                    Some(x) => x.to_string(),
+                    None => e.message().to_string(),
+                };
+                RawEnd::Failed(msg)
+            }
+            Outcome::Cancelled => RawEnd::Cancelled,
+        };
+        self.start_on_kernel(id, attempt, spawn, end);
     }
 
     async fn hear_kernel(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<KernelNews>) {
@@ -618,11 +665,15 @@ impl Engine {
                     job.state = JobState::Succeeded;
                     job.result = Some("null".into());
                 }
-                RawEnd::Failed(msg) => {
+                RawEnd::Failed(msg) | RawEnd::Runner(JobEnd::Failed(msg)) => {
                     job.state = JobState::Failed;
                     job.error = Some(msg);
                 }
-                RawEnd::Cancelled => {
+                RawEnd::Runner(JobEnd::Succeeded(result)) => {
+                    job.state = JobState::Succeeded;
+                    job.result = Some(result);
+                }
+                RawEnd::Cancelled | RawEnd::Runner(JobEnd::Cancelled) => {
                     if timed_out {
                         job.state = JobState::TimedOut;
                         job.error =

@@ -24,6 +24,7 @@
 //! | the job store interface, and the log as its first implementation | [`store`] |
 //! | the queue, dependencies, limits, the kernel bridge | [`engine`] |
 //! | the gRPC service, bearer tokens | [`service`] |
+//! | kinds a host runs (`tiffany.serve`'s `python` jobs) | [`runner`] |
 //! | connecting as a client (Unix socket, TCP + token + TLS) | [`client`] |
 //! | sockets, signals, drain, the kernel thread | [`server`] |
 //! | `/metrics` and `/healthz` | [`metrics`] |
@@ -38,6 +39,7 @@ pub mod config;
 pub mod engine;
 pub mod job;
 pub mod metrics;
+pub mod runner;
 pub mod server;
 pub mod service;
 pub mod store;

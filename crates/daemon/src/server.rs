@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::Subscrib
 use crate::config::{Args, Settings};
 use crate::engine::Engine;
 use crate::proto::tiffany_server::TiffanyServer;
+use crate::runner::Host;
 use crate::service::{Service, TokenCheck};
 use crate::store::WalStore;
 
@@ -77,13 +78,34 @@ pub fn main_with(args: Args) -> i32 {
         }
     };
     let filter = init_logging(settings.log_level.as_deref());
-    match run(args, settings, filter) {
+    match run(args, settings, filter, None) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("tiffanyd: {}", e.message);
             e.code
         }
     }
+}
+
+/// Runs the daemon with these arguments on a host's kernel (see
+/// [`crate::runner`]): as [`main_with`], except that jobs run on
+/// `host.kernel` (which the host runs on its own thread, and which this
+/// shuts down before it returns), the host's runner runs the kinds it
+/// serves, and `host.stop` drains and stops the daemon as SIGTERM does.
+/// Blocks until the daemon has stopped; the caller prints nothing.
+pub fn main_hosted(args: Args, host: Host) -> Result<(), StartError> {
+    let kernel = host.kernel.clone();
+    let result = (|| {
+        let settings = Settings::resolve(&args).map_err(bad)?;
+        // Bad TCP settings are refused before logging is set up: a host
+        // whose daemon cannot start keeps its process as it was.
+        check_tcp(&settings)?;
+        let filter = init_logging(settings.log_level.as_deref());
+        run(args, settings, filter, Some(host))
+    })();
+    // Whatever happened, the host's kernel stops with the daemon.
+    let _ = kernel.request_shutdown(Duration::from_secs(2));
+    result
 }
 
 /// Checks the TCP settings: a token, and TLS beyond loopback.
@@ -170,7 +192,12 @@ fn start_kernel(
     Ok((handle, thread))
 }
 
-fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(), StartError> {
+fn run(
+    args: Args,
+    settings: Settings,
+    filter: Option<FilterHandle>,
+    host: Option<Host>,
+) -> Result<(), StartError> {
     if settings.vsock_port.is_some() {
         return Err(bad(
             "--vsock-port: AF_VSOCK is not supported by this build of tiffanyd",
@@ -223,7 +250,22 @@ fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(
         next_id = replayed.next_id,
         "replayed the job log"
     );
-    let (kernel, kernel_thread) = start_kernel(settings.pal_file.clone())?;
+    let (kernel, kernel_thread) = match &host {
+        Some(h) => {
+            if let Some(p) = &settings.pal_file {
+                let f = std::fs::File::create(p)
+                    .map_err(|e| fail(format!("cannot create PAL file {}: {e}", p.display())))?;
+                let _ = h.kernel.with_scheduler(move |sched| {
+                    sched.subscribe(PalWriter::new(std::io::BufWriter::new(f)));
+                });
+            }
+            (h.kernel.clone(), None)
+        }
+        None => {
+            let (k, t) = start_kernel(settings.pal_file.clone())?;
+            (k, Some(t))
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tiffanyd")
@@ -238,10 +280,13 @@ fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(
         kernel.clone(),
         token,
         tls,
+        host,
     ));
     // The kernel: everything was stopped by the drain; give it a moment, then go.
     let _ = kernel.shutdown(Duration::from_secs(2));
-    let _ = kernel_thread.join();
+    if let Some(t) = kernel_thread {
+        let _ = t.join();
+    }
     tiffany_scheduler::process::wait_for_reaper(Duration::from_secs(5));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&settings.socket);
@@ -258,8 +303,19 @@ async fn serve(
     kernel: Handle,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
+    host: Option<Host>,
 ) -> Result<(), StartError> {
-    let engine = Engine::start(store, replayed, kernel.clone(), settings.limits.clone());
+    let (runner, stop, ready) = match host {
+        Some(h) => (Some(h.runner), h.stop, h.ready),
+        None => (None, Arc::new(tokio::sync::Notify::new()), None),
+    };
+    let engine = Engine::start_with_runner(
+        store,
+        replayed,
+        kernel.clone(),
+        settings.limits.clone(),
+        runner,
+    );
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let service = Service::new(engine.clone(), shutdown_tx, closing.clone());
@@ -331,10 +387,14 @@ async fn serve(
         sig(SignalKind::hangup())?,
     );
     tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "tiffanyd ready");
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     let grace = loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break settings.grace; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break settings.grace; }
+            _ = stop.notified() => { tracing::info!("stop requested by the host: draining"); break settings.grace; }
             g = shutdown_rx.recv() => {
                 tracing::info!("shutdown requested: draining");
                 break g.flatten().unwrap_or(settings.grace);

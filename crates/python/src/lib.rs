@@ -22,6 +22,7 @@ mod convert;
 mod current;
 mod errors;
 mod event;
+mod host;
 mod io_registry;
 mod owner;
 mod process;
@@ -82,5 +83,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scope::init(m)?;
     aio::init(m)?;
     service::init(m)?;
+    host::init(m)?;
     Ok(())
 }

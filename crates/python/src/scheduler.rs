@@ -189,7 +189,7 @@ impl Current {
 impl PyScheduler {
     #[new]
     #[pyo3(signature = (*, clock = "real", quantum = Quantum(tiffany_scheduler::DEFAULT_QUANTUM), capacity = None, backpressure = None, timing_metrics = true))]
-    fn new(
+    pub(crate) fn new(
         clock: &str,
         quantum: Quantum,
         capacity: Option<Capacity>,

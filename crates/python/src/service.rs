@@ -9,7 +9,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tiffany_daemon::client::{TcpClient, UnixClient, connect_tcp, connect_unix};
+use tiffany_daemon::client::{
+    TcpClient, UnixClient, connect_tcp, connect_unix, error_chain, host_of,
+};
 use tiffany_daemon::job::JobState;
 use tiffany_daemon::proto;
 use tonic::Status;
@@ -57,13 +59,27 @@ fn code_name(s: &Status) -> &'static str {
 }
 
 fn rpc_err(s: Status) -> PyErr {
-    // A broken connection shows up as UNKNOWN with a transport message.
-    let code = if s.code() == tonic::Code::Unknown && s.message().contains("transport") {
-        "unavailable"
-    } else {
-        code_name(&s)
+    rpc_err_with(s, "")
+}
+
+/// As [`rpc_err`], with `hint` added to the message of a connection failure.
+fn rpc_err_with(s: Status, hint: &str) -> PyErr {
+    // A failure of the connection itself (a reset, a refused TLS handshake,
+    // an HTTP/2 error) is not the daemon's answer: it carries its cause as
+    // the status's source, or shows up as UNKNOWN with a transport message.
+    let source = std::error::Error::source(&s);
+    let broken =
+        source.is_some() || (s.code() == tonic::Code::Unknown && s.message().contains("transport"));
+    if !broken {
+        return RpcError::new_err((code_name(&s), s.message().to_string()));
+    }
+    let mut message = match source.map(error_chain) {
+        Some(chain) if chain.starts_with(s.message()) => chain,
+        Some(chain) => format!("{}: {chain}", s.message()),
+        None => s.message().to_string(),
     };
-    RpcError::new_err((code, s.message().to_string()))
+    message.push_str(hint);
+    RpcError::new_err(("unavailable", message))
 }
 
 fn unavailable(msg: String) -> PyErr {
@@ -90,7 +106,17 @@ macro_rules! call {
 pub struct DaemonClient {
     rt: Arc<tokio::runtime::Runtime>,
     conn: Conn,
+    /// Added to connection failures (plain TCP: TLS may be missing).
+    hint: &'static str,
 }
+
+impl DaemonClient {
+    fn rpc_err(&self, s: Status) -> PyErr {
+        rpc_err_with(s, self.hint)
+    }
+}
+
+const PLAIN_TCP_HINT: &str = " (if it serves TLS, pass its CA as tls_ca=)";
 
 fn job_text(j: &proto::Job) -> String {
     tiffany_cli::job_json(j).to_string()
@@ -99,26 +125,39 @@ fn job_text(j: &proto::Job) -> String {
 #[pymethods]
 impl DaemonClient {
     /// Connects over the Unix socket `socket` (None: `TIFFANY_SOCKET`, else
-    /// the daemon's default), or over TCP to `tcp` ("host:port") with `token`.
+    /// the daemon's default), or over TCP to `tcp` ("host:port") with `token`,
+    /// over TLS if `tls_ca` (a PEM CA bundle's bytes) is given.
     #[new]
-    #[pyo3(signature = (socket=None, tcp=None, token=None))]
+    #[pyo3(signature = (socket=None, tcp=None, token=None, tls_ca=None))]
     fn new(
         py: Python<'_>,
         socket: Option<String>,
         tcp: Option<String>,
         token: Option<String>,
+        tls_ca: Option<Vec<u8>>,
     ) -> PyResult<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| unavailable(format!("cannot start the client's runtime: {e}")))?;
+        let hint = if tcp.is_some() && tls_ca.is_none() {
+            PLAIN_TCP_HINT
+        } else {
+            ""
+        };
         let conn = py.detach(|| {
             rt.block_on(async {
                 match tcp {
-                    Some(addr) => connect_tcp(&addr, token.as_deref(), None)
-                        .await
-                        .map(Conn::Tcp)
-                        .map_err(|e| format!("cannot reach tiffanyd at {addr}: {e}")),
+                    Some(addr) => {
+                        let tls = tls_ca.as_deref().map(|ca| (ca, host_of(&addr)));
+                        connect_tcp(&addr, token.as_deref(), tls)
+                            .await
+                            .map(Conn::Tcp)
+                            .map_err(|e| {
+                                let hint = if tls_ca.is_none() { PLAIN_TCP_HINT } else { "" };
+                                format!("cannot reach tiffanyd at {addr}: {e}{hint}")
+                            })
+                    }
                     None => {
                         let path = tiffany_cli::socket_path(socket.map(Into::into));
                         connect_unix(&path).await.map(Conn::Unix).map_err(|e| {
@@ -136,6 +175,7 @@ impl DaemonClient {
         Ok(DaemonClient {
             rt: Arc::new(rt),
             conn: conn.map_err(unavailable)?,
+            hint,
         })
     }
 
@@ -165,7 +205,7 @@ impl DaemonClient {
                 .block_on(async { call!(&self.conn, submit, req.clone()) })
         })
         .map(|r| job_text(r.get_ref()))
-        .map_err(rpc_err)
+        .map_err(|s| self.rpc_err(s))
     }
 
     /// One job, as JSON text.
@@ -175,7 +215,7 @@ impl DaemonClient {
                 .block_on(async { call!(&self.conn, get, proto::GetRequest { id }) })
         })
         .map(|r| job_text(r.get_ref()))
-        .map_err(rpc_err)
+        .map_err(|s| self.rpc_err(s))
     }
 
     /// Jobs (of `state` if given), at most `limit`, as JSON texts.
@@ -210,7 +250,7 @@ impl DaemonClient {
                 Ok(out)
             })
         })
-        .map_err(rpc_err)
+        .map_err(|s| self.rpc_err(s))
     }
 
     /// Cancels a job; returns it as JSON text.
@@ -220,7 +260,7 @@ impl DaemonClient {
                 .block_on(async { call!(&self.conn, cancel, proto::CancelRequest { id }) })
         })
         .map(|r| job_text(r.get_ref()))
-        .map_err(rpc_err)
+        .map_err(|s| self.rpc_err(s))
     }
 
     /// Waits for a job to end (or `timeout` seconds); returns it as JSON text.
@@ -232,7 +272,7 @@ impl DaemonClient {
         };
         py.detach(|| self.rt.block_on(async { call!(&self.conn, wait, req) }))
             .map(|r| job_text(r.get_ref()))
-            .map_err(rpc_err)
+            .map_err(|s| self.rpc_err(s))
     }
 
     /// A job's captured output: (stdout, stderr).
@@ -246,7 +286,7 @@ impl DaemonClient {
                 self.rt
                     .block_on(async { call!(&self.conn, logs, proto::LogsRequest { id }) })
             })
-            .map_err(rpc_err)?
+            .map_err(|s| self.rpc_err(s))?
             .into_inner();
         Ok((PyBytes::new(py, &r.stdout), PyBytes::new(py, &r.stderr)))
     }
@@ -259,7 +299,7 @@ impl DaemonClient {
                 self.rt
                     .block_on(async { call!(&self.conn, watch, proto::WatchRequest { id }) })
             })
-            .map_err(rpc_err)?
+            .map_err(|s| self.rpc_err(s))?
             .into_inner();
         Ok(WatchIter {
             rt: self.rt.clone(),
@@ -275,7 +315,7 @@ impl DaemonClient {
         };
         py.detach(|| self.rt.block_on(async { call!(&self.conn, shutdown, req) }))
             .map(|_| ())
-            .map_err(rpc_err)
+            .map_err(|s| self.rpc_err(s))
     }
 
     /// The daemon's health: (status, queued, running, jobs).
@@ -285,7 +325,7 @@ impl DaemonClient {
                 self.rt
                     .block_on(async { call!(&self.conn, health, proto::HealthRequest {}) })
             })
-            .map_err(rpc_err)?
+            .map_err(|s| self.rpc_err(s))?
             .into_inner();
         Ok((h.status, h.queued, h.running, h.jobs))
     }
