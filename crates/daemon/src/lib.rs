@@ -24,8 +24,9 @@
 //! | the job store interface, and the log as its first implementation | [`store`] |
 //! | the queue, dependencies, limits, the kernel bridge | [`engine`] |
 //! | the gRPC service, bearer tokens | [`service`] |
-//! | connecting as a client (Unix socket, TCP + token + TLS) | [`client`] |
+//! | connecting as a client (Unix socket, TCP + token + TLS, vsock + token) | [`client`] |
 //! | sockets, signals, drain, the kernel thread | [`server`] |
+//! | the WAL flusher and metrics sampler, kernel tasks at priority 0 | [`system`] |
 //! | `/metrics` and `/healthz` | [`metrics`] |
 //! | the generated protocol types, client and server | [`proto`] |
 //!
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod system;
 
 /// The protocol, generated from `proto/tiffany/v1/tiffany.proto` at build
 /// time (ADR 8): messages, the `tiffany_client::TiffanyClient` and the

@@ -19,10 +19,14 @@ use crate::engine::Engine;
 use crate::proto::tiffany_server::TiffanyServer;
 use crate::service::{Service, TokenCheck};
 use crate::store::WalStore;
+use crate::system::System;
 
 /// Largest gRPC message the server accepts (so that args over
 /// `--max-args-bytes` reach the check that names the limit).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How often the `metrics` system task samples the kernel's metrics.
+pub const METRICS_PERIOD: Duration = Duration::from_secs(1);
 
 /// A start-up failure: the message, and the exit code.
 #[derive(Debug)]
@@ -86,8 +90,13 @@ pub fn main_with(args: Args) -> i32 {
     }
 }
 
-/// Checks the TCP settings: a token, and TLS beyond loopback.
+/// Checks the TCP and vsock settings: a token, and TLS beyond loopback.
 fn check_tcp(s: &Settings) -> Result<(), StartError> {
+    if s.vsock_port.is_some() && s.token_file.is_none() {
+        return Err(bad(
+            "--vsock-port needs --token-file: vsock requests must carry a bearer token",
+        ));
+    }
     let Some(addr) = s.tcp_addr else {
         return Ok(());
     };
@@ -171,14 +180,9 @@ fn start_kernel(
 }
 
 fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(), StartError> {
-    if settings.vsock_port.is_some() {
-        return Err(bad(
-            "--vsock-port: AF_VSOCK is not supported by this build of tiffanyd",
-        ));
-    }
     check_tcp(&settings)?;
     let token = match &settings.token_file {
-        Some(p) if settings.tcp_addr.is_some() => {
+        Some(p) if settings.tcp_addr.is_some() || settings.vsock_port.is_some() => {
             let t = std::fs::read_to_string(p)
                 .map_err(|e| bad(format!("cannot read token file {}: {e}", p.display())))?;
             let t = t.trim().to_string();
@@ -224,6 +228,8 @@ fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(
         "replayed the job log"
     );
     let (kernel, kernel_thread) = start_kernel(settings.pal_file.clone())?;
+    let store = Arc::new(store);
+    let system = System::start(&kernel, store.clone(), METRICS_PERIOD).map_err(fail)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tiffanyd")
@@ -233,9 +239,10 @@ fn run(args: Args, settings: Settings, filter: Option<FilterHandle>) -> Result<(
         args,
         settings.clone(),
         filter,
-        Arc::new(store),
+        store,
         replayed,
         kernel.clone(),
+        Arc::new(system),
         token,
         tls,
     ));
@@ -256,10 +263,17 @@ async fn serve(
     store: Arc<WalStore>,
     replayed: crate::store::Replayed,
     kernel: Handle,
+    system: Arc<System>,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
 ) -> Result<(), StartError> {
-    let engine = Engine::start(store, replayed, kernel.clone(), settings.limits.clone());
+    let engine = Engine::start(
+        store,
+        replayed,
+        kernel.clone(),
+        system,
+        settings.limits.clone(),
+    );
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let service = Service::new(engine.clone(), shutdown_tx, closing.clone());
@@ -290,6 +304,19 @@ async fn serve(
     let task = tokio::spawn(unix_server);
     servers.push((task.abort_handle(), Some(task)));
 
+    if let (Some(port), Some(token)) = (settings.vsock_port, &token) {
+        let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+        let listener = tokio_vsock::VsockListener::bind(addr)
+            .map_err(|e| fail(format!("cannot listen on vsock port {port}: {e}")))?;
+        let svc =
+            tonic::service::interceptor::InterceptedService::new(grpc(), TokenCheck::new(token));
+        let vsock_server = Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(listener.incoming(), closed());
+        let task = tokio::spawn(vsock_server);
+        servers.push((task.abort_handle(), Some(task)));
+        tracing::info!(port, "serving AF_VSOCK");
+    }
     if let (Some(addr), Some(token)) = (settings.tcp_addr, token) {
         let listener = TcpListener::bind(addr)
             .await
@@ -315,11 +342,7 @@ async fn serve(
             .await
             .map_err(|e| fail(format!("cannot listen on {addr} for metrics: {e}")))?;
         let local: SocketAddr = listener.local_addr().unwrap_or(addr);
-        let task = tokio::spawn(crate::metrics::serve(
-            listener,
-            engine.clone(),
-            kernel.clone(),
-        ));
+        let task = tokio::spawn(crate::metrics::serve(listener, engine.clone()));
         servers.push((task.abort_handle(), None));
         tracing::info!(addr = %local, "serving /metrics and /healthz");
     }
