@@ -149,8 +149,14 @@ fn claim_socket(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Starts the kernel on its own thread; returns its handle and thread.
-fn start_kernel(
+/// Starts the daemon's kernel on its own thread (with a PAL file if
+/// given); returns its handle and thread.
+///
+/// The kernel keeps no window of finished tasks' outcomes
+/// (`retain_finished(0)`): the daemon hears of each job's end through a
+/// callback and keeps the result in its job table, so a window would hold
+/// every recent exec job's captured output a second time.
+pub fn start_kernel(
     pal_file: Option<PathBuf>,
 ) -> Result<(Handle, std::thread::JoinHandle<()>), StartError> {
     let pal = match pal_file {
@@ -164,7 +170,13 @@ fn start_kernel(
     let thread = std::thread::Builder::new()
         .name("tiffany-kernel".into())
         .spawn(move || {
-            let sched = Scheduler::new();
+            let sched = match Scheduler::builder().retain_finished(0).build() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot build the kernel: {e}");
+                    return;
+                }
+            };
             if let Some(f) = pal {
                 sched.subscribe(PalWriter::new(std::io::BufWriter::new(f)));
             }

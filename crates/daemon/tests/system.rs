@@ -16,13 +16,7 @@ use tiffany_daemon::system::System;
 use tiffany_scheduler::{Handle, Scheduler, SpawnOptions, Spawner};
 
 fn kernel() -> (Handle, std::thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let sched = Scheduler::new();
-        tx.send(sched.handle()).unwrap();
-        sched.serve();
-    });
-    (rx.recv().unwrap(), thread)
+    tiffany_daemon::server::start_kernel(None).unwrap()
 }
 
 fn job(id: u64) -> JobRecord {
@@ -141,4 +135,30 @@ fn the_flusher_and_the_metrics_sampler_run_at_priority_0_ahead_of_busy_jobs() {
     });
     let on_disk = tiffany_wal::read(log_path(dir.path()), &tiffany_wal::Options::new()).unwrap();
     assert_eq!(on_disk.records.len(), 9);
+}
+
+#[test]
+fn the_kernel_keeps_no_copy_of_a_finished_jobs_output() {
+    let (kernel, thread) = kernel();
+    let baseline = with(&kernel, |s| s.task_records());
+    // 50 tasks that each end with 1 MiB of "output", each end heard by a
+    // callback, as the engine hears of a job's end.
+    let (tx, rx) = mpsc::channel();
+    with(&kernel, move |s| {
+        for _ in 0..50 {
+            let task = s.spawn(|_cx| vec![7u8; 1 << 20]).unwrap();
+            let tx = tx.clone();
+            s.on_task_end(task, move |_, outcome| {
+                let _ = tx.send(matches!(outcome, tiffany_scheduler::Outcome::Done(_)));
+            });
+        }
+    });
+    for _ in 0..50 {
+        assert!(rx.recv_timeout(Duration::from_secs(20)).unwrap());
+    }
+    // Their records (and the megabytes in them) are gone once heard of.
+    let records = with(&kernel, |s| s.task_records());
+    assert_eq!(records, baseline);
+    kernel.shutdown(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
 }
