@@ -8,8 +8,12 @@
 //! ever blocks on the kernel, and the kernel never blocks on tokio.
 //!
 //! Every change is recorded in the [`JobStore`] under the engine's lock (so
-//! the log's order is the table's order). A submission is acknowledged, and
-//! a job's end shown to anyone, only once its record is durable.
+//! the log's order is the table's order). A submission is acknowledged, a
+//! job runs (and is shown running), and a job's end is shown to anyone, only
+//! once its record is durable. Every end, of a running job or of a queued
+//! one, takes one path (`Engine::finish`). Per job the engine keeps its
+//! record (with an exec job's output, at most the capture limit per stream,
+//! once) and, while it runs, a few words of bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -441,6 +445,13 @@ impl Engine {
                 let job = {
                     let mut st = me.lock();
                     if st.running.get(&id).is_none_or(|r| r.attempt != attempt) {
+                        continue;
+                    }
+                    if st.interrupting {
+                        // A drain's grace ended first: it runs on the next start.
+                        st.running.remove(&id);
+                        drop(st);
+                        me.changed.notify_waiters();
                         continue;
                     }
                     let Some(job) = st.jobs.get_mut(&id) else {

@@ -6,8 +6,9 @@
 //! shared by several daemons, on a database, is meant to fit the same
 //! interface). The daemon calls `record_*` under its own lock, so that the
 //! store sees changes in the order they happened, and waits for
-//! [`JobStore::make_durable`] outside it, on a blocking thread, before it
-//! tells a client: concurrent waits share one `fdatasync` (group commit).
+//! [`JobStore::make_durable`] outside it, through the `wal-flusher` system
+//! task ([`crate::system`]), before it tells a client: concurrent waits
+//! share one `fdatasync` (group commit).
 //!
 //! ## Records (ADR 9)
 //!
