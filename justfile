@@ -94,9 +94,10 @@ mutants *args: setup
     cargo mutants -p tiffany-scheduler --test-tool nextest --output target/mutants {{args}}
 
 # Options: --seconds S (per measurement, default 3), --dir DIR (on the disk to
-# measure; default target/daemon-bench), --records N (default 1,000,000).
+# measure; default target/daemon-bench), --records N (default 1,000,000),
+# --replays N (default 5), --no-page (print only). Code in bench/daemon/.
 #
-# tiffanyd: submit-to-ack throughput and latency (1, 16 clients) vs raw fdatasync, replay of 1M records.
-bench-daemon *args:
+# tiffanyd: submit-to-ack throughput and latency (1, 16 clients) vs raw fdatasync, replay of 1M records; writes the book's "Service mode" section.
+bench-daemon *args: setup
     cargo build --release -p tiffany-daemon --bin tiffanyd --example daemon_bench
-    target/release/examples/daemon_bench {{args}}
+    {{python}} -m bench.daemon {{args}}

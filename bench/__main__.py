@@ -17,6 +17,7 @@ import sys
 import time
 
 from bench import native
+from bench.daemon import kept_section
 from bench.harness import (
     OUT_DIR,
     ROOT,
@@ -250,6 +251,11 @@ scenario of that many tasks.
         print(d)
     if native_results or native_error:
         print(native_text)
+    if os.path.abspath(output) == os.path.abspath(PAGE):
+        # The Service mode section is `just bench-daemon`'s: keep it.
+        kept = kept_section(PAGE)
+        if kept:
+            page += "\n" + kept
     with open(output, "w") as f:
         f.write(page)
     raw = {

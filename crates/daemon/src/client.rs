@@ -1,5 +1,5 @@
-//! Connecting to a daemon: over its Unix socket, or over TCP with a bearer
-//! token (and TLS). Used by the `tiffany` command and the tests.
+//! Connecting to a daemon: over its Unix socket, or over TCP (and TLS) or
+//! AF_VSOCK with a bearer token. Used by the `tiffany` command and the tests.
 
 use std::path::Path;
 
@@ -72,7 +72,7 @@ pub fn host_of(addr: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// A client over TCP.
+/// A client over TCP or AF_VSOCK.
 pub type TcpClient = TiffanyClient<InterceptedService<Channel, Bearer>>;
 
 /// Connects over TCP to `addr` (`host:port`), sending `token` if given;
@@ -94,11 +94,29 @@ pub async fn connect_tcp(
             )
             .map_err(|e| e.to_string())?;
     }
-    let bearer = Bearer::new(token)?;
     let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
-    Ok(TiffanyClient::with_interceptor(channel, bearer)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    with_token(channel, token)
+}
+
+/// Connects over AF_VSOCK to `port` of context `cid` (2 for the host, 1 for
+/// this machine's loopback), sending `token` if given.
+pub async fn connect_vsock(cid: u32, port: u32, token: Option<&str>) -> Result<TcpClient, String> {
+    let channel = Endpoint::from_static("http://tiffanyd.invalid")
+        .connect_with_connector(service_fn(move |_: Uri| async move {
+            let addr = tokio_vsock::VsockAddr::new(cid, port);
+            Ok::<_, std::io::Error>(TokioIo::new(tokio_vsock::VsockStream::connect(addr).await?))
+        }))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    with_token(channel, token)
+}
+
+fn with_token(channel: Channel, token: Option<&str>) -> Result<TcpClient, String> {
+    Ok(
+        TiffanyClient::with_interceptor(channel, Bearer::new(token)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 /// An error and its sources, as one line (`a: b: c`).

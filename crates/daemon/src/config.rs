@@ -32,10 +32,10 @@ pub struct Args {
     /// Also serve TCP here (loopback unless TLS or --insecure-tcp); needs --token-file.
     #[arg(long, env = "TIFFANY_TCP_ADDR")]
     pub tcp_addr: Option<String>,
-    /// AF_VSOCK port (not supported by this build: refused at start).
+    /// Also serve AF_VSOCK on this port (any CID: the daemon inside a microVM); needs --token-file.
     #[arg(long, env = "TIFFANY_VSOCK_PORT")]
     pub vsock_port: Option<u32>,
-    /// File holding the bearer token TCP clients must send.
+    /// File holding the bearer token TCP and vsock clients must send.
     #[arg(long, env = "TIFFANY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// TLS certificate (PEM) for TCP.

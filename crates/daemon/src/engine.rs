@@ -8,8 +8,12 @@
 //! ever blocks on the kernel, and the kernel never blocks on tokio.
 //!
 //! Every change is recorded in the [`JobStore`] under the engine's lock (so
-//! the log's order is the table's order). A submission is acknowledged, and
-//! a job's end shown to anyone, only once its record is durable.
+//! the log's order is the table's order). A submission is acknowledged, a
+//! job runs (and is shown running), and a job's end is shown to anyone, only
+//! once its record is durable. Every end, of a running job or of a queued
+//! one, takes one path (`Engine::finish`). Per job the engine keeps its
+//! record (with an exec job's output, at most the capture limit per stream,
+//! once) and, while it runs, a few words of bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,7 @@ use crate::metrics::Histogram;
 use crate::proto;
 use crate::runner::{JobEnd, JobRunner};
 use crate::store::{JobStore, Replayed, StoreError, Ticket};
+use crate::system::System;
 
 /// Settings the engine reads at each decision (reloadable with SIGHUP).
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +57,14 @@ enum KernelNews {
         attempt: u32,
         end: RawEnd,
     },
+}
+
+/// Why a job ends (see [`Engine::finish`]).
+enum Ending {
+    /// Its kernel task ended (attempt `attempt`).
+    Ran { attempt: u32, end: RawEnd },
+    /// It was queued, and is cancelled: a client's cancel, a dependency that failed.
+    Dropped { why: String },
 }
 
 /// How a kernel task ended, in plain data.
@@ -110,6 +123,7 @@ pub struct Engine {
     kernel: Handle,
     /// Runs the kinds the engine does not (a host's, e.g. `python`).
     runner: Option<Arc<dyn JobRunner>>,
+    system: Arc<System>,
     events: broadcast::Sender<JobRecord>,
     news: mpsc::UnboundedSender<KernelNews>,
     changed: tokio::sync::Notify,
@@ -124,15 +138,17 @@ fn internal(e: StoreError) -> Status {
 
 impl Engine {
     /// An engine over `store`, holding the jobs `replayed` from it, running
-    /// jobs on `kernel`. Unfinished jobs are queued again. Call from inside
-    /// a tokio runtime: it starts the task that hears from the kernel.
+    /// jobs on `kernel`, whose `system` tasks make the store durable.
+    /// Unfinished jobs are queued again. Call from inside a tokio runtime:
+    /// it starts the task that hears from the kernel.
     pub fn start(
         store: Arc<dyn JobStore>,
         replayed: Replayed,
         kernel: Handle,
+        system: Arc<System>,
         limits: Limits,
     ) -> Arc<Engine> {
-        Self::start_with_runner(store, replayed, kernel, limits, None)
+        Self::start_with_runner(store, replayed, kernel, system, limits, None)
     }
 
     /// As [`start`](Self::start), with `runner` running the kinds it
@@ -141,6 +157,7 @@ impl Engine {
         store: Arc<dyn JobStore>,
         replayed: Replayed,
         kernel: Handle,
+        system: Arc<System>,
         limits: Limits,
         runner: Option<Arc<dyn JobRunner>>,
     ) -> Arc<Engine> {
@@ -155,6 +172,7 @@ impl Engine {
             store,
             kernel,
             runner,
+            system,
             events,
             news: news_tx,
             changed: tokio::sync::Notify::new(),
@@ -207,7 +225,7 @@ impl Engine {
     }
 
     /// Replaces the limits (SIGHUP); starts more jobs if there is room now.
-    pub fn set_limits(&self, limits: Limits) {
+    pub fn set_limits(self: &Arc<Self>, limits: Limits) {
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
         self.dispatch();
     }
@@ -348,12 +366,15 @@ impl Engine {
         Ok(job)
     }
 
+    /// Waits until the store is durable up to `ticket` (the `wal-flusher`
+    /// system task shares one sync between concurrent waits).
     async fn durable(&self, ticket: Ticket) -> Result<(), Status> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.make_durable(ticket))
-            .await
-            .map_err(|e| Status::internal(format!("job store: {e}")))?
-            .map_err(internal)
+        self.system.durable(ticket).await.map_err(internal)
+    }
+
+    /// The daemon's system tasks on the kernel.
+    pub fn system(&self) -> &System {
+        &self.system
     }
 
     /// A durably accepted job joins the queue: ready, waiting for
@@ -375,7 +396,7 @@ impl Engine {
                 Some(s) if s.is_final() => {
                     drop(st);
                     let why = format!("dependency {dep} ended {}", s.name());
-                    tokio::spawn(self.clone().end_queued(id, why));
+                    tokio::spawn(self.clone().finish(id, Ending::Dropped { why }));
                     return;
                 }
                 _ => {
@@ -392,29 +413,30 @@ impl Engine {
     }
 
     /// Starts queued jobs while there is room.
-    fn dispatch(&self) {
+    ///
+    /// Each job's `started` record is made durable before the job runs (and
+    /// before anyone sees it running), so that `attempts` counts every start
+    /// even across a crash; the starts of one round share one sync.
+    fn dispatch(self: &Arc<Self>) {
         let max_running = self.limits().max_running.max(1);
         let mut starts = Vec::new();
+        let mut last = None;
         {
             let mut st = self.lock();
             if st.draining {
                 return;
             }
             while st.running.len() < max_running {
-                let Some((p, id)) = st.ready.pop_first() else {
+                let Some((_, id)) = st.ready.pop_first() else {
                     break;
                 };
-                let Some(job) = st.jobs.get_mut(&id) else {
+                let Some(job) = st.jobs.get(&id) else {
                     continue;
                 };
                 if job.state != JobState::Queued {
                     continue;
                 }
-                job.state = JobState::Running;
-                job.attempts += 1;
-                let at = unix_now();
-                job.started_at = Some(at);
-                let (attempt, snapshot) = (job.attempts, job.clone());
+                let (attempt, at) = (job.attempts + 1, unix_now());
                 st.queued = st.queued.saturating_sub(1);
                 st.running.insert(
                     id,
@@ -425,17 +447,48 @@ impl Engine {
                         timed_out: false,
                     },
                 );
-                if let Err(e) = self.store.record_started(id, attempt, at) {
-                    tracing::error!("job store: {e}");
+                match self.store.record_started(id, attempt, at) {
+                    Ok(t) => last = Some(t),
+                    Err(e) => tracing::error!("job store: {e}"),
                 }
-                let _ = p;
-                starts.push(snapshot);
+                starts.push((id, attempt, at));
             }
         }
-        for job in starts {
-            let _ = self.events.send(job.clone());
-            self.launch(job);
+        if starts.is_empty() {
+            return;
         }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(ticket) = last
+                && let Err(e) = me.durable(ticket).await
+            {
+                tracing::error!("job starts could not be made durable: {e}");
+            }
+            for (id, attempt, at) in starts {
+                let job = {
+                    let mut st = me.lock();
+                    if st.running.get(&id).is_none_or(|r| r.attempt != attempt) {
+                        continue;
+                    }
+                    if st.interrupting {
+                        // A drain's grace ended first: it runs on the next start.
+                        st.running.remove(&id);
+                        drop(st);
+                        me.changed.notify_waiters();
+                        continue;
+                    }
+                    let Some(job) = st.jobs.get_mut(&id) else {
+                        continue;
+                    };
+                    job.state = JobState::Running;
+                    job.attempts = attempt;
+                    job.started_at = Some(at);
+                    job.clone()
+                };
+                let _ = me.events.send(job.clone());
+                me.launch(job);
+            }
+        });
     }
 
     /// The runner of `kind`, if a host's runner serves it.
@@ -599,125 +652,49 @@ impl Engine {
                     }
                 }
                 KernelNews::Ended { job, attempt, end } => {
-                    tokio::spawn(self.clone().end_running(job, attempt, end));
+                    tokio::spawn(self.clone().finish(job, Ending::Ran { attempt, end }));
                 }
             }
         }
     }
 
-    /// A running job's kernel task ended: record its end durably, then show it.
-    async fn end_running(self: Arc<Self>, id: u64, attempt: u32, end: RawEnd) {
-        let (final_job, ticket) = {
-            let mut st = self.lock();
-            let Some(r) = st.running.get(&id) else { return };
-            if r.attempt != attempt {
-                return;
-            }
-            let (cancel, timed_out) = (r.cancel, r.timed_out);
-            if st.interrupting {
-                // Stopped by a drain: not an end; the job runs again on the next start.
-                st.running.remove(&id);
-                drop(st);
-                self.changed.notify_waiters();
-                return;
-            }
-            let Some(job) = st.jobs.get(&id) else { return };
-            let mut job = job.clone();
-            job.finished_at = Some(unix_now());
-            match end {
-                RawEnd::Completed(c) => {
-                    job.exit_code = c.returncode;
-                    job.result = Some(
-                        serde_json::json!({
-                            "exit_code": c.returncode,
-                            "signal": c.signal,
-                            "timed_out": c.timed_out,
-                            "stdout_bytes": c.stdout_bytes,
-                            "stderr_bytes": c.stderr_bytes,
-                        })
-                        .to_string(),
-                    );
-                    job.output = Some(Output {
-                        stdout: String::from_utf8_lossy(&c.stdout).into_owned(),
-                        stderr: String::from_utf8_lossy(&c.stderr).into_owned(),
-                        stdout_truncated: c.stdout_truncated,
-                        stderr_truncated: c.stderr_truncated,
-                    });
-                    if c.timed_out {
-                        job.state = JobState::TimedOut;
-                        job.error =
-                            Some(format!("timed out after {} s", job.timeout.unwrap_or(0.0)));
-                    } else if cancel && c.returncode != Some(0) {
-                        job.state = JobState::Cancelled;
-                        job.error = Some("cancelled".into());
-                    } else if c.returncode == Some(0) {
-                        job.state = JobState::Succeeded;
-                    } else {
-                        job.state = JobState::Failed;
-                        job.error = Some(match (c.returncode, c.signal) {
-                            (Some(code), _) => format!("exited with code {code}"),
-                            (None, Some(sig)) => format!("killed by signal {sig}"),
-                            _ => "ended without an exit status".into(),
-                        });
-                    }
-                }
-                RawEnd::Done => {
-                    job.state = JobState::Succeeded;
-                    job.result = Some("null".into());
-                }
-                RawEnd::Failed(msg) | RawEnd::Runner(JobEnd::Failed(msg)) => {
-                    job.state = JobState::Failed;
-                    job.error = Some(msg);
-                }
-                RawEnd::Runner(JobEnd::Succeeded(result)) => {
-                    job.state = JobState::Succeeded;
-                    job.result = Some(result);
-                }
-                RawEnd::Cancelled | RawEnd::Runner(JobEnd::Cancelled) => {
-                    if timed_out {
-                        job.state = JobState::TimedOut;
-                        job.error =
-                            Some(format!("timed out after {} s", job.timeout.unwrap_or(0.0)));
-                    } else {
-                        job.state = JobState::Cancelled;
-                        job.error = Some("cancelled".into());
-                    }
-                }
-            }
-            let ticket = match self.store.record_ended(&job) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!("job store: {e}");
-                    return;
-                }
-            };
-            st.ending.insert(id);
-            (job, ticket)
-        };
-        if let Err(e) = self.durable(ticket).await {
-            tracing::error!("job {id}: its end could not be made durable: {e}");
-            return;
-        }
-        {
-            let mut st = self.lock();
-            st.running.remove(&id);
-            st.ending.remove(&id);
-            st.jobs.insert(id, final_job.clone());
-        }
-        self.ended(final_job);
-    }
-
-    /// Ends a queued job as cancelled (a client's cancel, a failed dependency).
-    async fn end_queued(self: Arc<Self>, id: u64, why: String) {
+    /// Ends a job: records its final state, waits until that is durable,
+    /// then updates the tables and tells everyone ([`ended`](Self::ended)).
+    /// The one path for every end: a running job's kernel task ended, or a
+    /// queued job was cancelled (by a client, or a dependency that failed).
+    async fn finish(self: Arc<Self>, id: u64, how: Ending) {
         let (job, ticket) = {
             let mut st = self.lock();
-            let Some(job) = st.jobs.get(&id) else { return };
-            if job.state != JobState::Queued || st.ending.contains(&id) {
+            let Some(current) = st.jobs.get(&id) else {
                 return;
+            };
+            let mut job = current.clone();
+            match how {
+                Ending::Ran { attempt, end } => {
+                    let Some(r) = st.running.get(&id) else { return };
+                    if r.attempt != attempt {
+                        return;
+                    }
+                    if st.interrupting {
+                        // Stopped by a drain: not an end; the job runs again on the next start.
+                        st.running.remove(&id);
+                        drop(st);
+                        self.changed.notify_waiters();
+                        return;
+                    }
+                    settle(&mut job, end, r.cancel, r.timed_out);
+                }
+                Ending::Dropped { why } => {
+                    if job.state != JobState::Queued
+                        || st.ending.contains(&id)
+                        || st.running.contains_key(&id)
+                    {
+                        return;
+                    }
+                    job.state = JobState::Cancelled;
+                    job.error = Some(why);
+                }
             }
-            let mut job = job.clone();
-            job.state = JobState::Cancelled;
-            job.error = Some(why);
             job.finished_at = Some(unix_now());
             let ticket = match self.store.record_ended(&job) {
                 Ok(t) => t,
@@ -736,10 +713,13 @@ impl Engine {
         {
             let mut st = self.lock();
             st.ending.remove(&id);
-            st.ready.remove(&(job.priority, id));
-            st.blocked.remove(&id);
-            st.pending.remove(&id);
-            st.queued = st.queued.saturating_sub(1);
+            if st.running.remove(&id).is_none() {
+                // It was queued: it leaves the queue.
+                st.ready.remove(&(job.priority, id));
+                st.blocked.remove(&id);
+                st.pending.remove(&id);
+                st.queued = st.queued.saturating_sub(1);
+            }
             st.jobs.insert(id, job.clone());
         }
         self.ended(job);
@@ -770,7 +750,7 @@ impl Engine {
                 }
             } else {
                 let why = format!("dependency {} ended {}", job.id, job.state.name());
-                tokio::spawn(self.clone().end_queued(d, why));
+                tokio::spawn(self.clone().finish(d, Ending::Dropped { why }));
             }
         }
         self.dispatch();
@@ -839,20 +819,27 @@ impl Engine {
             let Some(job) = st.jobs.get(&id) else {
                 return Err(Status::not_found(format!("no job {id}")));
             };
-            match job.state {
-                JobState::Queued => (true, None),
-                JobState::Running => match st.running.get_mut(&id) {
-                    Some(r) => {
-                        r.cancel = true;
-                        (false, r.task)
-                    }
-                    None => (false, None),
-                },
-                _ => return Ok(job.clone()),
+            if job.state.is_final() {
+                return Ok(job.clone());
+            }
+            match st.running.get_mut(&id) {
+                // Running, or starting (its start is being made durable).
+                Some(r) => {
+                    r.cancel = true;
+                    (false, r.task)
+                }
+                None => (true, None),
             }
         };
         if queued {
-            self.clone().end_queued(id, "cancelled".into()).await;
+            self.clone()
+                .finish(
+                    id,
+                    Ending::Dropped {
+                        why: "cancelled".into(),
+                    },
+                )
+                .await;
         } else if let Some(task) = task {
             let _ = self.kernel.cancel(task);
         }
@@ -947,5 +934,74 @@ impl Engine {
     pub fn load(&self) -> (u64, u64) {
         let st = self.lock();
         (st.queued as u64, st.running.len() as u64)
+    }
+}
+
+/// Writes how a running job ended into its record: state, exit code,
+/// result, error and output. `cancel`: a client asked to cancel it;
+/// `timed_out`: its (non-exec) timeout passed.
+fn settle(job: &mut JobRecord, end: RawEnd, cancel: bool, timed_out: bool) {
+    let timed_out_msg =
+        |job: &JobRecord| format!("timed out after {} s", job.timeout.unwrap_or(0.0));
+    match end {
+        RawEnd::Completed(c) => {
+            job.exit_code = c.returncode;
+            job.result = Some(
+                serde_json::json!({
+                    "exit_code": c.returncode,
+                    "signal": c.signal,
+                    "timed_out": c.timed_out,
+                    "stdout_bytes": c.stdout_bytes,
+                    "stderr_bytes": c.stderr_bytes,
+                })
+                .to_string(),
+            );
+            if c.timed_out {
+                job.state = JobState::TimedOut;
+                job.error = Some(timed_out_msg(job));
+            } else if cancel && c.returncode != Some(0) {
+                job.state = JobState::Cancelled;
+                job.error = Some("cancelled".into());
+            } else if c.returncode == Some(0) {
+                job.state = JobState::Succeeded;
+            } else {
+                job.state = JobState::Failed;
+                job.error = Some(match (c.returncode, c.signal) {
+                    (Some(code), _) => format!("exited with code {code}"),
+                    (None, Some(sig)) => format!("killed by signal {sig}"),
+                    _ => "ended without an exit status".into(),
+                });
+            }
+            // The captured bytes move into the record (one copy, at most
+            // the capture limit per stream).
+            job.output = Some(Output {
+                stdout: String::from_utf8(c.stdout)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                stderr: String::from_utf8(c.stderr)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                stdout_truncated: c.stdout_truncated,
+                stderr_truncated: c.stderr_truncated,
+            });
+        }
+        RawEnd::Done => {
+            job.state = JobState::Succeeded;
+            job.result = Some("null".into());
+        }
+        RawEnd::Failed(msg) | RawEnd::Runner(JobEnd::Failed(msg)) => {
+            job.state = JobState::Failed;
+            job.error = Some(msg);
+        }
+        RawEnd::Runner(JobEnd::Succeeded(result)) => {
+            job.state = JobState::Succeeded;
+            job.result = Some(result);
+        }
+        RawEnd::Cancelled | RawEnd::Runner(JobEnd::Cancelled) if timed_out => {
+            job.state = JobState::TimedOut;
+            job.error = Some(timed_out_msg(job));
+        }
+        RawEnd::Cancelled | RawEnd::Runner(JobEnd::Cancelled) => {
+            job.state = JobState::Cancelled;
+            job.error = Some("cancelled".into());
+        }
     }
 }

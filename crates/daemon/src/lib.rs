@@ -25,8 +25,9 @@
 //! | the queue, dependencies, limits, the kernel bridge | [`engine`] |
 //! | the gRPC service, bearer tokens | [`service`] |
 //! | kinds a host runs (`tiffany.serve`'s `python` jobs) | [`runner`] |
-//! | connecting as a client (Unix socket, TCP + token + TLS) | [`client`] |
+//! | connecting as a client (Unix socket, TCP + token + TLS, vsock + token) | [`client`] |
 //! | sockets, signals, drain, the kernel thread | [`server`] |
+//! | the WAL flusher and metrics sampler, kernel tasks at priority 0 | [`system`] |
 //! | `/metrics` and `/healthz` | [`metrics`] |
 //! | the generated protocol types, client and server | [`proto`] |
 //!
@@ -43,6 +44,7 @@ pub mod runner;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod system;
 
 /// The protocol, generated from `proto/tiffany/v1/tiffany.proto` at build
 /// time (ADR 8): messages, the `tiffany_client::TiffanyClient` and the

@@ -20,10 +20,14 @@ use crate::proto::tiffany_server::TiffanyServer;
 use crate::runner::Host;
 use crate::service::{Service, TokenCheck};
 use crate::store::WalStore;
+use crate::system::System;
 
 /// Largest gRPC message the server accepts (so that args over
 /// `--max-args-bytes` reach the check that names the limit).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How often the `metrics` system task samples the kernel's metrics.
+pub const METRICS_PERIOD: Duration = Duration::from_secs(1);
 
 /// A start-up failure: the message, and the exit code.
 #[derive(Debug)]
@@ -108,8 +112,13 @@ pub fn main_hosted(args: Args, host: Host) -> Result<(), StartError> {
     result
 }
 
-/// Checks the TCP settings: a token, and TLS beyond loopback.
+/// Checks the TCP and vsock settings: a token, and TLS beyond loopback.
 fn check_tcp(s: &Settings) -> Result<(), StartError> {
+    if s.vsock_port.is_some() && s.token_file.is_none() {
+        return Err(bad(
+            "--vsock-port needs --token-file: vsock requests must carry a bearer token",
+        ));
+    }
     let Some(addr) = s.tcp_addr else {
         return Ok(());
     };
@@ -162,8 +171,14 @@ fn claim_socket(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Starts the kernel on its own thread; returns its handle and thread.
-fn start_kernel(
+/// Starts the daemon's kernel on its own thread (with a PAL file if
+/// given); returns its handle and thread.
+///
+/// The kernel keeps no window of finished tasks' outcomes
+/// (`retain_finished(0)`): the daemon hears of each job's end through a
+/// callback and keeps the result in its job table, so a window would hold
+/// every recent exec job's captured output a second time.
+pub fn start_kernel(
     pal_file: Option<PathBuf>,
 ) -> Result<(Handle, std::thread::JoinHandle<()>), StartError> {
     let pal = match pal_file {
@@ -177,7 +192,13 @@ fn start_kernel(
     let thread = std::thread::Builder::new()
         .name("tiffany-kernel".into())
         .spawn(move || {
-            let sched = Scheduler::new();
+            let sched = match Scheduler::builder().retain_finished(0).build() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot build the kernel: {e}");
+                    return;
+                }
+            };
             if let Some(f) = pal {
                 sched.subscribe(PalWriter::new(std::io::BufWriter::new(f)));
             }
@@ -198,14 +219,9 @@ fn run(
     filter: Option<FilterHandle>,
     host: Option<Host>,
 ) -> Result<(), StartError> {
-    if settings.vsock_port.is_some() {
-        return Err(bad(
-            "--vsock-port: AF_VSOCK is not supported by this build of tiffanyd",
-        ));
-    }
     check_tcp(&settings)?;
     let token = match &settings.token_file {
-        Some(p) if settings.tcp_addr.is_some() => {
+        Some(p) if settings.tcp_addr.is_some() || settings.vsock_port.is_some() => {
             let t = std::fs::read_to_string(p)
                 .map_err(|e| bad(format!("cannot read token file {}: {e}", p.display())))?;
             let t = t.trim().to_string();
@@ -266,6 +282,8 @@ fn run(
             (k, Some(t))
         }
     };
+    let store = Arc::new(store);
+    let system = System::start(&kernel, store.clone(), METRICS_PERIOD).map_err(fail)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tiffanyd")
@@ -275,9 +293,10 @@ fn run(
         args,
         settings.clone(),
         filter,
-        Arc::new(store),
+        store,
         replayed,
         kernel.clone(),
+        Arc::new(system),
         token,
         tls,
         host,
@@ -301,6 +320,7 @@ async fn serve(
     store: Arc<WalStore>,
     replayed: crate::store::Replayed,
     kernel: Handle,
+    system: Arc<System>,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
     host: Option<Host>,
@@ -313,6 +333,7 @@ async fn serve(
         store,
         replayed,
         kernel.clone(),
+        system,
         settings.limits.clone(),
         runner,
     );
@@ -346,6 +367,19 @@ async fn serve(
     let task = tokio::spawn(unix_server);
     servers.push((task.abort_handle(), Some(task)));
 
+    if let (Some(port), Some(token)) = (settings.vsock_port, &token) {
+        let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+        let listener = tokio_vsock::VsockListener::bind(addr)
+            .map_err(|e| fail(format!("cannot listen on vsock port {port}: {e}")))?;
+        let svc =
+            tonic::service::interceptor::InterceptedService::new(grpc(), TokenCheck::new(token));
+        let vsock_server = Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(listener.incoming(), closed());
+        let task = tokio::spawn(vsock_server);
+        servers.push((task.abort_handle(), Some(task)));
+        tracing::info!(port, "serving AF_VSOCK");
+    }
     if let (Some(addr), Some(token)) = (settings.tcp_addr, token) {
         let listener = TcpListener::bind(addr)
             .await
@@ -371,11 +405,7 @@ async fn serve(
             .await
             .map_err(|e| fail(format!("cannot listen on {addr} for metrics: {e}")))?;
         let local: SocketAddr = listener.local_addr().unwrap_or(addr);
-        let task = tokio::spawn(crate::metrics::serve(
-            listener,
-            engine.clone(),
-            kernel.clone(),
-        ));
+        let task = tokio::spawn(crate::metrics::serve(listener, engine.clone()));
         servers.push((task.abort_handle(), None));
         tracing::info!(addr = %local, "serving /metrics and /healthz");
     }

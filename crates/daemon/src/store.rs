@@ -6,8 +6,9 @@
 //! shared by several daemons, on a database, is meant to fit the same
 //! interface). The daemon calls `record_*` under its own lock, so that the
 //! store sees changes in the order they happened, and waits for
-//! [`JobStore::make_durable`] outside it, on a blocking thread, before it
-//! tells a client: concurrent waits share one `fdatasync` (group commit).
+//! [`JobStore::make_durable`] outside it, through the `wal-flusher` system
+//! task ([`crate::system`]), before it tells a client: concurrent waits
+//! share one `fdatasync` (group commit).
 //!
 //! ## Records (ADR 9)
 //!
@@ -77,11 +78,64 @@ impl LogRecord {
     /// Reads a body of record version `version`.
     pub fn decode(version: u16, body: &[u8]) -> Result<LogRecord, String> {
         match version {
-            1 => serde_json::from_slice(body).map_err(|e| format!("bad job record: {e}")),
+            1 => serde_json::from_slice::<FlatRecord>(body)
+                .map_err(|e| e.to_string())
+                .and_then(FlatRecord::into_record)
+                .map_err(|e| format!("bad job record: {e}")),
             v => Err(format!(
                 "unknown job record version {v} (this daemon reads 1)"
             )),
         }
+    }
+}
+
+/// The tag of a [`LogRecord`] body.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RecordType {
+    Job,
+    Started,
+    Ended,
+    Meta,
+}
+
+/// A [`LogRecord`] body as a plain struct: every variant's fields, optional.
+///
+/// Replay reads bodies through it rather than through the tagged enum:
+/// serde reads an internally tagged enum by first copying the whole object
+/// into an intermediate tree (the tag could come last), which was most of a
+/// replay's time; a struct is read straight from the bytes. The bytes are
+/// the same (ADR 9).
+#[derive(Deserialize)]
+struct FlatRecord {
+    #[serde(rename = "type")]
+    kind: RecordType,
+    job: Option<JobRecord>,
+    id: Option<u64>,
+    attempt: Option<u32>,
+    at: Option<f64>,
+    next_id: Option<u64>,
+}
+
+impl FlatRecord {
+    fn into_record(self) -> Result<LogRecord, String> {
+        let missing = |field: &str| format!("missing field `{field}`");
+        Ok(match self.kind {
+            RecordType::Job => LogRecord::Job {
+                job: self.job.ok_or_else(|| missing("job"))?,
+            },
+            RecordType::Ended => LogRecord::Ended {
+                job: self.job.ok_or_else(|| missing("job"))?,
+            },
+            RecordType::Started => LogRecord::Started {
+                id: self.id.ok_or_else(|| missing("id"))?,
+                attempt: self.attempt.ok_or_else(|| missing("attempt"))?,
+                at: self.at.ok_or_else(|| missing("at"))?,
+            },
+            RecordType::Meta => LogRecord::Meta {
+                next_id: self.next_id.ok_or_else(|| missing("next_id"))?,
+            },
+        })
     }
 }
 
@@ -303,5 +357,71 @@ impl JobStore for WalStore {
 
     fn close(&self) -> Result<(), StoreError> {
         self.wal.sync_all().map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState) -> JobRecord {
+        JobRecord {
+            id: 7,
+            kind: "exec".into(),
+            args: r#"{"argv": ["true"]}"#.into(),
+            priority: 3,
+            after: vec![1, 2],
+            key: Some("k".into()),
+            timeout: Some(1.5),
+            state,
+            attempts: 2,
+            exit_code: Some(0),
+            result: Some("null".into()),
+            error: None,
+            created_at: 1.8e9,
+            started_at: Some(1.8e9 + 1.0),
+            finished_at: None,
+            output: Some(crate::job::Output {
+                stdout: "out".into(),
+                stderr: String::new(),
+                stdout_truncated: true,
+                stderr_truncated: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn every_record_reads_back_as_written() {
+        for rec in [
+            LogRecord::Job {
+                job: job(JobState::Queued),
+            },
+            LogRecord::Started {
+                id: 7,
+                attempt: 3,
+                at: 1.8e9 + 0.25,
+            },
+            LogRecord::Ended {
+                job: job(JobState::Failed),
+            },
+            LogRecord::Meta { next_id: 99 },
+        ] {
+            let body = rec.encode();
+            assert_eq!(LogRecord::decode(RECORD_VERSION, &body).unwrap(), rec);
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_that_say_why() {
+        let e = LogRecord::decode(1, br#"{"type": "started", "id": 1, "at": 2.0}"#).unwrap_err();
+        assert!(e.contains("missing field `attempt`"), "{e}");
+        let e = LogRecord::decode(1, br#"{"type": "job"}"#).unwrap_err();
+        assert!(e.contains("missing field `job`"), "{e}");
+        let e = LogRecord::decode(1, br#"{"type": "other"}"#).unwrap_err();
+        assert!(e.contains("unknown variant `other`"), "{e}");
+        let e = LogRecord::decode(1, b"not json").unwrap_err();
+        assert!(e.starts_with("bad job record"), "{e}");
+        let e = LogRecord::decode(9, b"{}").unwrap_err();
+        assert!(e.contains("unknown job record version 9"), "{e}");
     }
 }

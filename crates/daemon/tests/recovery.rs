@@ -128,6 +128,8 @@ async fn sigterm_drains_closes_the_log_and_interrupted_jobs_run_again() {
         matches!(state(&long), JobState::Queued | JobState::Running),
         "{long:?}"
     );
+    // It runs again (shown running once its second start is durable).
+    let long = until_running(&mut c, long.id).await;
     assert_eq!(
         long.attempts, 2,
         "interrupted, not cancelled: it runs again"
@@ -332,4 +334,57 @@ async fn a_draining_daemon_refuses_submissions() {
         .await
         .unwrap();
     assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
+
+/// Waits (at most 30 s) until the daemon shows job `id` running, through a
+/// Watch stream opened before looking, so that no change is missed.
+async fn until_running(c: &mut tiffany_daemon::client::UnixClient, id: u64) -> proto::Job {
+    let mut events = c
+        .watch(proto::WatchRequest { id: Some(id) })
+        .await
+        .unwrap()
+        .into_inner();
+    let now = c.get(proto::GetRequest { id }).await.unwrap().into_inner();
+    if state(&now) == JobState::Running {
+        return now;
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ev = events.message().await.unwrap().expect("watch ended");
+            let job = ev.job.unwrap();
+            if state(&job) == JobState::Running {
+                return job;
+            }
+        }
+    })
+    .await
+    .expect("the job never ran")
+}
+
+#[tokio::test]
+async fn a_start_is_durable_before_the_job_runs_so_attempts_count_it_after_kill_9() {
+    let dir = TempDir::new("started");
+    let mut d = Daemon::start(dir.path(), &["--max-running", "1"]);
+    let mut c = d.client().await;
+    let id = c.submit(sleep(3600.0)).await.unwrap().into_inner().id;
+    let shown = until_running(&mut c, id).await;
+    assert_eq!(shown.attempts, 1);
+    // Killed while the job runs: no drain, nothing flushed on the way out.
+    d.kill9();
+
+    // The log alone (read without opening it for writes) says it started once.
+    let raw = tiffany_wal::read(log_path(&d.data), &tiffany_wal::Options::new()).unwrap();
+    let replayed = Replayed::from_records(&raw.records).unwrap();
+    let job = &replayed.jobs[&id];
+    assert_eq!(
+        job.attempts, 1,
+        "the start reached the log before the job ran"
+    );
+    assert_eq!(job.state, tiffany_daemon::job::JobState::Running);
+
+    // Restarted, it runs again, and its second start is counted.
+    let d = Daemon::start(dir.path(), &["--max-running", "1"]);
+    let mut c = d.client().await;
+    let again = until_running(&mut c, id).await;
+    assert_eq!(again.attempts, 2, "{again:?}");
 }
