@@ -65,8 +65,8 @@ from tiffany._native import (
     yield_now,
 )
 from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
-from tiffany._taskgroup import TaskGroup
 from tiffany._serve import serve
+from tiffany._taskgroup import TaskGroup
 from tiffany.client import (
     Client,
     DaemonUnavailable,
