@@ -57,9 +57,11 @@ def on_tiffany(p: dict[str, Any]) -> dict[str, Any]:
             await tiffany.yield_now()
 
     async def main() -> None:
-        tiffany.spawn(urgent(), priority=1)
+        # `main` waits for the sleeper: when main returns, the run ends.
+        sleeper = tiffany.spawn(urgent(), priority=1)
         for _ in range(p["busy"]):
             tiffany.spawn(busy(), priority=200)
+        await sleeper
 
     tiffany.run(main())
     return _result(lateness, p, spins[0])
