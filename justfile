@@ -80,6 +80,14 @@ bench-wal *args:
 bench *args: setup
     BENCH_COMMAND="$(echo just bench {{args}})" {{python}} -m bench {{args}}
 
+# Runs a few fixed programs under valgrind's callgrind with release builds of
+# BASE and HEAD (default: the working tree): a host-independent answer to "did
+# this change make Tiffany slower?" (`just bench-ab main~3`).
+#
+# Instructions per operation, two revisions compared (bench/ab.py).
+bench-ab base *head: setup
+    {{python}} -m bench.ab {{base}} {{head}}
+
 # The short version of `just bench`.
 bench-quick: (bench "--quick")
 

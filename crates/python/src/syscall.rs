@@ -342,19 +342,31 @@ pub(crate) fn seconds(s: f64) -> std::time::Duration {
 
 /// Checks a duration given in seconds: finite, not negative, and within the
 /// clock's range (a longer one is refused, not silently shortened).
+#[inline]
 pub(crate) fn check_seconds(name: &str, s: f64) -> PyResult<f64> {
-    if !s.is_finite() || s < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be a finite number of seconds >= 0, got {s}"
-        )));
+    // The range check is false for NaN; the message is built out of line,
+    // so the check stays a couple of comparisons on `sleep`'s hot path.
+    if (0.0..=MAX_SECONDS).contains(&s) {
+        Ok(s)
+    } else {
+        Err(bad_seconds(name, s))
     }
-    if s > MAX_SECONDS {
-        return Err(pyo3::exceptions::PyOverflowError::new_err(format!(
+}
+
+/// The error [`check_seconds`] raises.
+#[cold]
+#[inline(never)]
+fn bad_seconds(name: &str, s: f64) -> PyErr {
+    if !s.is_finite() || s < 0.0 {
+        PyValueError::new_err(format!(
+            "{name} must be a finite number of seconds >= 0, got {s}"
+        ))
+    } else {
+        pyo3::exceptions::PyOverflowError::new_err(format!(
             "{name} of {s} seconds is beyond the clock's range (at most {MAX_SECONDS} \
              seconds, about 584 years)"
-        )));
+        ))
     }
-    Ok(s)
 }
 
 /// `await tiffany.sleep(seconds)`: sleep on the scheduler's clock.

@@ -1,0 +1,231 @@
+"""``python -m bench.ab BASE [HEAD]``: instructions per operation, two revisions compared.
+
+Wall-clock figures move with the host: on a shared 2-core machine every
+runtime can run 1.5-2.5x slower one day than another, and ratios between
+runtimes move too, because the peers and Tiffany do not stress the machine
+the same way. The question "did this change make Tiffany slower?" is
+answered better by counting the instructions a fixed program executes,
+which the host's load does not change. This tool builds a release wheel of
+each revision (``BASE`` and ``HEAD``, git revisions; ``HEAD`` omitted means
+the working tree), runs the same small programs under valgrind's callgrind
+with each, and prints the instructions per operation side by side.
+
+Each program runs twice per revision, with ``n`` operations and with none;
+the difference divided by ``n`` is the cost of one operation, without the
+interpreter's start-up and imports. Needs ``valgrind`` on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import ROOT
+
+AB_DIR = ROOT / "target/ab"
+
+#: name -> (operations, program). The program reads the count from
+#: ``sys.argv[1]`` and does that many operations (the unit is in the name).
+PROGRAMS: dict[str, tuple[int, str]] = {
+    "tiffany.sleep(0) switch, per switch": (
+        50_000,
+        """
+import sys, tiffany
+n = int(sys.argv[1])
+async def worker(k):
+    for _ in range(k):
+        await tiffany.sleep(0)
+async def main():
+    tasks = [tiffany.spawn(worker(n // 100)) for _ in range(100)]
+    for t in tasks:
+        await t
+tiffany.Scheduler().run(main())
+""",
+    ),
+    "tiffany.spawn + await, per task": (
+        20_000,
+        """
+import sys, tiffany
+n = int(sys.argv[1])
+async def nop():
+    return 1
+async def main():
+    tasks = [tiffany.spawn(nop()) for _ in range(n)]
+    for t in tasks:
+        await t
+tiffany.Scheduler().run(main())
+""",
+    ),
+    "tiffany.sleep, virtual clock, per sleeping task": (
+        20_000,
+        """
+import sys, tiffany
+n = int(sys.argv[1])
+async def sleeper(i):
+    await tiffany.sleep((i * 7919 % 1000) / 1000)
+async def main():
+    tasks = [tiffany.spawn(sleeper(i)) for i in range(n)]
+    for t in tasks:
+        await t
+tiffany.Scheduler(clock="virtual").run(main())
+""",
+    ),
+    "asyncio.sleep(0) on the loop, per switch": (
+        50_000,
+        """
+import sys, asyncio, tiffany
+n = int(sys.argv[1])
+async def worker(k):
+    for _ in range(k):
+        await asyncio.sleep(0)
+async def main():
+    await asyncio.gather(*(worker(n // 100) for _ in range(100)))
+with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
+    r.run(main())
+""",
+    ),
+    "loop.call_soon, per callback": (
+        100_000,
+        """
+import sys, asyncio, tiffany
+n = int(sys.argv[1])
+async def main():
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    left = [n]
+    def cb():
+        left[0] -= 1
+        if left[0] == 0:
+            done.set_result(None)
+    for _ in range(n):
+        loop.call_soon(cb)
+    if n:
+        await done
+with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
+    r.run(main())
+""",
+    ),
+    "asyncio.create_task + await, per task": (
+        20_000,
+        """
+import sys, asyncio, tiffany
+n = int(sys.argv[1])
+async def nop():
+    return 1
+async def main():
+    await asyncio.gather(*(nop() for _ in range(n)))
+with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
+    r.run(main())
+""",
+    ),
+}
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+
+
+def build(rev: str | None, rebuild: bool = True) -> tuple[str, Path]:
+    """Builds a release wheel of ``rev`` (None: the working tree) into its own site dir."""
+    if rev is None:
+        label, src = "worktree", ROOT
+    else:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        if not sha:
+            raise SystemExit(f"not a revision: {rev}")
+        label, src = sha, AB_DIR / f"src-{sha}"
+        if not src.exists():
+            _run(["git", "worktree", "add", "--detach", str(src), sha], cwd=ROOT)
+    wheels = AB_DIR / f"wheels-{label}"
+    site = AB_DIR / f"site-{label}"
+    if not rebuild and site.exists():
+        return label, site
+    shutil.rmtree(wheels, ignore_errors=True)
+    shutil.rmtree(site, ignore_errors=True)
+    maturin = Path(sys.executable).parent / "maturin"
+    print(f"building {label} (release)...", file=sys.stderr)
+    # One cargo target directory for both revisions: the dependencies are
+    # compiled once.
+    _run(
+        [str(maturin), "build", "--release", "--quiet", "--out", str(wheels)]
+        + ["--target-dir", str(AB_DIR / "cargo")],
+        cwd=src,
+    )
+    (wheel,) = wheels.glob("tiffany-*.whl")
+    _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        + ["--no-deps", "--target", str(site), str(wheel)]
+    )
+    return label, site
+
+
+def instructions(site: Path, program: str, n: int) -> int | None:
+    """Instructions callgrind counts for one run of ``program`` with ``n``.
+
+    None when the program fails with that revision (an API it does not have).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "program.py"
+        script.write_text(program)
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
+            + [sys.executable, str(script), str(n)],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        print(f"  failed (n={n}): {lines[-1] if lines else '?'}", file=sys.stderr)
+        return None
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if found is None:
+        raise SystemExit("no instruction count in callgrind's output")
+    return int(found.group(1))
+
+
+def per_op(site: Path, program: str, n: int) -> float | None:
+    """Instructions per operation: the run with ``n`` minus the run with none, over ``n``."""
+    full, empty = instructions(site, program, n), instructions(site, program, 0)
+    if full is None or empty is None:
+        return None
+    return (full - empty) / n
+
+
+def main() -> None:
+    """Builds both revisions and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", help="the revision to compare against (e.g. main~3)")
+    parser.add_argument("head", nargs="?", help="the revision measured (default: the working tree)")
+    parser.add_argument("--no-build", action="store_true", help="reuse the last builds")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt install valgrind)")
+    AB_DIR.mkdir(parents=True, exist_ok=True)
+    base_label, base_site = build(args.base, not args.no_build)
+    head_label, head_site = build(args.head, not args.no_build)
+    print(f"| program | {base_label} | {head_label} | change |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (n, program) in PROGRAMS.items():
+        a = per_op(base_site, program, n)
+        b = per_op(head_site, program, n)
+        change = "n/a" if a is None or b is None else f"{(b - a) / a:+.1%}"
+        print(f"| {name} | {_fmt(a)} | {_fmt(b)} | {change} |", flush=True)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+if __name__ == "__main__":
+    main()
