@@ -457,6 +457,10 @@ class LoopCore:
     _closed: bool
     _debug: bool
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def _set_clock(self, scheduler: Scheduler) -> None:
+        """Binds the loop to the clock of ``scheduler`` (once, at construction)."""
+    def time(self) -> float:
+        """The kernel's clock, in seconds; readable from any thread."""
     def call_soon(
         self, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> LoopHandle: ...

@@ -54,6 +54,26 @@ pub struct Handle {
     /// Runs once (`call_soon`, timers); a reader's or writer's handle runs
     /// each time its descriptor is ready.
     oneshot: bool,
+    /// In debug mode, where it was made (asyncio's `_source_traceback`: a
+    /// `traceback.StackSummary` ending at the caller of `call_soon`, ...).
+    source_traceback: Option<Py<PyAny>>,
+}
+
+/// Where the running Python code is, as asyncio's debug mode records it
+/// (`format_helpers.extract_stack(sys._getframe(0))`: called from native
+/// code, frame 0 is the Python caller of `call_soon`, `call_later`, ...).
+pub(crate) fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static FNS: pyo3::sync::PyOnceLock<(Py<PyAny>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+    let (getframe, extract) = FNS.get_or_try_init(py, || {
+        Ok::<_, PyErr>((
+            py.import("sys")?.getattr("_getframe")?.unbind(),
+            py.import("asyncio.format_helpers")?
+                .getattr("extract_stack")?
+                .unbind(),
+        ))
+    })?;
+    let frame = getframe.bind(py).call1((0,))?;
+    Ok(extract.bind(py).call1((frame,))?.unbind())
 }
 
 /// `LoopHandle.__weakrefoffset__`: where a handle keeps its weak
@@ -102,6 +122,7 @@ impl Handle {
             when,
             scheduled: false,
             oneshot: true,
+            source_traceback: None,
         };
         let h = Py::new(py, handle)?;
         // SAFETY: the GIL is held and `h` is a live object of a GC type,
@@ -127,6 +148,12 @@ impl Handle {
         self.cancelled = false;
         self.when = when;
         self.scheduled = false;
+        self.source_traceback = None;
+    }
+
+    /// Records where the handle was made (debug mode).
+    pub(crate) fn set_source_traceback(&mut self, tb: Py<PyAny>) {
+        self.source_traceback = Some(tb);
     }
 
     /// Whether a one-shot handle that ran (or was cancelled) can be reused:
@@ -300,6 +327,9 @@ fn report(
     context.set_item("message", format!("Exception in callback {source}"))?;
     context.set_item("exception", err.into_value(py))?;
     context.set_item("handle", h)?;
+    if let Some(tb) = h.borrow().source_traceback.as_ref() {
+        context.set_item("source_traceback", tb)?;
+    }
     let lp = h.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
     if let Some(lp) = lp {
         lp.bind(py)
@@ -378,9 +408,10 @@ impl Handle {
         self.loop_.as_ref().map(|c| c.clone_ref(py))
     }
 
+    /// In debug mode, where the handle was made (a `traceback.StackSummary`).
     #[getter]
-    fn _source_traceback(&self) -> Option<Py<PyAny>> {
-        None
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
     }
 
     /// The `contextvars.Context` the callback runs in.
@@ -424,6 +455,15 @@ impl Handle {
             let src = callback_source(py, cb.bind(py), args.bind(py)).unwrap_or_default();
             s.push(' ');
             s.push_str(&src);
+        }
+        if let Some(frame) = self.source_traceback.as_ref().and_then(|tb| {
+            let last = tb.bind(py).get_item(-1).ok()?;
+            Some((
+                last.getattr("filename").ok()?.to_string(),
+                last.getattr("lineno").ok()?.to_string(),
+            ))
+        }) {
+            s.push_str(&format!(" created at {}:{}", frame.0, frame.1));
         }
         s.push('>');
         s
