@@ -404,6 +404,12 @@ impl LoopCore {
         self.closed.store(value, Ordering::Relaxed);
     }
 
+    /// Whether the loop is in debug mode (asyncio's `get_debug`, which
+    /// every new future asks).
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
     #[getter]
     fn _debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)

@@ -229,7 +229,17 @@ pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> 
             }
         }
     };
-    let Err(err) = call_in_context(py, &context, &callback, &args) else {
+    let called = match callback.cast::<super::transport::StreamCore>() {
+        // A stream transport's reader: its read path, without a Python call.
+        Ok(core) => super::transport::StreamCore::read_ready_in(core, &context),
+        Err(_) => run_in_context(
+            py,
+            &context,
+            &callback,
+            args.iter_borrowed().map(|a| a.as_ptr()),
+        ),
+    };
+    let Err(err) = called else {
         return Ok(());
     };
     if !h.borrow().oneshot {
@@ -267,21 +277,32 @@ unsafe extern "C" {
 
 /// `context.run(callback, *args)`, with the arguments passed in place (no
 /// tuple, no bound method).
-fn call_in_context(
+pub(crate) fn call_in_context(
     py: Python<'_>,
     context: &Bound<'_, PyAny>,
     callback: &Bound<'_, PyAny>,
-    args: &Bound<'_, PyTuple>,
+    args: &[&Bound<'_, PyAny>],
+) -> PyResult<()> {
+    run_in_context(py, context, callback, args.iter().map(|a| a.as_ptr()))
+}
+
+/// [`call_in_context`] with the arguments as pointers to live objects that
+/// the caller holds for the length of the call.
+fn run_in_context(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: impl ExactSizeIterator<Item = *mut ffi::PyObject>,
 ) -> PyResult<()> {
     let run = context_run(py)?;
     let mut argv: SmallVec<[*mut ffi::PyObject; 6]> = SmallVec::with_capacity(args.len() + 2);
     argv.push(context.as_ptr());
     argv.push(callback.as_ptr());
-    argv.extend(args.iter_borrowed().map(|a| a.as_ptr()));
+    argv.extend(args);
     // SAFETY: the GIL is held; `run` is `Context.run` and every pointer in
-    // `argv` is a live object owned by this frame (`context`, `callback`,
-    // `args` and the tuple's items) for the length of the call. A NULL
-    // result comes with an exception set.
+    // `argv` is a live object held by the caller (`context`, `callback`,
+    // the arguments) for the length of the call. A NULL result comes with
+    // an exception set.
     unsafe {
         let result = object_vectorcall(
             run.as_ptr(),
