@@ -64,12 +64,13 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         scheduler: Scheduler | None = None,
     ) -> None:
         self._closed = True  # until the stdlib's __init__ has run (for __del__)
-        self._time_at_close = 0.0
         if scheduler is None:
             scheduler = Scheduler(
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
         self._sched = scheduler
+        # loop.time() (native) reads the scheduler's clock from any thread.
+        self._set_clock(scheduler)
         self._children = _subprocess.ChildWatch(self)
         super().__init__(Selector())  # type: ignore[arg-type]
 
@@ -79,15 +80,6 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         if self._sched is None:
             raise RuntimeError("Event loop is closed")
         return self._sched
-
-    def time(self) -> float:
-        """The kernel's clock, in seconds (the virtual clock starts at 0.0).
-
-        A closed loop has let go of its scheduler: its clock stays at the
-        time it was closed.
-        """
-        sched = self._sched
-        return self._time_at_close if sched is None else sched.now()
 
     def run_forever(self) -> None:
         """Runs the loop (as one task of its Tiffany scheduler) until ``stop()``."""
@@ -217,7 +209,6 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         self._clear()
         # The scheduler belongs to this thread; a closed loop may be dropped
         # by another one (a callback's closure in a worker thread).
-        self._time_at_close = self._sched.now()
         self._sched = None
 
     def __repr__(self) -> str:

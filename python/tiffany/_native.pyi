@@ -457,6 +457,12 @@ class LoopCore:
     _closed: bool
     _debug: bool
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def _set_clock(self, scheduler: Scheduler) -> None:
+        """Binds the loop to the clock of ``scheduler`` (once, at construction)."""
+    def time(self) -> float:
+        """The kernel's clock, in seconds; readable from any thread."""
+    def get_debug(self) -> bool:
+        """Whether the loop is in debug mode."""
     def call_soon(
         self, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> LoopHandle: ...
@@ -503,6 +509,10 @@ class StreamTransportCore:
         """Starts reading (after ``connection_made``), unless paused or closing."""
     def _read_ready(self) -> None:
         """The socket is readable: one ``recv``, then the protocol's callback."""
+    def __call__(self) -> None:
+        """``_read_ready`` (the core is its reader's callback)."""
+    def _read_ended(self, errno: int) -> None:
+        """The direct read path's ``recv`` saw EOF (0) or failed with ``errno``."""
     def _write_ready(self) -> None:
         """The socket is writable and data is buffered: send what it takes."""
     def write(self, data: ReadableBuffer) -> None:

@@ -32,6 +32,31 @@ def is_stream_socket(sock: socket.socket) -> bool:
     return sock.family in _STREAM_FAMILIES and sock.type == socket.SOCK_STREAM
 
 
+class _TransportSocket(trsock.TransportSocket):
+    """The ``socket`` extra of a transport: asyncio's ``TransportSocket``
+    with what libraries ask it on every request read once.
+
+    An HTTP client's connection pool asks each idle connection's socket for
+    its family, peer and descriptor before every request (anyio's socket
+    attributes, httpcore's liveness check); the stdlib's wrapper answers
+    each through two Python calls and an enum conversion. Here ``family``,
+    ``type`` and ``proto`` (fixed for a socket's life) are plain slots, and
+    ``fileno``, ``getpeername`` and ``getsockname`` the socket's own
+    methods.
+    """
+
+    __slots__ = ("family", "type", "proto", "fileno", "getpeername", "getsockname")
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.family = sock.family
+        self.type = sock.type
+        self.proto = sock.proto
+        self.fileno = sock.fileno
+        self.getpeername = sock.getpeername
+        self.getsockname = sock.getsockname
+
+
 class SocketTransport(transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream transport whose socket I/O is native."""
 
@@ -50,7 +75,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         server: Any = None,
     ) -> None:
         super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
+        self._extra["socket"] = _TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
         except OSError:

@@ -77,6 +77,36 @@ def test_timers_fire_in_deadline_order_then_scheduling_order() -> None:
     assert log == ["a1", "a2", "b"]
 
 
+def test_time_can_be_read_from_another_thread() -> None:
+    # asyncio allows loop.time() from any thread (it is only a clock); the
+    # scheduler belongs to the loop's thread, its clock does not.
+    loop = tiffany.new_event_loop(clock="virtual")
+    try:
+        loop.call_later(3600.0, loop.stop)
+        loop.run_forever()
+        assert loop.time() == 3600.0
+
+        async def from_a_thread() -> float:
+            return await asyncio.to_thread(loop.time)
+
+        assert loop.run_until_complete(from_a_thread()) == 3600.0
+    finally:
+        loop.close()
+    real = tiffany.new_event_loop()
+    try:
+        before = real.time()
+        seen: list[float] = []
+        t = threading.Thread(target=lambda: seen.append(real.time()))
+        t.start()
+        t.join(10)
+        assert len(seen) == 1
+        assert before <= seen[0] <= real.time()
+    finally:
+        real.close()
+    # A closed loop's clock still reads.
+    assert real.time() >= seen[0]
+
+
 def test_many_cancelled_timers_are_dropped() -> None:
     loop = tiffany.new_event_loop(clock="virtual")
     try:

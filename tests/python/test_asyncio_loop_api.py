@@ -79,6 +79,62 @@ def test_debug_mode_warns_about_slow_timers_and_readers(caplog: pytest.LogCaptur
     assert any(m.startswith("Executing <TimerHandle") for m in slow), slow
 
 
+def test_debug_mode_records_where_handles_and_futures_were_made(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    here = __file__
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    loop = tiffany.new_event_loop(clock="virtual")
+    try:
+        quiet = loop.call_soon(print)
+        assert quiet._source_traceback is None  # type: ignore[attr-defined]
+        quiet.cancel()
+        loop.set_debug(True)
+        soon_line = _line() + 1
+        soon = loop.call_soon(print)
+        later_line = _line() + 1
+        later = loop.call_later(5, print)
+        fut_line = _line() + 1
+        fut = loop.create_future()
+        for obj, line in [(soon, soon_line), (later, later_line)]:
+            tb = obj._source_traceback  # type: ignore[attr-defined]
+            assert tb is not None, obj
+            assert (tb[-1].filename, tb[-1].lineno) == (here, line), tb[-1]
+        # A future's ends in the stdlib's create_future, as on asyncio's loop.
+        tb = fut._source_traceback  # type: ignore[attr-defined]
+        assert tb is not None
+        assert (tb[-2].filename, tb[-2].lineno) == (here, fut_line), tb[-2]
+        assert f"created at {here}:{soon_line}" in repr(soon)
+        assert f"created at {here}:{later_line}" in repr(later)
+        for h in (soon, later):
+            h.cancel()
+        fut.cancel()
+        # A failing callback's report says where it was scheduled.
+        fail_line = _line() + 1
+        loop.call_soon(fail)
+        loop.call_soon(loop.stop)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            loop.run_forever()
+    finally:
+        loop.set_debug(False)
+        loop.close()
+    errors = [r for r in caplog.records if "Exception in callback" in r.getMessage()]
+    assert len(errors) == 1
+    text = errors[0].getMessage()
+    assert "Object created at (most recent call last)" in text, text
+    assert f'File "{here}", line {fail_line}' in text, text
+
+
+def _line() -> int:
+    """The caller's line number."""
+    import sys
+
+    return sys._getframe(1).f_lineno
+
+
 def test_shutdown_default_executor() -> None:
     async def main() -> tuple[bool, str]:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,8 @@
 //! outside events. A program that mixes real sockets with virtual sleeps is
 //! therefore deterministic only in the order of its timers, not of its I/O.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Which clock a scheduler uses.
@@ -66,11 +67,40 @@ fn real_clock() -> quanta::Clock {
 /// The scheduler's time source.
 pub(crate) enum TimeSource {
     /// Real time since `start`, a raw reading of `clock`.
-    Real {
-        clock: quanta::Clock,
-        start: u64,
-    },
-    Virtual(TickClock),
+    Real { clock: quanta::Clock, start: u64 },
+    /// Virtual time; every jump is also published (in nanoseconds) for
+    /// [`ClockReader`]s on other threads.
+    Virtual(TickClock, Arc<AtomicU64>),
+}
+
+/// Reads a scheduler's clock from any thread
+/// ([`Scheduler::clock_reader`](crate::Scheduler::clock_reader)).
+///
+/// The scheduler itself belongs to one thread; its clock does not need to:
+/// a reader of the real clock reads the same calibrated counter from the
+/// same start, and a reader of the virtual clock sees the time of the
+/// scheduler's last jump. Reading costs no lock.
+#[derive(Clone, Debug)]
+pub struct ClockReader(ReaderKind);
+
+#[derive(Clone, Debug)]
+enum ReaderKind {
+    Real { clock: quanta::Clock, start: u64 },
+    Virtual(Arc<AtomicU64>),
+}
+
+impl ClockReader {
+    /// The scheduler's time, as [`Scheduler::now`](crate::Scheduler::now)
+    /// would answer on its own thread.
+    #[inline]
+    pub fn now(&self) -> Duration {
+        match &self.0 {
+            ReaderKind::Real { clock, start } => {
+                Duration::from_nanos(clock.delta_as_nanos(*start, clock.raw()))
+            }
+            ReaderKind::Virtual(nanos) => Duration::from_nanos(nanos.load(Ordering::Acquire)),
+        }
+    }
 }
 
 impl TimeSource {
@@ -81,8 +111,19 @@ impl TimeSource {
                 let start = clock.raw();
                 TimeSource::Real { clock, start }
             }
-            Clock::Virtual => TimeSource::Virtual(TickClock::new()),
+            Clock::Virtual => TimeSource::Virtual(TickClock::new(), Arc::new(AtomicU64::new(0))),
         }
+    }
+
+    /// A reader of this clock for other threads.
+    pub(crate) fn reader(&self) -> ClockReader {
+        ClockReader(match self {
+            TimeSource::Real { clock, start } => ReaderKind::Real {
+                clock: clock.clone(),
+                start: *start,
+            },
+            TimeSource::Virtual(_, published) => ReaderKind::Virtual(published.clone()),
+        })
     }
 
     #[inline]
@@ -91,25 +132,27 @@ impl TimeSource {
             TimeSource::Real { clock, start } => {
                 Duration::from_nanos(clock.delta_as_nanos(*start, clock.raw()))
             }
-            TimeSource::Virtual(c) => c.now(),
+            TimeSource::Virtual(c, _) => c.now(),
         }
     }
 
     pub(crate) fn is_virtual(&self) -> bool {
-        matches!(self, TimeSource::Virtual(_))
+        matches!(self, TimeSource::Virtual(..))
     }
 
     pub(crate) fn kind(&self) -> Clock {
         match self {
             TimeSource::Real { .. } => Clock::Real,
-            TimeSource::Virtual(_) => Clock::Virtual,
+            TimeSource::Virtual(..) => Clock::Virtual,
         }
     }
 
     /// Jumps virtual time to `t`; does nothing on the real clock.
     pub(crate) fn jump_to(&mut self, t: Duration) {
-        if let TimeSource::Virtual(c) = self {
+        if let TimeSource::Virtual(c, published) = self {
             c.advance_to(t);
+            let nanos = u64::try_from(c.now().as_nanos()).unwrap_or(u64::MAX);
+            published.store(nanos, Ordering::Release);
         }
     }
 }

@@ -92,7 +92,7 @@ pub use backpressure::{BackPressureListener, Watermarks};
 pub use body::{Body, NativeTask, Step, TaskBody, TaskResult};
 pub use budget::{Accounting, DEFAULT_QUANTUM};
 pub use builder::Builder;
-pub use clock::{Clock, TickClock};
+pub use clock::{Clock, ClockReader, TickClock};
 pub use deadlock::{BlockedTask, Deadlock};
 pub use error::{HandleError, SpawnError, SyscallError};
 pub use event::EventId;

@@ -500,6 +500,12 @@ impl Scheduler {
         self.inner.core.borrow().clock.now()
     }
 
+    /// A reader of this scheduler's clock that may be sent to, and read
+    /// on, any thread (the scheduler itself stays on its own).
+    pub fn clock_reader(&self) -> crate::clock::ClockReader {
+        self.inner.core.borrow().clock.reader()
+    }
+
     /// Which clock this scheduler uses.
     pub fn clock(&self) -> Clock {
         self.inner.core.borrow().clock.kind()

@@ -188,3 +188,32 @@ fn stale_join_timeout_does_not_advance_virtual_time() {
     );
     assert_eq!(s.now(), ms(10));
 }
+
+#[test]
+fn a_clock_reader_on_another_thread_sees_the_virtual_jumps() {
+    let s = vsched();
+    let reader = s.clock_reader();
+    let on_thread = {
+        let r = reader.clone();
+        std::thread::spawn(move || r.now()).join().unwrap()
+    };
+    assert_eq!(on_thread, Duration::ZERO);
+    s.spawn(|cx| cx.sleep(HOUR)).unwrap();
+    s.run();
+    assert_eq!(s.now(), HOUR);
+    let r = reader.clone();
+    assert_eq!(std::thread::spawn(move || r.now()).join().unwrap(), HOUR);
+}
+
+#[test]
+fn a_clock_reader_of_the_real_clock_reads_the_schedulers_time() {
+    let s = Scheduler::builder().build().expect("a poller");
+    let before = s.now();
+    let r = s.clock_reader();
+    let read = std::thread::spawn(move || r.now()).join().unwrap();
+    let after = s.now();
+    assert!(
+        before <= read && read <= after,
+        "{before:?} {read:?} {after:?}"
+    );
+}

@@ -20,8 +20,8 @@
 use std::cell::UnsafeCell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -29,7 +29,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tiffany_scheduler::{
-    Body, Interest, IoToken, Resume, SpawnOptions, Step, SystemCall, TaskBody, Value,
+    Body, ClockReader, Interest, IoToken, Resume, SpawnOptions, Step, SystemCall, TaskBody, Value,
 };
 
 use super::handle::{Handle, run_handle};
@@ -123,6 +123,8 @@ pub struct LoopCore {
     in_iteration: AtomicBool,
     /// The engine was woken through the self-pipe since its last iteration.
     notified: AtomicBool,
+    /// The scheduler's clock, readable from any thread (`loop.time()`).
+    clock: OnceLock<ClockReader>,
 }
 
 impl LoopCore {
@@ -245,6 +247,26 @@ impl LoopCore {
             hosted: AtomicBool::new(false),
             in_iteration: AtomicBool::new(false),
             notified: AtomicBool::new(false),
+            clock: OnceLock::new(),
+        }
+    }
+
+    /// Binds the loop to the clock of `scheduler` (once, at construction).
+    fn _set_clock(&self, scheduler: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<()> {
+        let reader = scheduler.borrow().cur()?.kernel.clock_reader();
+        self.clock
+            .set(reader)
+            .map_err(|_| PyRuntimeError::new_err("the loop's clock is already set"))
+    }
+
+    /// The kernel's clock, in seconds (the virtual clock starts at 0.0).
+    ///
+    /// Any thread may read it (as asyncio allows): the clock is read
+    /// without the scheduler, which belongs to the loop's thread.
+    fn time(&self) -> PyResult<f64> {
+        match self.clock.get() {
+            Some(c) => Ok(c.now().as_secs_f64()),
+            None => Err(PyRuntimeError::new_err("the loop has no clock yet")),
         }
     }
 
@@ -382,6 +404,12 @@ impl LoopCore {
         self.closed.store(value, Ordering::Relaxed);
     }
 
+    /// Whether the loop is in debug mode (asyncio's `get_debug`, which
+    /// every new future asks).
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
     #[getter]
     fn _debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
@@ -499,6 +527,22 @@ impl LoopCore {
         when: f64,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
+        let h = Self::new_handle_inner(slf, callback, args, context, when)?;
+        if slf.get().debug.load(Ordering::Relaxed) {
+            let tb = super::handle::source_traceback(py)?;
+            h.borrow_mut(py).set_source_traceback(tb);
+        }
+        Ok(h)
+    }
+
+    fn new_handle_inner(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+        when: f64,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
         if let Some(h) = slf.get().state.with(py, |st| st.spares.pop()) {
             let context = match context {
                 Some(c) if !c.is_none(py) => c,
@@ -595,6 +639,10 @@ impl LoopCore {
         let py = slf.py();
         slf.get().check_closed()?;
         let h = Handle::create_io(py, callback, args, slf.clone().into_any().unbind())?;
+        if slf.get().debug.load(Ordering::Relaxed) {
+            let tb = super::handle::source_traceback(py)?;
+            h.borrow_mut(py).set_source_traceback(tb);
+        }
         let sel = Self::selector(slf)?;
         if let Some(old) = sel.get().add_interest(py, fd, which, h.clone_ref(py))? {
             old.bind(py).call_method0(intern!(py, "cancel"))?;

@@ -54,6 +54,26 @@ pub struct Handle {
     /// Runs once (`call_soon`, timers); a reader's or writer's handle runs
     /// each time its descriptor is ready.
     oneshot: bool,
+    /// In debug mode, where it was made (asyncio's `_source_traceback`: a
+    /// `traceback.StackSummary` ending at the caller of `call_soon`, ...).
+    source_traceback: Option<Py<PyAny>>,
+}
+
+/// Where the running Python code is, as asyncio's debug mode records it
+/// (`format_helpers.extract_stack(sys._getframe(0))`: called from native
+/// code, frame 0 is the Python caller of `call_soon`, `call_later`, ...).
+pub(crate) fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static FNS: pyo3::sync::PyOnceLock<(Py<PyAny>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+    let (getframe, extract) = FNS.get_or_try_init(py, || {
+        Ok::<_, PyErr>((
+            py.import("sys")?.getattr("_getframe")?.unbind(),
+            py.import("asyncio.format_helpers")?
+                .getattr("extract_stack")?
+                .unbind(),
+        ))
+    })?;
+    let frame = getframe.bind(py).call1((0,))?;
+    Ok(extract.bind(py).call1((frame,))?.unbind())
 }
 
 /// `LoopHandle.__weakrefoffset__`: where a handle keeps its weak
@@ -102,6 +122,7 @@ impl Handle {
             when,
             scheduled: false,
             oneshot: true,
+            source_traceback: None,
         };
         let h = Py::new(py, handle)?;
         // SAFETY: the GIL is held and `h` is a live object of a GC type,
@@ -127,6 +148,12 @@ impl Handle {
         self.cancelled = false;
         self.when = when;
         self.scheduled = false;
+        self.source_traceback = None;
+    }
+
+    /// Records where the handle was made (debug mode).
+    pub(crate) fn set_source_traceback(&mut self, tb: Py<PyAny>) {
+        self.source_traceback = Some(tb);
     }
 
     /// Whether a one-shot handle that ran (or was cancelled) can be reused:
@@ -202,7 +229,17 @@ pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> 
             }
         }
     };
-    let Err(err) = call_in_context(py, &context, &callback, &args) else {
+    let called = match callback.cast::<super::transport::StreamCore>() {
+        // A stream transport's reader: its read path, without a Python call.
+        Ok(core) => super::transport::StreamCore::read_ready_in(core, &context),
+        Err(_) => run_in_context(
+            py,
+            &context,
+            &callback,
+            args.iter_borrowed().map(|a| a.as_ptr()),
+        ),
+    };
+    let Err(err) = called else {
         return Ok(());
     };
     if !h.borrow().oneshot {
@@ -240,21 +277,32 @@ unsafe extern "C" {
 
 /// `context.run(callback, *args)`, with the arguments passed in place (no
 /// tuple, no bound method).
-fn call_in_context(
+pub(crate) fn call_in_context(
     py: Python<'_>,
     context: &Bound<'_, PyAny>,
     callback: &Bound<'_, PyAny>,
-    args: &Bound<'_, PyTuple>,
+    args: &[&Bound<'_, PyAny>],
+) -> PyResult<()> {
+    run_in_context(py, context, callback, args.iter().map(|a| a.as_ptr()))
+}
+
+/// [`call_in_context`] with the arguments as pointers to live objects that
+/// the caller holds for the length of the call.
+fn run_in_context(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: impl ExactSizeIterator<Item = *mut ffi::PyObject>,
 ) -> PyResult<()> {
     let run = context_run(py)?;
     let mut argv: SmallVec<[*mut ffi::PyObject; 6]> = SmallVec::with_capacity(args.len() + 2);
     argv.push(context.as_ptr());
     argv.push(callback.as_ptr());
-    argv.extend(args.iter_borrowed().map(|a| a.as_ptr()));
+    argv.extend(args);
     // SAFETY: the GIL is held; `run` is `Context.run` and every pointer in
-    // `argv` is a live object owned by this frame (`context`, `callback`,
-    // `args` and the tuple's items) for the length of the call. A NULL
-    // result comes with an exception set.
+    // `argv` is a live object held by the caller (`context`, `callback`,
+    // the arguments) for the length of the call. A NULL result comes with
+    // an exception set.
     unsafe {
         let result = object_vectorcall(
             run.as_ptr(),
@@ -300,6 +348,9 @@ fn report(
     context.set_item("message", format!("Exception in callback {source}"))?;
     context.set_item("exception", err.into_value(py))?;
     context.set_item("handle", h)?;
+    if let Some(tb) = h.borrow().source_traceback.as_ref() {
+        context.set_item("source_traceback", tb)?;
+    }
     let lp = h.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
     if let Some(lp) = lp {
         lp.bind(py)
@@ -378,9 +429,10 @@ impl Handle {
         self.loop_.as_ref().map(|c| c.clone_ref(py))
     }
 
+    /// In debug mode, where the handle was made (a `traceback.StackSummary`).
     #[getter]
-    fn _source_traceback(&self) -> Option<Py<PyAny>> {
-        None
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
     }
 
     /// The `contextvars.Context` the callback runs in.
@@ -424,6 +476,15 @@ impl Handle {
             let src = callback_source(py, cb.bind(py), args.bind(py)).unwrap_or_default();
             s.push(' ');
             s.push_str(&src);
+        }
+        if let Some(frame) = self.source_traceback.as_ref().and_then(|tb| {
+            let last = tb.bind(py).get_item(-1).ok()?;
+            Some((
+                last.getattr("filename").ok()?.to_string(),
+                last.getattr("lineno").ok()?.to_string(),
+            ))
+        }) {
+            s.push_str(&format!(" created at {}:{}", frame.0, frame.1));
         }
         s.push('>');
         s

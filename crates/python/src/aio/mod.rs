@@ -20,7 +20,7 @@ mod epoll;
 pub(crate) mod future;
 pub(crate) mod handle;
 mod selector;
-mod transport;
+pub(crate) mod transport;
 
 /// Adds the asyncio classes to the module.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -36,6 +36,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit, ffi};
 
+use super::handle::call_in_context;
+
 /// How much one `recv` reads at most (the stdlib's `max_size`).
 const MAX_READ: usize = 256 * 1024;
 
@@ -47,6 +49,20 @@ thread_local! {
     /// The buffer every transport of this thread reads into before the
     /// bytes are copied into a `bytes` of their size.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; MAX_READ].into_boxed_slice());
+}
+
+/// One `recv` on `fd` into the thread's scratch buffer, copied into a
+/// `bytes` of the received size; `Err(0)` at the peer's EOF, else the errno.
+fn recv_bytes(py: Python<'_>, fd: i32) -> Result<Bound<'_, PyBytes>, i32> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        // SAFETY: the scratch buffer is MAX_READ writable bytes.
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), 0) };
+        if n <= 0 {
+            return Err(if n == 0 { 0 } else { errno() });
+        }
+        Ok(PyBytes::new(py, &scratch[..n as usize]))
+    })
 }
 
 /// A Python `OSError` for `errno` (the constructor picks the subclass:
@@ -177,6 +193,9 @@ pub struct StreamCore {
     protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`.
     buffered: bool,
+    /// `protocol.data_received`, looked up once per protocol (as uvloop
+    /// does): the read path calls it with no attribute lookup.
+    data_received: Option<Py<PyAny>>,
     /// Bytes not yet sent: `buf[start..]`.
     buf: Vec<u8>,
     start: usize,
@@ -225,6 +244,15 @@ impl StreamCore {
 
     fn set_protocol_inner(&mut self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         self.buffered = protocol.is_instance(buffered_protocol_type(py)?)?;
+        self.data_received = if self.buffered {
+            None
+        } else {
+            // A protocol without one fails when data comes, as in asyncio.
+            protocol
+                .getattr(intern!(py, "data_received"))
+                .ok()
+                .map(Bound::unbind)
+        };
         self.protocol = Some(protocol.clone().unbind());
         Ok(())
     }
@@ -247,10 +275,52 @@ impl StreamCore {
             (me.the_loop(py), me.fd)
         };
         if let Some(lp) = lp {
-            let cb = Self::bound_method(slf, "_read_ready")?;
-            lp.call_method1(intern!(py, "_add_reader"), (fd, cb))?;
+            // The core itself is the reader's callback: the loop sees it and
+            // reads through `read_ready_in` with no Python call in between
+            // (calling the core does the same, for any other caller).
+            lp.call_method1(intern!(py, "_add_reader"), (fd, slf))?;
         }
         Ok(())
+    }
+
+    /// The socket is readable (the loop's direct path): one `recv` into the
+    /// scratch buffer, one `bytes`, and `context.run(data_received, data)`
+    /// as one vectorcall. A `BufferedProtocol`, the peer's EOF and errors
+    /// take the general path (`_read_ready` and the callbacks it calls,
+    /// run in `context`).
+    pub(crate) fn read_ready_in(slf: &Bound<'_, Self>, context: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, data_received) = {
+            let me = slf.borrow();
+            if me.conn_lost > 0 {
+                return Ok(());
+            }
+            match (&me.protocol, &me.data_received, me.buffered) {
+                (Some(_), Some(dr), false) => (me.fd, dr.clone_ref(py).into_bound(py)),
+                _ => {
+                    drop(me);
+                    let read = Self::bound_method(slf, "_read_ready")?;
+                    return call_in_context(py, context, &read, &[]);
+                }
+            }
+        };
+        let got = recv_bytes(py, fd);
+        match got {
+            Ok(data) => match call_in_context(py, context, &data_received, &[data.as_any()]) {
+                Ok(()) => Ok(()),
+                Err(e) => Self::callback_failed(
+                    slf,
+                    e,
+                    "Fatal error: protocol.data_received() call failed.",
+                ),
+            },
+            Err(e) if e != 0 && would_block(e) => Ok(()),
+            Err(e) => {
+                let after = Self::bound_method(slf, "_read_ended")?;
+                let e = e.into_pyobject(py)?;
+                call_in_context(py, context, &after, &[e.as_any()])
+            }
+        }
     }
 
     fn loop_call(slf: &Bound<'_, Self>, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
@@ -580,6 +650,7 @@ impl StreamCore {
             transport: Some(transport),
             protocol: None,
             buffered: false,
+            data_received: None,
             buf: Vec::new(),
             start: 0,
             conn_lost: 0,
@@ -617,15 +688,7 @@ impl StreamCore {
         if buffered {
             return Self::read_buffered(slf, fd, &protocol);
         }
-        let got = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            // SAFETY: the scratch buffer is MAX_READ writable bytes.
-            let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), 0) };
-            if n <= 0 {
-                return Err(if n == 0 { 0 } else { errno() });
-            }
-            Ok(PyBytes::new(py, &scratch[..n as usize]))
-        });
+        let got = recv_bytes(py, fd);
         match got {
             Ok(data) => {
                 if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
@@ -645,6 +708,29 @@ impl StreamCore {
                 "Fatal read error on socket transport",
             ),
         }
+    }
+
+    /// What the direct read path does when `recv` answered 0 (the peer's
+    /// EOF) or failed with `errno`.
+    fn _read_ended(slf: &Bound<'_, Self>, errno: i32) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        if errno == 0 {
+            return Self::on_eof(slf, protocol.bind(py));
+        }
+        Self::fatal_error(
+            slf,
+            os_error(errno).into_value(py).into_any(),
+            "Fatal read error on socket transport",
+        )
+    }
+
+    /// Calling the core is `_read_ready` (it is the reader's callback).
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::_read_ready(slf)
     }
 
     /// The socket is writable and data is buffered: send what it takes.
@@ -818,6 +904,7 @@ impl StreamCore {
         let (transport, waiter, protocol) = {
             let mut me = slf.borrow_mut();
             me.loop_ = None;
+            me.data_received = None;
             (
                 me.transport.take(),
                 me.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
@@ -960,6 +1047,7 @@ impl StreamCore {
             &self.loop_,
             &self.transport,
             &self.protocol,
+            &self.data_received,
             &self.empty_waiter,
         ]
         .into_iter()
@@ -974,6 +1062,7 @@ impl StreamCore {
         self.loop_ = None;
         self.transport = None;
         self.protocol = None;
+        self.data_received = None;
         self.empty_waiter = None;
     }
 }
