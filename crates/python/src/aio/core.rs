@@ -123,6 +123,8 @@ pub struct LoopCore {
     in_iteration: AtomicBool,
     /// The engine was woken through the self-pipe since its last iteration.
     notified: AtomicBool,
+    /// How many tasks the loop has made (they are named `Task-<n>`).
+    tasks_made: std::sync::atomic::AtomicU64,
 }
 
 impl LoopCore {
@@ -245,7 +247,50 @@ impl LoopCore {
             hosted: AtomicBool::new(false),
             in_iteration: AtomicBool::new(false),
             notified: AtomicBool::new(false),
+            tasks_made: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Makes a task of `coro`: a kernel task of the loop's scheduler (see
+    /// `tiffany._task.Task`), unless a task factory is set
+    /// (`set_task_factory`), which then makes it as in asyncio.
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().check_closed()?;
+        let factory = slf.getattr(intern!(py, "_task_factory"))?;
+        if !factory.is_none() {
+            let task = match context {
+                Some(c) if !c.is_none() => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "context"), c)?;
+                    factory.call((slf, coro), Some(&kwargs))?
+                }
+                _ => factory.call1((slf, coro))?,
+            };
+            if let Some(n) = name.filter(|n| !n.is_none()) {
+                py.import("asyncio.tasks")?
+                    .getattr("_set_task_name")?
+                    .call1((&task, n))?;
+            }
+            return Ok(task.unbind());
+        }
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let number = slf.get().tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        let cur = sched.borrow().cur()?.clone();
+        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number)?;
+        let t = task.bind(py);
+        t.setattr(intern!(py, "_tsched"), &sched)?;
+        t.setattr(intern!(py, "_tsched_id"), cur.id)?;
+        Ok(task)
     }
 
     /// Schedules `callback(*args)` for the next iteration.
@@ -737,6 +782,11 @@ impl TaskBody for Engine {
         }
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
+            if !core.hosted.load(Ordering::Relaxed) {
+                // `run_forever` returns; the loop's tasks stay suspended in
+                // the kernel for the next run.
+                kernel.stop_run();
+            }
             return self.finish();
         }
         if core.ready_len(py) > 0 {
