@@ -54,8 +54,8 @@ from tiffany._native import (
     current_effective_deadline,
     current_task,
     exec,
-    join,
     now,
+    priority,
     shutdown,
     sleep,
     sock_accept,
@@ -64,8 +64,10 @@ from tiffany._native import (
     spawn,
     yield_now,
 )
+from tiffany._native import join as _native_join
 from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
 from tiffany._serve import serve
+from tiffany._task import Task as _AioTask
 from tiffany._taskgroup import TaskGroup
 from tiffany.client import (
     Client,
@@ -113,6 +115,7 @@ __all__ = [
     "move_on_at",
     "new_event_loop",
     "now",
+    "priority",
     "run",
     "shutdown",
     "sleep",
@@ -167,6 +170,26 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     finally:
         done.close()
     return future.result()
+
+
+def join(task: Any, timeout: float | None = None) -> Any:
+    """``await tiffany.join(task, timeout=None)``: wait for a task to end.
+
+    Returns its result; re-raises its exception; raises ``TaskCancelled`` if
+    it was cancelled and ``JoinTimeout`` if ``timeout`` passes first (the
+    task goes on). ``task`` is a :class:`Task` (``tiffany.spawn``) or an
+    asyncio task of a Tiffany loop (``asyncio.create_task``), which is a
+    kernel task too.
+    """
+    wait = _native_join(task, timeout)
+    if isinstance(task, _AioTask):
+        return _join_asyncio(wait, task)
+    return wait
+
+
+async def _join_asyncio(wait: Any, task: _AioTask) -> Any:
+    await wait
+    return task.result()
 
 
 async def sock_connect(sock: socket.socket, address: Any) -> None:

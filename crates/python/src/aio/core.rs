@@ -123,6 +123,9 @@ pub struct LoopCore {
     in_iteration: AtomicBool,
     /// The engine was woken through the self-pipe since its last iteration.
     notified: AtomicBool,
+    /// The engine's I/O token (its raw value plus one; 0 while no engine runs): a
+    /// wake on the loop's thread marks it ready in the kernel directly.
+    engine_token: std::sync::atomic::AtomicU64,
     /// How many tasks the loop has made (they are named `Task-<n>`).
     tasks_made: std::sync::atomic::AtomicU64,
 }
@@ -248,6 +251,7 @@ impl LoopCore {
             in_iteration: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             tasks_made: std::sync::atomic::AtomicU64::new(0),
+            engine_token: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -389,8 +393,11 @@ impl LoopCore {
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
     /// Asks the loop to stop after the current iteration.
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+    fn stop(slf: &Bound<'_, Self>) {
+        slf.get().stopping.store(true, Ordering::Relaxed);
+        if slf.get().engine_alive.load(Ordering::Relaxed) {
+            Self::wake(slf);
+        }
     }
 
     #[getter]
@@ -499,6 +506,7 @@ impl LoopCore {
                 return Err(PyErr::from(e));
             }
         };
+        slf.get().engine_token.store(token.get() + 1, Ordering::Relaxed);
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
@@ -607,10 +615,21 @@ impl LoopCore {
     fn wake(slf: &Bound<'_, Self>) {
         let me = slf.get();
         if me.engine_alive.load(Ordering::Relaxed) {
-            if !me.in_iteration.load(Ordering::Relaxed)
-                && !me.notified.swap(true, Ordering::Relaxed)
-                && let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self"))
+            if me.in_iteration.load(Ordering::Relaxed) || me.notified.swap(true, Ordering::Relaxed)
             {
+                return;
+            }
+            // On the loop's thread, inside its run: make the engine ready in
+            // the kernel at once (so a task's `sleep(0)` lets the callbacks
+            // it queued run first, as in asyncio). Elsewhere: the self-pipe.
+            let token = me.engine_token.load(Ordering::Relaxed);
+            if token != 0
+                && let Ok((kernel, _)) = crate::current::current_kernel()
+                && kernel.notify_io(IoToken::from_raw(token - 1), Interest::Readable)
+            {
+                return;
+            }
+            if let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self")) {
                 crate::errors::log_callback_error(slf.py(), "waking the asyncio engine", e);
             }
             return;
@@ -754,6 +773,7 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        self.lp.get().engine_token.store(0, Ordering::Relaxed);
         if let Ok((kernel, _)) = crate::current::current_kernel() {
             kernel.deregister_io(self.token);
         }
