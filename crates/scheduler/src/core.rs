@@ -1737,12 +1737,23 @@ impl Core {
         Ok(true)
     }
 
-    /// Renames a live task (its later events carry the new name).
+    /// Renames a task. Its `Spawned` event, if it has not been handed to
+    /// the subscribers yet (a name set right after the spawn, as asyncio's
+    /// `create_task` does), carries the new name.
     pub(crate) fn set_name(&mut self, target: TaskId, name: &str) -> bool {
         let Some(slot) = self.slot_of(target) else {
             return false;
         };
-        self.tasks[slot].extra().name = Some(name.into());
+        let name: Arc<str> = name.into();
+        self.tasks[slot].extra().name = Some(name.clone());
+        if let Some(TaskEvent {
+            kind: EventKind::Spawned { name: spawned, .. },
+            ..
+        }) = self.events.iter_mut().rev().find(|e| {
+            e.task == Some(target) && matches!(e.kind, EventKind::Spawned { .. })
+        }) {
+            *spawned = Some(name);
+        }
         true
     }
 

@@ -238,8 +238,11 @@ impl Scheduler {
         r
     }
 
-    /// Renames a task: its later events and its [`info`](Self::info) carry
-    /// the new name. Returns whether the task's record exists.
+    /// Renames a task: its [`info`](Self::info) and the failure reports
+    /// name it so from now on, and so does its `Spawned` event if the
+    /// subscribers have not been handed it yet (a name set right after the
+    /// spawn, as asyncio's `create_task` sets it). Returns whether the
+    /// task's record exists.
     pub fn set_name(&self, task: TaskId, name: &str) -> bool {
         self.inner.core.borrow_mut().set_name(task, name)
     }
