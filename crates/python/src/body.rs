@@ -408,8 +408,7 @@ impl PyBody {
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
-        let joined_future =
-            self.kept.take().is_some() && matches!(answer, Some(Resume::Joined(_)));
+        let joined_future = self.kept.take().is_some() && matches!(answer, Some(Resume::Joined(_)));
         let mut input = match self.pending.take() {
             _ if first.is_some() => first.unwrap_or(Input::Start),
             // An asyncio task awaited through a kernel join: resume the

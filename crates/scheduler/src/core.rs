@@ -1749,9 +1749,12 @@ impl Core {
         if let Some(TaskEvent {
             kind: EventKind::Spawned { name: spawned, .. },
             ..
-        }) = self.events.iter_mut().rev().find(|e| {
-            e.task == Some(target) && matches!(e.kind, EventKind::Spawned { .. })
-        }) {
+        }) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.task == Some(target) && matches!(e.kind, EventKind::Spawned { .. }))
+        {
             *spawned = Some(name);
         }
         true

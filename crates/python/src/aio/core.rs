@@ -481,7 +481,14 @@ impl LoopCore {
     #[pyo3(signature = (*, daemon = false))]
     fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::task::Task> {
         let py = slf.py();
-        let (kernel, _) = crate::current::current_kernel()?;
+        // The loop's own scheduler (also before its run starts: the engine
+        // is then queued ahead of nothing but the tasks made already).
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let cur = sched.borrow().cur()?.clone();
+        let kernel = cur.kernel.clone();
         if slf.get().engine_alive.swap(true, Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err(
                 "this loop's engine is already running",
@@ -506,13 +513,16 @@ impl LoopCore {
                 return Err(PyErr::from(e));
             }
         };
-        slf.get().engine_token.store(token.get() + 1, Ordering::Relaxed);
+        slf.get()
+            .engine_token
+            .store(token.get() + 1, Ordering::Relaxed);
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
             token,
             scratch: Vec::new(),
             handles: Vec::new(),
+            draining: false,
         };
         let options = SpawnOptions {
             name: Some("asyncio".into()),
@@ -522,7 +532,7 @@ impl LoopCore {
         let priority = options.priority;
         match kernel.spawn_body(options, Body::custom(Box::new(body))) {
             Ok(id) => Ok(crate::task::Task::new(
-                &crate::current::current()?,
+                &cur,
                 id,
                 Some("asyncio".into()),
                 priority,
@@ -706,6 +716,11 @@ struct Engine {
     token: IoToken,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+    /// `stop()` was seen: the engine yielded once so that the tasks its
+    /// last iteration woke take their step (asyncio runs a task's wake-up
+    /// in the iteration after the one that woke it, and a `stop()` in that
+    /// iteration does not prevent it), and it ends when resumed.
+    draining: bool,
 }
 
 /// The clock's resolution: timers due within it fire in this iteration.
@@ -795,6 +810,12 @@ impl TaskBody for Engine {
         let Ok((kernel, _)) = crate::current::current_kernel() else {
             return self.finish();
         };
+        if self.draining {
+            // `run_forever` returns; the loop's tasks stay suspended in the
+            // kernel for the next run.
+            kernel.stop_run();
+            return self.finish();
+        }
         let now = kernel.now().as_secs_f64();
         if let Err(e) = self.iteration(py, now) {
             *self.lp.get().fatal.lock().expect("fatal") = Some(e);
@@ -802,12 +823,11 @@ impl TaskBody for Engine {
         }
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
-            if !core.hosted.load(Ordering::Relaxed) {
-                // `run_forever` returns; the loop's tasks stay suspended in
-                // the kernel for the next run.
-                kernel.stop_run();
+            if core.hosted.load(Ordering::Relaxed) {
+                return self.finish();
             }
-            return self.finish();
+            self.draining = true;
+            return Step::Syscall(SystemCall::Yield);
         }
         if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);

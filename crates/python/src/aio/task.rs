@@ -22,10 +22,10 @@ use std::ffi::c_int;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
-use pyo3::intern;
 use tiffany_scheduler::{
     Body, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions, TaskError, TaskId, Value,
 };
@@ -91,7 +91,10 @@ fn stdlib(py: Python<'_>) -> PyResult<&'static Stdlib> {
             .cast_into::<PyType>()?;
         Ok(Stdlib {
             task_type: task_type.unbind(),
-            current_tasks: aio.getattr("_current_tasks")?.cast_into::<PyDict>()?.unbind(),
+            current_tasks: aio
+                .getattr("_current_tasks")?
+                .cast_into::<PyDict>()?
+                .unbind(),
             register_task: aio.getattr("_register_task")?.unbind(),
             future_init,
             set_result: future.getattr("set_result")?.unbind(),
@@ -277,15 +280,15 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
         .and_then(|c| Some((c.kernel.clone(), c.kernel.current_task()?)));
     let (completed, step) = match end {
         End::Returned(value) => {
-            if edge
-                .as_ref()
-                .is_some_and(|(k, id)| k.edge_pending(*id))
-            {
+            if edge.as_ref().is_some_and(|(k, id)| k.edge_pending(*id)) {
                 // Cancelled right before the coroutine ended: asyncio marks
                 // the task cancelled.
                 (std.future_cancel.call1(py, (task,)), Step::Cancelled)
             } else {
-                (std.set_result.call1(py, (task, value)), Step::Done(Value::unit()))
+                (
+                    std.set_result.call1(py, (task, value)),
+                    Step::Done(Value::unit()),
+                )
             }
         }
         End::Raised(err) if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
@@ -310,7 +313,10 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
             }
             let message = err.to_string();
             let exc = err.into_value(py).into_any();
-            let done = if exc.bind(py).is_instance_of::<pyo3::exceptions::PyStopIteration>() {
+            let done = if exc
+                .bind(py)
+                .is_instance_of::<pyo3::exceptions::PyStopIteration>()
+            {
                 let wrapped = PyRuntimeError::new_err("coroutine raised StopIteration");
                 std.set_exception.call1(py, (task, wrapped.into_value(py)))
             } else {
@@ -341,7 +347,11 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
 /// closed (then it stays pending, as asyncio leaves it).
 pub(crate) fn abandoned(py: Python<'_>, aio: &AioTask) {
     let task = aio.task.bind(py);
-    if task.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).unwrap_or(true) {
+    if task
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
         return;
     }
     let closed = aio
@@ -407,7 +417,9 @@ impl PriorityBlock {
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let Some(old) = self.saved.lock().expect("priority").pop() else {
-            return Err(PyRuntimeError::new_err("this priority block is not entered"));
+            return Err(PyRuntimeError::new_err(
+                "this priority block is not entered",
+            ));
         };
         PRIORITY.with(|p| p.set(old));
         Ok(false)
@@ -421,13 +433,19 @@ impl PriorityBlock {
 /// `_task_cancel_edge(sched, kid)`: asks the kernel for one `Cancelled` at
 /// the task's current or next suspension; whether the task was live.
 #[pyfunction]
-pub fn _task_cancel_edge(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) -> PyResult<bool> {
+pub fn _task_cancel_edge(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+) -> PyResult<bool> {
     Ok(kernel_of(sched)?.cancel_edge(TaskId::from_raw(kid)))
 }
 
 /// `_task_edge_pending(sched, kid)`: whether an edge cancellation waits.
 #[pyfunction]
-pub fn _task_edge_pending(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) -> PyResult<bool> {
+pub fn _task_edge_pending(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+) -> PyResult<bool> {
     Ok(kernel_of(sched)?.edge_pending(TaskId::from_raw(kid)))
 }
 
