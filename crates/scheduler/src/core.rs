@@ -1723,7 +1723,6 @@ impl Core {
     /// it as they hide the root's cancellation. A task that never ran is
     /// resumed (with `Cancelled`) rather than dropped. Returns whether the
     /// task was still live.
-
     pub(crate) fn cancel_edge(&mut self, target: TaskId) -> Result<bool, SyscallError> {
         let slot = self
             .slot_of(target)

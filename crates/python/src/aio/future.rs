@@ -17,11 +17,14 @@ use pyo3::prelude::*;
 use pyo3::{IntoPyObjectExt, intern};
 use tiffany_scheduler::{EventId, Resume, SystemCall, TaskId};
 
+/// A wait on an asyncio future: the future, and the event made for it.
+type Wait = (Py<PyAny>, Option<EventId>);
+
 thread_local! {
     /// Tasks of this thread waiting on an asyncio future: the future and the
     /// event made for the wait (none when the future is a Tiffany asyncio
     /// task, joined through the kernel).
-    static WAITS: RefCell<HashMap<TaskId, (Py<PyAny>, Option<EventId>)>> = RefCell::new(HashMap::new());
+    static WAITS: RefCell<HashMap<TaskId, Wait>> = RefCell::new(HashMap::new());
     /// `WAITS.len()`, read on every resume of every Python task (cheap).
     static WAITING: Cell<usize> = const { Cell::new(0) };
 }
