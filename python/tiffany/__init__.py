@@ -21,6 +21,7 @@ cancellation, CPU budgets, back-pressure and an event for every transition.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import errno
 import functools
@@ -28,8 +29,8 @@ import os
 import socket
 import threading
 from asyncio import events as asyncio_events
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from tiffany._loop import EventLoop, EventLoopPolicy, install, new_event_loop
 from tiffany._native import (
@@ -172,6 +173,10 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     return future.result()
 
 
+@overload
+def join(task: Task[T], timeout: float | None = None) -> Awaitable[T]: ...
+@overload
+def join(task: asyncio.Task[T], timeout: float | None = None) -> Awaitable[T]: ...
 def join(task: Any, timeout: float | None = None) -> Any:
     """``await tiffany.join(task, timeout=None)``: wait for a task to end.
 

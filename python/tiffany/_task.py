@@ -119,7 +119,7 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
 
     def print_stack(self, *, limit: int | None = None, file: TextIO | None = None) -> None:
         """Prints the task's stack (as ``asyncio.Task.print_stack``)."""
-        base_tasks._task_print_stack(self, limit, file)
+        base_tasks._task_print_stack(self, limit, file)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return base_tasks._task_repr(self)
