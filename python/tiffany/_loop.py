@@ -130,7 +130,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             sys.set_asyncgen_hooks(*old_hooks)
 
     async def _host(self, main: Coroutine[Any, Any, T]) -> T:
-        """Runs ``main`` as a Tiffany task with this loop as asyncio's running loop.
+        """Runs ``main`` as an asyncio task with this loop as asyncio's running loop.
 
         What ``tiffany.run`` does with a coroutine: the loop's engine starts as
         a daemon task when asyncio first has work; at the end, asyncio tasks
@@ -147,7 +147,10 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         events._set_running_loop(self)
         self._set_hosted(True)
         try:
-            return await main
+            # main runs as an asyncio task (a kernel task like any other), so
+            # asyncio.timeout, TaskGroup and the libraries that look for the
+            # current task work in it directly.
+            return await self.create_task(main, name="main")
         finally:
             try:
                 pending = [t for t in asyncio.all_tasks(self) if not t.done()]
