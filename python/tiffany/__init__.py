@@ -193,7 +193,12 @@ def join(task: Any, timeout: float | None = None) -> Any:
 
 
 async def _join_asyncio(wait: Any, task: _AioTask) -> Any:
-    await wait
+    # A finished asyncio task's kernel record may be gone: its future has
+    # the outcome.
+    if not task.done():
+        await wait
+    if task.cancelled():
+        raise TaskCancelled(f"task {task._kid} was cancelled")
     return task.result()
 
 
