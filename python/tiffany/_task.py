@@ -44,7 +44,6 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
 
     # Set by LoopCore.create_task on every instance.
     _kid: int
-    _tsched: Any
     _tsched_id: int
     _tcoro: Any
     _tctx: Any
@@ -72,7 +71,9 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
     def set_name(self, value: object) -> None:
         """Renames the task (the kernel's later events carry the new name)."""
         self._tname = str(value)
-        _task_set_name(self._tsched, self._kid, self._tname)
+        sched = self._sched
+        if sched is not None and not self.done():
+            _task_set_name(sched, self._kid, self._tname)
 
     def cancel(self, msg: Any = None) -> bool:
         """Asks the task to cancel itself: one ``CancelledError(msg)`` at its
@@ -86,7 +87,9 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
         if waiter is not None and waiter.cancel(msg=msg):
             return True
         self._cmsg = msg
-        _task_cancel_edge(self._tsched, self._kid)
+        sched = self._sched
+        if sched is not None:
+            _task_cancel_edge(sched, self._kid)
         return True
 
     def cancelling(self) -> int:
@@ -100,9 +103,15 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
         return self._ncancel
 
     @property
+    def _sched(self) -> Any:
+        """The loop's scheduler (None once the loop is closed)."""
+        return getattr(self.get_loop(), "_sched", None)
+
+    @property
     def _must_cancel(self) -> bool:
         """A ``CancelledError`` is waiting to be thrown into the coroutine."""
-        return not self.done() and _task_edge_pending(self._tsched, self._kid)
+        sched = self._sched
+        return sched is not None and not self.done() and _task_edge_pending(sched, self._kid)
 
     @property
     def _fut_waiter(self) -> Any:

@@ -291,9 +291,6 @@ impl LoopCore {
         let number = slf.get().tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
         let cur = sched.borrow().cur()?.clone();
         let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number)?;
-        let t = task.bind(py);
-        t.setattr(intern!(py, "_tsched"), &sched)?;
-        t.setattr(intern!(py, "_tsched_id"), cur.id)?;
         Ok(task)
     }
 
@@ -432,6 +429,12 @@ impl LoopCore {
     #[setter(_closed)]
     fn set_closed(&self, value: bool) {
         self.closed.store(value, Ordering::Relaxed);
+    }
+
+    /// Whether the loop is in debug mode (asyncio's `get_debug`, native: the
+    /// C `Future.__init__` calls it for every future and task).
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
     }
 
     #[getter]

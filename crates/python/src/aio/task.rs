@@ -168,6 +168,9 @@ pub(crate) fn create(
         .spawn_body(options, Body::custom(Box::new(body)))
         .map_err(|e| crate::errors::spawn_error(py, &e))?;
     task.setattr(intern!(py, "_kid"), id.get())?;
+    // The scheduler's id, not the scheduler: the task must not keep its
+    // scheduler (which holds the task's body, which holds the task) alive.
+    task.setattr(intern!(py, "_tsched_id"), cur.id)?;
     task.setattr(intern!(py, "_tcoro"), coro)?;
     task.setattr(intern!(py, "_tctx"), context)?;
     match name {
