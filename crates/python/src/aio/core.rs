@@ -126,6 +126,12 @@ pub struct LoopCore {
     /// The engine's I/O token (its raw value plus one; 0 while no engine runs): a
     /// wake on the loop's thread marks it ready in the kernel directly.
     engine_token: std::sync::atomic::AtomicU64,
+    /// The engine is blocked in its wait (not queued in the kernel).
+    engine_blocked: AtomicBool,
+    /// A task was made while the engine was queued: the engine goes behind
+    /// it before its next iteration (asyncio queues a new task's first step
+    /// with the callbacks, in order).
+    defer_engine: AtomicBool,
     /// How many tasks the loop has made (they are named `Task-<n>`).
     tasks_made: std::sync::atomic::AtomicU64,
 }
@@ -252,6 +258,8 @@ impl LoopCore {
             notified: AtomicBool::new(false),
             tasks_made: std::sync::atomic::AtomicU64::new(0),
             engine_token: std::sync::atomic::AtomicU64::new(0),
+            engine_blocked: AtomicBool::new(false),
+            defer_engine: AtomicBool::new(false),
         }
     }
 
@@ -288,7 +296,14 @@ impl LoopCore {
             .getattr(intern!(py, "_sched"))?
             .cast_into::<crate::scheduler::PyScheduler>()
             .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
-        let number = slf.get().tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        let me = slf.get();
+        let number = me.tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        if me.engine_alive.load(Ordering::Relaxed)
+            && !me.engine_blocked.load(Ordering::Relaxed)
+            && !me.in_iteration.load(Ordering::Relaxed)
+        {
+            me.defer_engine.store(true, Ordering::Relaxed);
+        }
         let cur = sched.borrow().cur()?.clone();
         let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number)?;
         Ok(task)
@@ -791,6 +806,7 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        self.lp.get().engine_blocked.store(false, Ordering::Relaxed);
         self.lp.get().engine_token.store(0, Ordering::Relaxed);
         if let Ok((kernel, _)) = crate::current::current_kernel() {
             kernel.deregister_io(self.token);
@@ -813,6 +829,13 @@ impl TaskBody for Engine {
         let Ok((kernel, _)) = crate::current::current_kernel() else {
             return self.finish();
         };
+        let core = self.lp.get();
+        core.engine_blocked.store(false, Ordering::Relaxed);
+        if core.defer_engine.swap(false, Ordering::Relaxed) && !self.draining {
+            // Tasks were made while the engine was queued: their first
+            // steps go before the callbacks queued after them, as in asyncio.
+            return Step::Syscall(SystemCall::Yield);
+        }
         if self.draining {
             // `run_forever` returns; the loop's tasks stay suspended in the
             // kernel for the next run.
@@ -839,6 +862,7 @@ impl TaskBody for Engine {
             let now = kernel.now().as_secs_f64();
             Duration::from_secs_f64((when - now).max(0.0))
         });
+        core.engine_blocked.store(true, Ordering::Relaxed);
         Step::Syscall(SystemCall::IoWait {
             token: self.token,
             interest: Interest::Readable,
