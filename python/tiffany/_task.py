@@ -42,15 +42,17 @@ __all__ = ["Task"]
 class Task(asyncio.Task):  # type: ignore[type-arg]
     """An asyncio task run by Tiffany's kernel (made by ``loop.create_task``)."""
 
-    # Set by LoopCore.create_task on every instance.
+    # Slots (no per-task dict: a dict per task is one more object for the
+    # garbage collector to allocate and walk), all set when the task is made
+    # (tiffany._native's aio::task::create).
+    __slots__ = ("_kid", "_tsched_id", "_tcoro", "_tctx", "_tname", "_ncancel", "_cmsg")
     _kid: int
     _tsched_id: int
     _tcoro: Any
     _tctx: Any
     _tname: str | int
-    # Defaults, overridden per instance when they change.
-    _ncancel = 0
-    _cmsg: Any = None
+    _ncancel: int
+    _cmsg: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("tiffany tasks are made by loop.create_task() (or asyncio.create_task())")

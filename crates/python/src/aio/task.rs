@@ -65,6 +65,7 @@ struct Stdlib {
     set_result: Py<PyAny>,
     set_exception: Py<PyAny>,
     future_cancel: Py<PyAny>,
+    get_running_loop: Py<PyAny>,
 }
 
 // SAFETY: only used with the GIL held; the init function pointer is a
@@ -100,6 +101,7 @@ fn stdlib(py: Python<'_>) -> PyResult<&'static Stdlib> {
             set_result: future.getattr("set_result")?.unbind(),
             set_exception: future.getattr("set_exception")?.unbind(),
             future_cancel: future.getattr("cancel")?.unbind(),
+            get_running_loop: aio.getattr("_get_running_loop")?.unbind(),
         })
     })
 }
@@ -177,6 +179,8 @@ pub(crate) fn create(
         Some(n) => task.setattr(intern!(py, "_tname"), n)?,
         None => task.setattr(intern!(py, "_tname"), number)?,
     }
+    task.setattr(intern!(py, "_ncancel"), 0)?;
+    task.setattr(intern!(py, "_cmsg"), py.None())?;
     std.register_task.call1(py, (&task,))?;
     Ok(task.unbind())
 }
@@ -202,10 +206,19 @@ fn new_task_object<'py>(
             new(ty.as_type_ptr(), args.as_ptr(), std::ptr::null_mut()),
         )?
     };
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "loop"), lp)?;
+    // `loop=` only when `lp` is not the running loop: without it the C
+    // `Future.__init__` takes the running loop, with no dict to build.
+    let running = std.get_running_loop.call0(py)?;
+    let kwargs = if running.is(lp) {
+        None
+    } else {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), lp)?;
+        Some(kwargs)
+    };
+    let kw = kwargs.as_ref().map_or(std::ptr::null_mut(), |k| k.as_ptr());
     // SAFETY: `Future.__init__` on an instance of a Future subclass.
-    let status = unsafe { (std.future_init)(obj.as_ptr(), args.as_ptr(), kwargs.as_ptr()) };
+    let status = unsafe { (std.future_init)(obj.as_ptr(), args.as_ptr(), kw) };
     if status < 0 {
         return Err(PyErr::fetch(py));
     }
