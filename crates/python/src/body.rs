@@ -30,9 +30,11 @@ pub(crate) struct PyBody {
     /// no second allocation.
     stack: SmallVec<[Held; 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
-    sched: u64,
+    /// (32 bits keep the body within 64 bytes: no thread makes 4 billion
+    /// schedulers.)
+    sched: u32,
     /// A descriptor registered for the current I/O wait, released on resume.
-    held_fd: Option<i32>,
+    held_fd: HeldFd,
     /// The object the current wait is about (an `Event`), kept alive until
     /// the task resumes.
     kept: Option<Py<PyAny>>,
@@ -48,8 +50,8 @@ impl PyBody {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
             stack: smallvec![Held::hidden(py, coro, generator)],
-            sched,
-            held_fd: None,
+            sched: u32::try_from(sched).unwrap_or(u32::MAX),
+            held_fd: HeldFd::NONE,
             kept: None,
             pending: None,
             aio: None,
@@ -63,6 +65,20 @@ impl PyBody {
         let mut body = PyBody::new(py, coro, sched);
         body.aio = Some(aio);
         body
+    }
+}
+
+/// A descriptor registered for the current I/O wait (`-1`: none): an
+/// `Option<i32>` would take 8 bytes of every task.
+#[derive(Clone, Copy)]
+struct HeldFd(i32);
+
+impl HeldFd {
+    const NONE: HeldFd = HeldFd(-1);
+
+    fn take(&mut self) -> Option<i32> {
+        let fd = std::mem::replace(self, HeldFd::NONE).0;
+        (fd >= 0).then_some(fd)
     }
 }
 
@@ -267,7 +283,7 @@ impl PyBody {
                 // asyncio's bare `yield` (`asyncio.sleep(0)`): a kernel yield.
                 return Ok(Translated::Call(SystemCall::Yield));
             }
-            if let Some(call) = crate::aio::future::join_task(py, yielded, self.sched)? {
+            if let Some(call) = crate::aio::future::join_task(py, yielded, u64::from(self.sched))? {
                 // Kept: the join's answer is not the await's; the awaited
                 // future (the task) gives it when the coroutine resumes.
                 self.kept = Some(yielded.clone().unbind());
@@ -293,7 +309,7 @@ impl PyBody {
                 sched,
                 timeout,
             } => {
-                if sched != self.sched {
+                if sched != u64::from(self.sched) {
                     return Err(PyRuntimeError::new_err(
                         "cannot join a task of another scheduler",
                     ));
@@ -316,7 +332,7 @@ impl PyBody {
                 timeout,
             } => {
                 let token = crate::io_registry::io_acquire(py, fd, None)?;
-                self.held_fd = Some(fd);
+                self.held_fd = HeldFd(fd);
                 SystemCall::IoWait {
                     token,
                     interest: if writable {
@@ -335,7 +351,7 @@ impl PyBody {
                 after_would_block: false,
             },
             Kind::EventWait { event, sched } => {
-                if sched != self.sched {
+                if sched != u64::from(self.sched) {
                     return Err(PyRuntimeError::new_err(
                         "this Event belongs to another scheduler",
                     ));
@@ -357,7 +373,7 @@ impl PyBody {
             Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
             Attempt::Wait { fd, writable } => {
                 let token = crate::io_registry::io_acquire(py, fd, Some(op.sock().bind(py)))?;
-                self.held_fd = Some(fd);
+                self.held_fd = HeldFd(fd);
                 self.pending = Some(op);
                 Ok(Translated::Call(SystemCall::IoWait {
                     token,
