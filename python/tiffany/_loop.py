@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from asyncio import events
 from asyncio.unix_events import _UnixDefaultEventLoopPolicy, _UnixSelectorEventLoop
 from collections.abc import Callable, Coroutine
@@ -70,6 +71,9 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
         self._sched = scheduler
+        # time() from another thread: the kernel's clock is the loop thread's.
+        self._sched_thread = threading.get_ident()
+        self._monotonic_offset = time.monotonic() - scheduler.now()
         self._children = _subprocess.ChildWatch(self)
         super().__init__(Selector())  # type: ignore[arg-type]
 
@@ -84,10 +88,21 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         """The kernel's clock, in seconds (the virtual clock starts at 0.0).
 
         A closed loop has let go of its scheduler: its clock stays at the
-        time it was closed.
+        time it was closed. Another thread (the stdlib's debug-mode
+        ``getaddrinfo`` times itself in the executor) cannot read the kernel's
+        clock: it gets real time on the same scale, ``time.monotonic()``
+        shifted to the loop's start (under the virtual clock: real time
+        elapsed since the loop was made).
         """
         sched = self._sched
-        return self._time_at_close if sched is None else sched.now()
+        if sched is None:
+            return self._time_at_close
+        try:
+            return sched.now()
+        except RuntimeError:
+            if threading.get_ident() == self._sched_thread:
+                raise
+            return time.monotonic() - self._monotonic_offset
 
     def run_forever(self) -> None:
         """Runs the loop (as one task of its Tiffany scheduler) until ``stop()``."""

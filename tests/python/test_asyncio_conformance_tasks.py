@@ -57,6 +57,7 @@ from test.test_asyncio import (  # noqa: E402
     test_timeouts,
     test_waitfor,
 )
+from test.test_asyncio import utils as test_utils  # noqa: E402
 
 # "module.Class.test" (or "module.*.test") -> why it fails on Tiffany's loop.
 _ADVANCE = (
@@ -129,7 +130,7 @@ def _loop_class() -> type:
     if _LOOP == "uvloop":
         import uvloop
 
-        return uvloop.Loop  # type: ignore[no-any-return]
+        return uvloop.Loop
     return tiffany.EventLoop
 
 
@@ -140,15 +141,24 @@ class _OnTiffany:
         old_policy = asyncio.get_event_loop_policy()
         asyncio.set_event_loop_policy(_Policy())
         try:
-            return super().run(result)  # type: ignore[misc]
+            return super().run(result)
         finally:
             asyncio.set_event_loop_policy(old_policy)
 
     def setUp(self) -> None:
-        super().setUp()  # type: ignore[misc]
+        super().setUp()
         runner = getattr(self, "_asyncioRunner", None)
         loop = runner.get_loop() if runner is not None else getattr(self, "loop", None)
         assert loop is None or isinstance(loop, _loop_class()), loop
+
+    @staticmethod
+    def close_loop(loop: Any) -> None:
+        if _LOOP == "uvloop":  # test_utils' close_loop reads BaseEventLoop's privates
+            if not loop.is_closed():
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+        else:
+            test_utils.TestCase.close_loop(loop)
 
     def new_test_loop(self, gen: Any = None) -> asyncio.AbstractEventLoop:
         loop = _new_loop(virtual=True)
