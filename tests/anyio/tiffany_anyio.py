@@ -12,8 +12,8 @@ not in the wheel) into ``target/anyio`` and runs its ``tests/`` with
   ``anyio.run(..., backend="asyncio")``) are Tiffany loops too;
 * skips the tests listed in ``known_failures.txt`` beside this file
   (``test id<TAB>reason``), with their reason;
-* fails the session if no Tiffany loop ran, or if a listed test no longer
-  exists (the list follows the suite).
+* fails the session if no Tiffany loop ran, and names the listed tests that
+  no longer exist (another anyio release may rename them).
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stale: list[str] = getattr(session.config, "_tiffany_stale_known", [])
     # Only a full run can tell a stale entry (a -k selection leaves many out).
+    # (A warning, not a failure: another anyio release may rename tests.)
     if stale and not session.config.option.keyword and session.testscollected:
         print(f"\ntiffany_anyio: known_failures.txt lists tests not collected: {stale}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     collected = session.testscollected and not session.config.option.collectonly
     if _ON_TIFFANY and collected and _loops_made == 0:
         print("\ntiffany_anyio: no Tiffany loop was made: the suite did not run on Tiffany")
