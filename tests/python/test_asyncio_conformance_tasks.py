@@ -14,7 +14,8 @@ loop the tests use on Tiffany:
 * ``asyncio.new_event_loop()`` and ``IsolatedAsyncioTestCase``'s runner get
   Tiffany loops (real clock) through ``tiffany.EventLoopPolicy``, installed
   for the test;
-* ``setUp`` asserts that the test's loop is a Tiffany loop.
+* ``setUp`` asserts that the test's loop is a Tiffany loop, and so does
+  ``set_event_loop`` for every loop a test makes and registers itself.
 
 How tasks are made is left to the loop (``loop.create_task``), except where a
 test sets its own task factory: ``test_tasks`` runs each test with the C and
@@ -151,6 +152,11 @@ class _OnTiffany:
         loop = runner.get_loop() if runner is not None else getattr(self, "loop", None)
         assert loop is None or isinstance(loop, _loop_class()), loop
 
+    def set_event_loop(self, loop: Any, *, cleanup: bool = True) -> None:
+        # Every loop a test makes for itself is registered here: it is Tiffany's too.
+        assert isinstance(loop, _loop_class()), loop
+        super().set_event_loop(loop, cleanup=cleanup)
+
     @staticmethod
     def close_loop(loop: Any) -> None:
         if _LOOP == "uvloop":  # test_utils' close_loop reads BaseEventLoop's privates
@@ -162,7 +168,7 @@ class _OnTiffany:
 
     def new_test_loop(self, gen: Any = None) -> asyncio.AbstractEventLoop:
         loop = _new_loop(virtual=True)
-        self.set_event_loop(loop)  # type: ignore[attr-defined]
+        self.set_event_loop(loop)
         return loop
 
 
