@@ -7,8 +7,10 @@ suite that found it is not run (the anyio suite needs its sdist).
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import socket
+import weakref
 
 import pytest
 
@@ -64,3 +66,19 @@ def test_an_infinite_timer_never_fires_and_others_still_do() -> None:
         assert loop.time() == 7.0
     finally:
         loop.close()
+
+
+def test_a_closed_loop_is_freed_without_the_cycle_collector() -> None:
+    # Found by anyio's test_asyncio_run_does_not_leak_event_loop: the loop and
+    # its child watch referred to each other, so a closed loop stayed alive
+    # until the next collection (the stdlib's loop is freed at once).
+    loop = tiffany.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
