@@ -14,8 +14,9 @@ default:
 setup:
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
     test -x {{python}} || python3 -m venv {{venv}}
-    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
-        "aiohttp>=3.9" "httpx>=0.27" "anyio>=4" "trustme>=1" "uvloop>=0.19"
+    {{python}} -m pip install -q --upgrade "maturin>=1.5,<2" "pytest>=9" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
+        "aiohttp>=3.9" "httpx>=0.27" "anyio>=4" "trustme>=1" "uvloop>=0.19" \
+        "hypothesis>=4.18.2" "psutil>=5.9" "pytest-mock>=3.14" "truststore>=0.9.1" "blockbuster>=1.5.29"
 
 # Build the Python package into the project's environment (.venv).
 develop: setup
@@ -27,7 +28,7 @@ demo: develop
 
 # Every test: lints, the kernel with and without async-io, doc tests, the Python
 # suite, and a wheel installed with pip into a fresh environment.
-test: lint test-rust test-python check-install
+test: lint test-rust test-python test-anyio check-install
 
 # Rust tests: nextest with the default features (async-io) and without, plus doc tests.
 test-rust: setup
@@ -39,6 +40,23 @@ test-rust: setup
 test-python: develop
     {{python}} -m pytest tests/python -q
 
+# anyio's own test suite, asyncio backend, on the Tiffany loop. Its tests are
+# not in the wheel: the sdist of the installed anyio is fetched from PyPI into
+# target/anyio; tests/anyio/tiffany_anyio.py puts every loop on Tiffany and
+# skips what tests/anyio/known_failures.txt lists (with the reason).
+test-anyio: develop
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version="$({{python}} -c 'import importlib.metadata as m; print(m.version("anyio"))')"
+    dir="target/anyio/anyio-$version"
+    if [ ! -d "$dir/tests" ]; then
+        mkdir -p target/anyio
+        {{python}} -m pip download -q --no-binary :all: --no-deps "anyio==$version" -d target/anyio
+        tar -xzf "target/anyio/anyio-$version.tar.gz" -C target/anyio
+    fi
+    cd "$dir"
+    PYTHONPATH="{{justfile_directory()}}/tests/anyio" {{python}} -m pytest -p tiffany_anyio tests -q -p no:cacheprovider
+
 # Formatting and lints, Rust and Python (and rustdoc's link checks); the
 # stubs are checked against the built module (stubtest), so it builds it.
 lint: develop
@@ -46,10 +64,10 @@ lint: develop
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --no-default-features -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-    {{venv}}/bin/ruff check python tests/python examples bench
-    {{venv}}/bin/ruff format --check python tests/python examples bench
+    {{venv}}/bin/ruff check python tests/python tests/anyio examples bench
+    {{venv}}/bin/ruff format --check python tests/python tests/anyio examples bench
     {{venv}}/bin/mypy python/tiffany
-    MYPYPATH=python {{venv}}/bin/mypy --strict examples tests/python
+    MYPYPATH=python {{venv}}/bin/mypy --strict examples tests/python tests/anyio
     {{python}} -m mypy.stubtest tiffany._native --allowlist python/stubtest-allowlist.txt
 
 # `pip install .` into a fresh environment, then the demo from outside the tree.

@@ -107,9 +107,14 @@ class ChildWatch:
         os.close(pidfd)
 
     def close(self) -> None:
-        """Stops watching every child (the loop closes); their pidfds are closed."""
+        """Stops watching every child (the loop closes); their pidfds are closed.
+
+        The watch then lets go of its loop: a closed loop is freed as soon as
+        nothing refers to it, not at the next cycle collection.
+        """
         for pid in list(self._children):
             self._forget(pid)
+        self._loop = None
 
 
 async def make_subprocess_transport(

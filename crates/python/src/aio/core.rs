@@ -900,9 +900,12 @@ impl TaskBody for Engine {
         if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);
         }
-        let timeout = core.next_timer(py).map(|when| {
+        // A timer beyond the clock's range (`asyncio.sleep(math.inf)`) never
+        // fires: the engine then waits for I/O or a wake-up alone.
+        let timeout = core.next_timer(py).and_then(|when| {
             let now = kernel.now().as_secs_f64();
-            Duration::from_secs_f64((when - now).max(0.0))
+            let delay = (when - now).max(0.0);
+            (delay <= crate::syscall::MAX_SECONDS).then(|| Duration::from_secs_f64(delay))
         });
         core.engine_blocked.store(true, Ordering::Relaxed);
         Step::Syscall(SystemCall::IoWait {
