@@ -425,6 +425,25 @@ impl Reactor {
     }
 }
 
+#[cfg(test)]
+impl Reactor {
+    /// Whether a wake arrived since the last look (looks without blocking
+    /// and consumes it).
+    pub(crate) fn take_wake(&mut self) -> bool {
+        #[cfg(feature = "async-io")]
+        {
+            self.poll(Some(Duration::ZERO), |_| {}).unwrap();
+            self.events.iter().any(|e| e.token() == WAKE_TOKEN)
+        }
+        #[cfg(not(feature = "async-io"))]
+        {
+            let woke = *self.waker.inner.0.lock().unwrap();
+            self.poll(Some(Duration::ZERO), |_| {}).unwrap();
+            woke
+        }
+    }
+}
+
 /// Whether `fd` is ready for `interest` right now, without blocking.
 #[cfg(feature = "async-io")]
 fn level_ready(fd: RawFd, interest: Interest) -> bool {
@@ -440,4 +459,96 @@ fn level_ready(fd: RawFd, interest: Interest) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskId;
+
+    fn waiter(n: u64) -> Waiter {
+        Waiter {
+            slot: n as usize,
+            task: TaskId(n),
+            generation: 1,
+        }
+    }
+
+    fn blocked(r: Result<WaitStart, crate::SyscallError>) -> bool {
+        matches!(r, Ok(WaitStart::Blocked))
+    }
+
+    fn ready(r: Result<WaitStart, crate::SyscallError>) -> bool {
+        matches!(r, Ok(WaitStart::Ready))
+    }
+
+    /// Readiness for one interest wakes that interest's waiter only, and is
+    /// kept for the other until a wait takes it.
+    #[test]
+    fn readiness_wakes_the_waiter_of_its_own_interest_only() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        let (reader, writer) = (waiter(1), waiter(2));
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Readable,
+            reader,
+            false
+        )));
+        assert_eq!(r.waiting(), 1);
+        // Writable: the reader stays asleep; the readiness is kept.
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(r.waiting(), 1);
+        assert!(ready(r.wait_for(token, Interest::Writable, writer, false)));
+        // Taken by that wait: the next writer blocks.
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Writable,
+            writer,
+            false
+        )));
+        assert_eq!(r.waiting(), 2);
+        assert_eq!(r.set_ready(token, Interest::Readable), Some(reader));
+        assert_eq!(r.set_ready(token, Interest::Writable), Some(writer));
+        assert_eq!(r.waiting(), 0);
+        // Nobody waits now: both are kept, each for its own interest.
+        assert_eq!(r.set_ready(token, Interest::Readable), None);
+        assert!(ready(r.wait_for(token, Interest::Readable, reader, false)));
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Writable,
+            writer,
+            false
+        )));
+    }
+
+    /// A second task waiting for the same interest of a source is refused;
+    /// the first stays recorded.
+    #[test]
+    fn one_waiter_per_interest() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Readable,
+            waiter(1),
+            false
+        )));
+        assert!(matches!(
+            r.wait_for(token, Interest::Readable, waiter(2), false),
+            Err(crate::SyscallError::IoBusy(t)) if t == token
+        ));
+        assert_eq!(r.set_ready(token, Interest::Readable), Some(waiter(1)));
+    }
+
+    /// A wake from another thread ends the reactor's sleep: the poller sees
+    /// it, once.
+    #[test]
+    fn a_wake_reaches_the_poller() {
+        let mut r = Reactor::new().unwrap();
+        assert!(!r.take_wake());
+        r.waker().wake();
+        assert!(r.take_wake());
+        assert!(!r.take_wake(), "one wake, seen once");
+    }
 }
