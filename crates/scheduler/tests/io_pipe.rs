@@ -160,7 +160,7 @@ fn data_already_buffered_answers_at_once_level_semantics() {
 fn writer_task_wakes_reader_task() {
     // Both ends driven by tasks on the virtual clock: deterministic.
     let s = vsched();
-    let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
+    let (sock_r, sock_w) = UnixStream::pair().unwrap();
     let token = s.register_io(&sock_r).unwrap();
     let reader = s
         .spawn(move |cx| {
@@ -170,15 +170,7 @@ fn writer_task_wakes_reader_task() {
             (cx.now(), buf)
         })
         .unwrap();
-    let handle = s.handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(40));
-        sock_w.write_all(b"ping").unwrap();
-        #[cfg(not(feature = "async-io"))]
-        handle.notify_io(token, Interest::Readable).unwrap();
-        drop(handle);
-    })
-    .unwrap();
+    spawn_writer(&s, token, ms(40), sock_w, b"ping");
     s.run();
     assert_eq!(
         value_of::<(std::time::Duration, [u8; 4])>(&s, reader),
