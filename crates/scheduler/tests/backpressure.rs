@@ -18,6 +18,18 @@ fn with_listener(p: &Pressure) -> Scheduler {
         .unwrap()
 }
 
+/// Spawns a task that sleeps 1 ms (so the scheduler goes idle once and
+/// reads the pressure), passes the admission gate and returns the time it
+/// passed.
+fn spawn_admission(s: &Scheduler) -> TaskId {
+    s.spawn(|cx| {
+        cx.sleep(ms(1));
+        cx.admit();
+        cx.now()
+    })
+    .unwrap()
+}
+
 #[test]
 fn admission_waits_while_paused_and_proceeds_after_resume() {
     let pressure = Pressure::new(1.0);
@@ -81,13 +93,7 @@ fn admit_passes_when_not_paused() {
     let pressure = Pressure::new(0.2);
     let s = with_listener(&pressure);
     let log = logged(&s);
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     s.run();
     assert_eq!(value_of::<Duration>(&s, t), ms(1));
     assert!(global_kinds(&log.events()).is_empty());
@@ -151,13 +157,7 @@ fn watermark_gap_prevents_flapping() {
     let pressure = Pressure::new(1.0);
     let s = with_listener(&pressure);
     let log = logged(&s);
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     let p = pressure.clone();
     s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(2));
@@ -205,13 +205,7 @@ fn listener_can_be_set_later_and_out_of_range_values_are_clamped() {
     let s = vsched();
     let pressure = Pressure::new(7.5);
     s.set_backpressure_listener(pressure.listener());
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     let p = pressure.clone();
     s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(3));
@@ -221,12 +215,7 @@ fn listener_can_be_set_later_and_out_of_range_values_are_clamped() {
     let log = logged(&s);
     s.run();
     assert_eq!(value_of::<Duration>(&s, t), ms(3));
-    let kinds: Vec<EventKind> = log
-        .events()
-        .into_iter()
-        .filter(|e| e.task.is_none())
-        .map(|e| e.kind)
-        .collect();
+    let kinds = global_events(&log.events());
     assert_eq!(
         kinds,
         vec![

@@ -111,6 +111,15 @@ pub fn global_kinds(events: &[TaskEvent]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Events not tied to a task, with their fields.
+pub fn global_events(events: &[TaskEvent]) -> Vec<EventKind> {
+    events
+        .iter()
+        .filter(|e| e.task.is_none())
+        .map(|e| e.kind.clone())
+        .collect()
+}
+
 /// Whether the event is a task's end.
 pub fn is_terminal(kind: &EventKind) -> bool {
     matches!(
