@@ -551,4 +551,148 @@ mod tests {
         assert!(r.take_wake());
         assert!(!r.take_wake(), "one wake, seen once");
     }
+
+    /// A deregistered source hands back its waiters and stops counting
+    /// them; a cancelled wait is forgotten, and readiness then waits for the
+    /// next waiter.
+    #[test]
+    fn deregister_and_cancel_forget_their_waiters() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Readable,
+            waiter(1),
+            false
+        )));
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Writable,
+            waiter(2),
+            false
+        )));
+        r.cancel_wait(token, Interest::Writable, waiter(2));
+        assert_eq!(r.waiting(), 1);
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(r.deregister(token), Some(vec![waiter(1)]));
+        assert_eq!(r.waiting(), 0);
+        assert!(!r.is_registered(token));
+        assert_eq!(r.deregister(token), None);
+    }
+
+    /// A channel has no descriptor: nothing but `notify_io` makes it ready
+    /// (a wait for writing does not answer at once).
+    #[test]
+    fn a_channel_is_ready_only_when_told() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Writable,
+            waiter(1),
+            false
+        )));
+        assert!(blocked(r.wait_for(
+            token,
+            Interest::Readable,
+            waiter(2),
+            false
+        )));
+        r.poll(Some(Duration::ZERO), |_| panic!("a channel woke a waiter"))
+            .unwrap();
+        assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
+    }
+
+    #[cfg(feature = "async-io")]
+    mod poller {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+
+        use super::*;
+
+        fn polled(r: &mut Reactor) -> Vec<Waiter> {
+            let mut woken = Vec::new();
+            r.poll(Some(Duration::ZERO), |w| woken.push(w)).unwrap();
+            woken
+        }
+
+        /// Readiness the poller reports wakes the waiter of each interest:
+        /// data to read, room to write (a socket with data has both), and a
+        /// closed writer (end of stream).
+        #[test]
+        fn the_poller_wakes_readers_and_writers() {
+            let mut r = Reactor::new().unwrap();
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let token = r.register(a.as_raw_fd()).unwrap();
+            // After a would-block: no level check, the poller must say it.
+            assert!(blocked(r.wait_for(
+                token,
+                Interest::Readable,
+                waiter(1),
+                true
+            )));
+            assert!(blocked(r.wait_for(
+                token,
+                Interest::Writable,
+                waiter(2),
+                true
+            )));
+            b.write_all(b"x").unwrap();
+            let mut woken = polled(&mut r);
+            woken.sort_by_key(|w| w.slot);
+            assert_eq!(woken, vec![waiter(1), waiter(2)]);
+            assert_eq!(r.waiting(), 0);
+
+            let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+            let token = r.register(pipe_r.as_raw_fd()).unwrap();
+            assert!(blocked(r.wait_for(
+                token,
+                Interest::Readable,
+                waiter(3),
+                true
+            )));
+            assert_eq!(polled(&mut r), vec![]);
+            drop(pipe_w);
+            assert_eq!(polled(&mut r), vec![waiter(3)]);
+
+            // A writer whose reader is gone is woken (its write then fails).
+            for closed in 0..2 {
+                let (w, peer): (Box<dyn AsRawFd>, Box<dyn std::any::Any>) = if closed == 0 {
+                    let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+                    (Box::new(pipe_w), Box::new(pipe_r))
+                } else {
+                    let (a, b) = UnixStream::pair().unwrap();
+                    (Box::new(a), Box::new(b))
+                };
+                let token = r.register(w.as_raw_fd()).unwrap();
+                polled(&mut r);
+                assert!(blocked(r.wait_for(
+                    token,
+                    Interest::Writable,
+                    waiter(4),
+                    true
+                )));
+                drop(peer);
+                assert_eq!(polled(&mut r), vec![waiter(4)], "case {closed}");
+            }
+        }
+
+        /// A descriptor can be registered again once deregistered (the
+        /// poller forgot it), and one without close-on-exec is accepted.
+        #[test]
+        fn registration_follows_the_descriptor() {
+            let mut r = Reactor::new().unwrap();
+            let (a, _b) = UnixStream::pair().unwrap();
+            let fd = a.as_raw_fd();
+            let token = r.register(fd).unwrap();
+            assert!(r.deregister(token).is_some());
+            let again = r.register(fd).unwrap();
+            assert!(r.is_registered(again) && !r.is_registered(token));
+            // SAFETY: clears FD_CLOEXEC on a descriptor this test owns.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+            assert!(r.deregister(again).is_some());
+            r.register(fd).unwrap();
+        }
+    }
 }
