@@ -474,12 +474,28 @@ mod tests {
         }
     }
 
-    fn blocked(r: Result<WaitStart, crate::SyscallError>) -> bool {
-        matches!(r, Ok(WaitStart::Blocked))
+    /// Starts a wait of task `n`: `"blocked"`, `"ready"` (answered at
+    /// once) or the error.
+    fn start(r: &mut Reactor, token: IoToken, interest: Interest, n: u64) -> String {
+        describe(r.wait_for(token, interest, waiter(n), false))
     }
 
-    fn ready(r: Result<WaitStart, crate::SyscallError>) -> bool {
-        matches!(r, Ok(WaitStart::Ready))
+    /// [`start`] after the task's call on the source would have blocked.
+    fn start_after_would_block(
+        r: &mut Reactor,
+        token: IoToken,
+        interest: Interest,
+        n: u64,
+    ) -> String {
+        describe(r.wait_for(token, interest, waiter(n), true))
+    }
+
+    fn describe(r: Result<WaitStart, crate::SyscallError>) -> String {
+        match r {
+            Ok(WaitStart::Blocked) => "blocked".into(),
+            Ok(WaitStart::Ready) => "ready".into(),
+            Err(e) => e.to_string(),
+        }
     }
 
     /// Readiness for one interest wakes that interest's waiter only, and is
@@ -489,37 +505,22 @@ mod tests {
         let mut r = Reactor::new().unwrap();
         let token = r.register_channel();
         let (reader, writer) = (waiter(1), waiter(2));
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Readable,
-            reader,
-            false
-        )));
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
         assert_eq!(r.waiting(), 1);
         // Writable: the reader stays asleep; the readiness is kept.
         assert_eq!(r.set_ready(token, Interest::Writable), None);
         assert_eq!(r.waiting(), 1);
-        assert!(ready(r.wait_for(token, Interest::Writable, writer, false)));
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "ready");
         // Taken by that wait: the next writer blocks.
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Writable,
-            writer,
-            false
-        )));
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
         assert_eq!(r.waiting(), 2);
         assert_eq!(r.set_ready(token, Interest::Readable), Some(reader));
         assert_eq!(r.set_ready(token, Interest::Writable), Some(writer));
         assert_eq!(r.waiting(), 0);
         // Nobody waits now: both are kept, each for its own interest.
         assert_eq!(r.set_ready(token, Interest::Readable), None);
-        assert!(ready(r.wait_for(token, Interest::Readable, reader, false)));
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Writable,
-            writer,
-            false
-        )));
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "ready");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
     }
 
     /// A second task waiting for the same interest of a source is refused;
@@ -528,16 +529,11 @@ mod tests {
     fn one_waiter_per_interest() {
         let mut r = Reactor::new().unwrap();
         let token = r.register_channel();
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Readable,
-            waiter(1),
-            false
-        )));
-        assert!(matches!(
-            r.wait_for(token, Interest::Readable, waiter(2), false),
-            Err(crate::SyscallError::IoBusy(t)) if t == token
-        ));
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(
+            start(&mut r, token, Interest::Readable, 2),
+            crate::SyscallError::IoBusy(token).to_string()
+        );
         assert_eq!(r.set_ready(token, Interest::Readable), Some(waiter(1)));
     }
 
@@ -559,18 +555,8 @@ mod tests {
     fn deregister_and_cancel_forget_their_waiters() {
         let mut r = Reactor::new().unwrap();
         let token = r.register_channel();
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Readable,
-            waiter(1),
-            false
-        )));
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Writable,
-            waiter(2),
-            false
-        )));
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
         r.cancel_wait(token, Interest::Writable, waiter(2));
         assert_eq!(r.waiting(), 1);
         assert_eq!(r.set_ready(token, Interest::Writable), None);
@@ -586,18 +572,8 @@ mod tests {
     fn a_channel_is_ready_only_when_told() {
         let mut r = Reactor::new().unwrap();
         let token = r.register_channel();
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Writable,
-            waiter(1),
-            false
-        )));
-        assert!(blocked(r.wait_for(
-            token,
-            Interest::Readable,
-            waiter(2),
-            false
-        )));
+        assert_eq!(start(&mut r, token, Interest::Writable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Readable, 2), "blocked");
         r.poll(Some(Duration::ZERO), |_| panic!("a channel woke a waiter"))
             .unwrap();
         assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
@@ -626,18 +602,14 @@ mod tests {
             let (a, mut b) = UnixStream::pair().unwrap();
             let token = r.register(a.as_raw_fd()).unwrap();
             // After a would-block: no level check, the poller must say it.
-            assert!(blocked(r.wait_for(
-                token,
-                Interest::Readable,
-                waiter(1),
-                true
-            )));
-            assert!(blocked(r.wait_for(
-                token,
-                Interest::Writable,
-                waiter(2),
-                true
-            )));
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Readable, 1),
+                "blocked"
+            );
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Writable, 2),
+                "blocked"
+            );
             b.write_all(b"x").unwrap();
             let mut woken = polled(&mut r);
             woken.sort_by_key(|w| w.slot);
@@ -646,12 +618,10 @@ mod tests {
 
             let (pipe_r, pipe_w) = std::io::pipe().unwrap();
             let token = r.register(pipe_r.as_raw_fd()).unwrap();
-            assert!(blocked(r.wait_for(
-                token,
-                Interest::Readable,
-                waiter(3),
-                true
-            )));
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Readable, 3),
+                "blocked"
+            );
             assert_eq!(polled(&mut r), vec![]);
             drop(pipe_w);
             assert_eq!(polled(&mut r), vec![waiter(3)]);
@@ -667,12 +637,10 @@ mod tests {
                 };
                 let token = r.register(w.as_raw_fd()).unwrap();
                 polled(&mut r);
-                assert!(blocked(r.wait_for(
-                    token,
-                    Interest::Writable,
-                    waiter(4),
-                    true
-                )));
+                assert_eq!(
+                    start_after_would_block(&mut r, token, Interest::Writable, 4),
+                    "blocked"
+                );
                 drop(peer);
                 assert_eq!(polled(&mut r), vec![waiter(4)], "case {closed}");
             }
