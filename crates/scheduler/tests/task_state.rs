@@ -49,3 +49,21 @@ fn system_options_have_the_system_priority_and_flag() {
     let d = SpawnOptions::default();
     assert_eq!((d.priority, d.system), (PRI_DEFAULT, false));
 }
+
+/// Each option setter sets its own field and keeps what was set before it.
+#[test]
+fn each_option_setter_keeps_the_others() {
+    let o = SpawnOptions::system()
+        .with_deps(&[TaskId::from_raw(3)])
+        .with_name("n")
+        .keyed(7)
+        .daemon(true)
+        .with_priority(9);
+    assert_eq!(o.priority, 9);
+    assert_eq!(o.deps, vec![TaskId::from_raw(3)]);
+    assert_eq!(o.name.as_deref(), Some("n"));
+    assert_eq!(o.key, Some(7));
+    assert!(o.daemon && o.system);
+    let o = SpawnOptions::priority(4).keyed(1);
+    assert_eq!((o.priority, o.key), (4, Some(1)));
+}
