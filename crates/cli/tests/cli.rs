@@ -234,28 +234,12 @@ fn shutdown_and_the_wal_tools() {
 #[test]
 fn tcp_with_a_token_over_tls() {
     let dir = TempDir::new("cli-tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
-    std::fs::write(p("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(p("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    std::fs::write(p("token"), "cli-token\n").unwrap();
+    let cert = TestCert::new(dir.path(), "cert", "127.0.0.1");
+    // A certificate that did not sign the daemon's: a wrong CA.
+    TestCert::new(dir.path(), "other", "127.0.0.1");
     std::fs::write(p("wrong"), "nope\n").unwrap();
-    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    std::fs::write(p("other.pem"), other.cert.pem()).unwrap();
-    let d = Daemon::start(
-        dir.path(),
-        &[
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--token-file",
-            &p("token"),
-            "--tls-cert",
-            &p("cert.pem"),
-            "--tls-key",
-            &p("key.pem"),
-        ],
-    );
-    let addr = d.addr_of("serving TCP");
+    let (_daemon, addr) = start_tcp(dir.path(), "cli-token\n", Some(&cert));
     let tcp = |token: &str, ca: Option<&str>, args: &[&str]| {
         let mut c = Command::new(TIFFANY);
         c.args(["--tcp", &addr, "--token-file", &p(token)]);

@@ -10,18 +10,7 @@ use tonic::Code;
 #[tokio::test]
 async fn tcp_requires_the_token() {
     let dir = TempDir::new("tcp");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret-token\n").unwrap();
-    let d = Daemon::start(
-        dir.path(),
-        &[
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--token-file",
-            token.to_str().unwrap(),
-        ],
-    );
-    let addr = d.addr_of("serving TCP");
+    let (_daemon, addr) = start_tcp(dir.path(), "s3cret-token\n", None);
     for bad in [
         None,
         Some("wrong"),
@@ -51,30 +40,12 @@ async fn tcp_requires_the_token() {
 #[tokio::test]
 async fn tcp_over_tls_with_a_test_certificate() {
     let dir = TempDir::new("tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
-    std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
-    std::fs::write(dir.path().join("token"), "tls-token").unwrap();
-    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
-    let d = Daemon::start(
-        dir.path(),
-        &[
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--token-file",
-            &p("token"),
-            "--tls-cert",
-            &p("cert.pem"),
-            "--tls-key",
-            &p("key.pem"),
-        ],
-    );
-    let addr = d.addr_of("serving TCP");
+    let cert = TestCert::new(dir.path(), "cert", "localhost");
+    let (_daemon, addr) = start_tcp(dir.path(), "tls-token", Some(&cert));
     let mut c = connect_tcp(
         &addr,
         Some("tls-token"),
-        Some((cert_pem.as_bytes(), "localhost")),
+        Some((cert.pem.as_bytes(), "localhost")),
     )
     .await
     .unwrap();
@@ -92,7 +63,7 @@ async fn tcp_over_tls_with_a_test_certificate() {
     let mut c = connect_tcp(
         &addr,
         Some("nope"),
-        Some((cert_pem.as_bytes(), "localhost")),
+        Some((cert.pem.as_bytes(), "localhost")),
     )
     .await
     .unwrap();

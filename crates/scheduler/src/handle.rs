@@ -344,3 +344,38 @@ impl Handle {
         self.shared.closed.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::Scheduler;
+
+    /// Only outside handles count as possible wakers, and each one stops
+    /// counting when dropped (else a deadlock after a handle was given back
+    /// would wait forever instead of being reported).
+    #[test]
+    fn outside_handles_are_counted_until_dropped() {
+        let s = Scheduler::builder().virtual_clock().build().unwrap();
+        let count = |h: &super::Handle| h.shared.outside_handles.load(Ordering::Acquire);
+        let internal = s.internal_handle();
+        assert_eq!(count(&internal), 0);
+        let a = s.handle();
+        let b = a.clone();
+        assert_eq!(count(&internal), 2);
+        drop(a);
+        assert_eq!(count(&internal), 1);
+        drop(b);
+        assert_eq!(count(&internal), 0);
+        drop(internal.clone());
+        assert_eq!(count(&internal), 0);
+    }
+
+    #[test]
+    fn a_fresh_handle_is_not_shutting_down() {
+        let s = Scheduler::builder().virtual_clock().build().unwrap();
+        let h = s.handle();
+        assert!(!h.is_shutting_down());
+        assert!(!h.is_closed());
+    }
+}

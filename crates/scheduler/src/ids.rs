@@ -162,6 +162,39 @@ mod tests {
         assert!(map.window.len() <= (map.in_window + 1) * SPREAD + SLACK);
     }
 
+    /// The window is compacted exactly when an id lands at or past
+    /// `(ids in window + 1) * SPREAD + SLACK` from its base: one short of
+    /// that the window just grows.
+    #[test]
+    fn compaction_starts_at_the_spread_limit() {
+        let limit = 2 * SPREAD + SLACK; // one id in the window
+        let mut grown = IdMap::default();
+        grown.insert(TaskId(1), 0);
+        grown.insert(TaskId(1 + limit as u64 - 1), 1);
+        assert_eq!(grown.window.len(), limit);
+        assert_eq!((grown.base, grown.in_window, grown.far.len()), (1, 2, 0));
+
+        let mut compacted = IdMap::default();
+        compacted.insert(TaskId(1), 0);
+        compacted.insert(TaskId(1 + limit as u64), 1);
+        assert_eq!(compacted.window.len(), 1);
+        assert_eq!(compacted.base, 1 + limit as u64);
+        assert_eq!((compacted.in_window, compacted.far.len()), (1, 1));
+        assert_eq!(compacted.get(TaskId(1)), Some(0));
+        assert_eq!(compacted.get(TaskId(1 + limit as u64)), Some(1));
+    }
+
+    /// Consecutive ids stay in one window: no compaction while it is dense.
+    #[test]
+    fn consecutive_ids_share_one_window() {
+        let mut map = IdMap::default();
+        for id in 10..20u64 {
+            map.insert(TaskId(id), id as usize);
+        }
+        assert_eq!((map.base, map.window.len(), map.in_window), (10, 10, 10));
+        assert!(map.far.is_empty());
+    }
+
     /// One long-lived task among many short ones: the window does not grow.
     #[test]
     fn a_long_lived_task_does_not_pin_the_window() {

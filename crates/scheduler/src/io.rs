@@ -425,6 +425,25 @@ impl Reactor {
     }
 }
 
+#[cfg(test)]
+impl Reactor {
+    /// Whether a wake arrived since the last look (looks without blocking
+    /// and consumes it).
+    pub(crate) fn take_wake(&mut self) -> bool {
+        #[cfg(feature = "async-io")]
+        {
+            self.poll(Some(Duration::ZERO), |_| {}).unwrap();
+            self.events.iter().any(|e| e.token() == WAKE_TOKEN)
+        }
+        #[cfg(not(feature = "async-io"))]
+        {
+            let woke = *self.waker.inner.0.lock().unwrap();
+            self.poll(Some(Duration::ZERO), |_| {}).unwrap();
+            woke
+        }
+    }
+}
+
 /// Whether `fd` is ready for `interest` right now, without blocking.
 #[cfg(feature = "async-io")]
 fn level_ready(fd: RawFd, interest: Interest) -> bool {
@@ -440,4 +459,208 @@ fn level_ready(fd: RawFd, interest: Interest) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskId;
+
+    fn waiter(n: u64) -> Waiter {
+        Waiter {
+            slot: n as usize,
+            task: TaskId(n),
+            generation: 1,
+        }
+    }
+
+    /// Starts a wait of task `n`: `"blocked"`, `"ready"` (answered at
+    /// once) or the error.
+    fn start(r: &mut Reactor, token: IoToken, interest: Interest, n: u64) -> String {
+        describe(r.wait_for(token, interest, waiter(n), false))
+    }
+
+    /// [`start`] after the task's call on the source would have blocked.
+    fn start_after_would_block(
+        r: &mut Reactor,
+        token: IoToken,
+        interest: Interest,
+        n: u64,
+    ) -> String {
+        describe(r.wait_for(token, interest, waiter(n), true))
+    }
+
+    fn describe(r: Result<WaitStart, crate::SyscallError>) -> String {
+        match r {
+            Ok(WaitStart::Blocked) => "blocked".into(),
+            Ok(WaitStart::Ready) => "ready".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Readiness for one interest wakes that interest's waiter only, and is
+    /// kept for the other until a wait takes it.
+    #[test]
+    fn readiness_wakes_the_waiter_of_its_own_interest_only() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        let (reader, writer) = (waiter(1), waiter(2));
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(r.waiting(), 1);
+        // Writable: the reader stays asleep; the readiness is kept.
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(r.waiting(), 1);
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "ready");
+        // Taken by that wait: the next writer blocks.
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
+        assert_eq!(r.waiting(), 2);
+        assert_eq!(r.set_ready(token, Interest::Readable), Some(reader));
+        assert_eq!(r.set_ready(token, Interest::Writable), Some(writer));
+        assert_eq!(r.waiting(), 0);
+        // Nobody waits now: both are kept, each for its own interest.
+        assert_eq!(r.set_ready(token, Interest::Readable), None);
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "ready");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
+    }
+
+    /// A second task waiting for the same interest of a source is refused;
+    /// the first stays recorded.
+    #[test]
+    fn one_waiter_per_interest() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(
+            start(&mut r, token, Interest::Readable, 2),
+            crate::SyscallError::IoBusy(token).to_string()
+        );
+        assert_eq!(r.set_ready(token, Interest::Readable), Some(waiter(1)));
+    }
+
+    /// A wake from another thread ends the reactor's sleep: the poller sees
+    /// it, once.
+    #[test]
+    fn a_wake_reaches_the_poller() {
+        let mut r = Reactor::new().unwrap();
+        assert!(!r.take_wake());
+        r.waker().wake();
+        assert!(r.take_wake());
+        assert!(!r.take_wake(), "one wake, seen once");
+    }
+
+    /// A deregistered source hands back its waiters and stops counting
+    /// them; a cancelled wait is forgotten, and readiness then waits for the
+    /// next waiter.
+    #[test]
+    fn deregister_and_cancel_forget_their_waiters() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "blocked");
+        r.cancel_wait(token, Interest::Writable, waiter(2));
+        assert_eq!(r.waiting(), 1);
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(r.deregister(token), Some(vec![waiter(1)]));
+        assert_eq!(r.waiting(), 0);
+        assert!(!r.is_registered(token));
+        assert_eq!(r.deregister(token), None);
+    }
+
+    /// A channel has no descriptor: nothing but `notify_io` makes it ready
+    /// (a wait for writing does not answer at once).
+    #[test]
+    fn a_channel_is_ready_only_when_told() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert_eq!(start(&mut r, token, Interest::Writable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Readable, 2), "blocked");
+        r.poll(Some(Duration::ZERO), |_| panic!("a channel woke a waiter"))
+            .unwrap();
+        assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
+    }
+
+    #[cfg(feature = "async-io")]
+    mod poller {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+
+        use super::*;
+
+        fn polled(r: &mut Reactor) -> Vec<Waiter> {
+            let mut woken = Vec::new();
+            r.poll(Some(Duration::ZERO), |w| woken.push(w)).unwrap();
+            woken
+        }
+
+        /// Readiness the poller reports wakes the waiter of each interest:
+        /// data to read, room to write (a socket with data has both), and a
+        /// closed writer (end of stream).
+        #[test]
+        fn the_poller_wakes_readers_and_writers() {
+            let mut r = Reactor::new().unwrap();
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let token = r.register(a.as_raw_fd()).unwrap();
+            // After a would-block: no level check, the poller must say it.
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Readable, 1),
+                "blocked"
+            );
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Writable, 2),
+                "blocked"
+            );
+            b.write_all(b"x").unwrap();
+            let mut woken = polled(&mut r);
+            woken.sort_by_key(|w| w.slot);
+            assert_eq!(woken, vec![waiter(1), waiter(2)]);
+            assert_eq!(r.waiting(), 0);
+
+            let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+            let token = r.register(pipe_r.as_raw_fd()).unwrap();
+            assert_eq!(
+                start_after_would_block(&mut r, token, Interest::Readable, 3),
+                "blocked"
+            );
+            assert_eq!(polled(&mut r), vec![]);
+            drop(pipe_w);
+            assert_eq!(polled(&mut r), vec![waiter(3)]);
+
+            // A writer whose reader is gone is woken (its write then fails).
+            for closed in 0..2 {
+                let (w, peer): (Box<dyn AsRawFd>, Box<dyn std::any::Any>) = if closed == 0 {
+                    let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+                    (Box::new(pipe_w), Box::new(pipe_r))
+                } else {
+                    let (a, b) = UnixStream::pair().unwrap();
+                    (Box::new(a), Box::new(b))
+                };
+                let token = r.register(w.as_raw_fd()).unwrap();
+                polled(&mut r);
+                assert_eq!(
+                    start_after_would_block(&mut r, token, Interest::Writable, 4),
+                    "blocked"
+                );
+                drop(peer);
+                assert_eq!(polled(&mut r), vec![waiter(4)], "case {closed}");
+            }
+        }
+
+        /// A descriptor can be registered again once deregistered (the
+        /// poller forgot it), and one without close-on-exec is accepted.
+        #[test]
+        fn registration_follows_the_descriptor() {
+            let mut r = Reactor::new().unwrap();
+            let (a, _b) = UnixStream::pair().unwrap();
+            let fd = a.as_raw_fd();
+            let token = r.register(fd).unwrap();
+            assert!(r.deregister(token).is_some());
+            let again = r.register(fd).unwrap();
+            assert!(r.is_registered(again) && !r.is_registered(token));
+            // SAFETY: clears FD_CLOEXEC on a descriptor this test owns.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+            assert!(r.deregister(again).is_some());
+            r.register(fd).unwrap();
+        }
+    }
 }

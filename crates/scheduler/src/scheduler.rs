@@ -1259,3 +1259,21 @@ impl std::fmt::Debug for Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Scheduler;
+
+    /// `Handle::wake` reaches the scheduler's poller: a shard pool wakes an
+    /// idle shard with it when it queues work there.
+    #[test]
+    fn a_handle_wake_reaches_the_poller() {
+        let s = Scheduler::builder().build().unwrap();
+        let h = s.internal_handle();
+        let woken = || s.inner.core.borrow_mut().reactor.take_wake();
+        assert!(!woken());
+        h.wake();
+        assert!(woken());
+        assert!(!woken());
+    }
+}

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -17,6 +16,18 @@ fn with_listener(p: &Pressure) -> Scheduler {
         .backpressure(p.listener())
         .build()
         .unwrap()
+}
+
+/// Spawns a task that sleeps 1 ms (so the scheduler goes idle once and
+/// reads the pressure), passes the admission gate and returns the time it
+/// passed.
+fn spawn_admission(s: &Scheduler) -> TaskId {
+    s.spawn(|cx| {
+        cx.sleep(ms(1));
+        cx.admit();
+        cx.now()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -82,43 +93,30 @@ fn admit_passes_when_not_paused() {
     let pressure = Pressure::new(0.2);
     let s = with_listener(&pressure);
     let log = logged(&s);
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     s.run();
     assert_eq!(value_of::<Duration>(&s, t), ms(1));
     assert!(global_kinds(&log.events()).is_empty());
     assert_eq!(s.metrics().backpressure_pauses, 0);
 }
 
-/// A reader waits on a socket; a writer task writes at 1 ms; a system task
-/// sets the pressure to `release` at 5 ms. Returns when the reader woke.
-fn io_wake_time(initial: f64) -> (Duration, Vec<&'static str>) {
+/// A reader (spawned with `reader`) waits on a socket; a writer task writes
+/// at 1 ms; a system task sets the pressure to 0 at 5 ms. Returns when the
+/// reader woke, the events not tied to a task, and the pauses counted.
+fn io_wake(initial: f64, reader: SpawnOptions) -> (Duration, Vec<&'static str>, u64) {
     let pressure = Pressure::new(initial);
     let s = with_listener(&pressure);
     let log = logged(&s);
-    let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
+    let (sock_r, sock_w) = UnixStream::pair().unwrap();
     let token = s.register_io(&sock_r).unwrap();
     let reader = s
-        .spawn(move |cx| {
+        .spawn_with(reader, move |cx| {
             cx.io_wait(token, Interest::Readable).unwrap();
             drop(sock_r);
             cx.now()
         })
         .unwrap();
-    let handle = s.handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(1));
-        sock_w.write_all(b"x").unwrap();
-        #[cfg(not(feature = "async-io"))]
-        handle.notify_io(token, Interest::Readable).unwrap();
-        drop(handle);
-    })
-    .unwrap();
+    spawn_writer(&s, token, ms(1), sock_w, b"x");
     let p = pressure.clone();
     s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(5));
@@ -129,50 +127,29 @@ fn io_wake_time(initial: f64) -> (Duration, Vec<&'static str>) {
     (
         value_of::<Duration>(&s, reader),
         global_kinds(&log.events()),
+        s.metrics().backpressure_pauses,
     )
 }
 
 #[test]
 fn io_wakeups_are_held_while_paused() {
-    assert_eq!(io_wake_time(1.0), (ms(5), vec!["paused", "resumed"]));
+    assert_eq!(
+        io_wake(1.0, SpawnOptions::default()),
+        (ms(5), vec!["paused", "resumed"], 1)
+    );
 }
 
 #[test]
 fn io_wakeups_run_at_once_when_not_paused() {
-    assert_eq!(io_wake_time(0.0), (ms(1), vec![]));
+    assert_eq!(io_wake(0.0, SpawnOptions::default()), (ms(1), vec![], 0));
 }
 
 #[test]
 fn system_tasks_woken_by_io_are_not_held() {
-    let pressure = Pressure::new(1.0);
-    let s = with_listener(&pressure);
-    let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
-    let token = s.register_io(&sock_r).unwrap();
-    let reader = s
-        .spawn_with(SpawnOptions::system(), move |cx| {
-            cx.io_wait(token, Interest::Readable).unwrap();
-            drop(sock_r);
-            cx.now()
-        })
-        .unwrap();
-    let handle = s.handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(1));
-        sock_w.write_all(b"x").unwrap();
-        #[cfg(not(feature = "async-io"))]
-        handle.notify_io(token, Interest::Readable).unwrap();
-        drop(handle);
-    })
-    .unwrap();
-    let p = pressure.clone();
-    s.spawn_with(SpawnOptions::system(), move |cx| {
-        cx.sleep(ms(5));
-        p.set(0.0);
-    })
-    .unwrap();
-    s.run();
-    assert_eq!(value_of::<Duration>(&s, reader), ms(1));
-    assert_eq!(s.metrics().backpressure_pauses, 1);
+    assert_eq!(
+        io_wake(1.0, SpawnOptions::system()),
+        (ms(1), vec!["paused", "resumed"], 1)
+    );
 }
 
 #[test]
@@ -180,13 +157,7 @@ fn watermark_gap_prevents_flapping() {
     let pressure = Pressure::new(1.0);
     let s = with_listener(&pressure);
     let log = logged(&s);
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     let p = pressure.clone();
     s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(2));
@@ -234,13 +205,7 @@ fn listener_can_be_set_later_and_out_of_range_values_are_clamped() {
     let s = vsched();
     let pressure = Pressure::new(7.5);
     s.set_backpressure_listener(pressure.listener());
-    let t = s
-        .spawn(|cx| {
-            cx.sleep(ms(1));
-            cx.admit();
-            cx.now()
-        })
-        .unwrap();
+    let t = spawn_admission(&s);
     let p = pressure.clone();
     s.spawn_with(SpawnOptions::system(), move |cx| {
         cx.sleep(ms(3));
@@ -250,12 +215,7 @@ fn listener_can_be_set_later_and_out_of_range_values_are_clamped() {
     let log = logged(&s);
     s.run();
     assert_eq!(value_of::<Duration>(&s, t), ms(3));
-    let kinds: Vec<EventKind> = log
-        .events()
-        .into_iter()
-        .filter(|e| e.task.is_none())
-        .map(|e| e.kind)
-        .collect();
+    let kinds = global_events(&log.events());
     assert_eq!(
         kinds,
         vec![

@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::ffi::OsString;
-
 use common::*;
+#[cfg(all(feature = "async-io", target_os = "linux"))]
 use tiffany_scheduler::process::ExecError;
 use tiffany_scheduler::*;
 
@@ -103,10 +102,11 @@ fn handle_errors_say_why_the_call_cannot_be_made() {
     );
 }
 
+#[cfg(all(feature = "async-io", target_os = "linux"))]
 #[test]
 fn exec_errors_name_the_command_and_the_cause() {
     let start = ExecError::Start {
-        program: OsString::from("no-such-tool"),
+        program: std::ffi::OsString::from("no-such-tool"),
         errno: Some(2),
         message: "No such file or directory".into(),
     };

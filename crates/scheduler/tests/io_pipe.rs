@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 
@@ -159,7 +160,7 @@ fn data_already_buffered_answers_at_once_level_semantics() {
 fn writer_task_wakes_reader_task() {
     // Both ends driven by tasks on the virtual clock: deterministic.
     let s = vsched();
-    let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
+    let (sock_r, sock_w) = UnixStream::pair().unwrap();
     let token = s.register_io(&sock_r).unwrap();
     let reader = s
         .spawn(move |cx| {
@@ -169,15 +170,7 @@ fn writer_task_wakes_reader_task() {
             (cx.now(), buf)
         })
         .unwrap();
-    let handle = s.handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(40));
-        sock_w.write_all(b"ping").unwrap();
-        #[cfg(not(feature = "async-io"))]
-        handle.notify_io(token, Interest::Readable).unwrap();
-        drop(handle);
-    })
-    .unwrap();
+    spawn_writer(&s, token, ms(40), sock_w, b"ping");
     s.run();
     assert_eq!(
         value_of::<(std::time::Duration, [u8; 4])>(&s, reader),
@@ -254,9 +247,28 @@ fn registering_a_closed_descriptor_fails() {
         }
     }
     let s = vsched();
-    assert!(s.register_io(&Fd(-1)).is_err());
-    // A descriptor number far above anything open.
-    assert!(s.register_io(&Fd(1_000_000)).is_err());
+    // A negative descriptor is refused as bad input, before the kernel is asked.
+    let negative = s.register_io(&Fd(-1)).unwrap_err();
+    assert_eq!(negative.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(negative.to_string().contains("negative"), "{negative}");
+    // A descriptor number far above anything open: the kernel's EBADF.
+    let closed = s.register_io(&Fd(1_000_000)).unwrap_err();
+    assert_eq!(closed.raw_os_error(), Some(libc::EBADF));
+}
+
+/// A source's log id is its descriptor's number unless it says otherwise.
+#[test]
+fn a_sources_default_id_is_its_descriptor() {
+    struct Fd(i32);
+    impl IoSource for Fd {
+        fn raw_fd(&self) -> i32 {
+            self.0
+        }
+    }
+    assert_eq!(Fd(7).id(), 7);
+    assert_eq!(Fd(12_345).id(), 12_345);
+    let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
+    assert_eq!(IoSource::id(&pipe_r), pipe_r.as_raw_fd() as u64);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -88,7 +88,7 @@ fn after_a_timeout_the_source_is_free_for_the_next_waiter() {
 #[test]
 fn ready_before_the_deadline_answers_ready_then() {
     let s = vsched();
-    let (sock_r, mut sock_w) = UnixStream::pair().unwrap();
+    let (sock_r, sock_w) = UnixStream::pair().unwrap();
     let token = s.register_io(&sock_r).unwrap();
     let reader = s
         .spawn(move |cx| {
@@ -98,15 +98,7 @@ fn ready_before_the_deadline_answers_ready_then() {
             (r, cx.now())
         })
         .unwrap();
-    let handle = s.handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(10));
-        sock_w.write_all(b"!").unwrap();
-        #[cfg(not(feature = "async-io"))]
-        handle.notify_io(token, Interest::Readable).unwrap();
-        drop(handle);
-    })
-    .unwrap();
+    spawn_writer(&s, token, ms(10), sock_w, b"!");
     s.run();
     assert_eq!(
         value_of::<(IoAnswer, Duration)>(&s, reader),

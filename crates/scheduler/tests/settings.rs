@@ -207,13 +207,16 @@ fn unobserved_failures_are_reported() {
 
 /// Whether a reader woken by a pipe while a busy task keeps yielding runs
 /// before that task ends, with the maintenance pass off (an interval no run
-/// reaches) and I/O polled every `io_poll_interval`.
+/// reaches) and I/O polled every `io_poll_interval`. The quantum is an hour:
+/// on a loaded machine a throttled busy task would leave the loop idle, and
+/// an idle loop polls I/O whatever the interval.
 #[cfg(feature = "async-io")]
 fn reader_runs_while_busy(io_poll_interval: Duration) -> bool {
     use std::io::{Read, Write};
     let s = Scheduler::builder()
         .maintenance_interval(u32::MAX)
         .io_poll_interval(io_poll_interval)
+        .quantum(Duration::from_secs(3600))
         .build()
         .unwrap();
     let (mut pipe_r, mut pipe_w) = std::io::pipe().unwrap();

@@ -126,7 +126,9 @@ fn joins_across_shards() {
         .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
             rendezvous(s, cx);
             let me = thread_name();
-            match cx.join(target) {
+            // Bounded: a join whose answer is lost (planted bug: the
+            // remote outcome never sent back) fails instead of hanging.
+            match cx.join_timeout(target, RENDEZVOUS) {
                 JoinResult::Success(v) => {
                     let (their_thread, n) = v.downcast_ref::<(String, u32)>().unwrap().clone();
                     assert_ne!(their_thread, me, "the join did not cross shards");
@@ -152,7 +154,7 @@ fn joining_a_finished_remote_task_and_failures_cross_shards() {
     let d = done.clone();
     let joiner = pool
         .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
-            let r = cx.join(failing);
+            let r = cx.join_timeout(failing, RENDEZVOUS);
             d.fetch_add(1, Ordering::SeqCst);
             match r {
                 JoinResult::Failed(e) => e.message().to_owned(),
@@ -183,16 +185,26 @@ fn cancel_across_shards() {
             cx.sleep(Duration::from_secs(3600));
         })
         .unwrap();
-    pool.spawn_with(SpawnOptions::default().keyed(0), move |cx| {
-        while started_rx.lock().unwrap().try_recv().is_err() {
-            cx.yield_now();
-        }
-        assert!(cx.cancel(sleeper));
-        assert!(matches!(cx.join(sleeper), JoinResult::Cancelled));
-    })
-    .unwrap();
+    // Every wait bounded: a lost cancel or join answer fails, not hangs.
+    let canceller = pool
+        .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
+            let begun = std::time::Instant::now();
+            while started_rx.lock().unwrap().try_recv().is_err() {
+                assert!(begun.elapsed() < RENDEZVOUS, "the sleeper never started");
+                cx.yield_now();
+            }
+            assert!(cx.cancel(sleeper));
+            let r = cx.join_timeout(sleeper, RENDEZVOUS);
+            assert!(matches!(r, JoinResult::Cancelled), "{r:?}");
+        })
+        .unwrap();
     pool.run();
     assert!(matches!(pool.outcome(sleeper), Some(Outcome::Cancelled)));
+    assert!(
+        matches!(pool.outcome(canceller), Some(Outcome::Done(_))),
+        "{:?}",
+        pool.outcome(canceller)
+    );
 }
 
 #[test]

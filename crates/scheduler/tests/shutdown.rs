@@ -65,12 +65,7 @@ fn clean_shutdown_drains_then_hooks_then_returns() {
         ]
     );
     assert_eq!(s.now(), secs(2), "did not wait for the deadline");
-    let global: Vec<EventKind> = log
-        .events()
-        .into_iter()
-        .filter(|e| e.task.is_none())
-        .map(|e| e.kind)
-        .collect();
+    let global = global_events(&log.events());
     assert_eq!(
         global,
         vec![

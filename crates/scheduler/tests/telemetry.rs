@@ -169,17 +169,23 @@ const ALL_KINDS: [&str; 16] = [
     "log",
 ];
 
-/// A program that produces every kind of event; returns the PAL written by a
-/// `PalWriter` and the in-memory log of the same run.
-fn every_kind_of_event() -> (String, EventLog) {
-    let pressure = Pressure::new(1.0);
-    let s = Scheduler::builder()
+/// A virtual-clock scheduler that charges 1 ms a step, throttles a task
+/// after 3 ms, and reads `pressure`: the programs below throttle and pause.
+fn throttling(pressure: &Pressure) -> Scheduler {
+    Scheduler::builder()
         .virtual_clock()
         .accounting(Accounting::PerStep(ms(1)))
         .quantum(ms(3))
         .backpressure(pressure.listener())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// A program that produces every kind of event; returns the PAL written by a
+/// `PalWriter` and the in-memory log of the same run.
+fn every_kind_of_event() -> (String, EventLog) {
+    let pressure = Pressure::new(1.0);
+    let s = throttling(&pressure);
     let buf = SharedBuf::default();
     s.subscribe(PalWriter::new(buf.clone()));
     let log = logged(&s);
@@ -297,13 +303,7 @@ fn sample(text: &str, series: &str) -> f64 {
 /// 1 pause, and waits of 10, 10 and 20 ms.
 fn metered_program() -> Scheduler {
     let pressure = Pressure::new(1.0);
-    let s = Scheduler::builder()
-        .virtual_clock()
-        .accounting(Accounting::PerStep(ms(1)))
-        .quantum(ms(3))
-        .backpressure(pressure.listener())
-        .build()
-        .unwrap();
+    let s = throttling(&pressure);
     let sleeper = s.spawn(|cx| cx.sleep(ms(10))).unwrap();
     s.spawn(move |cx| cx.join(sleeper).is_success()).unwrap();
     s.spawn(|cx| {

@@ -239,6 +239,54 @@ impl Drop for Daemon {
     }
 }
 
+/// A self-signed test certificate (made by `rcgen`), written into a test's
+/// directory: the certificate as `<stem>.pem`, its key as `<stem>-key.pem`.
+pub struct TestCert {
+    /// The certificate, PEM (a client's CA).
+    pub pem: String,
+    /// Where the certificate is.
+    pub cert: PathBuf,
+    /// Where its private key is.
+    pub key: PathBuf,
+}
+
+impl TestCert {
+    /// A certificate for `host` (a name or an IP address).
+    pub fn new(dir: &Path, stem: &str, host: &str) -> TestCert {
+        let made = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let pem = made.cert.pem();
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}-key.pem"));
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        TestCert { pem, cert, key }
+    }
+}
+
+/// Starts a daemon serving TCP on a free port of 127.0.0.1 with `token`
+/// written to `dir/token` (as given: a trailing newline is the daemon's to
+/// trim), over TLS with `tls` if given. Returns it and the address it serves.
+pub fn start_tcp(dir: &Path, token: &str, tls: Option<&TestCert>) -> (Daemon, String) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut args = vec![
+        "--tcp-addr".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--token-file".to_string(),
+        token_file.to_str().unwrap().to_string(),
+    ];
+    if let Some(tls) = tls {
+        for (flag, path) in [("--tls-cert", &tls.cert), ("--tls-key", &tls.key)] {
+            args.push(flag.to_string());
+            args.push(path.to_str().unwrap().to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(dir, &args);
+    let addr = d.addr_of("serving TCP");
+    (d, addr)
+}
+
 pub fn spec(kind: &str, args: &str) -> proto::JobSpec {
     proto::JobSpec {
         kind: kind.into(),

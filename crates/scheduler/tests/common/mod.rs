@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tiffany_scheduler::{
-    EventKind, EventLog, Handle, Scheduler, SpawnError, TaskContext, TaskEvent, TaskId,
+    EventKind, EventLog, Handle, IoToken, Scheduler, SpawnError, Spawner, TaskContext, TaskEvent,
+    TaskId,
 };
 
 /// How long a cross-thread test waits for the other side before it gives up.
@@ -28,6 +29,32 @@ pub fn await_signal<T>(rx: &mpsc::Receiver<T>, handle: &Handle, what: &str) -> T
             panic!("{what}");
         }
     }
+}
+
+/// The writer side of the I/O tests: spawns a task that sleeps `after`
+/// (virtual time), writes `bytes` to `w` and, without `async-io` (no poller
+/// sees the write), reports `token` readable through a handle. The handle
+/// also keeps the run from being judged a deadlock while the writer sleeps.
+pub fn spawn_writer(
+    s: &Scheduler,
+    token: IoToken,
+    after: Duration,
+    mut w: impl std::io::Write + Send + 'static,
+    bytes: &'static [u8],
+) -> TaskId {
+    let handle = s.handle();
+    s.spawn(move |cx| {
+        cx.sleep(after);
+        w.write_all(bytes).unwrap();
+        #[cfg(not(feature = "async-io"))]
+        handle
+            .notify_io(token, tiffany_scheduler::Interest::Readable)
+            .unwrap();
+        #[cfg(feature = "async-io")]
+        let _ = token;
+        drop(handle);
+    })
+    .unwrap()
 }
 
 /// Milliseconds.
@@ -81,6 +108,15 @@ pub fn global_kinds(events: &[TaskEvent]) -> Vec<&'static str> {
         .iter()
         .filter(|e| e.task.is_none())
         .map(|e| e.kind.name())
+        .collect()
+}
+
+/// Events not tied to a task, with their fields.
+pub fn global_events(events: &[TaskEvent]) -> Vec<EventKind> {
+    events
+        .iter()
+        .filter(|e| e.task.is_none())
+        .map(|e| e.kind.clone())
         .collect()
 }
 
