@@ -71,46 +71,7 @@ _READY = (
     "is non-empty; Tiffany's ready queue is native, so `_ready` stays empty and the "
     "test never runs the loop (uvloop has no `_ready`: AttributeError)"
 )
-_WAKE_ORDER = (
-    "counts on a task woken by a future taking its step in the same iteration as "
-    "the callbacks queued after its wake-up (asyncio's Task.__wakeup is a call_soon "
-    "callback). On a Tiffany loop every task is a kernel task: the wake-up sets a "
-    "kernel event and the task steps right after the iteration, so a callback queued "
-    "behind the wake-up (here: cancelling the gather) sees the task not yet done. "
-    "A real difference, to be closed by stepping woken tasks inside the iteration"
-)
-_BRIEFLY = (
-    "counts loop iterations (test_utils.run_briefly) and expects a task woken by a "
-    "future to have taken its step within them, ordered with the callbacks as "
-    "asyncio's Task.__wakeup is; a Tiffany loop's tasks are kernel tasks that step "
-    "after the iteration that woke them, so the states the test asserts between "
-    "iterations come one step later. Passed with C tasks (before every task became "
-    "a kernel task); the same cause as test_cancel_gather_1"
-)
 KNOWN: dict[str, str] = {
-    **{
-        f"test_locks.{test}": _BRIEFLY
-        for test in (
-            "BarrierTests.test_filling_tasks_cancel_one",
-            "ConditionTests.test_notify",
-            "ConditionTests.test_notify_all",
-            "ConditionTests.test_wait",
-            "ConditionTests.test_wait_cancel_after_notify",
-            "EventTests.test_clear_with_waiters",
-            "EventTests.test_wait",
-            "LockTests.test_acquire",
-            "LockTests.test_cancel_race",
-            "LockTests.test_cancel_release_race",
-            "LockTests.test_finished_waiter_cancelled",
-            "SemaphoreTests.test_acquire",
-        )
-    },
-    "test_queues.QueueBasicTests.test_maxsize": _BRIEFLY,
-    "test_queues.QueueGetTests.test_get_cancelled_race": _BRIEFLY,
-    "test_queues.QueuePutTests.test_put_cancelled_race": _BRIEFLY,
-    "test_tasks.*.test_cancel_gather_1": _WAKE_ORDER,
-    "test_tasks.CoroutineGatherTests.test_exception_marking": _WAKE_ORDER,
-    "test_tasks.CoroutineGatherTests.test_issue46672": _WAKE_ORDER,
     **{
         f"test_tasks.*.{test}": _ADVANCE
         for test in (
