@@ -39,21 +39,7 @@ from test.test_asyncio import (  # noqa: E402
 from test.test_asyncio import utils as test_utils  # noqa: E402
 
 # test name -> why it fails on Tiffany's loop (kept as a skip with the reason).
-_SSL_RACE = (
-    "a race against the test's server thread, lost sometimes under load: the "
-    "client's request goes out at the TLS handshake, the thread replies and "
-    "closes about 1 ms later, and the test asserts the connection is still open "
-    "when run_until_complete(create_connection) returns. From handshake to "
-    "return takes asyncio's loop 0.1-0.3 ms and a Tiffany loop, whose tasks "
-    "are kernel tasks woken through the kernel rather than inside the "
-    "iteration, 0.2-0.45 ms, with an occasional 1.5 ms stall at load 10; "
-    "asyncio's own loop came within 60 us of losing it on this machine"
-)
-
-KNOWN: dict[str, str] = {
-    "test_create_ssl_connection": _SSL_RACE,
-    "test_create_ssl_unix_connection": _SSL_RACE,
-}
+KNOWN: dict[str, str] = {}
 
 
 def _known(cls: type) -> type:
