@@ -232,8 +232,14 @@ fn reader_runs_while_busy(io_poll_interval: Duration) -> bool {
     })
     .unwrap();
     let (w, wr) = (woke.clone(), written.clone());
+    // The pipe is written only once the busy task runs: a write before the
+    // run would be seen by the poll the run starts with, whatever the
+    // interval.
+    let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
     let busy = s
         .spawn_with(SpawnOptions::priority(200), move |cx| {
+            cx.yield_now();
+            let _ = running_tx.send(());
             // Yield until the pipe was written (at most WATCHDOG), then as
             // long again as it took to get there, at least 100 ms: time
             // enough for a poll every few milliseconds to see it.
@@ -252,6 +258,9 @@ fn reader_runs_while_busy(io_poll_interval: Duration) -> bool {
         })
         .unwrap();
     let writer = std::thread::spawn(move || {
+        // Bounded: if the busy task never reports, the write still happens
+        // and the assertion on the result fails rather than the test hanging.
+        let _ = running_rx.recv_timeout(WATCHDOG);
         pipe_w.write_all(b"hi").unwrap();
         written.store(true, Ordering::SeqCst);
     });
