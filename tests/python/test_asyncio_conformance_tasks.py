@@ -196,7 +196,8 @@ def _on_tiffany(module: ModuleType) -> None:
         globals()[f"{short}_{name}"] = type(f"{short}_{name}", (_OnTiffany, cls), body)
 
 
-for _module in (
+#: The suites run on the Tiffany loop.
+_SUITES = (
     test_tasks,
     test_taskgroups,
     test_timeouts,
@@ -204,24 +205,15 @@ for _module in (
     test_locks,
     test_queues,
     test_futures,
-):
+)
+
+for _module in _SUITES:
     _on_tiffany(_module)
 
 
 def test_known_entries_name_existing_tests() -> None:
     """Every KNOWN entry names a test that exists (the list follows the suites)."""
-    modules = {
-        m.__name__.rpartition(".")[2]: m
-        for m in (
-            test_tasks,
-            test_taskgroups,
-            test_timeouts,
-            test_waitfor,
-            test_locks,
-            test_queues,
-            test_futures,
-        )
-    }
+    modules = {m.__name__.rpartition(".")[2]: m for m in _SUITES}
     for key in KNOWN:
         module, cls, test = key.split(".")
         classes = (
