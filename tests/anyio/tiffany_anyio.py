@@ -12,6 +12,10 @@ not in the wheel) into ``target/anyio`` and runs its ``tests/`` with
   ``anyio.run(..., backend="asyncio")``) are Tiffany loops too;
 * skips the tests listed in ``known_failures.txt`` beside this file
   (``test id<TAB>reason``), with their reason;
+* before each test, waits (at most 10 s) for the anyio worker threads that
+  an earlier test's loop told to stop: they end on their own time, and one
+  ending during a test that counts threads (``test_single_thread``) failed
+  it, on any loop;
 * fails the session if no Tiffany loop ran, and names the listed tests that
   no longer exist (another anyio release may rename them).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +94,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
     config._tiffany_stale_known = sorted(known)  # type: ignore[attr-defined]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # anyio stops a worker thread when its loop's root task ends: `stop()`
+    # sets `stopping` and queues a sentinel, and the thread returns when it
+    # reads it. Counting threads before that is a race (the stdlib's loop
+    # has it too), so let the stopped ones finish first. Bounded.
+    for thread in threading.enumerate():
+        if thread.name == "AnyIO worker thread" and getattr(thread, "stopping", False):
+            thread.join(timeout=10)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
