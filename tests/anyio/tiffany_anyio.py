@@ -5,8 +5,9 @@ not in the wheel) into ``target/anyio`` and runs its ``tests/`` with
 ``-p tiffany_anyio``. This plugin
 
 * keeps only the asyncio backend: the ``anyio_backend`` parameters other
-  than anyio's plain ``asyncio`` one (uvloop, trio, eager tasks) are
-  deselected, and the plain one gets ``loop_factory=tiffany.new_event_loop``;
+  than anyio's plain ``asyncio`` one (uvloop, trio, eager tasks), and the
+  ``anyio_backend_name`` ones other than ``asyncio``, are deselected, and
+  the plain one gets ``loop_factory=tiffany.new_event_loop``;
 * installs ``tiffany.EventLoopPolicy`` for the whole session, so the loops
   anyio's tests make themselves (``asyncio.new_event_loop()``,
   ``anyio.run(..., backend="asyncio")``) are Tiffany loops too;
@@ -74,6 +75,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
+        # Tests parametrised by backend name alone (they run pytest in a
+        # subprocess per backend): only the asyncio one concerns a loop.
+        if (
+            callspec is not None
+            and callspec.params.get("anyio_backend_name", "asyncio") != "asyncio"
+        ):
+            dropped.append(item)
+            continue
         if callspec is not None and "anyio_backend" in callspec.params:
             backend = callspec.params["anyio_backend"]
             name, options = backend if isinstance(backend, tuple) else (backend, {})
