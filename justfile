@@ -106,6 +106,14 @@ bench *args: setup
 bench-ab base *head: setup
     {{python}} -m bench.ab {{base}} {{head}}
 
+# Counts instructions per `asyncio.sleep(0)` switch on uvloop and Tiffany and
+# with no loop at all (the Python code every loop runs): the most any loop can
+# gain over uvloop there (bench/ceiling.py; `--help` for options).
+#
+# How much faster than uvloop any loop could be on the switch.
+bench-ceiling *args: setup
+    {{python}} -m bench.ceiling {{args}}
+
 # The short version of `just bench`.
 bench-quick: (bench "--quick")
 
