@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.ab import instructions
@@ -80,6 +82,21 @@ def per_op(program: str, n: int) -> float:
     return (full - empty) / n
 
 
+def wall_per_op(program: str, n: int, reps: int) -> float:
+    """Nanoseconds per switch on the wall clock: the best of ``reps`` runs with
+    ``n`` minus the best with none (start-up cancels), over ``n``."""
+
+    def best(count: int) -> float:
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", program, str(count)], check=True)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return (best(n) - best(0)) / n * 1e9
+
+
 def main() -> None:
     """Prints instructions per switch on each loop, the floor and uvloop's ceiling."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -92,7 +109,16 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=100, help="coroutines sharing them (default 100)"
     )
+    parser.add_argument(
+        "--wall",
+        type=int,
+        metavar="REPS",
+        help="measure wall-clock ns per switch instead (best of REPS runs; no valgrind)",
+    )
     args = parser.parse_args()
+    if args.wall is not None:
+        wall(args)
+        return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt install valgrind)")
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
@@ -116,6 +142,22 @@ def main() -> None:
             f"\nThe most any loop can be faster than uvloop here: {counts['uvloop'] / floor:.2f}×",
             file=sys.stdout,
         )
+
+
+def wall(args: argparse.Namespace) -> None:
+    """The same comparison on the wall clock (moves with the host's load)."""
+    if args.wall < 1:
+        raise SystemExit("--wall needs at least 1 repetition")
+    floor = wall_per_op(FLOOR.format(workers=args.workers), args.n, args.wall)
+    print("| `asyncio.sleep(0)` switch | ns per switch (wall) | × the floor |")
+    print("| --- | ---: | ---: |")
+    for name in [n.strip() for n in args.loops.split(",") if n.strip()]:
+        if name not in FACTORIES:
+            raise SystemExit(f"unknown loop {name!r}")
+        program = ON_LOOP.format(factory=FACTORIES[name], workers=args.workers)
+        ns = wall_per_op(program, args.n, args.wall)
+        print(f"| {name} | {ns:,.0f} | {ns / floor:.2f} |", flush=True)
+    print(f"| no loop (the floor) | {floor:,.0f} | 1.00 |")
 
 
 if __name__ == "__main__":
