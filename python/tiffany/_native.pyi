@@ -628,7 +628,7 @@ def _scope_status(task: int, scope: int) -> tuple[bool, float | None, bool] | No
 
 def serve_daemon(
     argv: list[str],
-    names: list[str],
+    functions: dict[str, dict[str, Any] | None],
     start: Callable[[int, str], Coroutine[Any, Any, tuple[bool, str]]],
 ) -> None: ...
 def daemon_settings() -> list[tuple[str, bool]]: ...

@@ -48,6 +48,31 @@ async def _run_job(
         return False, f"the result of {name}() is not JSON-serialisable: {e}"
 
 
+def _signature(fn: Callable[..., Any]) -> dict[str, Any] | None:
+    """The shape of ``fn``'s signature that the daemon checks a job's args
+    against at submit (see ``_native.serve_daemon``), or ``None`` when
+    ``inspect`` cannot read one (the call is then checked when the job runs).
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kind = inspect.Parameter
+    return {
+        "positional": [
+            (p.name, p.default is kind.empty)
+            for p in params
+            if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+        ],
+        "positional_only": sum(p.kind is kind.POSITIONAL_ONLY for p in params),
+        "var_positional": any(p.kind is kind.VAR_POSITIONAL for p in params),
+        "keyword_only": [
+            (p.name, p.default is kind.empty) for p in params if p.kind is kind.KEYWORD_ONLY
+        ],
+        "var_keyword": any(p.kind is kind.VAR_KEYWORD for p in params),
+    }
+
+
 def _setting_args(settings: Mapping[str, Any]) -> list[str]:
     """``tiffanyd``'s command line for ``settings`` (snake-case keys)."""
     known = dict(_native.daemon_settings())
@@ -88,6 +113,9 @@ def serve(
     cancellation and dependencies like any other job. Its result, as JSON, is
     the job's ``result``; an exception fails the job with ``error`` naming its
     type and message; a result that JSON cannot encode fails the job too.
+    A job whose args do not fit the function's signature (a missing or
+    unexpected argument, too many positional ones) is refused at submit with
+    the message Python's call would give, and never logged.
     The functions await Tiffany's awaitables (``tiffany.sleep``,
     ``tiffany.exec``, tasks), not asyncio's.
 
@@ -131,7 +159,7 @@ def serve(
     main = threading.current_thread() is threading.main_thread()
     saved = signal.signal(signal.SIGINT, signal.SIG_DFL) if main else None
     try:
-        _native.serve_daemon(argv, sorted(table), start)
+        _native.serve_daemon(argv, {name: _signature(fn) for name, fn in table.items()}, start)
     finally:
         if saved is not None:
             signal.signal(signal.SIGINT, saved)

@@ -6,6 +6,7 @@ data directory; every wait is bounded."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def test_failures_are_job_failures(host: Daemon) -> None:
     opaque = c.wait(c.submit("python", python_job("opaque")).id, timeout=30)
     assert opaque.state == "failed"
     assert opaque.error is not None and "not JSON-serialisable" in opaque.error
-    wrong = c.wait(c.submit("python", python_job("add", 1)).id, timeout=30)
+    # A call that fits the signature but fails inside is a job failure.
+    wrong = c.wait(c.submit("python", python_job("add", 1, "x")).id, timeout=30)
     assert wrong.state == "failed" and wrong.error is not None
     assert wrong.error.startswith("TypeError: ")
     # The host keeps serving after its functions failed.
@@ -127,7 +129,26 @@ def test_bad_python_jobs_are_refused_at_submit(host: Daemon) -> None:
         c.submit("python", {"function": "add", "args": {"a": 1}})
     with pytest.raises(ValueError, match="python args"):
         c.submit("python", {"args": [1, 2]})
+    # Args that do not fit the function's signature: Python's message.
+    misfits = {
+        "add() missing 1 required positional argument: 'b'": python_job("add", 1),
+        "add() takes 2 positional arguments but 3 were given": python_job("add", 1, 2, 3),
+        "add() got multiple values for argument 'a'": python_job("add", 1, 2, a=3),
+        "greet() got an unexpected keyword argument 'loud'": python_job("greet", "x", loud=1),
+        "greet() takes 1 positional argument but 2 were given": python_job("greet", "x", "?"),
+        "opaque() takes 0 positional arguments but 1 was given": python_job("opaque", 1),
+    }
+    for message, job in misfits.items():
+        with pytest.raises(ValueError, match=re.escape(f"python args: {message}")):
+            c.submit("python", job)
     assert c.list() == []
+    # What fits is accepted: a keyword for a positional parameter, a keyword-only one.
+    fits = [
+        python_job("add", 1, b=2),
+        python_job("add", a=1, b=2),
+        python_job("greet", "x", punct="?"),
+    ]
+    assert [c.wait(c.submit("python", j).id, timeout=30).state for j in fits] == ["succeeded"] * 3
 
 
 def test_timeout_and_cancel(host: Daemon) -> None:
