@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 BOOK = Path(__file__).resolve().parents[2] / "docs/mdbook/src"
-PAGES = ["guides/asyncio.md", "concepts/structured-concurrency.md"]
+PAGES = [
+    "guides/asyncio.md",
+    "concepts/cancellation.md",
+    "concepts/structured-concurrency.md",
+]
 SNIPPETS = [
     pytest.param(code, id=f"{page}#{index}")
     for page in PAGES
