@@ -469,12 +469,6 @@ impl LoopCore {
             .map_err(|_| PyRuntimeError::new_err("the loop's selector is not tiffany's"))?
             .unbind();
         let fd = selector.get().raw_fd();
-        struct Fd(i32);
-        impl tiffany_scheduler::IoSource for Fd {
-            fn raw_fd(&self) -> i32 {
-                self.0
-            }
-        }
         let token = match kernel.register_io(&Fd(fd)) {
             Ok(t) => t,
             Err(e) => {
@@ -485,7 +479,10 @@ impl LoopCore {
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
-            token,
+            token: Some(token),
+            fd,
+            polled: false,
+            busy_events: 0,
             scratch: Vec::new(),
             handles: Vec::new(),
         };
@@ -687,9 +684,39 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
 struct Engine {
     lp: Py<LoopCore>,
     selector: Py<Selector>,
-    token: IoToken,
+    /// The selector's epoll set in the kernel's poller, while registered
+    /// (see [`Engine::wait`]).
+    token: Option<IoToken>,
+    /// The selector's descriptor (what `token` registers).
+    fd: i32,
+    /// The last resume already polled the selector (and queued what it
+    /// found): the next iteration does not poll again before running it.
+    polled: bool,
+    /// Events found by polls that did not block since the engine last
+    /// blocked: past [`BUSY_EVENTS`] the set leaves the kernel's poller.
+    busy_events: usize,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+}
+
+/// How many events the engine takes from its selector without blocking
+/// before it takes the selector's epoll set out of the kernel's poller.
+///
+/// While the set is registered there, every socket event runs the kernel's
+/// wake-up callback twice (the selector's set, then the poller's); a busy
+/// loop never blocks, so the second one is pure cost. Leaving the poller
+/// costs an `epoll_ctl`, coming back (when the engine next blocks) two
+/// system calls more: a loop that blocks after every few events keeps its
+/// registration.
+const BUSY_EVENTS: usize = 64;
+
+/// The selector's descriptor, as the kernel's poller registers it.
+struct Fd(i32);
+
+impl tiffany_scheduler::IoSource for Fd {
+    fn raw_fd(&self) -> i32 {
+        self.0
+    }
 }
 
 /// The clock's resolution: timers due within it fire in this iteration.
@@ -706,15 +733,26 @@ impl Engine {
         result
     }
 
-    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+    /// Polls the selector without blocking and queues the callbacks of
+    /// what is ready; answers how many it queued.
+    fn poll_selector(&mut self, py: Python<'_>) -> PyResult<usize> {
         let core = self.lp.get();
         self.handles.clear();
         self.selector
             .get()
             .dispatch(py, &mut self.scratch, &mut self.handles, 0)?;
+        let n = self.handles.len();
         for h in self.handles.drain(..) {
             core.push_ready(py, h);
         }
+        Ok(n)
+    }
+
+    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        if !std::mem::take(&mut self.polled) {
+            self.poll_selector(py)?;
+        }
+        let core = self.lp.get();
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
         let debug = core.debug.load(Ordering::Relaxed);
@@ -757,10 +795,69 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
-        if let Ok((kernel, _)) = crate::current::current_kernel() {
-            kernel.deregister_io(self.token);
+        if let Some(token) = self.token.take()
+            && let Ok((kernel, _)) = crate::current::current_kernel()
+        {
+            kernel.deregister_io(token);
         }
         Step::Done(Value::unit())
+    }
+
+    /// Nothing is queued: what the engine does before the next iteration.
+    ///
+    /// It polls its selector itself, without blocking: events found are
+    /// queued and the engine yields (the next iteration runs them without
+    /// polling again). Only when there are none does it block, with one
+    /// wait in the kernel's poller, where the selector's epoll set is then
+    /// registered. The wait needs no readiness check of its own (the
+    /// `poll(2)` the kernel makes for a wait that may find its source
+    /// ready): the set was just found empty, and what arrives after makes
+    /// an edge in the poller. A loop that keeps finding events without
+    /// blocking takes its set out of the poller (see [`BUSY_EVENTS`]).
+    fn wait(
+        &mut self,
+        py: Python<'_>,
+        kernel: &tiffany_scheduler::Scheduler,
+        timeout: Option<Duration>,
+    ) -> Step {
+        if timeout == Some(Duration::ZERO) {
+            // A timer is due: the next iteration polls and runs it.
+            return Step::Syscall(SystemCall::Yield);
+        }
+        match self.poll_selector(py) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.polled = true;
+                self.busy_events += n;
+                if self.busy_events >= BUSY_EVENTS
+                    && let Some(token) = self.token.take()
+                {
+                    kernel.deregister_io(token);
+                }
+                return Step::Syscall(SystemCall::Yield);
+            }
+            Err(e) => {
+                *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+                return self.finish();
+            }
+        }
+        self.busy_events = 0;
+        let token = match self.token {
+            Some(t) => t,
+            None => match kernel.register_io(&Fd(self.fd)) {
+                Ok(t) => *self.token.insert(t),
+                Err(e) => {
+                    *self.lp.get().fatal.lock().expect("fatal") = Some(PyErr::from(e));
+                    return self.finish();
+                }
+            },
+        };
+        Step::Syscall(SystemCall::IoWait {
+            token,
+            interest: Interest::Readable,
+            timeout,
+            after_would_block: true,
+        })
     }
 }
 
@@ -797,12 +894,7 @@ impl TaskBody for Engine {
             let delay = (when - now).max(0.0);
             (delay <= crate::syscall::MAX_SECONDS).then(|| Duration::from_secs_f64(delay))
         });
-        Step::Syscall(SystemCall::IoWait {
-            token: self.token,
-            interest: Interest::Readable,
-            timeout,
-            after_would_block: false,
-        })
+        self.wait(py, &kernel, timeout)
     }
 }
 
