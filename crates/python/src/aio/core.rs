@@ -10,10 +10,11 @@
 //!
 //! While the loop runs, all of asyncio is **one kernel task** (an [`Engine`]
 //! body) beside Tiffany's tasks, on the same scheduler and clock. Each resume
-//! is one asyncio iteration: drain the selector's epoll set without blocking,
-//! move due timers to the ready queue, run the callbacks that were ready when
-//! the iteration started. Then the engine yields (more is ready) or blocks
-//! with a single system call: wait until the selector's epoll set is
+//! is one asyncio iteration, in uvloop's order: move due timers to the ready
+//! queue, run the callbacks that were ready when the iteration started, then
+//! ask the selector's epoll set without blocking and run the I/O callbacks it
+//! gives. Then the engine yields (more is ready, or the poll found something)
+//! or blocks with a single system call: wait until the selector's epoll set is
 //! readable, with the next timer as timeout. So under the virtual clock the
 //! kernel jumps straight to the next asyncio timer when nothing is runnable.
 
@@ -481,7 +482,6 @@ impl LoopCore {
             selector,
             token: Some(token),
             fd,
-            polled: false,
             busy_events: 0,
             scratch: Vec::new(),
             handles: Vec::new(),
@@ -689,11 +689,8 @@ struct Engine {
     token: Option<IoToken>,
     /// The selector's descriptor (what `token` registers).
     fd: i32,
-    /// The last resume already polled the selector (and queued what it
-    /// found): the next iteration does not poll again before running it.
-    polled: bool,
-    /// Events found by polls that did not block since the engine last
-    /// blocked: past [`BUSY_EVENTS`] the set leaves the kernel's poller.
+    /// I/O callbacks the iterations ran since the engine last blocked: past
+    /// [`BUSY_EVENTS`] the selector's set leaves the kernel's poller.
     busy_events: usize,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
@@ -723,7 +720,9 @@ impl tiffany_scheduler::IoSource for Fd {
 const RESOLUTION: f64 = 1e-9;
 
 impl Engine {
-    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+    /// One asyncio iteration; answers how many I/O callbacks the selector
+    /// gave at its end.
+    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
         let lp = self.lp.clone_ref(py);
         let core = lp.get();
         core.in_iteration.store(true, Ordering::Relaxed);
@@ -733,25 +732,14 @@ impl Engine {
         result
     }
 
-    /// Polls the selector without blocking and queues the callbacks of
-    /// what is ready; answers how many it queued.
-    fn poll_selector(&mut self, py: Python<'_>) -> PyResult<usize> {
-        let core = self.lp.get();
-        self.handles.clear();
-        self.selector
-            .get()
-            .dispatch(py, &mut self.scratch, &mut self.handles, 0)?;
-        let n = self.handles.len();
-        for h in self.handles.drain(..) {
-            core.push_ready(py, h);
-        }
-        Ok(n)
-    }
-
-    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        if !std::mem::take(&mut self.polled) {
-            self.poll_selector(py)?;
-        }
+    /// Runs the due timers and the callbacks that were ready as the
+    /// iteration began, then asks the selector (without blocking) and runs
+    /// the I/O callbacks it gives at once: uvloop's order (libuv polls after
+    /// its idle phase and calls the I/O callbacks from the poll), where
+    /// asyncio's loop polls first and queues the I/O callbacks behind the
+    /// ready ones. A reader or a write started by this iteration's
+    /// callbacks is seen by this iteration's poll, not the next one's.
+    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
         let core = self.lp.get();
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
@@ -760,14 +748,41 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let item = item.into_bound(py);
-            if debug {
-                self.run_timed(py, &item)?;
-            } else {
-                run_item(py, &item)?;
-            }
-            core.recycle(py, item);
+            self.run_one(py, item.into_bound(py), debug)?;
         }
+        if core.stopping.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let mut io = std::mem::take(&mut self.handles);
+        io.clear();
+        self.selector
+            .get()
+            .dispatch(py, &mut self.scratch, &mut io, 0)?;
+        let found = io.len();
+        let mut result = Ok(found);
+        let mut handles = io.drain(..);
+        for h in handles.by_ref() {
+            if let Err(e) = self.run_one(py, h.into_bound(py), debug) {
+                result = Err(e);
+                break;
+            }
+        }
+        // After an error that ends the run, what was not run stays queued.
+        for h in handles {
+            core.push_ready(py, h);
+        }
+        self.handles = io;
+        result
+    }
+
+    /// Runs one callback (timed in debug mode) and keeps its handle for reuse.
+    fn run_one(&self, py: Python<'_>, item: Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
+        if debug {
+            self.run_timed(py, &item)?;
+        } else {
+            run_item(py, &item)?;
+        }
+        self.lp.get().recycle(py, item);
         Ok(())
     }
 
@@ -803,44 +818,13 @@ impl Engine {
         Step::Done(Value::unit())
     }
 
-    /// Nothing is queued: what the engine does before the next iteration.
-    ///
-    /// It polls its selector itself, without blocking: events found are
-    /// queued and the engine yields (the next iteration runs them without
-    /// polling again). Only when there are none does it block, with one
-    /// wait in the kernel's poller, where the selector's epoll set is then
-    /// registered. The wait needs no readiness check of its own (the
-    /// `poll(2)` the kernel makes for a wait that may find its source
-    /// ready): the set was just found empty, and what arrives after makes
-    /// an edge in the poller. A loop that keeps finding events without
-    /// blocking takes its set out of the poller (see [`BUSY_EVENTS`]).
-    fn wait(
-        &mut self,
-        py: Python<'_>,
-        kernel: &tiffany_scheduler::Scheduler,
-        timeout: Option<Duration>,
-    ) -> Step {
-        if timeout == Some(Duration::ZERO) {
-            // A timer is due: the next iteration polls and runs it.
-            return Step::Syscall(SystemCall::Yield);
-        }
-        match self.poll_selector(py) {
-            Ok(0) => {}
-            Ok(n) => {
-                self.polled = true;
-                self.busy_events += n;
-                if self.busy_events >= BUSY_EVENTS
-                    && let Some(token) = self.token.take()
-                {
-                    kernel.deregister_io(token);
-                }
-                return Step::Syscall(SystemCall::Yield);
-            }
-            Err(e) => {
-                *self.lp.get().fatal.lock().expect("fatal") = Some(e);
-                return self.finish();
-            }
-        }
+    /// Nothing is queued and the iteration's poll found nothing: blocks,
+    /// with one wait in the kernel's poller, where the selector's epoll set
+    /// is then registered. The wait needs no readiness check of its own
+    /// (the `poll(2)` the kernel makes for a wait that may find its source
+    /// ready): the set was just found empty and nothing ran since, and what
+    /// arrives after makes an edge in the poller.
+    fn wait(&mut self, kernel: &tiffany_scheduler::Scheduler, timeout: Option<Duration>) -> Step {
         self.busy_events = 0;
         let token = match self.token {
             Some(t) => t,
@@ -876,13 +860,26 @@ impl TaskBody for Engine {
             return self.finish();
         };
         let now = kernel.now().as_secs_f64();
-        if let Err(e) = self.iteration(py, now) {
-            *self.lp.get().fatal.lock().expect("fatal") = Some(e);
-            return self.finish();
-        }
+        let found = match self.iteration(py, now) {
+            Ok(found) => found,
+            Err(e) => {
+                *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+                return self.finish();
+            }
+        };
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
             return self.finish();
+        }
+        if found > 0 {
+            // The selector may have more: the next iteration asks again.
+            self.busy_events += found;
+            if self.busy_events >= BUSY_EVENTS
+                && let Some(token) = self.token.take()
+            {
+                kernel.deregister_io(token);
+            }
+            return Step::Syscall(SystemCall::Yield);
         }
         if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);
@@ -894,7 +891,11 @@ impl TaskBody for Engine {
             let delay = (when - now).max(0.0);
             (delay <= crate::syscall::MAX_SECONDS).then(|| Duration::from_secs_f64(delay))
         });
-        self.wait(py, &kernel, timeout)
+        if timeout == Some(Duration::ZERO) {
+            // A timer is due: the next iteration runs it.
+            return Step::Syscall(SystemCall::Yield);
+        }
+        self.wait(&kernel, timeout)
     }
 }
 
