@@ -481,6 +481,7 @@ mod tests {
     }
 
     /// [`start`] after the task's call on the source would have blocked.
+    #[cfg(feature = "async-io")]
     fn start_after_would_block(
         r: &mut Reactor,
         token: IoToken,
@@ -577,6 +578,29 @@ mod tests {
         r.poll(Some(Duration::ZERO), |_| panic!("a channel woke a waiter"))
             .unwrap();
         assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
+    }
+
+    /// Descriptor 0 is a descriptor like any other: only a negative one is
+    /// refused as invalid input. (Under nextest stdin is `/dev/null`, which
+    /// epoll refuses, so a socket is put on 0 for the test and stdin put
+    /// back after.)
+    #[test]
+    fn descriptor_zero_can_be_registered() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: dup/dup2/close on descriptors this test owns; stdin is
+        // restored before the test returns or asserts.
+        let saved = unsafe { libc::dup(0) };
+        assert!(saved >= 0);
+        assert_eq!(unsafe { libc::dup2(a.as_raw_fd(), 0) }, 0);
+        let mut r = Reactor::new().unwrap();
+        let zero = r.register(0).map(|t| r.deregister(t).is_some());
+        let negative = r.register(-1).map_err(|e| e.kind());
+        unsafe {
+            libc::dup2(saved, 0);
+            libc::close(saved);
+        }
+        assert!(matches!(zero, Ok(true)), "descriptor 0 refused: {zero:?}");
+        assert_eq!(negative.err(), Some(io::ErrorKind::InvalidInput));
     }
 
     #[cfg(feature = "async-io")]

@@ -5,14 +5,12 @@
 //! `Handle::notify_io` after writing. Writer threads never sleep: they wait
 //! for the reader's `io_wait` event, delivered through an event subscriber.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// Waits for the reader's next `io_wait`; on a hang, stops the scheduler and fails.

@@ -1,11 +1,9 @@
 //! CPU budgets: a busy task whose calls never block is throttled behind its
 //! peers once it used its quantum. Per-step accounting makes it exact.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// 1 ms charged per resume, 3 ms quantum: three calls per turn.

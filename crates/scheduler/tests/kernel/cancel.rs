@@ -1,12 +1,10 @@
 //! Cancellation: a parent cancels its child, the child unwinds (destructors
 //! run), joiners see `Cancelled`, and the parent carries on.
 
-mod common;
-
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -2,12 +2,10 @@
 //! wake-ups are held), below the low watermark it resumes. System tasks are
 //! never held.
 
-mod common;
-
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 fn with_listener(p: &Pressure) -> Scheduler {

@@ -1,14 +1,12 @@
 //! The thread-safe handle: other threads spawn into a running scheduler and
 //! wake it when it is idle.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// A scheduler that reports each time it is about to block in its poller.

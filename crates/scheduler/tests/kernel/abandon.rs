@@ -2,11 +2,9 @@
 //! are cancelled, resumed once to clean up, and abandoned if they park again;
 //! an interrupt cancels and waits; an abort abandons at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// A task that swallows every cancellation and goes back to sleep, forever

@@ -1,13 +1,11 @@
 //! The builder's settings: each one takes effect, and setting one keeps the
 //! ones set before it (a chain of setters is one configuration).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 type Setter = Box<dyn FnOnce(Builder) -> Builder>;

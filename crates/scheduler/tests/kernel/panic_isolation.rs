@@ -1,10 +1,8 @@
 //! A panicking task fails alone: its joiners learn why, the scheduler goes on.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

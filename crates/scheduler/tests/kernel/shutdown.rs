@@ -1,12 +1,10 @@
 //! Graceful shutdown: drain, cancel at the deadline, hooks after the last
 //! task, then the result; no spawns afterwards.
 
-mod common;
-
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 const HOUR: Duration = Duration::from_secs(3600);

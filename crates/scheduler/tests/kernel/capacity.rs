@@ -1,9 +1,7 @@
 //! Capacity: at most `n` live tasks; spawns beyond are refused, not queued,
 //! and ids keep increasing, never reused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

@@ -10,15 +10,13 @@
 //! loaded machine, and the tests run side by side.
 #![cfg(all(feature = "async-io", target_os = "linux"))]
 
-mod common;
-
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::WATCHDOG;
+use crate::common::WATCHDOG;
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
 use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
 
@@ -413,7 +411,7 @@ fn many_processes_run_side_by_side_with_other_tasks() {
 fn the_timeout_is_real_time_under_the_virtual_clock() {
     // The virtual clock jumps an hour while the child runs; the child's
     // ten-minute timeout must not fire because of it.
-    let s = common::vsched();
+    let s = crate::common::vsched();
     let exec = process::spawn(
         &s,
         sh("echo fine").timeout(Duration::from_secs(600)),
@@ -449,7 +447,7 @@ fn joiners_receive_the_completed_value() {
 #[test]
 fn the_start_and_the_stop_are_in_the_telemetry() {
     let s = sched();
-    let log = common::logged(&s);
+    let log = crate::common::logged(&s);
     let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
     let slow = process::spawn(
         &s,

@@ -1,10 +1,8 @@
 //! A run that can never make progress says so instead of hanging.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 fn reporting(builder: Builder) -> (Scheduler, Arc<Mutex<Vec<Deadlock>>>) {

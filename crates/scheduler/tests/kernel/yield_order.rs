@@ -1,8 +1,6 @@
 //! Yield: equal-priority tasks take turns, round robin.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 fn worker(

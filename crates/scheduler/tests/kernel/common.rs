@@ -1,8 +1,5 @@
-//! Helpers shared by the kernel's integration tests.
-//!
-//! Every test binary includes this module with `mod common;` and uses only
-//! part of it, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! Helpers shared by the kernel's integration tests (the modules of the
+//! `kernel` test binary).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -1,14 +1,12 @@
 //! Virtual time: sleeps jump the clock instead of waiting, exactly and
 //! repeatably. No test here looks at the wall clock.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -1,10 +1,8 @@
 //! Events: a flag tasks wait for; setting it wakes every waiter.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

@@ -1,12 +1,10 @@
 //! Memory: finished tasks' records are freed, so a long-running scheduler
 //! does not grow; `retain_finished(n)` keeps at most the last `n`.
 
-mod common;
-
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 const TASKS: usize = 10_000;

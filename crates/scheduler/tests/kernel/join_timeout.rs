@@ -1,10 +1,8 @@
 //! Join with a timeout, on the virtual clock.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

@@ -1,11 +1,9 @@
 //! Determinism: on the virtual clock the same program gives the same PAL,
 //! byte for byte.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 struct RunRecord {

@@ -1,9 +1,7 @@
 //! The sharded executor: every task runs exactly once under stealing, joins
 //! across shards, shutdown of the whole pool, per-shard telemetry.
 
-mod common;
-
-use common::WATCHDOG;
+use crate::common::WATCHDOG;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};

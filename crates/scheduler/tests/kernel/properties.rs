@@ -2,13 +2,11 @@
 //! every task ends exactly once, nothing runs after its end, priorities are
 //! respected, and the same program always gives the same events.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use tiffany_scheduler::*;
 

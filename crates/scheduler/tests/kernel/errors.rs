@@ -2,9 +2,7 @@
 //! Python traceback (the bindings pass them on), so each says what went wrong
 //! and names what it is about.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 #[cfg(all(feature = "async-io", target_os = "linux"))]
 use tiffany_scheduler::process::ExecError;
 use tiffany_scheduler::*;

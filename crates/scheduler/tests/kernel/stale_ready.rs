@@ -2,12 +2,10 @@
 //! while its id sat in the ready queue is never resumed, and popping the stale
 //! entry does not panic.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

@@ -3,12 +3,10 @@
 //! shield, and stops at the scope that was cancelled, after which the task
 //! goes on.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 fn secs(n: u64) -> Duration {

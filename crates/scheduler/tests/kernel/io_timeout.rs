@@ -1,12 +1,10 @@
 //! I/O waits with a timeout on the virtual clock.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 type IoAnswer = Result<IoReady, SyscallError>;

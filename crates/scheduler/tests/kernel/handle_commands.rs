@@ -5,11 +5,9 @@
 //! for something that never comes ends as a deadlock, and an I/O wait is
 //! given a (virtual) timeout.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 type IoAnswer = Result<IoReady, SyscallError>;

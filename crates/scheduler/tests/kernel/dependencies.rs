@@ -1,13 +1,11 @@
 //! Dependencies between tasks: chains, diamonds, refused cycles and unknown
 //! ids, and cancellation of everything downstream of a failure.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// A task body that records `(name, time)` when it runs.

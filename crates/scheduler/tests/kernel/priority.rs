@@ -1,8 +1,6 @@
 //! Priorities: lower number first, FIFO among equals, system tasks first.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 #[test]

@@ -1,11 +1,9 @@
 //! Daemon tasks do not keep `run()` going: they are cancelled once every
 //! other task has finished.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tiffany_scheduler::*;
 
 /// A daemon that ticks every second. Bounded, so a kernel that forgets to

@@ -1,15 +1,13 @@
 //! Telemetry: the exact event sequence of a small program, the PAL as JSON
 //! lines, and the Prometheus text with its values.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value as Json;
 use tiffany_scheduler::*;
 
