@@ -481,7 +481,6 @@ mod tests {
     }
 
     /// [`start`] after the task's call on the source would have blocked.
-    #[cfg(feature = "async-io")]
     fn start_after_would_block(
         r: &mut Reactor,
         token: IoToken,
@@ -578,6 +577,53 @@ mod tests {
         r.poll(Some(Duration::ZERO), |_| panic!("a channel woke a waiter"))
             .unwrap();
         assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
+    }
+
+    /// A call that would have blocked makes its own interest's recorded
+    /// readiness stale (the wait blocks, and the readiness is dropped); the
+    /// other interest's is kept.
+    #[test]
+    fn a_would_block_drops_only_its_own_stale_readiness() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert_eq!(r.set_ready(token, Interest::Readable), None);
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(
+            start_after_would_block(&mut r, token, Interest::Readable, 1),
+            "blocked"
+        );
+        r.cancel_wait(token, Interest::Readable, waiter(1));
+        assert_eq!(r.waiting(), 0);
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "ready");
+    }
+
+    /// A token outlives its source: once the slot holds a new source, the
+    /// old token reaches nothing (no wait, readiness or cancel lands on the
+    /// new source).
+    #[test]
+    fn a_stale_token_reaches_nothing() {
+        let mut r = Reactor::new().unwrap();
+        let old = r.register_channel();
+        assert_eq!(r.deregister(old).map(|w| w.len()), Some(0));
+        let new = r.register_channel();
+        assert_eq!(new.slot(), old.slot(), "the slot is reused");
+        assert!(r.is_registered(new) && !r.is_registered(old));
+        assert_eq!(start(&mut r, new, Interest::Readable, 1), "blocked");
+        r.cancel_wait(old, Interest::Readable, waiter(1));
+        assert_eq!(r.waiting(), 1);
+        assert_eq!(r.set_ready(old, Interest::Readable), None);
+        assert_eq!(r.set_ready(old, Interest::Writable), None);
+        assert_eq!(
+            start(&mut r, old, Interest::Writable, 2),
+            crate::SyscallError::UnknownIoToken(old).to_string()
+        );
+        assert!(r.deregister(old).is_none());
+        // The new source saw none of it: its reader still waits, and no
+        // writable readiness was recorded for it.
+        assert_eq!(start(&mut r, new, Interest::Writable, 2), "blocked");
+        assert_eq!(r.set_ready(new, Interest::Readable), Some(waiter(1)));
+        assert_eq!(r.waiting(), 1);
     }
 
     /// Descriptor 0 is a descriptor like any other: only a negative one is
