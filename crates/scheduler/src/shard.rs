@@ -663,3 +663,29 @@ impl PoolHandle {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks
+    /// that ended, no more and no fewer: the oldest is forgotten first.
+    #[test]
+    fn outcomes_are_kept_for_the_most_recent_tasks_only() {
+        let pool = ShardPool::new(1);
+        let ended = RETAIN_OUTCOMES as u64 + 1;
+        // As if each had been spawned (finish counts it off).
+        pool.pool.pending.store(ended as usize, Ordering::Release);
+        for id in 1..=ended {
+            pool.pool.finish(TaskId(id), None);
+        }
+        assert_eq!(pool.pool.registry().done.len(), RETAIN_OUTCOMES);
+        assert!(pool.outcome(TaskId(1)).is_none());
+        assert!(matches!(pool.outcome(TaskId(2)), Some(Outcome::Cancelled)));
+        assert!(matches!(
+            pool.outcome(TaskId(ended)),
+            Some(Outcome::Cancelled)
+        ));
+        assert_eq!(pool.pool.pending.load(Ordering::Acquire), 0);
+    }
+}
