@@ -667,6 +667,29 @@ impl PoolHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::waiter::Waiter;
+
+    /// Each remote join gets its own key, and a key gives back the joiner
+    /// it was recorded with, once: two joins from one shard in flight at
+    /// the same time each wake their own joiner.
+    #[test]
+    fn each_remote_join_has_its_own_key() {
+        let waiter = |n: u64| Waiter {
+            slot: n as usize,
+            task: TaskId(n),
+            generation: 1,
+        };
+        let mut joins = RemoteJoins::default();
+        let keys: Vec<u64> = (0..3).map(|_| joins.next_key()).collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        for (n, &key) in keys.iter().enumerate() {
+            joins.insert(key, waiter(n as u64));
+        }
+        assert_eq!(joins.take(keys[1]), Some(waiter(1)));
+        assert_eq!(joins.take(keys[1]), None);
+        assert_eq!(joins.take(keys[0]), Some(waiter(0)));
+        assert_eq!(joins.take(keys[2]), Some(waiter(2)));
+    }
 
     /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks
     /// that ended, no more and no fewer: the oldest is forgotten first.
