@@ -691,6 +691,53 @@ mod tests {
         assert_eq!(joins.take(keys[2]), Some(waiter(2)));
     }
 
+    /// A task pushed onto a busy shard's queue wakes an idle shard, which
+    /// steals it: the busy shard (its task always ready) never looks at its
+    /// queue, and the idle one sleeps in its poller until woken. Fails in
+    /// at most five seconds, not by a hang, when the wake is lost.
+    #[test]
+    fn a_push_wakes_an_idle_shard_to_steal() {
+        const BOUND: Duration = Duration::from_secs(5);
+        let pool = ShardPool::new(2);
+        let shared = Arc::clone(&pool.pool);
+        let busy = pool
+            .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                let mine = usize::from(name == "tiffany-shard-1");
+                let other = 1 - mine;
+                let started = std::time::Instant::now();
+                // The other shard has found nothing to take and gone to sleep.
+                while !shared.idle[other].load(Ordering::Acquire) && started.elapsed() < BOUND {
+                    cx.yield_now();
+                }
+                let ran = Arc::new(Mutex::new(None));
+                let record = Arc::clone(&ran);
+                PoolHandle {
+                    pool: Arc::clone(&shared),
+                }
+                .spawn_with(SpawnOptions::default().keyed(mine as u64), move |_| {
+                    *record.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+                })
+                .unwrap();
+                let started = std::time::Instant::now();
+                while ran.lock().unwrap().is_none() && started.elapsed() < BOUND {
+                    cx.yield_now();
+                }
+                let ran_on = ran.lock().unwrap().clone();
+                (name, ran_on)
+            })
+            .unwrap();
+        pool.run();
+        let Some(Outcome::Done(v)) = pool.outcome(busy) else {
+            panic!("the busy task did not return");
+        };
+        let (busy_on, stolen_on) = v.downcast_ref::<(String, Option<String>)>().unwrap();
+        let stolen_on = stolen_on
+            .as_deref()
+            .expect("no shard took the task while its own was busy");
+        assert_ne!(stolen_on, busy_on, "the busy shard ran it");
+    }
+
     /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks
     /// that ended, no more and no fewer: the oldest is forgotten first.
     #[test]
