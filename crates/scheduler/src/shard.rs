@@ -691,6 +691,68 @@ mod tests {
         assert_eq!(joins.take(keys[2]), Some(waiter(2)));
     }
 
+    /// Queues `n` trivial tasks on `shard`'s queue (no shard runs yet).
+    fn queue(pool: &ShardPool, shard: u64, n: usize) -> Vec<TaskId> {
+        let handle = pool.handle();
+        (0..n)
+            .map(|_| {
+                handle
+                    .spawn_with(SpawnOptions::default().keyed(shard), |_| ())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// A shard takes from its own queue; it steals from the others in turn
+    /// (the next shard first), never from its own.
+    #[test]
+    fn take_reads_one_queue_and_steal_the_others_in_turn() {
+        let pool = ShardPool::new(3);
+        let own = queue(&pool, 1, 1);
+        let next = queue(&pool, 2, 1);
+        let after = queue(&pool, 0, 1);
+        let p = &pool.pool;
+        assert_eq!(p.steal(1).map(|j| j.id), Some(next[0]));
+        assert_eq!(p.steal(1).map(|j| j.id), Some(after[0]));
+        assert!(p.steal(1).is_none(), "stole from its own queue");
+        assert_eq!(p.take_from(1).map(|j| j.id), Some(own[0]));
+        assert!(p.take_from(1).is_none());
+    }
+
+    /// Intake takes a batch of its own queue at most; with its own queue
+    /// empty it steals one task, no more; a task cancelled while queued is
+    /// ended, not spawned; a shard that took nothing is idle.
+    #[test]
+    fn intake_takes_a_batch_or_steals_one() {
+        let pool = ShardPool::new(2);
+        let sched = Scheduler::new();
+        let own = queue(&pool, 0, INTAKE_BATCH + 2);
+        let theirs = queue(&pool, 1, 3);
+        let p = &pool.pool;
+        assert!(pool.handle().cancel(own[0]));
+        // The cancelled one is not counted: a full batch after it.
+        assert_eq!(p.intake(0, &sched), INTAKE_BATCH);
+        assert!(matches!(pool.outcome(own[0]), Some(Outcome::Cancelled)));
+        assert!(!p.idle[0].load(Ordering::Acquire));
+        assert_eq!(sched.live_tasks(), INTAKE_BATCH);
+        for id in &own[1..=INTAKE_BATCH] {
+            assert!(sched.state(*id).is_some(), "{id:?} not spawned");
+        }
+        // The rest of its own queue, and nothing stolen while it had some.
+        assert_eq!(p.intake(0, &sched), 1);
+        assert!(sched.state(own[INTAKE_BATCH + 1]).is_some());
+        assert!(sched.state(theirs[0]).is_none());
+        // Own queue empty: one stolen.
+        assert_eq!(p.intake(0, &sched), 1);
+        assert!(sched.state(theirs[0]).is_some() && sched.state(theirs[1]).is_none());
+        // Shard 1 takes the rest of its own; then nothing is left anywhere.
+        let other = Scheduler::new();
+        assert_eq!(p.intake(1, &other), 2);
+        assert!(!p.idle[1].load(Ordering::Acquire));
+        assert_eq!(p.intake(1, &other), 0);
+        assert!(p.idle[1].load(Ordering::Acquire));
+    }
+
     /// A task pushed onto a busy shard's queue wakes an idle shard, which
     /// steals it: the busy shard (its task always ready) never looks at its
     /// queue, and the idle one sleeps in its poller until woken. Fails in
