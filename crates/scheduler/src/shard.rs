@@ -800,6 +800,29 @@ mod tests {
         assert_ne!(stolen_on, busy_on, "the busy shard ran it");
     }
 
+    /// The end of the last pending task wakes whoever waits for the pool to
+    /// settle (`ShardPool::run`); an earlier one does not have to. The
+    /// waiter holds the registry lock until it waits, and `finish` takes
+    /// that lock, so the wake cannot come before the wait.
+    #[test]
+    fn the_last_end_wakes_the_waiter_for_the_pool_to_settle() {
+        const BOUND: Duration = Duration::from_secs(5);
+        let pool = ShardPool::new(1);
+        let p = Arc::clone(&pool.pool);
+        p.pending.store(2, Ordering::Release);
+        p.finish(TaskId(1), None);
+        assert_eq!(p.pending.load(Ordering::Acquire), 1);
+        let reg = p.registry();
+        let finisher = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || p.finish(TaskId(2), None))
+        };
+        // One wait, not a loop: a wake that never comes shows as a timeout.
+        let (_reg, waited) = p.settled.wait_timeout(reg, BOUND).unwrap();
+        finisher.join().unwrap();
+        assert!(!waited.timed_out(), "the last end woke nobody");
+    }
+
     /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks
     /// that ended, no more and no fewer: the oldest is forgotten first.
     #[test]
