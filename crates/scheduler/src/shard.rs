@@ -691,6 +691,13 @@ mod tests {
         assert_eq!(joins.take(keys[2]), Some(waiter(2)));
     }
 
+    /// A pool has the shards asked for, and at least one.
+    #[test]
+    fn a_pool_has_the_shards_asked_for_and_at_least_one() {
+        assert_eq!(ShardPool::new(3).shards(), 3);
+        assert_eq!(ShardPool::new(0).shards(), 1);
+    }
+
     /// Queues `n` trivial tasks on `shard`'s queue (no shard runs yet).
     fn queue(pool: &ShardPool, shard: u64, n: usize) -> Vec<TaskId> {
         let handle = pool.handle();
@@ -831,9 +838,19 @@ mod tests {
         let ended = RETAIN_OUTCOMES as u64 + 1;
         // As if each had been spawned (finish counts it off).
         pool.pool.pending.store(ended as usize, Ordering::Release);
-        for id in 1..=ended {
-            pool.pool.finish(TaskId(id), None);
-        }
+        // On another thread, bounded: a retention loop that never ends
+        // fails the test instead of hanging it.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let p = Arc::clone(&pool.pool);
+        std::thread::spawn(move || {
+            for id in 1..=ended {
+                p.finish(TaskId(id), None);
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("finish did not return");
         assert_eq!(pool.pool.registry().done.len(), RETAIN_OUTCOMES);
         assert!(pool.outcome(TaskId(1)).is_none());
         assert!(matches!(pool.outcome(TaskId(2)), Some(Outcome::Cancelled)));
