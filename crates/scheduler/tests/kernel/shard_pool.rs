@@ -240,7 +240,6 @@ fn shutdown_of_the_whole_pool() {
 #[test]
 fn metrics_carry_a_shard_label() {
     let pool = ShardPool::new(2);
-    let handle = pool.handle();
     let (tx, rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Arc::new(Mutex::new(go_rx));
@@ -255,17 +254,26 @@ fn metrics_carry_a_shard_label() {
         })
         .unwrap();
     }
-    let reader = std::thread::spawn(move || {
-        rx.recv_timeout(WATCHDOG).expect("a task started");
-        rx.recv_timeout(WATCHDOG).expect("a task started");
-        let snapshots = handle.metrics();
-        let text = tiffany_scheduler::metrics::to_prometheus_all(&snapshots);
-        go_tx.send(()).unwrap();
-        go_tx.send(()).unwrap();
-        text
+    // The pool's own accessors, from another thread while it runs.
+    let (snapshots, text) = std::thread::scope(|scope| {
+        let pool = &pool;
+        let reader = scope.spawn(move || {
+            rx.recv_timeout(WATCHDOG).expect("a task started");
+            rx.recv_timeout(WATCHDOG).expect("a task started");
+            let snapshots = pool.metrics();
+            let text = pool.prometheus();
+            go_tx.send(()).unwrap();
+            go_tx.send(()).unwrap();
+            (snapshots, text)
+        });
+        pool.run();
+        reader.join().unwrap()
     });
-    pool.run();
-    let text = reader.join().unwrap();
+    assert_eq!(snapshots.len(), 2);
+    for (shard, snap) in snapshots.iter().enumerate() {
+        assert_eq!(snap.labels, vec![("shard".to_owned(), shard.to_string())]);
+        assert_eq!(snap.live_tasks, 1);
+    }
     assert!(
         text.contains("tiffany_scheduler_live_tasks{shard=\"0\"} 1"),
         "{text}"
