@@ -691,6 +691,30 @@ mod tests {
         assert_eq!(joins.take(keys[2]), Some(waiter(2)));
     }
 
+    /// `run` returns once every pool task has ended. Bounded: a run that
+    /// waits on fails the test after 10 s instead of hanging it.
+    #[test]
+    fn a_run_returns_once_its_tasks_have_ended() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = ShardPool::new(2);
+            let ids: Vec<TaskId> = (0..4u64)
+                .map(|i| {
+                    pool.spawn_with(SpawnOptions::default().keyed(i), move |_| i)
+                        .unwrap()
+                })
+                .collect();
+            let finished = pool.run();
+            let _ = tx.send((ids, finished));
+        });
+        let (mut ids, mut finished) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the run did not return");
+        ids.sort();
+        finished.sort();
+        assert_eq!(finished, ids);
+    }
+
     /// A pool has the shards asked for, and at least one.
     #[test]
     fn a_pool_has_the_shards_asked_for_and_at_least_one() {
