@@ -715,6 +715,24 @@ mod tests {
         assert_eq!(finished, ids);
     }
 
+    /// A pool whose shards had nothing to cancel shuts down clean: one
+    /// that never ran, and one whose run ended.
+    #[test]
+    fn a_pool_with_nothing_left_shuts_down_clean() {
+        let pool = ShardPool::new(2);
+        assert_eq!(
+            pool.handle().shutdown(Duration::ZERO),
+            Ok(ShutdownResult::Clean)
+        );
+        let pool = ShardPool::new(2);
+        pool.spawn(|_| ()).unwrap();
+        assert_eq!(pool.run().len(), 1);
+        assert_eq!(
+            pool.handle().shutdown(Duration::ZERO),
+            Ok(ShutdownResult::Clean)
+        );
+    }
+
     /// A pool has the shards asked for, and at least one.
     #[test]
     fn a_pool_has_the_shards_asked_for_and_at_least_one() {
