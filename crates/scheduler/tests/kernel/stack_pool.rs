@@ -46,3 +46,19 @@ fn coroutines_are_pooled_and_an_ended_threads_go_to_the_others() {
     .unwrap();
     assert_eq!(reserved_stacks(), reserved + 3);
 }
+
+/// A task that never ran gives its coroutine back to the pool when its
+/// scheduler is dropped.
+#[test]
+fn coroutines_of_tasks_dropped_unfinished_are_pooled() {
+    std::thread::spawn(|| {
+        let s = Scheduler::new();
+        for _ in 0..3 {
+            s.spawn(|_| ()).unwrap();
+        }
+        drop(s);
+        assert_eq!(pooled_stacks(), 3, "never started");
+    })
+    .join()
+    .unwrap();
+}
