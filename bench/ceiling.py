@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.ab import instructions
+from bench.ab import per_op as ab_per_op
 
 #: The benchmark on a loop: w workers, each switching n/w times.
 ON_LOOP = """
@@ -74,12 +74,12 @@ for w in workers:
 """
 
 
-def per_op(program: str, n: int) -> float:
-    """Instructions per switch: the run with ``n`` minus the run with none, over ``n``."""
-    full, empty = instructions(Path(), program, n), instructions(Path(), program, 0)
-    if full is None or empty is None:
+def instructions_per_op(program: str, n: int) -> float:
+    """Instructions per switch (``bench.ab``'s method, with this environment)."""
+    count = ab_per_op(Path(), program, n)
+    if count is None:
         raise SystemExit("a program failed (is the loop installed? `just setup`)")
-    return (full - empty) / n
+    return count
 
 
 def wall_per_op(program: str, n: int, reps: int) -> float:
@@ -98,7 +98,7 @@ def wall_per_op(program: str, n: int, reps: int) -> float:
 
 
 def main() -> None:
-    """Prints instructions per switch on each loop, the floor and uvloop's ceiling."""
+    """Prints the cost per switch on each loop, the floor and uvloop's ceiling."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--loops",
@@ -116,48 +116,39 @@ def main() -> None:
         help="measure wall-clock ns per switch instead (best of REPS runs; no valgrind)",
     )
     args = parser.parse_args()
-    if args.wall is not None:
-        wall(args)
-        return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt install valgrind)")
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     unknown = [name for name in loops if name not in FACTORIES]
     if unknown:
         raise SystemExit(f"unknown loop {unknown}")
     if not 0 < args.workers <= args.n:
         raise SystemExit("--workers must be between 1 and -n")
-    floor = per_op(FLOOR.format(workers=args.workers), args.n)
+    if args.wall is not None:
+        if args.wall < 1:
+            raise SystemExit("--wall needs at least 1 repetition")
+        unit = "ns per switch (wall)"
+
+        def measure(program: str) -> float:
+            return wall_per_op(program, args.n, args.wall)
+
+    else:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("valgrind is not installed (apt install valgrind)")
+        unit = "instructions per switch"
+
+        def measure(program: str) -> float:
+            return instructions_per_op(program, args.n)
+
+    floor = measure(FLOOR.format(workers=args.workers))
     print(f"{args.workers:,} coroutines, {args.n // args.workers:,} switches each\n")
-    print("| `asyncio.sleep(0)` switch | instructions per switch | × the floor |")
+    print(f"| `asyncio.sleep(0)` switch | {unit} | × the floor |")
     print("| --- | ---: | ---: |")
-    counts = {}
+    costs = {}
     for name in loops:
-        program = ON_LOOP.format(factory=FACTORIES[name], workers=args.workers)
-        counts[name] = per_op(program, args.n)
-        print(f"| {name} | {counts[name]:,.0f} | {counts[name] / floor:.2f} |", flush=True)
+        costs[name] = measure(ON_LOOP.format(factory=FACTORIES[name], workers=args.workers))
+        print(f"| {name} | {costs[name]:,.0f} | {costs[name] / floor:.2f} |", flush=True)
     print(f"| no loop (the floor) | {floor:,.0f} | 1.00 |")
-    if "uvloop" in counts:
-        print(
-            f"\nThe most any loop can be faster than uvloop here: {counts['uvloop'] / floor:.2f}×",
-            file=sys.stdout,
-        )
-
-
-def wall(args: argparse.Namespace) -> None:
-    """The same comparison on the wall clock (moves with the host's load)."""
-    if args.wall < 1:
-        raise SystemExit("--wall needs at least 1 repetition")
-    floor = wall_per_op(FLOOR.format(workers=args.workers), args.n, args.wall)
-    print("| `asyncio.sleep(0)` switch | ns per switch (wall) | × the floor |")
-    print("| --- | ---: | ---: |")
-    for name in [n.strip() for n in args.loops.split(",") if n.strip()]:
-        if name not in FACTORIES:
-            raise SystemExit(f"unknown loop {name!r}")
-        program = ON_LOOP.format(factory=FACTORIES[name], workers=args.workers)
-        ns = wall_per_op(program, args.n, args.wall)
-        print(f"| {name} | {ns:,.0f} | {ns / floor:.2f} |", flush=True)
-    print(f"| no loop (the floor) | {floor:,.0f} | 1.00 |")
+    if "uvloop" in costs:
+        print(f"\nThe most any loop can be faster than uvloop here: {costs['uvloop'] / floor:.2f}×")
 
 
 if __name__ == "__main__":
