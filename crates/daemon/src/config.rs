@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::engine::Limits;
+use crate::retention::Policy;
 
 /// `tiffanyd`'s command line.
 #[derive(Parser, Debug, Clone, Default)]
@@ -77,6 +78,12 @@ pub struct Args {
     /// Compact the job log when it grows past this many bytes [default: 64 MiB].
     #[arg(long, env = "TIFFANY_COMPACT_BYTES")]
     pub compact_bytes: Option<u64>,
+    /// Ended jobs kept at most; the oldest ends are dropped first [default: all]. Reloadable.
+    #[arg(long, env = "TIFFANY_RETAIN_JOBS")]
+    pub retain_jobs: Option<usize>,
+    /// Seconds an ended job is kept after its end [default: forever]. Reloadable.
+    #[arg(long, env = "TIFFANY_RETAIN_SECONDS")]
+    pub retain_seconds: Option<f64>,
 }
 
 /// The config file: the long flags in snake case.
@@ -101,6 +108,8 @@ pub struct FileConfig {
     pal_file: Option<PathBuf>,
     log_level: Option<String>,
     compact_bytes: Option<u64>,
+    retain_jobs: Option<usize>,
+    retain_seconds: Option<f64>,
 }
 
 /// Every setting, resolved.
@@ -228,6 +237,21 @@ impl Settings {
         if max_running == 0 {
             return Err("--max-running must be at least 1".into());
         }
+        let max_age = match args.retain_seconds.or(file.retain_seconds) {
+            None => None,
+            Some(s) if s.is_finite() && (0.0..=1e10).contains(&s) => {
+                Some(Duration::from_secs_f64(s))
+            }
+            Some(s) => {
+                return Err(format!(
+                    "--retain-seconds {s} must be seconds from 0 to 1e10"
+                ));
+            }
+        };
+        let retention = Policy {
+            max_jobs: args.retain_jobs.or(file.retain_jobs),
+            max_age,
+        };
         Ok(Settings {
             socket,
             data_dir,
@@ -247,6 +271,7 @@ impl Settings {
                     .or(file.max_args_bytes)
                     .unwrap_or(1 << 20),
                 capture_limit: args.capture_limit.or(file.capture_limit).unwrap_or(1 << 20),
+                retention,
             },
             grace: Duration::from_secs_f64(grace),
             repair: args.repair || file.repair.unwrap_or(false),
@@ -282,6 +307,17 @@ impl Settings {
         if a.max_queued != b.max_queued {
             out.push(format!("max_queued: {} -> {}", a.max_queued, b.max_queued));
         }
+        let (r, q) = (&a.retention, &b.retention);
+        if r.max_jobs != q.max_jobs {
+            out.push(format!("retain_jobs: {:?} -> {:?}", r.max_jobs, q.max_jobs));
+        }
+        if r.max_age != q.max_age {
+            out.push(format!(
+                "retain_seconds: {:?} -> {:?}",
+                r.max_age.map(|d| d.as_secs_f64()),
+                q.max_age.map(|d| d.as_secs_f64())
+            ));
+        }
         if self.grace != new.grace {
             out.push(format!("grace: {:?} -> {:?}", self.grace, new.grace));
         }
@@ -313,5 +349,30 @@ mod tests {
         assert_eq!(s.limits.max_queued, 5);
         assert_eq!(s.grace, Duration::from_millis(2500));
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn retention_is_read_checked_and_reported_on_reload() {
+        let file: FileConfig = toml::from_str("retain_jobs = 100\nretain_seconds = 3600").unwrap();
+        let s = Settings::merge(&Args::default(), &file, None).unwrap();
+        assert_eq!(s.limits.retention.max_jobs, Some(100));
+        assert_eq!(s.limits.retention.max_age, Some(Duration::from_secs(3600)));
+        let none = Settings::merge(&Args::default(), &FileConfig::default(), None).unwrap();
+        assert!(none.limits.retention.keeps_all());
+        assert_eq!(
+            s.reload_changes(&none),
+            vec![
+                "retain_jobs: Some(100) -> None".to_string(),
+                "retain_seconds: Some(3600.0) -> None".to_string()
+            ]
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e11] {
+            let args = Args {
+                retain_seconds: Some(bad),
+                ..Args::default()
+            };
+            let err = Settings::merge(&args, &FileConfig::default(), None).unwrap_err();
+            assert!(err.contains("--retain-seconds"), "{err}");
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! once its record is durable. Every end, of a running job or of a queued
 //! one, takes one path (`Engine::finish`). Per job the engine keeps its
 //! record (with an exec job's output, at most the capture limit per stream,
-//! once) and, while it runs, a few words of bookkeeping.
+//! once) and, while it runs, a few words of bookkeeping. After its end a
+//! job is kept as the [`retention`](crate::retention) policy says.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use tonic::Status;
 use crate::job::{JobRecord, JobState, Output, Work, unix_now};
 use crate::metrics::Histogram;
 use crate::proto;
+use crate::retention::{Policy, Retention};
 use crate::runner::{JobEnd, JobRunner};
 use crate::store::{JobStore, Replayed, StoreError, Ticket};
 use crate::system::System;
@@ -43,6 +45,8 @@ pub struct Limits {
     pub max_args_bytes: usize,
     /// Bytes kept of each of an exec job's stdout and stderr.
     pub capture_limit: usize,
+    /// How long ended jobs are kept.
+    pub retention: Policy,
 }
 
 /// A job was started on the kernel, or ended there.
@@ -104,6 +108,34 @@ struct State {
     draining: bool,
     /// Past the drain's grace: ends are not recorded (the jobs run again).
     interrupting: bool,
+    /// Ended jobs, in the order of their ends, and the ones pinned.
+    retention: Retention,
+}
+
+impl State {
+    /// The answer for a job id not in the table.
+    fn missing(&self, id: u64) -> Status {
+        if id >= 1 && id < self.next_id {
+            Status::not_found(format!(
+                "job {id} ended and was dropped by the retention policy \
+                 (--retain-jobs, --retain-seconds)"
+            ))
+        } else {
+            Status::not_found(format!("no job {id}"))
+        }
+    }
+
+    /// Lets go of the ended jobs `policy` no longer keeps at `now`.
+    fn expire(&mut self, policy: &Policy, now: f64) {
+        for id in self.retention.expire(policy, now) {
+            if let Some(job) = self.jobs.remove(&id)
+                && let Some(k) = job.key
+                && self.keys.get(&k) == Some(&id)
+            {
+                self.keys.remove(&k);
+            }
+        }
+    }
 }
 
 /// Counters for `/metrics`.
@@ -181,16 +213,26 @@ impl Engine {
         {
             let mut st = engine.lock();
             let mut unfinished = Vec::new();
+            let mut ends = Vec::new();
             for (id, mut job) in replayed.jobs {
                 if let Some(k) = &job.key {
                     st.keys.insert(k.clone(), id);
                 }
-                if !job.state.is_final() {
+                if job.state.is_final() {
+                    ends.push((job.finished_at.unwrap_or(0.0), id));
+                } else {
                     job.state = JobState::Queued;
+                    st.retention.pin(&job.after);
                     unfinished.push(id);
                 }
                 st.jobs.insert(id, job);
             }
+            ends.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for (at, id) in ends {
+                st.retention.ended(id, at);
+            }
+            let policy = engine.limits().retention;
+            st.expire(&policy, unix_now());
             if !unfinished.is_empty() {
                 tracing::info!(
                     jobs = unfinished.len(),
@@ -203,6 +245,7 @@ impl Engine {
             }
         }
         tokio::spawn(engine.clone().hear_kernel(news_rx));
+        tokio::spawn(Self::expire_by_age(Arc::downgrade(&engine)));
         // Admit the replayed jobs (their records are durable already).
         let ids: Vec<u64> = engine.lock().pending.iter().copied().collect();
         for id in ids {
@@ -224,10 +267,36 @@ impl Engine {
             .clone()
     }
 
-    /// Replaces the limits (SIGHUP); starts more jobs if there is room now.
+    /// Replaces the limits (SIGHUP); starts more jobs if there is room now,
+    /// and lets go of the ended jobs a new retention policy no longer keeps.
     pub fn set_limits(self: &Arc<Self>, limits: Limits) {
+        let policy = limits.retention;
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.lock().expire(&policy, unix_now());
         self.dispatch();
+    }
+
+    /// Once a second, while the engine lives, lets go of the ended jobs
+    /// older than `--retain-seconds` (a count bound is applied at each end).
+    async fn expire_by_age(engine: std::sync::Weak<Engine>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let policy = engine.limits().retention;
+            if policy.max_age.is_some() {
+                engine.lock().expire(&policy, unix_now());
+            }
+        }
+    }
+
+    /// Ended jobs kept now, and dropped by the retention policy since start.
+    pub fn retention_counts(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.retention.kept() as u64, st.retention.dropped())
     }
 
     /// Live job events (every state change shown to clients).
@@ -311,7 +380,8 @@ impl Engine {
             for dep in &spec.after {
                 if !st.jobs.contains_key(dep) {
                     return Err(Status::invalid_argument(format!(
-                        "after: unknown job {dep}"
+                        "after: {}",
+                        st.missing(*dep).message()
                     )));
                 }
             }
@@ -351,6 +421,7 @@ impl Engine {
                 st.keys.insert(k.clone(), id);
             }
             st.jobs.insert(id, job.clone());
+            st.retention.pin(&job.after);
             st.pending.insert(id);
             st.queued += 1;
             (job, ticket)
@@ -662,25 +733,25 @@ impl Engine {
     /// then updates the tables and tells everyone ([`ended`](Self::ended)).
     /// The one path for every end: a running job's kernel task ended, or a
     /// queued job was cancelled (by a client, or a dependency that failed).
-    async fn finish(self: Arc<Self>, id: u64, how: Ending) {
+    ///
+    /// Returns the job's final record if this call ended it.
+    async fn finish(self: Arc<Self>, id: u64, how: Ending) -> Option<JobRecord> {
         let (job, ticket) = {
             let mut st = self.lock();
-            let Some(current) = st.jobs.get(&id) else {
-                return;
-            };
+            let current = st.jobs.get(&id)?;
             let mut job = current.clone();
             match how {
                 Ending::Ran { attempt, end } => {
-                    let Some(r) = st.running.get(&id) else { return };
+                    let r = st.running.get(&id)?;
                     if r.attempt != attempt {
-                        return;
+                        return None;
                     }
                     if st.interrupting {
                         // Stopped by a drain: not an end; the job runs again on the next start.
                         st.running.remove(&id);
                         drop(st);
                         self.changed.notify_waiters();
-                        return;
+                        return None;
                     }
                     settle(&mut job, end, r.cancel, r.timed_out);
                 }
@@ -689,7 +760,7 @@ impl Engine {
                         || st.ending.contains(&id)
                         || st.running.contains_key(&id)
                     {
-                        return;
+                        return None;
                     }
                     job.state = JobState::Cancelled;
                     job.error = Some(why);
@@ -700,7 +771,7 @@ impl Engine {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!("job store: {e}");
-                    return;
+                    return None;
                 }
             };
             st.ending.insert(id);
@@ -708,7 +779,7 @@ impl Engine {
         };
         if let Err(e) = self.durable(ticket).await {
             tracing::error!("job {id}: its end could not be made durable: {e}");
-            return;
+            return None;
         }
         {
             let mut st = self.lock();
@@ -721,8 +792,14 @@ impl Engine {
                 st.queued = st.queued.saturating_sub(1);
             }
             st.jobs.insert(id, job.clone());
+            st.retention.unpin(&job.after);
+            st.retention
+                .ended(id, job.finished_at.unwrap_or_else(unix_now));
+            let policy = self.limits().retention;
+            st.expire(&policy, unix_now());
         }
-        self.ended(job);
+        self.ended(job.clone());
+        Some(job)
     }
 
     /// A job's end is durable: tell everyone, release its dependents, start more.
@@ -781,11 +858,8 @@ impl Engine {
 
     /// A job by id.
     pub fn get(&self, id: u64) -> Result<JobRecord, Status> {
-        self.lock()
-            .jobs
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+        let st = self.lock();
+        st.jobs.get(&id).cloned().ok_or_else(|| st.missing(id))
     }
 
     /// Jobs from id `from` on, of `state` if given, at most `limit`; and
@@ -817,7 +891,7 @@ impl Engine {
         let (queued, task) = {
             let mut st = self.lock();
             let Some(job) = st.jobs.get(&id) else {
-                return Err(Status::not_found(format!("no job {id}")));
+                return Err(st.missing(id));
             };
             if job.state.is_final() {
                 return Ok(job.clone());
@@ -832,7 +906,8 @@ impl Engine {
             }
         };
         if queued {
-            self.clone()
+            let ended = self
+                .clone()
                 .finish(
                     id,
                     Ending::Dropped {
@@ -840,6 +915,10 @@ impl Engine {
                     },
                 )
                 .await;
+            // The retention policy may have let go of it already.
+            if let Some(job) = ended {
+                return Ok(self.get(id).unwrap_or(job));
+            }
         } else if let Some(task) = task {
             let _ = self.kernel.cancel(task);
         }
@@ -858,22 +937,25 @@ impl Engine {
             let next = async {
                 loop {
                     match events.recv().await {
-                        Ok(j) if j.id == id && j.state.is_final() => return,
+                        Ok(j) if j.id == id && j.state.is_final() => return Some(j),
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return None,
                         Err(broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await
                         }
                     }
                 }
             };
-            match deadline {
-                Some(d) => {
-                    if tokio::time::timeout_at(d, next).await.is_err() {
-                        return self.get(id);
-                    }
-                }
+            let ended = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, next).await {
+                    Ok(ended) => ended,
+                    Err(_) => return self.get(id),
+                },
                 None => next.await,
+            };
+            if let Some(shown) = ended {
+                // The retention policy may have let go of it already.
+                return Ok(self.get(id).unwrap_or(shown));
             }
         }
     }

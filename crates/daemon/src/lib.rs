@@ -23,6 +23,7 @@
 //! | what a job is, its states, its checked arguments | [`job`] |
 //! | the job store interface, and the log as its first implementation | [`store`] |
 //! | the queue, dependencies, limits, the kernel bridge | [`engine`] |
+//! | how long an ended job is kept (`--retain-jobs`, `--retain-seconds`) | [`retention`] |
 //! | the gRPC service, bearer tokens | [`service`] |
 //! | kinds a host runs (`tiffany.serve`'s `python` jobs) | [`runner`] |
 //! | connecting as a client (Unix socket, TCP + token + TLS, vsock + token) | [`client`] |
@@ -40,6 +41,7 @@ pub mod config;
 pub mod engine;
 pub mod job;
 pub mod metrics;
+pub mod retention;
 pub mod runner;
 pub mod server;
 pub mod service;

@@ -70,6 +70,15 @@ pub fn render(engine: &Engine) -> String {
         "# HELP tiffany_jobs_submitted_total Jobs accepted since start.\n# TYPE tiffany_jobs_submitted_total counter\ntiffany_jobs_submitted_total {}",
         c.submitted.load(Ordering::Relaxed)
     );
+    let (kept, dropped) = engine.retention_counts();
+    let _ = writeln!(
+        out,
+        "# HELP tiffany_jobs_ended_kept Ended jobs the retention policy keeps now.\n# TYPE tiffany_jobs_ended_kept gauge\ntiffany_jobs_ended_kept {kept}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tiffany_jobs_dropped_total Ended jobs dropped by the retention policy since start.\n# TYPE tiffany_jobs_dropped_total counter\ntiffany_jobs_dropped_total {dropped}"
+    );
     let st = engine.store_stats();
     let _ = writeln!(
         out,

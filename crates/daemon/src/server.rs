@@ -433,11 +433,6 @@ async fn serve(
                 match settings.reload(&args) {
                     Ok(new) => {
                         let changes = settings.reload_changes(&new);
-                        if changes.is_empty() {
-                            tracing::info!("SIGHUP: config reloaded, nothing reloadable changed");
-                        } else {
-                            tracing::info!("SIGHUP: config reloaded: {}", changes.join(", "));
-                        }
                         if let (Some(f), Some(level)) = (&filter, &new.log_level) {
                             match EnvFilter::try_new(level) {
                                 Ok(fl) => { let _ = f.reload(fl); }
@@ -447,10 +442,17 @@ async fn serve(
                         let mut limits = settings.limits.clone();
                         limits.max_running = new.limits.max_running;
                         limits.max_queued = new.limits.max_queued;
+                        limits.retention = new.limits.retention;
                         engine.set_limits(limits.clone());
                         settings.limits = limits;
                         settings.grace = new.grace;
                         settings.log_level = new.log_level;
+                        // Logged once in effect.
+                        if changes.is_empty() {
+                            tracing::info!("SIGHUP: config reloaded, nothing reloadable changed");
+                        } else {
+                            tracing::info!("SIGHUP: config reloaded: {}", changes.join(", "));
+                        }
                     }
                     Err(e) => tracing::error!("SIGHUP: config not reloaded: {e}"),
                 }

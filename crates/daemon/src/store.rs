@@ -20,7 +20,8 @@
 //! - `started`: `{"id", "attempt", "at"}`, a job started running;
 //! - `ended`: a whole [`JobRecord`] in a final state, with its output;
 //! - `meta`: `{"next_id"}`, written first by a compaction, so that ids are
-//!   never reused even for jobs a future retention policy drops.
+//!   never reused even for jobs the retention policy dropped
+//!   ([`crate::retention`]).
 //!
 //! Replay ([`Replayed::from_records`]) applies them in order. A job that
 //! had not ended is queued again; its `attempts` count the starts.

@@ -433,21 +433,13 @@ async fn live_socket_refused_stale_socket_replaced() {
 
 #[tokio::test]
 async fn metrics_and_healthz() {
-    use std::io::{Read, Write};
     let dir = TempDir::new("metrics");
     let d = Daemon::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
     let addr = d.addr_of("serving /metrics");
     let mut c = d.client().await;
     let j = c.submit(sleep(0.0)).await.unwrap().into_inner();
     wait(&mut c, j.id).await;
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = |path: &str| http_get(&addr, path);
     let m = get("/metrics");
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
     for name in [

@@ -338,3 +338,16 @@ pub async fn until_health(c: &mut UnixClient, ready: impl Fn(&proto::HealthRespo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `GET path` over HTTP/1.1 from `addr` (the metrics server): the whole
+/// answer, head and body (reads bounded at 10 s).
+#[allow(dead_code)]
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
