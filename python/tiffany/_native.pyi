@@ -575,6 +575,7 @@ class DaemonClient:
         tcp: str | None = None,
         token: str | None = None,
         tls_ca: bytes | None = None,
+        vsock: tuple[int, int] | None = None,
     ) -> Self: ...
     def submit(
         self,

@@ -151,7 +151,11 @@ class Client:
     the daemon's default). ``tcp``: ``"host:port"`` instead, with ``token``,
     the daemon's bearer token; ``tls_ca``: the path of a PEM CA bundle that
     signed the daemon's TLS certificate, to reach it over TLS (without it,
-    plain TCP). The certificate must name the host in ``tcp``.
+    plain TCP). The certificate must name the host in ``tcp``. ``vsock``:
+    ``(cid, port)`` instead, with ``token``: a daemon serving AF_VSOCK
+    (``--vsock-port``), e.g. inside a microVM (CID 2 is the host, 1 this
+    machine's loopback); the connection is given up after 10 s without an
+    answer.
     """
 
     def __init__(
@@ -161,16 +165,28 @@ class Client:
         tcp: str | None = None,
         token: str | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
+        vsock: tuple[int, int] | None = None,
     ) -> None:
         if tls_ca is not None and tcp is None:
             raise ValueError("tls_ca is for TCP: give tcp='host:port' too")
+        if vsock is not None:
+            if tcp is not None or socket is not None:
+                raise ValueError("give one of socket, tcp and vsock")
+            if (
+                not isinstance(vsock, tuple)
+                or len(vsock) != 2
+                or not all(type(x) is int and 0 <= x < 2**32 for x in vsock)
+            ):
+                raise ValueError(
+                    f"vsock must be a (cid, port) pair of 32-bit unsigned ints, not {vsock!r}"
+                )
         ca = None
         if tls_ca is not None:
             with open(tls_ca, "rb") as f:
                 ca = f.read()
         try:
             self._c = _native.DaemonClient(
-                os.fspath(socket) if socket is not None else None, tcp, token, ca
+                os.fspath(socket) if socket is not None else None, tcp, token, ca, vsock
             )
         except _native.RpcError as e:
             _raise(e)

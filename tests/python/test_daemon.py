@@ -161,3 +161,15 @@ def test_shutdown_and_console_script(tmp_path: Path) -> None:
     assert c.wait(job_id, timeout=30).succeeded
     c.shutdown(grace=1)
     assert d.proc.wait(timeout=30) == 0
+
+
+def test_client_vsock_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one of socket, tcp and vsock"):
+        tiffany.Client(tcp="127.0.0.1:1", vsock=(3, 7070))
+    with pytest.raises(ValueError, match="one of socket, tcp and vsock"):
+        tiffany.Client(tmp_path / "x.sock", vsock=(3, 7070))
+    for bad in [(3,), (3, -1), (3, 2**32), ("3", 7070), [3, 7070], (3, True)]:
+        with pytest.raises(ValueError, match=r"\(cid, port\)"):
+            tiffany.Client(vsock=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tls_ca is for TCP"):
+        tiffany.Client(vsock=(3, 7070), tls_ca=tmp_path / "ca.pem")

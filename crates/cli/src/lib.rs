@@ -3,8 +3,9 @@
 //! Every command is one gRPC call (or a stream of them) to a running
 //! daemon over its Unix socket — `--socket`, else `TIFFANY_SOCKET`, else
 //! the daemon's default — or over TCP (`--tcp HOST:PORT` with
-//! `--token-file`, and `--tls-ca` for a daemon serving TLS) — except `wal`,
-//! which reads a job log offline.
+//! `--token-file`, and `--tls-ca` for a daemon serving TLS), or over
+//! AF_VSOCK (`--vsock CID:PORT` with `--token-file`: a daemon in a
+//! microVM) — except `wal`, which reads a job log offline.
 //! `--json` prints machine-readable output (a job as a JSON object, one
 //! object per line for lists and events).
 //!
@@ -39,7 +40,10 @@ pub struct Cli {
     /// Reach the daemon over TCP at HOST:PORT instead (its --tcp-addr; needs --token-file).
     #[arg(long, env = "TIFFANY_TCP", global = true)]
     pub tcp: Option<String>,
-    /// File holding the daemon's bearer token, for --tcp.
+    /// Reach the daemon over AF_VSOCK at CID:PORT instead (its --vsock-port; needs --token-file).
+    #[arg(long, env = "TIFFANY_VSOCK", global = true)]
+    pub vsock: Option<String>,
+    /// File holding the daemon's bearer token, for --tcp and --vsock.
     #[arg(long, env = "TIFFANY_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// PEM CA bundle that signed the daemon's TLS certificate: --tcp over TLS (default: plain TCP).
@@ -246,14 +250,7 @@ pub async fn connect_over_tcp(
     token_file: Option<&Path>,
     tls_ca: Option<&Path>,
 ) -> Result<Client, CliError> {
-    let token = match token_file {
-        Some(p) => {
-            let t = std::fs::read_to_string(p)
-                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
-            Some(t.trim().to_string())
-        }
-        None => None,
-    };
+    let token = read_token(token_file)?;
     let ca = match tls_ca {
         Some(p) => Some(
             std::fs::read(p)
@@ -270,6 +267,34 @@ pub async fn connect_over_tcp(
         };
         CliError::new(3, format!("cannot reach tiffanyd at {addr}: {e}{hint}"))
     })
+}
+
+/// The bearer token in `token_file`, if given.
+fn read_token(token_file: Option<&Path>) -> Result<Option<String>, CliError> {
+    match token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
+            Ok(Some(t.trim().to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Connects over AF_VSOCK to `addr` (`CID:PORT`), with the token in
+/// `token_file`.
+pub async fn connect_over_vsock(addr: &str, token_file: Option<&Path>) -> Result<Client, CliError> {
+    let (cid, port) = tiffany_daemon::client::parse_vsock(addr)
+        .map_err(|e| CliError::new(2, format!("--vsock: {e}")))?;
+    let token = read_token(token_file)?;
+    tiffany_daemon::client::connect_vsock(cid, port, token.as_deref())
+        .await
+        .map_err(|e| {
+            CliError::new(
+                3,
+                format!("cannot reach tiffanyd over vsock at {addr}: {e}"),
+            )
+        })
 }
 
 /// What a request failed with: the daemon's answer, or for a failure of
@@ -401,8 +426,21 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     if let Command::Wal { command } = cli.command {
         return wal(command);
     }
-    let (mut client, target) = match &cli.tcp {
-        Some(addr) => (
+    if cli.vsock.is_some() && cli.tcp.is_some() {
+        return Err(CliError::new(2, "give --tcp or --vsock, not both"));
+    }
+    if cli.tls_ca.is_some() && cli.tcp.is_none() {
+        return Err(CliError::new(
+            2,
+            "--tls-ca is for --tcp (vsock and the Unix socket need no TLS)",
+        ));
+    }
+    let (mut client, target) = match (&cli.tcp, &cli.vsock) {
+        (None, Some(addr)) => (
+            connect_over_vsock(addr, cli.token_file.as_deref()).await?,
+            format!("vsock {addr}"),
+        ),
+        (Some(addr), _) => (
             connect_over_tcp(addr, cli.token_file.as_deref(), cli.tls_ca.as_deref()).await?,
             if cli.tls_ca.is_some() {
                 format!("{addr} (TLS)")
@@ -410,7 +448,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                 format!("{addr} (plain TCP: if it serves TLS, give its CA with --tls-ca)")
             },
         ),
-        None => (connect(&socket).await?, socket.display().to_string()),
+        (None, None) => (connect(&socket).await?, socket.display().to_string()),
     };
     let st = |s: Status| from_status(describe(&s), &target);
     match cli.command {

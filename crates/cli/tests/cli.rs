@@ -288,3 +288,34 @@ fn tcp_with_a_token_over_tls() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("missing.pem"), "{}", stderr(&o));
 }
+
+#[test]
+fn vsock_and_tls_arguments_are_checked() {
+    let dir = TempDir::new("cli-vsock");
+    let s = dir.path().join("none.sock");
+    let o = tiffany(&s, &["--vsock", "three:7070", "health"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("CID:PORT"), "{}", stderr(&o));
+    let o = tiffany(&s, &["--vsock", "3:7070", "--tcp", "127.0.0.1:1", "health"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("not both"), "{}", stderr(&o));
+    let o = tiffany(&s, &["--vsock", "3:7070", "--tls-ca", "ca.pem", "health"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("--tls-ca is for --tcp"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tiffany(
+        &s,
+        &[
+            "--vsock",
+            "3:7070",
+            "--token-file",
+            "/nonexistent/token",
+            "health",
+        ],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("/nonexistent/token"), "{}", stderr(&o));
+}

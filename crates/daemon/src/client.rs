@@ -98,17 +98,34 @@ pub async fn connect_tcp(
     with_token(channel, token)
 }
 
+/// How long [`connect_vsock`] waits for the connection: a context with no
+/// listener, or a machine without the vsock transport, may never answer.
+pub const VSOCK_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects over AF_VSOCK to `port` of context `cid` (2 for the host, 1 for
-/// this machine's loopback), sending `token` if given.
+/// this machine's loopback), sending `token` if given; gives up after
+/// [`VSOCK_CONNECT_TIMEOUT`].
 pub async fn connect_vsock(cid: u32, port: u32, token: Option<&str>) -> Result<TcpClient, String> {
-    let channel = Endpoint::from_static("http://tiffanyd.invalid")
-        .connect_with_connector(service_fn(move |_: Uri| async move {
-            let addr = tokio_vsock::VsockAddr::new(cid, port);
-            Ok::<_, std::io::Error>(TokioIo::new(tokio_vsock::VsockStream::connect(addr).await?))
-        }))
+    let endpoint = Endpoint::from_static("http://tiffanyd.invalid");
+    let connect = endpoint.connect_with_connector(service_fn(move |_: Uri| async move {
+        let addr = tokio_vsock::VsockAddr::new(cid, port);
+        Ok::<_, std::io::Error>(TokioIo::new(tokio_vsock::VsockStream::connect(addr).await?))
+    }));
+    let channel = tokio::time::timeout(VSOCK_CONNECT_TIMEOUT, connect)
         .await
+        .map_err(|_| format!("no answer in {} s", VSOCK_CONNECT_TIMEOUT.as_secs()))?
         .map_err(|e| error_chain(&e))?;
     with_token(channel, token)
+}
+
+/// Reads a vsock address written `CID:PORT` (as `--vsock` takes it).
+pub fn parse_vsock(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a vsock address CID:PORT (e.g. 3:7070)");
+    let (cid, port) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        cid.trim().parse().map_err(|_| bad())?,
+        port.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn with_token(channel: Channel, token: Option<&str>) -> Result<TcpClient, String> {
@@ -144,5 +161,24 @@ mod tests {
         assert_eq!(host_of("localhost:1"), "localhost");
         assert_eq!(host_of("[::1]:7070"), "::1");
         assert_eq!(host_of("example.org"), "example.org");
+    }
+
+    #[test]
+    fn vsock_addresses_are_cid_colon_port() {
+        assert_eq!(parse_vsock("3:7070"), Ok((3, 7070)));
+        assert_eq!(parse_vsock("4294967295:1"), Ok((u32::MAX, 1)));
+        for bad in [
+            "",
+            "3",
+            "3:",
+            ":7070",
+            "x:1",
+            "3:-1",
+            "3:4294967296",
+            "3:7070:1",
+        ] {
+            let err = parse_vsock(bad).unwrap_err();
+            assert!(err.contains("CID:PORT"), "{bad}: {err}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tiffany_daemon::client::{
-    TcpClient, UnixClient, connect_tcp, connect_unix, error_chain, host_of,
+    TcpClient, UnixClient, connect_tcp, connect_unix, connect_vsock, error_chain, host_of,
 };
 use tiffany_daemon::job::JobState;
 use tiffany_daemon::proto;
@@ -126,15 +126,17 @@ fn job_text(j: &proto::Job) -> String {
 impl DaemonClient {
     /// Connects over the Unix socket `socket` (None: `TIFFANY_SOCKET`, else
     /// the daemon's default), or over TCP to `tcp` ("host:port") with `token`,
-    /// over TLS if `tls_ca` (a PEM CA bundle's bytes) is given.
+    /// over TLS if `tls_ca` (a PEM CA bundle's bytes) is given, or over
+    /// AF_VSOCK to `vsock` (`(cid, port)`) with `token`.
     #[new]
-    #[pyo3(signature = (socket=None, tcp=None, token=None, tls_ca=None))]
+    #[pyo3(signature = (socket=None, tcp=None, token=None, tls_ca=None, vsock=None))]
     fn new(
         py: Python<'_>,
         socket: Option<String>,
         tcp: Option<String>,
         token: Option<String>,
         tls_ca: Option<Vec<u8>>,
+        vsock: Option<(u32, u32)>,
     ) -> PyResult<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -147,6 +149,14 @@ impl DaemonClient {
         };
         let conn = py.detach(|| {
             rt.block_on(async {
+                if let Some((cid, port)) = vsock {
+                    return connect_vsock(cid, port, token.as_deref())
+                        .await
+                        .map(Conn::Tcp)
+                        .map_err(|e| {
+                            format!("cannot reach tiffanyd over vsock at {cid}:{port}: {e}")
+                        });
+                }
                 match tcp {
                     Some(addr) => {
                         let tls = tls_ca.as_deref().map(|ca| (ca, host_of(&addr)));
