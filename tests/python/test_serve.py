@@ -324,3 +324,45 @@ def test_a_refused_start_leaves_the_callers_process_as_it_was(
     sched.spawn(_nap())
     assert sched.shutdown(0) == "timeout"
     assert capfd.readouterr().err == ""
+
+
+# argv: --socket PATH --data-dir DIR; serves twice, then waits for a signal.
+SERVE_TWICE = """
+import signal, sys
+import tiffany
+
+async def add(a, b):
+    return a + b
+
+for n in (1, 2):
+    tiffany.serve({"add": add}, socket=sys.argv[2], data_dir=sys.argv[4])
+    print(f"served {n}", file=sys.stderr, flush=True)
+print("pausing", file=sys.stderr, flush=True)
+signal.pause()
+print("a SIGTERM was swallowed", file=sys.stderr, flush=True)
+"""
+
+
+def test_serve_lends_the_signals_and_gives_them_back(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, start=SERVE_TWICE)
+
+    def until(text: str) -> None:
+        while (line := d.lines.get(timeout=30)) is not None:
+            if text in line:
+                return
+        raise AssertionError(f"exited before {text!r}: {d.proc.wait(timeout=30)}")
+
+    c = tiffany.Client(d.socket)
+    assert c.submit("python", python_job("add", 1, 2)).id == 1
+    d.proc.send_signal(signal.SIGINT)
+    until("served 1")
+    # The second daemon drains on SIGINT too (its handler is tokio's again,
+    # not the default that would kill the process).
+    until("tiffanyd ready")
+    assert tiffany.Client(d.socket).wait(1, timeout=30).result == 3
+    d.proc.send_signal(signal.SIGINT)
+    until("served 2")
+    until("pausing")
+    # After the daemon, SIGTERM is the process's again: it ends it.
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == -signal.SIGTERM

@@ -28,6 +28,7 @@
 //! | kinds a host runs (`tiffany.serve`'s `python` jobs) | [`runner`] |
 //! | connecting as a client (Unix socket, TCP + token + TLS, vsock + token) | [`client`] |
 //! | sockets, signals, drain, the kernel thread | [`server`] |
+//! | lending SIGTERM/SIGINT/SIGHUP to a daemon hosted by Python, and back | `signals` |
 //! | the WAL flusher and metrics sampler, kernel tasks at priority 0 | [`system`] |
 //! | `/metrics` and `/healthz` | [`metrics`] |
 //! | the generated protocol types, client and server | [`proto`] |
@@ -45,6 +46,7 @@ pub mod retention;
 pub mod runner;
 pub mod server;
 pub mod service;
+mod signals;
 pub mod store;
 pub mod system;
 

@@ -325,6 +325,7 @@ async fn serve(
     tls: Option<ServerTlsConfig>,
     host: Option<Host>,
 ) -> Result<(), StartError> {
+    let hosted = host.is_some();
     let (runner, stop, ready) = match host {
         Some(h) => (Some(h.runner), h.stop, h.ready),
         None => (None, Arc::new(tokio::sync::Notify::new()), None),
@@ -410,6 +411,8 @@ async fn serve(
         tracing::info!(addr = %local, "serving /metrics and /healthz");
     }
 
+    // A host's process goes on after the daemon: it gets its signals back.
+    let _signals = hosted.then(crate::signals::Borrowed::take);
     let sig = |k| signal(k).map_err(|e| fail(format!("cannot install signal handlers: {e}")));
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
