@@ -45,7 +45,9 @@ class DaemonUnavailable(ConnectionError):
 
 
 class JobNotFound(LookupError):
-    """The daemon has no job with this id."""
+    """The daemon has no job with this id: none was given, or it ended and the
+    daemon's retention policy (``retain_jobs``, ``retain_seconds``) dropped it
+    (the message says which)."""
 
 
 class Overloaded(RuntimeError):

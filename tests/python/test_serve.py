@@ -366,3 +366,16 @@ def test_serve_lends_the_signals_and_gives_them_back(tmp_path: Path) -> None:
     # After the daemon, SIGTERM is the process's again: it ends it.
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_a_hosted_daemon_takes_the_retention_settings(tmp_path: Path) -> None:
+    d = serve(tmp_path, retain_jobs=1)
+    c = tiffany.Client(d.socket)
+    first = c.submit("python", python_job("add", 1, 1))
+    assert c.wait(first.id, timeout=30).result == 2
+    second = c.submit("python", python_job("add", 2, 2))
+    assert c.wait(second.id, timeout=30).result == 4
+    with pytest.raises(tiffany.JobNotFound, match="dropped by the retention policy"):
+        c.get(first.id)
+    assert c.get(second.id).result == 4
+    assert d.stop() == 0
