@@ -110,6 +110,53 @@ with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
     r.run(main())
 """,
     ),
+    # Real sockets: how many events an iteration finds depends on timing,
+    # so this count moves by up to about 20% between runs of one build.
+    "asyncio Protocol echo on the loop, per round trip (user space)": (
+        2_000,
+        """
+import sys, asyncio, socket, tiffany
+n = int(sys.argv[1])
+clients, payload = 10, b"x" * 100
+async def main():
+    loop = asyncio.get_running_loop()
+    class Server(asyncio.Protocol):
+        def connection_made(self, tr):
+            tr.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.tr = tr
+        def data_received(self, data):
+            self.tr.write(data)
+    class Client(asyncio.Protocol):
+        def __init__(self, done, rounds):
+            self.done, self.left, self.got = done, rounds, 0
+        def connection_made(self, tr):
+            self.tr = tr
+            tr.write(payload)
+        def data_received(self, data):
+            self.got += len(data)
+            if self.got < len(payload):
+                return
+            self.got = 0
+            self.left -= 1
+            if self.left:
+                self.tr.write(payload)
+            else:
+                self.tr.close()
+                self.done.set_result(None)
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    done = []
+    for _ in range(clients if n else 0):
+        f = loop.create_future()
+        await loop.create_connection(lambda f=f: Client(f, n // clients), "127.0.0.1", port)
+        done.append(f)
+    await asyncio.gather(*done)
+    server.close()
+    await server.wait_closed()
+with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
+    r.run(main())
+""",
+    ),
     "asyncio.create_task + await, per task": (
         20_000,
         """

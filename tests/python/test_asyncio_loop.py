@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import threading
 from typing import Any
 
@@ -75,6 +76,46 @@ def test_timers_fire_in_deadline_order_then_scheduling_order() -> None:
     finally:
         loop.close()
     assert log == ["a1", "a2", "b"]
+
+
+@pytest.mark.parametrize("loop_name", ["tiffany", "uvloop"])
+def test_an_iteration_polls_after_its_callbacks_as_uvloop_does(loop_name: str) -> None:
+    """The selector is asked after the iteration's callbacks and its I/O
+    callbacks run at once (uvloop's order): data a callback writes is read
+    in the same iteration, before a callback that callback scheduled.
+    asyncio's own loop polls first and would log the other order."""
+    if loop_name == "uvloop":
+        new_loop = pytest.importorskip("uvloop").new_event_loop
+    else:
+        new_loop = tiffany.new_event_loop
+    log: list[str] = []
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    loop = new_loop()
+    try:
+        done = loop.create_future()
+
+        def note(what: str) -> None:
+            log.append(what)
+            if len(log) == 2:
+                done.set_result(None)
+
+        def readable() -> None:
+            loop.remove_reader(ours.fileno())
+            note("read " + ours.recv(16).decode())
+
+        def write_then_schedule() -> None:
+            peer.send(b"x")
+            loop.call_soon(note, "scheduled")
+
+        loop.add_reader(ours.fileno(), readable)
+        loop.call_soon(write_then_schedule)
+        loop.run_until_complete(done)
+    finally:
+        loop.close()
+        ours.close()
+        peer.close()
+    assert log == ["read x", "scheduled"]
 
 
 def test_time_can_be_read_from_another_thread() -> None:

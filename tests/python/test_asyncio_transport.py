@@ -253,6 +253,9 @@ def test_peer_reset_gives_connection_reset_error_to_connection_lost() -> None:
         tr, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
         peer, _ = await accept
         assert type(tr) is SocketTransport
+        sock = tr.get_extra_info("socket")
+        ours = sock.getsockname()
+        assert ours == peer.getpeername()
         # Closing with a zero linger time sends a reset, not a FIN.
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()
@@ -260,6 +263,11 @@ def test_peer_reset_gives_connection_reset_error_to_connection_lost() -> None:
         assert isinstance(exc, ConnectionResetError)
         assert proto.events == ["made", "lost"]
         assert tr.is_closing()
+        # The transport's socket is closed now; its addresses were read once,
+        # when the transport was made (no system call per question).
+        assert sock.fileno() == -1
+        assert sock.getpeername() == ("127.0.0.1", port)
+        assert sock.getsockname() == ours
         listener.close()
 
     run(main)

@@ -10,10 +10,11 @@
 //!
 //! While the loop runs, all of asyncio is **one kernel task** (an [`Engine`]
 //! body) beside Tiffany's tasks, on the same scheduler and clock. Each resume
-//! is one asyncio iteration: drain the selector's epoll set without blocking,
-//! move due timers to the ready queue, run the callbacks that were ready when
-//! the iteration started. Then the engine yields (more is ready) or blocks
-//! with a single system call: wait until the selector's epoll set is
+//! is one asyncio iteration, in uvloop's order: move due timers to the ready
+//! queue, run the callbacks that were ready when the iteration started, then
+//! ask the selector's epoll set without blocking and run the I/O callbacks it
+//! gives. Then the engine yields (more is ready, or the poll found something)
+//! or blocks with a single system call: wait until the selector's epoll set is
 //! readable, with the next timer as timeout. So under the virtual clock the
 //! kernel jumps straight to the next asyncio timer when nothing is runnable.
 
@@ -469,12 +470,6 @@ impl LoopCore {
             .map_err(|_| PyRuntimeError::new_err("the loop's selector is not tiffany's"))?
             .unbind();
         let fd = selector.get().raw_fd();
-        struct Fd(i32);
-        impl tiffany_scheduler::IoSource for Fd {
-            fn raw_fd(&self) -> i32 {
-                self.0
-            }
-        }
         let token = match kernel.register_io(&Fd(fd)) {
             Ok(t) => t,
             Err(e) => {
@@ -485,7 +480,9 @@ impl LoopCore {
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
-            token,
+            token: Some(token),
+            fd,
+            busy_events: 0,
             scratch: Vec::new(),
             handles: Vec::new(),
         };
@@ -687,16 +684,45 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
 struct Engine {
     lp: Py<LoopCore>,
     selector: Py<Selector>,
-    token: IoToken,
+    /// The selector's epoll set in the kernel's poller, while registered
+    /// (see [`Engine::wait`]).
+    token: Option<IoToken>,
+    /// The selector's descriptor (what `token` registers).
+    fd: i32,
+    /// I/O callbacks the iterations ran since the engine last blocked: past
+    /// [`BUSY_EVENTS`] the selector's set leaves the kernel's poller.
+    busy_events: usize,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+}
+
+/// How many events the engine takes from its selector without blocking
+/// before it takes the selector's epoll set out of the kernel's poller.
+///
+/// While the set is registered there, every socket event runs the kernel's
+/// wake-up callback twice (the selector's set, then the poller's); a busy
+/// loop never blocks, so the second one is pure cost. Leaving the poller
+/// costs an `epoll_ctl`, coming back (when the engine next blocks) two
+/// system calls more: a loop that blocks after every few events keeps its
+/// registration.
+const BUSY_EVENTS: usize = 64;
+
+/// The selector's descriptor, as the kernel's poller registers it.
+struct Fd(i32);
+
+impl tiffany_scheduler::IoSource for Fd {
+    fn raw_fd(&self) -> i32 {
+        self.0
+    }
 }
 
 /// The clock's resolution: timers due within it fire in this iteration.
 const RESOLUTION: f64 = 1e-9;
 
 impl Engine {
-    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+    /// One asyncio iteration; answers how many I/O callbacks the selector
+    /// gave at its end.
+    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
         let lp = self.lp.clone_ref(py);
         let core = lp.get();
         core.in_iteration.store(true, Ordering::Relaxed);
@@ -706,15 +732,15 @@ impl Engine {
         result
     }
 
-    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+    /// Runs the due timers and the callbacks that were ready as the
+    /// iteration began, then asks the selector (without blocking) and runs
+    /// the I/O callbacks it gives at once: uvloop's order (libuv polls after
+    /// its idle phase and calls the I/O callbacks from the poll), where
+    /// asyncio's loop polls first and queues the I/O callbacks behind the
+    /// ready ones. A reader or a write started by this iteration's
+    /// callbacks is seen by this iteration's poll, not the next one's.
+    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
         let core = self.lp.get();
-        self.handles.clear();
-        self.selector
-            .get()
-            .dispatch(py, &mut self.scratch, &mut self.handles, 0)?;
-        for h in self.handles.drain(..) {
-            core.push_ready(py, h);
-        }
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
         let debug = core.debug.load(Ordering::Relaxed);
@@ -722,14 +748,41 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let item = item.into_bound(py);
-            if debug {
-                self.run_timed(py, &item)?;
-            } else {
-                run_item(py, &item)?;
-            }
-            core.recycle(py, item);
+            self.run_one(py, item.into_bound(py), debug)?;
         }
+        if core.stopping.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let mut io = std::mem::take(&mut self.handles);
+        io.clear();
+        self.selector
+            .get()
+            .dispatch(py, &mut self.scratch, &mut io, 0)?;
+        let found = io.len();
+        let mut result = Ok(found);
+        let mut handles = io.drain(..);
+        for h in handles.by_ref() {
+            if let Err(e) = self.run_one(py, h.into_bound(py), debug) {
+                result = Err(e);
+                break;
+            }
+        }
+        // After an error that ends the run, what was not run stays queued.
+        for h in handles {
+            core.push_ready(py, h);
+        }
+        self.handles = io;
+        result
+    }
+
+    /// Runs one callback (timed in debug mode) and keeps its handle for reuse.
+    fn run_one(&self, py: Python<'_>, item: Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
+        if debug {
+            self.run_timed(py, &item)?;
+        } else {
+            run_item(py, &item)?;
+        }
+        self.lp.get().recycle(py, item);
         Ok(())
     }
 
@@ -757,10 +810,38 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
-        if let Ok((kernel, _)) = crate::current::current_kernel() {
-            kernel.deregister_io(self.token);
+        if let Some(token) = self.token.take()
+            && let Ok((kernel, _)) = crate::current::current_kernel()
+        {
+            kernel.deregister_io(token);
         }
         Step::Done(Value::unit())
+    }
+
+    /// Nothing is queued and the iteration's poll found nothing: blocks,
+    /// with one wait in the kernel's poller, where the selector's epoll set
+    /// is then registered. The wait needs no readiness check of its own
+    /// (the `poll(2)` the kernel makes for a wait that may find its source
+    /// ready): the set was just found empty and nothing ran since, and what
+    /// arrives after makes an edge in the poller.
+    fn wait(&mut self, kernel: &tiffany_scheduler::Scheduler, timeout: Option<Duration>) -> Step {
+        self.busy_events = 0;
+        let token = match self.token {
+            Some(t) => t,
+            None => match kernel.register_io(&Fd(self.fd)) {
+                Ok(t) => *self.token.insert(t),
+                Err(e) => {
+                    *self.lp.get().fatal.lock().expect("fatal") = Some(PyErr::from(e));
+                    return self.finish();
+                }
+            },
+        };
+        Step::Syscall(SystemCall::IoWait {
+            token,
+            interest: Interest::Readable,
+            timeout,
+            after_would_block: true,
+        })
     }
 }
 
@@ -779,13 +860,26 @@ impl TaskBody for Engine {
             return self.finish();
         };
         let now = kernel.now().as_secs_f64();
-        if let Err(e) = self.iteration(py, now) {
-            *self.lp.get().fatal.lock().expect("fatal") = Some(e);
-            return self.finish();
-        }
+        let found = match self.iteration(py, now) {
+            Ok(found) => found,
+            Err(e) => {
+                *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+                return self.finish();
+            }
+        };
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
             return self.finish();
+        }
+        if found > 0 {
+            // The selector may have more: the next iteration asks again.
+            self.busy_events += found;
+            if self.busy_events >= BUSY_EVENTS
+                && let Some(token) = self.token.take()
+            {
+                kernel.deregister_io(token);
+            }
+            return Step::Syscall(SystemCall::Yield);
         }
         if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);
@@ -797,12 +891,11 @@ impl TaskBody for Engine {
             let delay = (when - now).max(0.0);
             (delay <= crate::syscall::MAX_SECONDS).then(|| Duration::from_secs_f64(delay))
         });
-        Step::Syscall(SystemCall::IoWait {
-            token: self.token,
-            interest: Interest::Readable,
-            timeout,
-            after_would_block: false,
-        })
+        if timeout == Some(Duration::ZERO) {
+            // A timer is due: the next iteration runs it.
+            return Step::Syscall(SystemCall::Yield);
+        }
+        self.wait(&kernel, timeout)
     }
 }
 
