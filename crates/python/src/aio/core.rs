@@ -125,6 +125,17 @@ pub struct LoopCore {
     notified: AtomicBool,
     /// The scheduler's clock, readable from any thread (`loop.time()`).
     clock: OnceLock<ClockReader>,
+    /// The engine's I/O token (its raw value plus one; 0 while no engine runs): a
+    /// wake on the loop's thread marks it ready in the kernel directly.
+    engine_token: std::sync::atomic::AtomicU64,
+    /// The engine is blocked in its wait (not queued in the kernel).
+    engine_blocked: AtomicBool,
+    /// A task was made while the engine was queued: the engine goes behind
+    /// it before its next iteration (asyncio queues a new task's first step
+    /// with the callbacks, in order).
+    defer_engine: AtomicBool,
+    /// How many tasks the loop has made (they are named `Task-<n>`).
+    tasks_made: std::sync::atomic::AtomicU64,
 }
 
 impl LoopCore {
@@ -248,6 +259,10 @@ impl LoopCore {
             in_iteration: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             clock: OnceLock::new(),
+            tasks_made: std::sync::atomic::AtomicU64::new(0),
+            engine_token: std::sync::atomic::AtomicU64::new(0),
+            engine_blocked: AtomicBool::new(false),
+            defer_engine: AtomicBool::new(false),
         }
     }
 
@@ -268,6 +283,52 @@ impl LoopCore {
             Some(c) => Ok(c.now().as_secs_f64()),
             None => Err(PyRuntimeError::new_err("the loop has no clock yet")),
         }
+    }
+
+    /// Makes a task of `coro`: a kernel task of the loop's scheduler (see
+    /// `tiffany._task.Task`), unless a task factory is set
+    /// (`set_task_factory`), which then makes it as in asyncio.
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().check_closed()?;
+        let factory = slf.getattr(intern!(py, "_task_factory"))?;
+        if !factory.is_none() {
+            let task = match context {
+                Some(c) if !c.is_none() => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "context"), c)?;
+                    factory.call((slf, coro), Some(&kwargs))?
+                }
+                _ => factory.call1((slf, coro))?,
+            };
+            if let Some(n) = name.filter(|n| !n.is_none()) {
+                py.import("asyncio.tasks")?
+                    .getattr("_set_task_name")?
+                    .call1((&task, n))?;
+            }
+            return Ok(task.unbind());
+        }
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let me = slf.get();
+        let number = me.tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        if me.engine_alive.load(Ordering::Relaxed)
+            && !me.engine_blocked.load(Ordering::Relaxed)
+            && !me.in_iteration.load(Ordering::Relaxed)
+        {
+            me.defer_engine.store(true, Ordering::Relaxed);
+        }
+        let cur = sched.borrow().cur()?.clone();
+        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number)?;
+        Ok(task)
     }
 
     /// Schedules `callback(*args)` for the next iteration.
@@ -366,8 +427,11 @@ impl LoopCore {
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
     /// Asks the loop to stop after the current iteration.
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+    fn stop(slf: &Bound<'_, Self>) {
+        slf.get().stopping.store(true, Ordering::Relaxed);
+        if slf.get().engine_alive.load(Ordering::Relaxed) {
+            Self::wake(slf);
+        }
     }
 
     #[getter]
@@ -404,8 +468,8 @@ impl LoopCore {
         self.closed.store(value, Ordering::Relaxed);
     }
 
-    /// Whether the loop is in debug mode (asyncio's `get_debug`, which
-    /// every new future asks).
+    /// Whether the loop is in debug mode (asyncio's `get_debug`, native: the
+    /// C `Future.__init__` calls it for every future and task).
     fn get_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
@@ -457,7 +521,14 @@ impl LoopCore {
     #[pyo3(signature = (*, daemon = false))]
     fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::task::Task> {
         let py = slf.py();
-        let (kernel, _) = crate::current::current_kernel()?;
+        // The loop's own scheduler (also before its run starts: the engine
+        // is then queued ahead of nothing but the tasks made already).
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let cur = sched.borrow().cur()?.clone();
+        let kernel = cur.kernel.clone();
         if slf.get().engine_alive.swap(true, Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err(
                 "this loop's engine is already running",
@@ -482,12 +553,16 @@ impl LoopCore {
                 return Err(PyErr::from(e));
             }
         };
+        slf.get()
+            .engine_token
+            .store(token.get() + 1, Ordering::Relaxed);
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
             token,
             scratch: Vec::new(),
             handles: Vec::new(),
+            draining: false,
         };
         let options = SpawnOptions {
             name: Some("asyncio".into()),
@@ -497,7 +572,7 @@ impl LoopCore {
         let priority = options.priority;
         match kernel.spawn_body(options, Body::custom(Box::new(body))) {
             Ok(id) => Ok(crate::task::Task::new(
-                &crate::current::current()?,
+                &cur,
                 id,
                 Some("asyncio".into()),
                 priority,
@@ -606,10 +681,21 @@ impl LoopCore {
     fn wake(slf: &Bound<'_, Self>) {
         let me = slf.get();
         if me.engine_alive.load(Ordering::Relaxed) {
-            if !me.in_iteration.load(Ordering::Relaxed)
-                && !me.notified.swap(true, Ordering::Relaxed)
-                && let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self"))
+            if me.in_iteration.load(Ordering::Relaxed) || me.notified.swap(true, Ordering::Relaxed)
             {
+                return;
+            }
+            // On the loop's thread, inside its run: make the engine ready in
+            // the kernel at once (so a task's `sleep(0)` lets the callbacks
+            // it queued run first, as in asyncio). Elsewhere: the self-pipe.
+            let token = me.engine_token.load(Ordering::Relaxed);
+            if token != 0
+                && let Ok((kernel, _)) = crate::current::current_kernel()
+                && kernel.notify_io(IoToken::from_raw(token - 1), Interest::Readable)
+            {
+                return;
+            }
+            if let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self")) {
                 crate::errors::log_callback_error(slf.py(), "waking the asyncio engine", e);
             }
             return;
@@ -690,6 +776,11 @@ struct Engine {
     token: IoToken,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+    /// `stop()` was seen: the engine yielded once so that the tasks its
+    /// last iteration woke take their step (asyncio runs a task's wake-up
+    /// in the iteration after the one that woke it, and a `stop()` in that
+    /// iteration does not prevent it), and it ends when resumed.
+    draining: bool,
 }
 
 /// The clock's resolution: timers due within it fire in this iteration.
@@ -757,6 +848,8 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        self.lp.get().engine_blocked.store(false, Ordering::Relaxed);
+        self.lp.get().engine_token.store(0, Ordering::Relaxed);
         if let Ok((kernel, _)) = crate::current::current_kernel() {
             kernel.deregister_io(self.token);
         }
@@ -778,6 +871,19 @@ impl TaskBody for Engine {
         let Ok((kernel, _)) = crate::current::current_kernel() else {
             return self.finish();
         };
+        let core = self.lp.get();
+        core.engine_blocked.store(false, Ordering::Relaxed);
+        if core.defer_engine.swap(false, Ordering::Relaxed) && !self.draining {
+            // Tasks were made while the engine was queued: their first
+            // steps go before the callbacks queued after them, as in asyncio.
+            return Step::Syscall(SystemCall::Yield);
+        }
+        if self.draining {
+            // `run_forever` returns; the loop's tasks stay suspended in the
+            // kernel for the next run.
+            kernel.stop_run();
+            return self.finish();
+        }
         let now = kernel.now().as_secs_f64();
         if let Err(e) = self.iteration(py, now) {
             *self.lp.get().fatal.lock().expect("fatal") = Some(e);
@@ -785,7 +891,11 @@ impl TaskBody for Engine {
         }
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
-            return self.finish();
+            if core.hosted.load(Ordering::Relaxed) {
+                return self.finish();
+            }
+            self.draining = true;
+            return Step::Syscall(SystemCall::Yield);
         }
         if core.ready_len(py) > 0 {
             return Step::Syscall(SystemCall::Yield);
@@ -797,6 +907,7 @@ impl TaskBody for Engine {
             let delay = (when - now).max(0.0);
             (delay <= crate::syscall::MAX_SECONDS).then(|| Duration::from_secs_f64(delay))
         });
+        core.engine_blocked.store(true, Ordering::Relaxed);
         Step::Syscall(SystemCall::IoWait {
             token: self.token,
             interest: Interest::Readable,

@@ -17,10 +17,14 @@ use pyo3::prelude::*;
 use pyo3::{IntoPyObjectExt, intern};
 use tiffany_scheduler::{EventId, Resume, SystemCall, TaskId};
 
+/// A wait on an asyncio future: the future, and the event made for it.
+type Wait = (Py<PyAny>, Option<EventId>);
+
 thread_local! {
     /// Tasks of this thread waiting on an asyncio future: the future and the
-    /// event made for the wait.
-    static WAITS: RefCell<HashMap<TaskId, (Py<PyAny>, EventId)>> = RefCell::new(HashMap::new());
+    /// event made for the wait (none when the future is a Tiffany asyncio
+    /// task, joined through the kernel).
+    static WAITS: RefCell<HashMap<TaskId, Wait>> = RefCell::new(HashMap::new());
     /// `WAITS.len()`, read on every resume of every Python task (cheap).
     static WAITING: Cell<usize> = const { Cell::new(0) };
 }
@@ -68,14 +72,46 @@ pub(crate) fn wait_future(
         kernel.remove_event(event);
         return Err(e);
     }
-    let previous = WAITS.with(|w| {
-        w.borrow_mut()
-            .insert(task, (yielded.clone().unbind(), event))
-    });
+    note(task, yielded.clone().unbind(), Some(event));
+    Ok(Some(SystemCall::EventWait(event)))
+}
+
+/// Records that `task` waits for `future` (for `Task._fut_waiter`, and so
+/// that a cancelled wait cancels the future).
+fn note(task: TaskId, future: Py<PyAny>, event: Option<EventId>) {
+    let previous = WAITS.with(|w| w.borrow_mut().insert(task, (future, event)));
     if previous.is_none() {
         WAITING.with(|n| n.set(n.get() + 1));
     }
-    Ok(Some(SystemCall::EventWait(event)))
+}
+
+/// If `yielded` is a Tiffany asyncio task (`tiffany._task.Task`) of this
+/// scheduler, the kernel join that waits for it: no event, no callback.
+pub(crate) fn join_task(
+    py: Python<'_>,
+    yielded: &Bound<'_, PyAny>,
+    sched: u64,
+) -> PyResult<Option<SystemCall>> {
+    if !super::task::is_task(py, yielded) {
+        return Ok(None);
+    }
+    let owner: u64 = yielded.getattr(intern!(py, "_tsched_id"))?.extract()?;
+    if owner != sched {
+        return Ok(None);
+    }
+    let target = TaskId::from_raw(super::task::kernel_id(yielded)?);
+    yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
+    let (kernel, _) = crate::current::current_kernel()?;
+    let Some(task) = kernel.current_task() else {
+        return Ok(None);
+    };
+    note(task, yielded.clone().unbind(), None);
+    Ok(Some(SystemCall::Join(target)))
+}
+
+/// The future (or task) the task `task` awaits, if any.
+pub(crate) fn waiting_on(py: Python<'_>, task: TaskId) -> Option<Py<PyAny>> {
+    WAITS.with(|w| w.borrow().get(&task).map(|(f, _)| f.clone_ref(py)))
 }
 
 /// Called when a Python task is resumed: ends its future wait, if any
@@ -94,7 +130,9 @@ pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
         return;
     };
     WAITING.with(|n| n.set(n.get().saturating_sub(1)));
-    kernel.remove_event(event);
+    if let Some(event) = event {
+        kernel.remove_event(event);
+    }
     if matches!(answer, Some(Resume::Cancelled))
         && let Err(e) = future.bind(py).call_method0(intern!(py, "cancel"))
     {
