@@ -196,7 +196,13 @@ async def _join_asyncio(wait: Any, task: _AioTask) -> Any:
     # A finished asyncio task's kernel record may be gone: its future has
     # the outcome.
     if not task.done():
-        await wait
+        try:
+            await wait
+        except Exception:
+            # The task failed: its future gives the exception (and marks
+            # it retrieved, so asyncio does not log it as never retrieved).
+            if not task.done():
+                raise
     if task.cancelled():
         raise TaskCancelled(f"task {task._kid} was cancelled")
     return task.result()

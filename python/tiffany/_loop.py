@@ -109,7 +109,9 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             # engine is spawned first, so the callbacks a task queues before
             # its first `sleep(0)` run before it goes on, as in asyncio.
             sched = self.scheduler
-            self._spawn_engine()
+            if not self._engine_running():
+                # (Alive when a task's SystemExit ended the last run.)
+                self._spawn_engine()
             sched.run()
             fatal = self._take_fatal()
             if fatal is not None:

@@ -340,11 +340,12 @@ class priority:
         _tb: types.TracebackType | None,
     ) -> bool: ...
 
-def _task_cancel_edge(sched: Scheduler, kid: int) -> bool:
-    """One ``Cancelled`` for kernel task ``kid`` at its current or next suspension."""
+def _task_cancel(sched: Scheduler, kid: int) -> bool:
+    """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
+    in a kernel-level wait, the kernel's edge); whether it was live."""
 
 def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
-    """Whether an edge cancellation of kernel task ``kid`` waits."""
+    """Whether a cancellation waits to be thrown into kernel task ``kid``."""
 
 def _task_set_name(sched: Scheduler, kid: int, name: str) -> None:
     """Renames kernel task ``kid``."""
@@ -532,6 +533,8 @@ class LoopCore:
     ) -> asyncio.Task[_T]:
         """A kernel task of the loop's scheduler (``tiffany._task.Task``), or
         what the task factory makes if one is set."""
+    def _engine_running(self) -> bool:
+        """Whether the loop's engine task is alive."""
     def _spawn_engine(self, *, daemon: bool = False) -> Task[None]:
         """Spawn the engine task on the running scheduler (run_forever does)."""
     def _take_fatal(self) -> BaseException | None:

@@ -15,8 +15,12 @@ Its future half — ``result``, ``exception``, ``done``, ``cancelled``,
 the kernel's: the C ``Task``'s own ``__init__`` and step never run, and the
 methods that would read the C task's fields are defined here.
 
+Every asyncio-visible wake of the task (its first step, the step after a
+bare ``yield``, the step after an awaited future completes) is an entry of
+the loop's ready FIFO, so tasks step in asyncio's order (ADR 11).
+
 ``cancel(msg)`` is asyncio's edge: one ``CancelledError(msg)`` per call at
-the task's next suspension (or the awaited future is cancelled, as asyncio
+the task's next step (or the awaited future is cancelled, as asyncio
 does), counted by :meth:`cancelling` and undone by :meth:`uncancel`.
 """
 
@@ -30,7 +34,7 @@ from asyncio import base_tasks
 from typing import Any, TextIO
 
 from tiffany._native import (
-    _task_cancel_edge,
+    _task_cancel,
     _task_edge_pending,
     _task_fut_waiter,
     _task_set_name,
@@ -91,7 +95,7 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
         self._cmsg = msg
         sched = self._sched
         if sched is not None:
-            _task_cancel_edge(sched, self._kid)
+            _task_cancel(sched, self._kid)
         return True
 
     def cancelling(self) -> int:

@@ -468,3 +468,96 @@ def test_tasks_survive_a_stop_and_go_on_in_the_next_run() -> None:
             loop.run_until_complete(t)
     finally:
         loop.close()
+
+
+def _interleaving() -> Callable[[], Coroutine[Any, Any, list[str]]]:
+    """A program whose log is the order in which asyncio steps tasks and runs
+    callbacks: first steps, ``sleep(0)``, futures and tasks awaited (with
+    other done callbacks on them), gather, and a cancel thrown at a step."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        log: list[str] = []
+        fut: asyncio.Future[None] = loop.create_future()
+
+        async def waiter(name: str) -> str:
+            log.append(f"{name} start")
+            await fut
+            log.append(f"{name} woke")
+            await asyncio.sleep(0)
+            log.append(f"{name} after sleep(0)")
+            return name
+
+        async def yielder(name: str, n: int) -> None:
+            for i in range(n):
+                log.append(f"{name} {i}")
+                await asyncio.sleep(0)
+
+        loop.call_soon(log.append, "soon 1")
+        a = asyncio.create_task(waiter("a"))
+        loop.call_soon(log.append, "soon 2")
+        b = asyncio.create_task(waiter("b"))
+        y = asyncio.create_task(yielder("y", 4))
+        fut.add_done_callback(lambda _: log.append("fut callback"))
+        await asyncio.sleep(0)
+        log.append("main set_result")
+        fut.set_result(None)
+        loop.call_soon(log.append, "soon 3")
+
+        async def joiner() -> None:
+            log.append(f"joined {await a}")
+
+        j = asyncio.create_task(joiner())
+        a.add_done_callback(lambda _: log.append("a's callback"))
+        gathered = await asyncio.gather(b, yielder("g", 2), j)
+        log.append(f"gathered {gathered[0]}")
+        await y
+
+        async def victim() -> None:
+            try:
+                log.append("victim runs")
+                await asyncio.sleep(0)
+                log.append("victim not cancelled")
+            except asyncio.CancelledError as e:
+                log.append(f"victim cancelled: {e.args[0]}")
+                raise
+
+        v = asyncio.create_task(victim())
+        loop.call_soon(log.append, "soon 4")
+        await asyncio.sleep(0)
+        v.cancel("stop")
+        loop.call_soon(log.append, "soon 5")
+        await asyncio.gather(v, return_exceptions=True)
+        return log
+
+    return main
+
+
+def test_tasks_step_in_asyncio_order() -> None:
+    """Each wake of a task is a step at the position asyncio's one FIFO gives
+    it (ADR 11): the log is the stdlib loop's, entry for entry."""
+    expected = asyncio.run(_interleaving()())
+    assert run_virtual(_interleaving()) == expected
+    with asyncio.Runner(loop_factory=tiffany.new_event_loop) as runner:
+        assert runner.run(_interleaving()()) == expected
+
+
+def test_system_exit_in_a_task_leaves_run_until_complete_and_the_loop_goes_on() -> None:
+    async def exits() -> None:
+        await asyncio.sleep(0)
+        raise SystemExit(3)
+
+    async def fine() -> str:
+        await asyncio.sleep(0)
+        return "fine"
+
+    loop = tiffany.new_event_loop(clock="virtual")
+    try:
+        task = loop.create_task(exits())
+        with pytest.raises(SystemExit):
+            loop.run_until_complete(task)
+        assert task.done() and isinstance(task.exception(), SystemExit)
+        # As in asyncio, the loop stays usable.
+        assert loop.run_until_complete(fine()) == "fine"
+    finally:
+        loop.close()

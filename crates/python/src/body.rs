@@ -10,6 +10,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use smallvec::{SmallVec, smallvec};
@@ -277,19 +278,24 @@ impl PyBody {
         &mut self,
         py: Python<'_>,
         yielded: &Bound<'_, PyAny>,
+        aio: Option<&AioTask>,
     ) -> Result<Translated, PyErr> {
         let Some(kind) = crate::syscall::kind_of(yielded) else {
+            if let Some(aio) = aio {
+                return translate_aio(py, yielded, aio).map(Translated::Call);
+            }
             if yielded.is_none() {
-                // asyncio's bare `yield` (`asyncio.sleep(0)`): a kernel yield.
+                // asyncio's bare `yield` (`asyncio.sleep(0)`) in a Tiffany
+                // task: a kernel yield.
                 return Ok(Translated::Call(SystemCall::Yield));
             }
             if let Some(call) = crate::aio::future::join_task(py, yielded, u64::from(self.sched))? {
                 // Kept: the join's answer is not the await's; the awaited
-                // future (the task) gives it when the coroutine resumes.
+                // task's future gives it when the coroutine resumes.
                 self.kept = Some(yielded.clone().unbind());
                 return Ok(Translated::Call(call));
             }
-            if let Some(call) = crate::aio::future::wait_future(py, yielded)? {
+            if let Some(call) = crate::aio::future::wait_future(py, yielded, None)? {
                 return Ok(Translated::Call(call));
             }
             return Err(PyTypeError::new_err(format!(
@@ -390,20 +396,57 @@ impl PyBody {
     }
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
-        let Some(aio) = self.aio.take() else {
-            return match self.step_inner(py, answer, None) {
+        let Some(mut aio) = self.aio.take() else {
+            return match self.step_inner(py, answer, None, None) {
                 Ok(step) => step,
                 Err(end) => plain_end(py, end),
             };
         };
+        if !aio.parked {
+            // The kernel's first resume: the task waits for its first step,
+            // queued in the loop's FIFO when it was made.
+            aio.parked = true;
+            let event = aio.step_event;
+            self.aio = Some(aio);
+            return Step::Syscall(SystemCall::EventWait(event));
+        }
         crate::aio::task::enter(py, &aio);
-        let edge = matches!(answer, Some(Resume::Cancelled))
-            && crate::current::current()
-                .ok()
-                .and_then(|c| Some(c.kernel.take_edge(c.kernel.current_task()?)))
-                .unwrap_or(false);
-        let first = edge.then(|| Input::Throw(crate::aio::task::edge_error(py, &aio)));
-        let step = match self.step_inner(py, answer, first) {
+        let (kernel, id) = match crate::current::current() {
+            Ok(c) => {
+                let id = c.kernel.current_task();
+                (Some(c.kernel.clone()), id)
+            }
+            Err(_) => (None, None),
+        };
+        let cancelled = matches!(answer, Some(Resume::Cancelled));
+        let edge = cancelled
+            && kernel
+                .as_ref()
+                .zip(id)
+                .is_some_and(|(k, id)| k.take_edge(id));
+        // asyncio's `_must_cancel` (a scope's `Cancelled` goes first; the
+        // kernel's edge is the same request).
+        let must = (edge || !cancelled) && id.is_some_and(crate::aio::future::take_must);
+        let first = if edge || must {
+            Some(Input::Throw(crate::aio::task::edge_error(py, &aio)))
+        } else if !aio.started {
+            Some(Input::Start)
+        } else {
+            None
+        };
+        aio.started = true;
+        let step = match self.step_inner(py, answer, first, Some(&aio)) {
+            Ok(Step::Syscall(call)) => {
+                // Marked while it ran, and now blocking in a kernel-level
+                // wait: the kernel's edge wakes it from there.
+                if let (Some(k), Some(id)) = (&kernel, id)
+                    && !matches!(&call, SystemCall::EventWait(e) if *e == aio.step_event)
+                    && crate::aio::future::take_must(id)
+                {
+                    k.cancel_edge(id);
+                }
+                Step::Syscall(call)
+            }
             Ok(step) => step,
             Err(end) => crate::aio::task::finish(py, &aio, end),
         };
@@ -419,6 +462,7 @@ impl PyBody {
         py: Python<'_>,
         answer: Option<Resume>,
         first: Option<Input>,
+        aio: Option<&AioTask>,
     ) -> Result<Step, End> {
         crate::aio::future::resumed(py, answer.as_ref());
         if let Some(fd) = self.held_fd.take() {
@@ -456,7 +500,7 @@ impl PyBody {
                         input = Input::Start;
                         continue;
                     }
-                    match self.translate(py, bound) {
+                    match self.translate(py, bound, aio) {
                         Ok(Translated::Call(call)) => return Ok(Step::Syscall(call)),
                         Ok(Translated::Now(now)) => input = now,
                         Err(e) => input = Input::Throw(e),
@@ -478,6 +522,54 @@ impl PyBody {
                 }
             }
         }
+    }
+}
+
+/// What a yielded object comes to in a task made through asyncio: a bare
+/// `yield` queues its next step at the back of the loop's FIFO; a future
+/// is awaited through its done callback (its wake is then a FIFO entry
+/// too, in the order of the future's callbacks).
+fn translate_aio(
+    py: Python<'_>,
+    yielded: &Bound<'_, PyAny>,
+    aio: &AioTask,
+) -> Result<SystemCall, PyErr> {
+    let (kernel, _) = crate::current::current_kernel()?;
+    let Some(id) = kernel.current_task() else {
+        return Err(PyRuntimeError::new_err(
+            "an asyncio task step outside its task",
+        ));
+    };
+    if yielded.is_none() {
+        if aio.by_kernel {
+            return Ok(SystemCall::Yield);
+        }
+        return crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event);
+    }
+    match crate::aio::future::wait_future(py, yielded, Some(aio.step_event))? {
+        Some(call) => {
+            if crate::aio::future::must_pending(id) {
+                // Cancelled while running: the future it now awaits is
+                // cancelled instead (asyncio's `__step`).
+                let msg = aio.task.bind(py).getattr(intern!(py, "_cmsg"))?;
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item(intern!(py, "msg"), msg)?;
+                if yielded
+                    .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
+                    .is_truthy()?
+                {
+                    crate::aio::future::take_must(id);
+                }
+            }
+            Ok(call)
+        }
+        None => Err(PyRuntimeError::new_err(format!(
+            "Task got bad yield: {}",
+            yielded
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "an object".into())
+        ))),
     }
 }
 
@@ -540,11 +632,11 @@ impl Drop for PyBody {
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
+        if let Some(aio) = self.aio.take() {
+            Python::attach(|py| crate::aio::task::dropped(py, &aio, !self.stack.is_empty()));
+        }
         if self.stack.is_empty() {
             return;
-        }
-        if let Some(aio) = self.aio.take() {
-            Python::attach(|py| crate::aio::task::abandoned(py, &aio));
         }
         // Close the coroutines (innermost first) so an unfinished one runs its
         // `finally` blocks and an unstarted one does not warn "never awaited".

@@ -130,10 +130,6 @@ pub struct LoopCore {
     engine_token: std::sync::atomic::AtomicU64,
     /// The engine is blocked in its wait (not queued in the kernel).
     engine_blocked: AtomicBool,
-    /// A task was made while the engine was queued: the engine goes behind
-    /// it before its next iteration (asyncio queues a new task's first step
-    /// with the callbacks, in order).
-    defer_engine: AtomicBool,
     /// How many tasks the loop has made (they are named `Task-<n>`).
     tasks_made: std::sync::atomic::AtomicU64,
 }
@@ -262,7 +258,6 @@ impl LoopCore {
             tasks_made: std::sync::atomic::AtomicU64::new(0),
             engine_token: std::sync::atomic::AtomicU64::new(0),
             engine_blocked: AtomicBool::new(false),
-            defer_engine: AtomicBool::new(false),
         }
     }
 
@@ -320,14 +315,12 @@ impl LoopCore {
             .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
         let me = slf.get();
         let number = me.tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
-        if me.engine_alive.load(Ordering::Relaxed)
-            && !me.engine_blocked.load(Ordering::Relaxed)
-            && !me.in_iteration.load(Ordering::Relaxed)
-        {
-            me.defer_engine.store(true, Ordering::Relaxed);
-        }
         let cur = sched.borrow().cur()?.clone();
-        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number)?;
+        // Hosted by `tiffany.run` with no engine yet: the kernel schedules
+        // the task's steps, so a run that never uses asyncio's callbacks
+        // never starts the engine.
+        let fifo = !me.hosted.load(Ordering::Relaxed) || me.engine_alive.load(Ordering::Relaxed);
+        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number, fifo)?;
         Ok(task)
     }
 
@@ -516,6 +509,12 @@ impl LoopCore {
         Self::remove_interest(slf, fd, EVENT_WRITE)
     }
 
+    /// Whether the loop's engine task is alive (a run that a task's
+    /// `SystemExit` ended leaves it suspended, for the next run).
+    fn _engine_running(&self) -> bool {
+        self.engine_alive.load(Ordering::Relaxed)
+    }
+
     /// Spawns the engine task on the running Tiffany scheduler (`run_forever`
     /// calls this from inside the scheduler's run); returns its `Task`.
     #[pyo3(signature = (*, daemon = false))]
@@ -562,6 +561,7 @@ impl LoopCore {
             token,
             scratch: Vec::new(),
             handles: Vec::new(),
+            remaining: None,
             draining: false,
         };
         let options = SpawnOptions {
@@ -592,6 +592,38 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// A task of loop `lp` ended with `KeyboardInterrupt` or `SystemExit`:
+    /// as in asyncio, it comes out of `run_forever` (the run ends now, the
+    /// loop stays usable). `false` if the loop is hosted by `tiffany.run`
+    /// (the error is then the scheduler's to handle).
+    pub(crate) fn task_fatal(lp: &Bound<'_, PyAny>, err: PyErr) -> bool {
+        let Ok(slf) = lp.cast::<LoopCore>() else {
+            return false;
+        };
+        let me = slf.get();
+        if me.hosted.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok((kernel, _)) = crate::current::current_kernel() else {
+            return false;
+        };
+        me.fatal.lock().expect("fatal").get_or_insert(err);
+        kernel.stop_run();
+        true
+    }
+
+    /// Queues `item` (a task's step: a [`Waker`](super::future::Waker)) at
+    /// the back of loop `lp`'s ready FIFO, as `call_soon` would.
+    pub(crate) fn push_step(lp: &Bound<'_, PyAny>, item: Py<PyAny>) -> PyResult<()> {
+        let slf = lp
+            .cast::<LoopCore>()
+            .map_err(|_| PyRuntimeError::new_err("the task's loop is not a tiffany loop"))?;
+        slf.get().check_closed()?;
+        slf.get().push_ready(lp.py(), item);
+        Self::wake(slf);
+        Ok(())
+    }
+
     /// A one-shot handle (`when`: NaN, or a timer's deadline): a spare one
     /// if the loop has one, else a new one.
     fn new_handle(
@@ -761,6 +793,10 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
     match item.cast::<Handle>() {
         Ok(h) => run_handle(py, h),
         Err(_) => {
+            if let Ok(w) = item.cast::<super::future::Waker>() {
+                w.get().fire();
+                return Ok(());
+            }
             if !item.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
                 item.call_method0(intern!(py, "_run"))?;
             }
@@ -776,6 +812,9 @@ struct Engine {
     token: IoToken,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+    /// An iteration handed the turn over to a woken task with this many of
+    /// its callbacks left to run.
+    remaining: Option<usize>,
     /// `stop()` was seen: the engine yielded once so that the tasks its
     /// last iteration woke take their step (asyncio runs a task's wake-up
     /// in the iteration after the one that woke it, and a `stop()` in that
@@ -787,18 +826,14 @@ struct Engine {
 const RESOLUTION: f64 = 1e-9;
 
 impl Engine {
-    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+    /// Starts an iteration: drains the selector, fires due timers, and runs
+    /// the callbacks that are ready. `true` if it handed the turn over
+    /// before the end (see [`run_items`](Engine::run_items)).
+    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<bool> {
         let lp = self.lp.clone_ref(py);
         let core = lp.get();
         core.in_iteration.store(true, Ordering::Relaxed);
         core.notified.store(false, Ordering::Relaxed);
-        let result = self.run_ready(py, now);
-        core.in_iteration.store(false, Ordering::Relaxed);
-        result
-    }
-
-    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        let core = self.lp.get();
         self.handles.clear();
         self.selector
             .get()
@@ -808,20 +843,40 @@ impl Engine {
         }
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
+        self.run_items(py, n)
+    }
+
+    /// Runs the next `n` ready callbacks. A callback that woke a task for
+    /// its asyncio step (a [`Waker`](super::future::Waker)) ends the run
+    /// early: the rest is kept in `remaining` and the engine yields, so the
+    /// task steps right there in the FIFO's order (ADR 11). `true` then.
+    fn run_items(&mut self, py: Python<'_>, n: usize) -> PyResult<bool> {
+        let core = self.lp.get();
         let debug = core.debug.load(Ordering::Relaxed);
-        for _ in 0..n {
+        super::future::take_handoff();
+        for i in 0..n {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
             let item = item.into_bound(py);
-            if debug {
-                self.run_timed(py, &item)?;
+            let ran = if debug {
+                self.run_timed(py, &item)
             } else {
-                run_item(py, &item)?;
-            }
+                run_item(py, &item)
+            };
             core.recycle(py, item);
+            if let Err(e) = ran {
+                core.in_iteration.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+            if super::future::take_handoff() {
+                self.remaining = Some(n - i - 1);
+                return Ok(true);
+            }
         }
-        Ok(())
+        self.remaining = None;
+        core.in_iteration.store(false, Ordering::Relaxed);
+        Ok(false)
     }
 
     /// Debug mode: runs a callback and warns on asyncio's logger if it took
@@ -848,6 +903,7 @@ impl Engine {
 
     fn finish(&mut self) -> Step {
         self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        self.lp.get().in_iteration.store(false, Ordering::Relaxed);
         self.lp.get().engine_blocked.store(false, Ordering::Relaxed);
         self.lp.get().engine_token.store(0, Ordering::Relaxed);
         if let Ok((kernel, _)) = crate::current::current_kernel() {
@@ -873,21 +929,31 @@ impl TaskBody for Engine {
         };
         let core = self.lp.get();
         core.engine_blocked.store(false, Ordering::Relaxed);
-        if core.defer_engine.swap(false, Ordering::Relaxed) && !self.draining {
-            // Tasks were made while the engine was queued: their first
-            // steps go before the callbacks queued after them, as in asyncio.
-            return Step::Syscall(SystemCall::Yield);
-        }
         if self.draining {
             // `run_forever` returns; the loop's tasks stay suspended in the
             // kernel for the next run.
             kernel.stop_run();
             return self.finish();
         }
-        let now = kernel.now().as_secs_f64();
-        if let Err(e) = self.iteration(py, now) {
-            *self.lp.get().fatal.lock().expect("fatal") = Some(e);
-            return self.finish();
+        let ran = match self.remaining {
+            // The rest of an iteration that handed the turn over.
+            Some(n) => self.run_items(py, n),
+            None => {
+                let now = kernel.now().as_secs_f64();
+                self.iteration(py, now)
+            }
+        };
+        match ran {
+            Ok(true) => return Step::Syscall(SystemCall::Yield),
+            Ok(false) => {}
+            Err(e) => {
+                // KeyboardInterrupt or SystemExit from a callback: it comes
+                // out of `run_forever` now (the tasks stay for the next run).
+                self.remaining = None;
+                *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+                kernel.stop_run();
+                return self.finish();
+            }
         }
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {

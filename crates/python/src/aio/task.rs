@@ -11,10 +11,15 @@
 //! coroutine ends, the driver completes the future (its done callbacks are
 //! scheduled with `call_soon`, as asyncio does).
 //!
+//! Every asyncio-visible wake of the task (its first step, the step after a
+//! bare `yield`, the step after an awaited future completes) is an entry of
+//! the loop's FIFO, in asyncio's order (see [`super::future`]).
+//!
 //! `task.cancel(msg)` is asyncio's edge: it cancels the future the task
-//! awaits, if any, or else asks the kernel for one `Cancelled` at the
-//! task's current or next suspension ([`Kernel::cancel_edge`]); the driver
-//! throws `asyncio.CancelledError(msg)` for that one. A Tiffany scope's
+//! awaits, if any, or else marks the task so that its next asyncio step
+//! throws `asyncio.CancelledError(msg)`; a task blocked in a kernel-level
+//! wait gets the kernel's one `Cancelled` instead ([`Kernel::cancel_edge`]),
+//! for which the driver throws the same. A Tiffany scope's
 //! cancellation inside the task stays level-triggered (`tiffany.Cancelled`).
 
 use std::cell::Cell;
@@ -27,7 +32,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use tiffany_scheduler::{
-    Body, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions, TaskError, TaskId, Value,
+    Body, EventId, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions, TaskError, TaskId, TaskState,
+    Value,
 };
 
 use crate::body::PyBody;
@@ -54,6 +60,18 @@ pub(crate) struct AioTask {
     pub(crate) context: Py<PyAny>,
     /// The loop the task belongs to.
     pub(crate) lp: Py<PyAny>,
+    /// The kernel event the task blocks on while it waits for its next
+    /// asyncio step (see [`super::future`]).
+    pub(crate) step_event: EventId,
+    /// The kernel resumed the body once: it then blocked for its first
+    /// step, which its FIFO entry starts.
+    pub(crate) parked: bool,
+    /// The coroutine was started.
+    pub(crate) started: bool,
+    /// Its priority is not the engine's: its first step and bare `yield`s
+    /// are the kernel's to schedule (so `with tiffany.priority(1)` beats
+    /// the default), not entries of the loop's FIFO.
+    pub(crate) by_kernel: bool,
 }
 
 /// What the stdlib gives us, looked up once.
@@ -121,7 +139,10 @@ pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// Makes a task of `coro` on loop `lp` (whose scheduler is `cur`): what
 /// `loop.create_task` does when no task factory is set. `number` names it
-/// `Task-<number>` when `name` is `None`.
+/// `Task-<number>` when `name` is `None`. `fifo`: its steps are entries of
+/// the loop's FIFO (else, as for a priority other than the default, the
+/// kernel schedules them).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     py: Python<'_>,
     cur: &Current,
@@ -130,6 +151,7 @@ pub(crate) fn create(
     name: Option<&Bound<'_, PyAny>>,
     context: Option<&Bound<'_, PyAny>>,
     number: u64,
+    fifo: bool,
 ) -> PyResult<Py<PyAny>> {
     if let Err(e) = crate::scheduler::check_task_object(py, coro) {
         if e.is_instance_of::<PyTypeError>(py) {
@@ -159,16 +181,31 @@ pub(crate) fn create(
         name: Some(kernel_name.as_str().into()),
         ..SpawnOptions::priority(current_priority())
     };
+    let step_event = cur.kernel.new_event();
+    let by_kernel = !fifo || options.priority != PRI_DEFAULT;
     let aio = AioTask {
         task: task.clone().unbind(),
         context: context.clone_ref(py),
         lp: lp.clone().unbind(),
+        step_event,
+        parked: by_kernel,
+        started: false,
+        by_kernel,
     };
     let body = PyBody::new_aio(py, coro.clone().unbind(), cur.id, Box::new(aio));
-    let id = cur
-        .kernel
-        .spawn_body(options, Body::custom(Box::new(body)))
-        .map_err(|e| crate::errors::spawn_error(py, &e))?;
+    let id = match cur.kernel.spawn_body(options, Body::custom(Box::new(body))) {
+        Ok(id) => id,
+        Err(e) => {
+            cur.kernel.remove_event(step_event);
+            return Err(crate::errors::spawn_error(py, &e));
+        }
+    };
+    // The first step: an entry at the back of the loop's FIFO, as asyncio's
+    // `call_soon(self.__step)`.
+    if !by_kernel && let Err(e) = super::future::queue_step(py, lp, id, step_event) {
+        cur.kernel.cancel(id);
+        return Err(e);
+    }
     task.setattr(intern!(py, "_kid"), id.get())?;
     // The scheduler's id, not the scheduler: the task must not keep its
     // scheduler (which holds the task's body, which holds the task) alive.
@@ -296,7 +333,10 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
         .and_then(|c| Some((c.kernel.clone(), c.kernel.current_task()?)));
     let (completed, step) = match end {
         End::Returned(value) => {
-            if edge.as_ref().is_some_and(|(k, id)| k.edge_pending(*id)) {
+            if edge
+                .as_ref()
+                .is_some_and(|(k, id)| super::future::take_must(*id) || k.edge_pending(*id))
+            {
                 // Cancelled right before the coroutine ended: asyncio marks
                 // the task cancelled.
                 (std.future_cancel.call1(py, (task,)), Step::Cancelled)
@@ -324,7 +364,7 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
         End::Raised(err) => {
             let fatal = err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
                 || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py);
-            if fatal {
+            if fatal && !super::core::LoopCore::task_fatal(aio.lp.bind(py), err.clone_ref(py)) {
                 crate::current::interrupt_with(err.clone_ref(py));
             }
             let message = err.to_string();
@@ -358,10 +398,25 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
     step
 }
 
+/// The body of a task is dropped (it ended, or the kernel let go of it
+/// unfinished: `unfinished`): its step wait and step event go, and an
+/// unfinished task's future is cancelled (see [`abandoned`]).
+pub(crate) fn dropped(py: Python<'_>, aio: &AioTask, unfinished: bool) {
+    if let Ok(kid) = kernel_id(aio.task.bind(py)) {
+        super::future::forget(TaskId::from_raw(kid));
+    }
+    if let Ok((kernel, _)) = crate::current::current_kernel() {
+        kernel.remove_event(aio.step_event);
+    }
+    if unfinished {
+        abandoned(py, aio);
+    }
+}
+
 /// A task dropped by the kernel without ending (a shutdown abandoned it,
 /// or its scheduler went): its future is cancelled, unless its loop is
 /// closed (then it stays pending, as asyncio leaves it).
-pub(crate) fn abandoned(py: Python<'_>, aio: &AioTask) {
+fn abandoned(py: Python<'_>, aio: &AioTask) {
     let task = aio.task.bind(py);
     if task
         .call_method0(intern!(py, "done"))
@@ -446,23 +501,45 @@ impl PriorityBlock {
     }
 }
 
-/// `_task_cancel_edge(sched, kid)`: asks the kernel for one `Cancelled` at
-/// the task's current or next suspension; whether the task was live.
+/// `_task_cancel(sched, kid)`: asyncio's `_must_cancel` for a task whose
+/// future wait was not cancelled: one `CancelledError` at its next asyncio
+/// step if it waits for one (or runs, or is queued), else (blocked in a
+/// kernel-level wait: `tiffany.sleep`, `join`, `Event`, kernel I/O) the
+/// kernel's edge, which wakes it. Whether the task was live.
 #[pyfunction]
-pub fn _task_cancel_edge(
-    sched: &Bound<'_, crate::scheduler::PyScheduler>,
-    kid: u64,
-) -> PyResult<bool> {
-    Ok(kernel_of(sched)?.cancel_edge(TaskId::from_raw(kid)))
+pub fn _task_cancel(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) -> PyResult<bool> {
+    let kernel = kernel_of(sched)?;
+    let id = TaskId::from_raw(kid);
+    if kernel.edge_pending(id) || super::future::must_pending(id) {
+        // One is on its way already (asyncio's rule: one per step).
+        return Ok(true);
+    }
+    if super::future::waits_for_step(id) {
+        super::future::must_cancel(id);
+        return Ok(true);
+    }
+    Ok(match kernel.state(id) {
+        None => false,
+        Some(s) if s.is_terminal() => false,
+        Some(
+            TaskState::Running | TaskState::Scheduled | TaskState::Throttled | TaskState::Pending,
+        ) => {
+            super::future::must_cancel(id);
+            true
+        }
+        Some(_) => kernel.cancel_edge(id),
+    })
 }
 
-/// `_task_edge_pending(sched, kid)`: whether an edge cancellation waits.
+/// `_task_edge_pending(sched, kid)`: whether a cancellation waits to be
+/// thrown into the task (asyncio's `_must_cancel`).
 #[pyfunction]
 pub fn _task_edge_pending(
     sched: &Bound<'_, crate::scheduler::PyScheduler>,
     kid: u64,
 ) -> PyResult<bool> {
-    Ok(kernel_of(sched)?.edge_pending(TaskId::from_raw(kid)))
+    let id = TaskId::from_raw(kid);
+    Ok(super::future::must_pending(id) || kernel_of(sched)?.edge_pending(id))
 }
 
 /// `_task_set_name(sched, kid, name)`: renames the kernel task.
@@ -489,7 +566,7 @@ fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kerne
 /// Adds the task functions and `priority` to the module.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PriorityBlock>()?;
-    m.add_function(wrap_pyfunction!(_task_cancel_edge, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(_task_set_name, m)?)?;
     m.add_function(wrap_pyfunction!(_task_fut_waiter, m)?)?;
