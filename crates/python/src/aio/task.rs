@@ -211,7 +211,7 @@ pub(crate) fn create(
     // scheduler (which holds the task's body, which holds the task) alive.
     task.setattr(intern!(py, "_tsched_id"), cur.id)?;
     task.setattr(intern!(py, "_tcoro"), coro)?;
-    task.setattr(intern!(py, "_tctx"), context)?;
+    task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
     match name {
         Some(n) => task.setattr(intern!(py, "_tname"), n)?,
         None => task.setattr(intern!(py, "_tname"), number)?,
@@ -219,7 +219,35 @@ pub(crate) fn create(
     task.setattr(intern!(py, "_ncancel"), 0)?;
     task.setattr(intern!(py, "_cmsg"), py.None())?;
     std.register_task.call1(py, (&task,))?;
+    // While the kernel holds the task, the task object and its context are
+    // alive whatever else refers to them, so the cycle collector learns
+    // nothing from walking them; with many live tasks that walk was a large
+    // part of making them (the same reasoning as for a task's coroutine, see
+    // `crate::body::Held`). Tracked again when the kernel lets go (`dropped`).
+    untrack(&task);
+    untrack(context.bind(py));
     Ok(task.unbind())
+}
+
+/// Stops the cycle collector from tracking `obj` (see [`create`]).
+fn untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is a live object.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 1 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// Tracks `obj` again (see [`create`]).
+fn retrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is a live object of a garbage
+    // collected type (it was tracked when made).
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(obj.as_ptr().cast());
+        }
+    }
 }
 
 /// A `tiffany._task.Task` whose future half is initialised for `lp`.
@@ -402,6 +430,8 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
 /// unfinished: `unfinished`): its step wait and step event go, and an
 /// unfinished task's future is cancelled (see [`abandoned`]).
 pub(crate) fn dropped(py: Python<'_>, aio: &AioTask, unfinished: bool) {
+    retrack(aio.task.bind(py));
+    retrack(aio.context.bind(py));
     if let Ok(kid) = kernel_id(aio.task.bind(py)) {
         super::future::forget(TaskId::from_raw(kid));
     }
