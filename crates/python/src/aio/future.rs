@@ -23,12 +23,12 @@
 //! the kernel's edge (see [`super::task`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::{IntoPyObjectExt, intern};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tiffany_scheduler::{EventId, Resume, SystemCall, TaskId};
 
 /// A task's wait for its next asyncio step.
@@ -43,7 +43,8 @@ struct Wait {
 
 thread_local! {
     /// Tasks of this thread waiting for an asyncio step.
-    static WAITS: RefCell<HashMap<TaskId, Wait>> = RefCell::new(HashMap::new());
+    /// (Fx-hashed: SipHash's removal was a twentieth of a `sleep(0)` switch.)
+    static WAITS: RefCell<FxHashMap<TaskId, Wait>> = RefCell::new(FxHashMap::default());
     /// `WAITS.len()`, read on every resume of every Python task (cheap).
     static WAITING: Cell<usize> = const { Cell::new(0) };
     /// A waker fired in the engine's current callback: the engine hands
@@ -51,7 +52,7 @@ thread_local! {
     static HANDOFF: Cell<bool> = const { Cell::new(false) };
     /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
     /// their next step.
-    static MUST: RefCell<HashSet<TaskId>> = RefCell::new(HashSet::new());
+    static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
     static MUSTS: Cell<usize> = const { Cell::new(0) };
 }
 
