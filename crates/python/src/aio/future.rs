@@ -65,6 +65,17 @@ pub(crate) struct Waker {
 }
 
 impl Waker {
+    /// A waker for `event`, armed.
+    fn armed(py: Python<'_>, event: EventId) -> PyResult<Py<Waker>> {
+        Py::new(
+            py,
+            Waker {
+                event: event.get(),
+                armed: AtomicBool::new(true),
+            },
+        )
+    }
+
     /// Sets the event if the wait it was made for is still on, and asks
     /// the engine to hand the turn over.
     #[inline]
@@ -111,13 +122,7 @@ pub(crate) fn queue_step(
     task: TaskId,
     event: EventId,
 ) -> PyResult<SystemCall> {
-    let waker = Py::new(
-        py,
-        Waker {
-            event: event.get(),
-            armed: AtomicBool::new(true),
-        },
-    )?;
+    let waker = Waker::armed(py, event)?;
     super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
     note(
         task,
@@ -159,13 +164,7 @@ pub(crate) fn wait_future(
         Some(e) => (e, false),
         None => (kernel.new_event(), true),
     };
-    let waker = Py::new(
-        py,
-        Waker {
-            event: event.get(),
-            armed: AtomicBool::new(true),
-        },
-    )?;
+    let waker = Waker::armed(py, event)?;
     if let Err(e) = yielded.call_method1(
         intern!(py, "add_done_callback"),
         (waker.clone_ref(py).into_py_any(py)?,),
