@@ -95,6 +95,12 @@ struct Task {
     cancel: Cancel,
     /// The task as a whole was cancelled (its root scope).
     root_cancelled: bool,
+    /// A pending *edge* cancellation (asyncio's `Task.cancel`, see
+    /// [`Core::cancel_edge`]): delivered once, as the root's would be, then
+    /// gone.
+    edge: bool,
+    /// The last `Cancelled` delivered to the task consumed its edge.
+    edge_taken: bool,
     retained_window: bool,
     /// Someone registered an end callback: report the end to the driver.
     watch_end: bool,
@@ -512,6 +518,8 @@ impl Core {
             queued: false,
             cancel: Cancel::No,
             root_cancelled: false,
+            edge: false,
+            edge_taken: false,
             retained_window: false,
             watch_end: false,
             observed: false,
@@ -774,16 +782,19 @@ impl Core {
                 self.try_free(key.slot);
                 continue;
             }
-            if t.cancel == Cancel::Requested && !t.started {
-                // Never ran: end it without running it.
+            if t.cancel == Cancel::Requested && !t.started && t.root_cancelled {
+                // Never ran: end it without running it. (An edge alone is
+                // delivered at the first resume, as asyncio throws it into
+                // the coroutine's first step.)
                 self.cancel_unstarted(key.slot);
                 continue;
             }
             let mut input = t.input.take();
             if t.cancel == Cancel::Requested {
-                t.cancel = Cancel::Delivered;
                 input = Some(Resume::Cancelled);
+                self.delivered(key.slot);
             }
+            let t = &mut self.tasks[key.slot];
             let body = t.body.take();
             self.begin_run(key.slot);
             return body.map(|b| (key.slot, b, input));
@@ -869,7 +880,7 @@ impl Core {
         let t = &mut self.tasks[slot];
         t.since = now;
         let input = if t.cancel == Cancel::Requested {
-            t.cancel = Cancel::Delivered;
+            self.delivered(slot);
             Resume::Cancelled
         } else {
             Resume::Unit
@@ -1030,7 +1041,7 @@ impl Core {
             self.drop_admission(slot);
         }
         if blocking && self.is_cancelled(slot) {
-            self.tasks[slot].cancel = Cancel::Delivered;
+            self.delivered(slot);
             self.tasks[slot].input = Some(Resume::Cancelled);
             self.requeue(slot);
             return Next::Park;
@@ -1652,7 +1663,7 @@ impl Core {
     fn refresh_cancel(&mut self, slot: usize) {
         let t = &mut self.tasks[slot];
         let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
-        if !effectively_cancelled(scopes, t.root_cancelled) {
+        if !effectively_cancelled(scopes, t.root_cancelled || t.edge) {
             t.cancel = Cancel::No;
             return;
         }
@@ -1678,7 +1689,90 @@ impl Core {
         } else {
             self.wake(w, Resume::Cancelled, false);
         }
-        self.tasks[slot].cancel = Cancel::Delivered;
+        self.delivered(slot);
+    }
+
+    /// Records that the task in `slot` is being resumed with `Cancelled`.
+    /// A pending edge the delivery reaches (no shield hides the root) is
+    /// consumed by it; if nothing else cancels the task's code, the task
+    /// may block again afterwards.
+    fn delivered(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        t.cancel = Cancel::Delivered;
+        t.edge_taken = false;
+        if !t.edge {
+            return;
+        }
+        let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
+        if scopes.iter().any(|s| s.shield) {
+            // Delivered for a scope inside a shield: the edge waits.
+            return;
+        }
+        let level = effectively_cancelled(scopes, t.root_cancelled);
+        t.edge = false;
+        t.edge_taken = true;
+        if !level {
+            t.cancel = Cancel::No;
+        }
+    }
+
+    /// Cancels a task *once* (asyncio's `Task.cancel`, ADR 10): the task
+    /// is resumed with `Cancelled` at its current (or next) suspension, as
+    /// for a cancelled root scope, but only once — the edge is consumed by
+    /// that delivery, and the task may block again afterwards. Shields hide
+    /// it as they hide the root's cancellation. A task that never ran is
+    /// resumed (with `Cancelled`) rather than dropped. Returns whether the
+    /// task was still live.
+    pub(crate) fn cancel_edge(&mut self, target: TaskId) -> Result<bool, SyscallError> {
+        let slot = self
+            .slot_of(target)
+            .ok_or(SyscallError::UnknownTask(target))?;
+        let t = &mut self.tasks[slot];
+        if t.outcome.is_some() {
+            return Ok(false);
+        }
+        t.edge = true;
+        self.refresh_cancel(slot);
+        Ok(true)
+    }
+
+    /// Renames a task. Its `Spawned` event, if it has not been handed to
+    /// the subscribers yet (a name set right after the spawn, as asyncio's
+    /// `create_task` does), carries the new name.
+    pub(crate) fn set_name(&mut self, target: TaskId, name: &str) -> bool {
+        let Some(slot) = self.slot_of(target) else {
+            return false;
+        };
+        let name: Arc<str> = name.into();
+        self.tasks[slot].extra().name = Some(name.clone());
+        if let Some(TaskEvent {
+            kind: EventKind::Spawned { name: spawned, .. },
+            ..
+        }) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.task == Some(target) && matches!(e.kind, EventKind::Spawned { .. }))
+        {
+            *spawned = Some(name);
+        }
+        true
+    }
+
+    /// Whether the task has an edge cancellation pending (not yet delivered).
+    pub(crate) fn edge_pending(&self, target: TaskId) -> bool {
+        self.slot_of(target)
+            .is_some_and(|s| self.tasks[s].edge && self.tasks[s].outcome.is_none())
+    }
+
+    /// Whether the last `Cancelled` delivered to the task consumed its
+    /// edge (rather than coming from a cancelled scope or root); cleared by
+    /// the reading.
+    pub(crate) fn take_edge(&mut self, target: TaskId) -> bool {
+        match self.slot_of(target) {
+            Some(s) => std::mem::take(&mut self.tasks[s].edge_taken),
+            None => false,
+        }
     }
 
     // ----- cancel scopes -----------------------------------------------------------

@@ -85,6 +85,8 @@ struct Inner {
     intake: RefCell<Option<Intake>>,
     shared: Arc<Shared>,
     running: Cell<bool>,
+    /// [`Scheduler::stop_run`] was called: the run returns at once.
+    stop: Cell<bool>,
     cadence: Cadence,
     end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
@@ -185,6 +187,7 @@ impl Scheduler {
                 intake: RefCell::new(callbacks.intake),
                 shared,
                 running: Cell::new(false),
+                stop: Cell::new(false),
                 cadence,
                 end_callbacks: RefCell::new(HashMap::new()),
             }),
@@ -216,6 +219,45 @@ impl Scheduler {
         let r = self.inner.core.borrow_mut().cancel(task).unwrap_or(false);
         self.after_user_call();
         r
+    }
+
+    /// Cancels a task once, asyncio's way (an *edge*): it is resumed with
+    /// `Cancelled` at its current or next suspension, once; afterwards it
+    /// may block again. Shields hide it as they hide a task cancellation; a
+    /// task that never ran is resumed with `Cancelled` rather than dropped.
+    /// [`take_edge`](Self::take_edge) tells a body that a `Cancelled` it
+    /// received was this edge. Returns whether the task was still live.
+    pub fn cancel_edge(&self, task: TaskId) -> bool {
+        let r = self
+            .inner
+            .core
+            .borrow_mut()
+            .cancel_edge(task)
+            .unwrap_or(false);
+        self.after_user_call();
+        r
+    }
+
+    /// Renames a task: its [`info`](Self::info) and the failure reports
+    /// name it so from now on, and so does its `Spawned` event if the
+    /// subscribers have not been handed it yet (a name set right after the
+    /// spawn, as asyncio's `create_task` sets it). Returns whether the
+    /// task's record exists.
+    pub fn set_name(&self, task: TaskId, name: &str) -> bool {
+        self.inner.core.borrow_mut().set_name(task, name)
+    }
+
+    /// Whether the task has an edge cancellation ([`cancel_edge`](Self::cancel_edge))
+    /// not yet delivered.
+    pub fn edge_pending(&self, task: TaskId) -> bool {
+        self.inner.core.borrow().edge_pending(task)
+    }
+
+    /// Whether the last `Cancelled` the task was resumed with was its edge
+    /// cancellation (not a cancelled scope or a task cancellation); the
+    /// answer is given once.
+    pub fn take_edge(&self, task: TaskId) -> bool {
+        self.inner.core.borrow_mut().take_edge(task)
     }
 
     /// Carries out a cancel-scope call (see [`crate::scope`]). `Enter`,
@@ -271,6 +313,18 @@ impl Scheduler {
             .finish_order
             .take()
             .unwrap_or_default()
+    }
+
+    /// Ends the current run (of [`run`](Self::run), [`run_until_idle`](Self::run_until_idle)
+    /// or [`serve`](Self::serve)) as soon as the running step parks: the
+    /// run returns and every live task stays as it is — suspended or
+    /// ready — for the next run to go on with. This is how an asyncio
+    /// loop's `stop()` returns from `run_forever` while its tasks live on.
+    /// Outside a run, nothing happens.
+    pub fn stop_run(&self) {
+        if self.inner.running.get() {
+            self.inner.stop.set(true);
+        }
     }
 
     /// Runs until every task has finished, without recording the order (for
@@ -605,6 +659,9 @@ impl Scheduler {
         let nested = inner.running.replace(true);
         let _span = tracing::debug_span!("tiffany.run").entered();
         loop {
+            if inner.stop.replace(false) {
+                break;
+            }
             if inner.shared.pending.load(Ordering::Acquire) {
                 self.drain_inbox();
             }
@@ -706,7 +763,7 @@ impl Scheduler {
                 self.do_chores();
                 core = inner.core.borrow_mut();
             }
-            if !(core.has_ready() && self.quiet_pass(&core)) {
+            if !(core.has_ready() && self.quiet_pass(&core)) || inner.stop.get() {
                 return true;
             }
             match core.next_ready() {
