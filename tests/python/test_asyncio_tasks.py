@@ -561,3 +561,42 @@ def test_system_exit_in_a_task_leaves_run_until_complete_and_the_loop_goes_on() 
         assert loop.run_until_complete(fine()) == "fine"
     finally:
         loop.close()
+
+
+def test_a_tiffany_task_group_of_asyncio_code_fails_as_one() -> None:
+    # Children that await asyncio's awaitables, in nested tiffany.TaskGroups
+    # inside an asyncio task: the failing child cancels its siblings in both
+    # groups, and the failure comes out as an ExceptionGroup.
+    cancelled: list[str] = []
+
+    async def sibling(name: str) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def failing() -> None:
+        await asyncio.sleep(1)
+        raise ValueError("no luck")
+
+    async def main() -> tuple[list[str], float]:
+        errors: list[str] = []
+        try:
+            async with tiffany.TaskGroup() as outer:
+                outer.spawn(sibling("outer"))
+                async with tiffany.TaskGroup() as inner:
+                    inner.spawn(sibling("inner"))
+                    inner.spawn(failing())
+        except* ValueError as group:
+            # The inner group's ExceptionGroup, inside the outer one's.
+            leaves = group
+            while isinstance(leaves.exceptions[0], BaseExceptionGroup):
+                leaves = leaves.exceptions[0]
+            errors = [repr(e) for e in leaves.exceptions]
+        return errors, asyncio.get_running_loop().time()
+
+    errors, ended = run_virtual(main)
+    assert errors == ["ValueError('no luck')"]
+    assert sorted(cancelled) == ["inner", "outer"]
+    assert ended == 1.0  # the siblings did not sleep their hour
