@@ -579,6 +579,76 @@ mod tests {
         assert_eq!(r.deregister(token).map(|w| w.len()), Some(2));
     }
 
+    /// A call that would have blocked makes its own interest's recorded
+    /// readiness stale (the wait blocks, and the readiness is dropped); the
+    /// other interest's is kept.
+    #[test]
+    fn a_would_block_drops_only_its_own_stale_readiness() {
+        let mut r = Reactor::new().unwrap();
+        let token = r.register_channel();
+        assert_eq!(r.set_ready(token, Interest::Readable), None);
+        assert_eq!(r.set_ready(token, Interest::Writable), None);
+        assert_eq!(
+            start_after_would_block(&mut r, token, Interest::Readable, 1),
+            "blocked"
+        );
+        r.cancel_wait(token, Interest::Readable, waiter(1));
+        assert_eq!(r.waiting(), 0);
+        assert_eq!(start(&mut r, token, Interest::Readable, 1), "blocked");
+        assert_eq!(start(&mut r, token, Interest::Writable, 2), "ready");
+    }
+
+    /// A token outlives its source: once the slot holds a new source, the
+    /// old token reaches nothing (no wait, readiness or cancel lands on the
+    /// new source).
+    #[test]
+    fn a_stale_token_reaches_nothing() {
+        let mut r = Reactor::new().unwrap();
+        let old = r.register_channel();
+        assert_eq!(r.deregister(old).map(|w| w.len()), Some(0));
+        let new = r.register_channel();
+        assert_eq!(new.slot(), old.slot(), "the slot is reused");
+        assert!(r.is_registered(new) && !r.is_registered(old));
+        assert_eq!(start(&mut r, new, Interest::Readable, 1), "blocked");
+        r.cancel_wait(old, Interest::Readable, waiter(1));
+        assert_eq!(r.waiting(), 1);
+        assert_eq!(r.set_ready(old, Interest::Readable), None);
+        assert_eq!(r.set_ready(old, Interest::Writable), None);
+        assert_eq!(
+            start(&mut r, old, Interest::Writable, 2),
+            crate::SyscallError::UnknownIoToken(old).to_string()
+        );
+        assert!(r.deregister(old).is_none());
+        // The new source saw none of it: its reader still waits, and no
+        // writable readiness was recorded for it.
+        assert_eq!(start(&mut r, new, Interest::Writable, 2), "blocked");
+        assert_eq!(r.set_ready(new, Interest::Readable), Some(waiter(1)));
+        assert_eq!(r.waiting(), 1);
+    }
+
+    /// Descriptor 0 is a descriptor like any other: only a negative one is
+    /// refused as invalid input. (Under nextest stdin is `/dev/null`, which
+    /// epoll refuses, so a socket is put on 0 for the test and stdin put
+    /// back after.)
+    #[test]
+    fn descriptor_zero_can_be_registered() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: dup/dup2/close on descriptors this test owns; stdin is
+        // restored before the test returns or asserts.
+        let saved = unsafe { libc::dup(0) };
+        assert!(saved >= 0);
+        assert_eq!(unsafe { libc::dup2(a.as_raw_fd(), 0) }, 0);
+        let mut r = Reactor::new().unwrap();
+        let zero = r.register(0).map(|t| r.deregister(t).is_some());
+        let negative = r.register(-1).map_err(|e| e.kind());
+        unsafe {
+            libc::dup2(saved, 0);
+            libc::close(saved);
+        }
+        assert!(matches!(zero, Ok(true)), "descriptor 0 refused: {zero:?}");
+        assert_eq!(negative.err(), Some(io::ErrorKind::InvalidInput));
+    }
+
     #[cfg(feature = "async-io")]
     mod poller {
         use std::io::Write;

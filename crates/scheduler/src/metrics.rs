@@ -388,5 +388,78 @@ mod tests {
         assert_eq!(h.counts[LATENCY_BUCKETS.len()], 1);
         assert_eq!(h.count, 3);
         assert!((h.sum - 3.002000001).abs() < 1e-9);
+        // Whole seconds and nanoseconds add up: 1 s + 500 ns is past 1 s.
+        h.observe(Duration::new(1, 500));
+        assert_eq!(h.counts[LATENCY_BUCKETS.len() - 1], 1);
+        assert_eq!(h.counts[LATENCY_BUCKETS.len() - 2], 0);
+    }
+
+    /// Every field of a snapshot appears under its own name, type and
+    /// labels (each field a different value, so no two can be swapped).
+    #[test]
+    fn every_field_is_exposed_under_its_own_name_and_type() {
+        let mut run_latency = Histogram::default();
+        run_latency.observe(Duration::from_micros(2_000));
+        let mut wait_time = Histogram::default();
+        wait_time.observe(Duration::from_secs(3));
+        wait_time.observe(Duration::from_secs(3));
+        let snap = MetricsSnapshot {
+            ready_queue_depth: 37,
+            live_tasks: 41,
+            spawned: 3,
+            done: 5,
+            failed: 7,
+            cancelled: 11,
+            abandoned: 13,
+            spawn_denied: 17,
+            throttles: 19,
+            backpressure_pauses: 23,
+            callback_errors: 29,
+            steps: 31,
+            run_latency,
+            wait_time,
+            labels: Vec::new(),
+        }
+        .with_label("shard", "2");
+        let text = snap.to_prometheus();
+        for line in [
+            "# TYPE tiffany_scheduler_ready_queue_depth gauge",
+            "tiffany_scheduler_ready_queue_depth{shard=\"2\"} 37",
+            "# TYPE tiffany_scheduler_live_tasks gauge",
+            "tiffany_scheduler_live_tasks{shard=\"2\"} 41",
+            "# TYPE tiffany_tasks_spawned_total counter",
+            "tiffany_tasks_spawned_total{shard=\"2\"} 3",
+            "# TYPE tiffany_tasks_total counter",
+            "tiffany_tasks_total{shard=\"2\",outcome=\"done\"} 5",
+            "tiffany_tasks_total{shard=\"2\",outcome=\"failed\"} 7",
+            "tiffany_tasks_total{shard=\"2\",outcome=\"cancelled\"} 11",
+            "# TYPE tiffany_task_spawn_denied_total counter",
+            "tiffany_task_spawn_denied_total{shard=\"2\"} 17",
+            "# TYPE tiffany_task_run_latency_seconds histogram",
+            "tiffany_task_run_latency_seconds_bucket{shard=\"2\",le=\"0.001\"} 0",
+            "tiffany_task_run_latency_seconds_bucket{shard=\"2\",le=\"0.0025\"} 1",
+            "tiffany_task_run_latency_seconds_sum{shard=\"2\"} 0.002",
+            "tiffany_task_run_latency_seconds_count{shard=\"2\"} 1",
+            "# TYPE tiffany_task_wait_time_seconds histogram",
+            "tiffany_task_wait_time_seconds_bucket{shard=\"2\",le=\"2\"} 0",
+            "tiffany_task_wait_time_seconds_bucket{shard=\"2\",le=\"+Inf\"} 2",
+            "tiffany_task_wait_time_seconds_sum{shard=\"2\"} 6.0",
+            "tiffany_task_wait_time_seconds_count{shard=\"2\"} 2",
+            "# TYPE tiffany_task_budget_throttle_total counter",
+            "tiffany_task_budget_throttle_total{shard=\"2\"} 19",
+            "# TYPE tiffany_backpressure_pauses_total counter",
+            "tiffany_backpressure_pauses_total{shard=\"2\"} 23",
+            "# TYPE tiffany_callback_errors_total counter",
+            "tiffany_callback_errors_total{shard=\"2\"} 29",
+            "# TYPE tiffany_scheduler_steps_total counter",
+            "tiffany_scheduler_steps_total{shard=\"2\"} 31",
+            "# TYPE tiffany_tasks_abandoned_total counter",
+            "tiffany_tasks_abandoned_total{shard=\"2\"} 13",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

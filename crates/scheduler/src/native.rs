@@ -572,3 +572,20 @@ impl TaskContext<'_> {
 fn unexpected(call: &str, answer: Resume) -> ! {
     panic!("scheduler answered {call} with {answer:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A native stack is the size asked for, rounded up to whole pages, and
+    /// never below [`MIN_STACK_SIZE`]; the default is 32 KiB, the minimum
+    /// 8 KiB, as documented.
+    #[test]
+    fn stacks_are_whole_pages_of_at_least_the_minimum() {
+        assert_eq!(stack_words(DEFAULT_STACK_SIZE) * WORD, 32 * 1024);
+        assert_eq!(stack_words(0) * WORD, 8 * 1024);
+        assert_eq!(stack_words(MIN_STACK_SIZE) * WORD, 8 * 1024);
+        assert_eq!(stack_words(8 * 1024 + 1) * WORD, 12 * 1024);
+        assert_eq!(stack_words(64 * 1024) * WORD, 64 * 1024);
+    }
+}

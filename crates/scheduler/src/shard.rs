@@ -663,3 +663,243 @@ impl PoolHandle {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waiter::Waiter;
+
+    /// Each remote join gets its own key, and a key gives back the joiner
+    /// it was recorded with, once: two joins from one shard in flight at
+    /// the same time each wake their own joiner.
+    #[test]
+    fn each_remote_join_has_its_own_key() {
+        let waiter = |n: u64| Waiter {
+            slot: n as usize,
+            task: TaskId(n),
+            generation: 1,
+        };
+        let mut joins = RemoteJoins::default();
+        let keys: Vec<u64> = (0..3).map(|_| joins.next_key()).collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        for (n, &key) in keys.iter().enumerate() {
+            joins.insert(key, waiter(n as u64));
+        }
+        assert_eq!(joins.take(keys[1]), Some(waiter(1)));
+        assert_eq!(joins.take(keys[1]), None);
+        assert_eq!(joins.take(keys[0]), Some(waiter(0)));
+        assert_eq!(joins.take(keys[2]), Some(waiter(2)));
+    }
+
+    /// `run` returns once every pool task has ended. Bounded: a run that
+    /// waits on fails the test after 10 s instead of hanging it.
+    #[test]
+    fn a_run_returns_once_its_tasks_have_ended() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = ShardPool::new(2);
+            let ids: Vec<TaskId> = (0..4u64)
+                .map(|i| {
+                    pool.spawn_with(SpawnOptions::default().keyed(i), move |_| i)
+                        .unwrap()
+                })
+                .collect();
+            let finished = pool.run();
+            let _ = tx.send((ids, finished));
+        });
+        let (mut ids, mut finished) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the run did not return");
+        ids.sort();
+        finished.sort();
+        assert_eq!(finished, ids);
+    }
+
+    /// A pool whose shards had nothing to cancel shuts down clean: one
+    /// that never ran, and one whose run ended.
+    #[test]
+    fn a_pool_with_nothing_left_shuts_down_clean() {
+        let pool = ShardPool::new(2);
+        assert_eq!(
+            pool.handle().shutdown(Duration::ZERO),
+            Ok(ShutdownResult::Clean)
+        );
+        let pool = ShardPool::new(2);
+        pool.spawn(|_| ()).unwrap();
+        assert_eq!(pool.run().len(), 1);
+        assert_eq!(
+            pool.handle().shutdown(Duration::ZERO),
+            Ok(ShutdownResult::Clean)
+        );
+    }
+
+    /// A pool has the shards asked for, and at least one.
+    #[test]
+    fn a_pool_has_the_shards_asked_for_and_at_least_one() {
+        assert_eq!(ShardPool::new(3).shards(), 3);
+        assert_eq!(ShardPool::new(0).shards(), 1);
+    }
+
+    /// Queues `n` trivial tasks on `shard`'s queue (no shard runs yet).
+    fn queue(pool: &ShardPool, shard: u64, n: usize) -> Vec<TaskId> {
+        let handle = pool.handle();
+        (0..n)
+            .map(|_| {
+                handle
+                    .spawn_with(SpawnOptions::default().keyed(shard), |_| ())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// A shard takes from its own queue; it steals from the others in turn
+    /// (the next shard first), never from its own.
+    #[test]
+    fn take_reads_one_queue_and_steal_the_others_in_turn() {
+        let pool = ShardPool::new(3);
+        let own = queue(&pool, 1, 1);
+        let next = queue(&pool, 2, 1);
+        let after = queue(&pool, 0, 1);
+        let p = &pool.pool;
+        assert_eq!(p.steal(1).map(|j| j.id), Some(next[0]));
+        assert_eq!(p.steal(1).map(|j| j.id), Some(after[0]));
+        assert!(p.steal(1).is_none(), "stole from its own queue");
+        assert_eq!(p.take_from(1).map(|j| j.id), Some(own[0]));
+        assert!(p.take_from(1).is_none());
+    }
+
+    /// Intake takes a batch of its own queue at most; with its own queue
+    /// empty it steals one task, no more; a task cancelled while queued is
+    /// ended, not spawned; a shard that took nothing is idle.
+    #[test]
+    fn intake_takes_a_batch_or_steals_one() {
+        let pool = ShardPool::new(2);
+        let sched = Scheduler::new();
+        let own = queue(&pool, 0, INTAKE_BATCH + 2);
+        let theirs = queue(&pool, 1, 3);
+        let p = &pool.pool;
+        assert!(pool.handle().cancel(own[0]));
+        // The cancelled one is not counted: a full batch after it.
+        assert_eq!(p.intake(0, &sched), INTAKE_BATCH);
+        assert!(matches!(pool.outcome(own[0]), Some(Outcome::Cancelled)));
+        assert!(!p.idle[0].load(Ordering::Acquire));
+        assert_eq!(sched.live_tasks(), INTAKE_BATCH);
+        for id in &own[1..=INTAKE_BATCH] {
+            assert!(sched.state(*id).is_some(), "{id:?} not spawned");
+        }
+        // The rest of its own queue, and nothing stolen while it had some.
+        assert_eq!(p.intake(0, &sched), 1);
+        assert!(sched.state(own[INTAKE_BATCH + 1]).is_some());
+        assert!(sched.state(theirs[0]).is_none());
+        // Own queue empty: one stolen.
+        assert_eq!(p.intake(0, &sched), 1);
+        assert!(sched.state(theirs[0]).is_some() && sched.state(theirs[1]).is_none());
+        // Shard 1 takes the rest of its own; then nothing is left anywhere.
+        let other = Scheduler::new();
+        assert_eq!(p.intake(1, &other), 2);
+        assert!(!p.idle[1].load(Ordering::Acquire));
+        assert_eq!(p.intake(1, &other), 0);
+        assert!(p.idle[1].load(Ordering::Acquire));
+    }
+
+    /// A task pushed onto a busy shard's queue wakes an idle shard, which
+    /// steals it: the busy shard (its task always ready) never looks at its
+    /// queue, and the idle one sleeps in its poller until woken. Fails in
+    /// at most five seconds, not by a hang, when the wake is lost.
+    #[test]
+    fn a_push_wakes_an_idle_shard_to_steal() {
+        const BOUND: Duration = Duration::from_secs(5);
+        let pool = ShardPool::new(2);
+        let shared = Arc::clone(&pool.pool);
+        let busy = pool
+            .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                let mine = usize::from(name == "tiffany-shard-1");
+                let other = 1 - mine;
+                let started = std::time::Instant::now();
+                // The other shard has found nothing to take and gone to sleep.
+                while !shared.idle[other].load(Ordering::Acquire) && started.elapsed() < BOUND {
+                    cx.yield_now();
+                }
+                let ran = Arc::new(Mutex::new(None));
+                let record = Arc::clone(&ran);
+                PoolHandle {
+                    pool: Arc::clone(&shared),
+                }
+                .spawn_with(SpawnOptions::default().keyed(mine as u64), move |_| {
+                    *record.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+                })
+                .unwrap();
+                let started = std::time::Instant::now();
+                while ran.lock().unwrap().is_none() && started.elapsed() < BOUND {
+                    cx.yield_now();
+                }
+                let ran_on = ran.lock().unwrap().clone();
+                (name, ran_on)
+            })
+            .unwrap();
+        pool.run();
+        let Some(Outcome::Done(v)) = pool.outcome(busy) else {
+            panic!("the busy task did not return");
+        };
+        let (busy_on, stolen_on) = v.downcast_ref::<(String, Option<String>)>().unwrap();
+        let stolen_on = stolen_on
+            .as_deref()
+            .expect("no shard took the task while its own was busy");
+        assert_ne!(stolen_on, busy_on, "the busy shard ran it");
+    }
+
+    /// The end of the last pending task wakes whoever waits for the pool to
+    /// settle (`ShardPool::run`); an earlier one does not have to. The
+    /// waiter holds the registry lock until it waits, and `finish` takes
+    /// that lock, so the wake cannot come before the wait.
+    #[test]
+    fn the_last_end_wakes_the_waiter_for_the_pool_to_settle() {
+        const BOUND: Duration = Duration::from_secs(5);
+        let pool = ShardPool::new(1);
+        let p = Arc::clone(&pool.pool);
+        p.pending.store(2, Ordering::Release);
+        p.finish(TaskId(1), None);
+        assert_eq!(p.pending.load(Ordering::Acquire), 1);
+        let reg = p.registry();
+        let finisher = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || p.finish(TaskId(2), None))
+        };
+        // One wait, not a loop: a wake that never comes shows as a timeout.
+        let (_reg, waited) = p.settled.wait_timeout(reg, BOUND).unwrap();
+        finisher.join().unwrap();
+        assert!(!waited.timed_out(), "the last end woke nobody");
+    }
+
+    /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks
+    /// that ended, no more and no fewer: the oldest is forgotten first.
+    #[test]
+    fn outcomes_are_kept_for_the_most_recent_tasks_only() {
+        let pool = ShardPool::new(1);
+        let ended = RETAIN_OUTCOMES as u64 + 1;
+        // As if each had been spawned (finish counts it off).
+        pool.pool.pending.store(ended as usize, Ordering::Release);
+        // On another thread, bounded: a retention loop that never ends
+        // fails the test instead of hanging it.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let p = Arc::clone(&pool.pool);
+        std::thread::spawn(move || {
+            for id in 1..=ended {
+                p.finish(TaskId(id), None);
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("finish did not return");
+        assert_eq!(pool.pool.registry().done.len(), RETAIN_OUTCOMES);
+        assert!(pool.outcome(TaskId(1)).is_none());
+        assert!(matches!(pool.outcome(TaskId(2)), Some(Outcome::Cancelled)));
+        assert!(matches!(
+            pool.outcome(TaskId(ended)),
+            Some(Outcome::Cancelled)
+        ));
+        assert_eq!(pool.pool.pending.load(Ordering::Acquire), 0);
+    }
+}

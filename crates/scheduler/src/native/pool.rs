@@ -132,3 +132,67 @@ pub(super) fn pooled() -> usize {
 pub(super) fn reserved() -> usize {
     RESERVE.lock().unwrap_or_else(PoisonError::into_inner).len()
 }
+
+#[cfg(test)]
+mod tests {
+    use generator::Gn;
+
+    use super::*;
+    use crate::native::Yielded;
+    use crate::outcome::Value;
+
+    const SMALL: usize = 1024;
+    const LARGE: usize = 2048;
+
+    /// A coroutine (never started) with a stack of `words` words.
+    fn coroutine(words: usize) -> NativeGen {
+        Gn::new_scoped_opt(words, |_| Yielded::Return(Value::new(())))
+    }
+
+    fn pool(sizes: &[(usize, usize)]) -> BySize {
+        let mut p = BySize::new();
+        for &(words, n) in sizes {
+            for _ in 0..n {
+                p.push(words, coroutine(words));
+            }
+        }
+        p
+    }
+
+    /// A coroutine is given back only for a task asking the same stack size.
+    #[test]
+    fn coroutines_are_kept_by_stack_size() {
+        let mut p = pool(&[(SMALL, 1), (LARGE, 1), (SMALL, 1)]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.0.len(), 2, "one group per size");
+        assert!(p.pop(4 * LARGE).is_none());
+        assert!(p.pop(LARGE).is_some());
+        assert!(p.pop(LARGE).is_none());
+        assert!(p.pop(SMALL).is_some() && p.pop(SMALL).is_some());
+        assert!(p.pop(SMALL).is_none());
+        assert_eq!(p.len(), 0);
+    }
+
+    /// Truncating keeps `n` coroutines in all, across sizes.
+    #[test]
+    fn truncate_keeps_n_in_all() {
+        let mut p = pool(&[(SMALL, 1), (LARGE, 5)]);
+        p.truncate(4);
+        assert_eq!(p.len(), 4);
+        p.truncate(0);
+        assert_eq!(p.len(), 0);
+    }
+
+    /// A spill moves coroutines until the target holds `limit`, keeping
+    /// each one's size; the rest stay.
+    #[test]
+    fn spill_fills_the_target_up_to_its_limit() {
+        let mut from = pool(&[(SMALL, 3)]);
+        let mut into = pool(&[(LARGE, 1)]);
+        from.spill(&mut into, 3);
+        assert_eq!((from.len(), into.len()), (1, 3));
+        assert!(into.pop(SMALL).is_some() && into.pop(SMALL).is_some());
+        from.spill(&mut into, 1);
+        assert_eq!((from.len(), into.len()), (1, 1));
+    }
+}

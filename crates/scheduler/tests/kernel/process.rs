@@ -1,0 +1,482 @@
+//! Process tasks: output and exit status, input, environment, limits,
+//! timeouts and cancellation reaching a whole process group, start errors.
+//!
+//! Deterministic: no test sleeps to wait for something or asserts on a
+//! duration. A timeout test gives a short timeout to a child that would
+//! sleep far longer and asserts on `timed_out`. Where a test must see a
+//! process die, it waits on the process's pidfd (a bounded watchdog against
+//! hangs, never an assertion on time). The timeouts that must let a shell
+//! start a grandchild and print its pid first are a second: generous on a
+//! loaded machine, and the tests run side by side.
+#![cfg(all(feature = "async-io", target_os = "linux"))]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::common::WATCHDOG;
+use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
+use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
+
+fn sched() -> Scheduler {
+    Scheduler::builder().build().expect("a poller")
+}
+
+fn sh(script: &str) -> ExecSpec {
+    ExecSpec::new(["sh", "-c", script])
+}
+
+/// Runs one process task to its end and returns its outcome.
+fn run(spec: ExecSpec) -> Result<Completed, ExecError> {
+    let s = sched();
+    let id = process::spawn(&s, spec, SpawnOptions::default())?;
+    s.run();
+    outcome(&s, id)
+}
+
+fn outcome(s: &Scheduler, id: TaskId) -> Result<Completed, ExecError> {
+    match s.outcome(id).expect("the task ended") {
+        Outcome::Done(v) => Ok(v.downcast_ref::<Completed>().expect("a Completed").clone()),
+        Outcome::Failed(e) => Err(e
+            .payload()
+            .and_then(|p| p.downcast_ref::<ExecError>())
+            .expect("an ExecError payload")
+            .clone()),
+        Outcome::Cancelled => panic!("the process task was cancelled"),
+    }
+}
+
+/// A fresh, empty directory for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tiffany-process-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn pids(out: &[u8]) -> Vec<i32> {
+    String::from_utf8_lossy(out)
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect()
+}
+
+/// A pidfd for `pid`, or `None` if no such process exists (reaped).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ESRCH)
+        );
+        return None;
+    }
+    // SAFETY: a new descriptor we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Asserts that the process behind `fd` has exited (waiting for it, within
+/// the watchdog).
+fn assert_exits(fd: &OwnedFd, what: &str) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, WATCHDOG.as_millis() as i32) };
+    assert_eq!(n, 1, "{what} is still running");
+}
+
+/// Asserts that `pid` no longer exists at all (exited and reaped).
+fn assert_reaped(pid: i32) {
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    assert_eq!(r, -1, "process {pid} still exists (a zombie?)");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ESRCH)
+    );
+}
+
+/// Asserts that the child of a timed-out run was reaped and that the
+/// grandchild whose pid it printed first is not running.
+fn assert_group_gone(done: &Completed) {
+    let grandchild = pids(&done.stdout)[0];
+    assert_reaped(done.pid as i32);
+    // The grandchild held stdout open, so the run ended after it exited; it
+    // is an orphan now, reaped (or not yet) by init: it must not be running.
+    if let Some(fd) = pidfd(grandchild) {
+        assert_exits(&fd, "the grandchild");
+    }
+}
+
+#[test]
+fn output_and_exit_code() {
+    let done = run(sh("echo out; echo err >&2; exit 3")).unwrap();
+    assert_eq!(done.stdout, b"out\n");
+    assert_eq!(done.stderr, b"err\n");
+    assert_eq!(done.returncode, Some(3));
+    assert_eq!(done.signal, None);
+    assert_eq!((done.stdout_bytes, done.stderr_bytes), (4, 4));
+    assert!(!done.stdout_truncated && !done.stderr_truncated && !done.timed_out);
+    assert!(!done.success());
+    assert_reaped(done.pid as i32);
+}
+
+#[test]
+fn zero_exit_is_success() {
+    let done = run(ExecSpec::new(["true"])).unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert!(done.success());
+    assert!(done.stdout.is_empty());
+}
+
+#[test]
+fn death_by_signal_is_recorded() {
+    let done = run(sh("kill -KILL $$")).unwrap();
+    assert_eq!(done.returncode, None);
+    assert_eq!(done.signal, Some(libc::SIGKILL));
+    assert!(!done.timed_out);
+}
+
+#[test]
+fn stdin_is_fed_while_output_is_read() {
+    // Larger than a pipe's buffer both ways: input and output must flow
+    // together or the child and the task would wait for each other.
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let done = run(ExecSpec::new(["cat"]).stdin(input.clone())).unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert_eq!(done.stdout, input);
+}
+
+#[test]
+fn without_stdin_the_child_reads_end_of_file() {
+    let done = run(ExecSpec::new(["cat"])).unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert!(done.stdout.is_empty());
+}
+
+#[test]
+fn a_child_that_ignores_its_input_does_not_fail_the_run() {
+    let done = run(sh("exit 0").stdin(vec![b'x'; 1 << 20])).unwrap();
+    assert_eq!(done.returncode, Some(0));
+}
+
+#[test]
+fn env_extends_and_cwd_applies() {
+    let dir = temp_dir("cwd");
+    let done = run(
+        sh("echo \"$TIFFANY_X\"; pwd; test -n \"$PATH\" && echo inherited")
+            .env("TIFFANY_X", "forty two")
+            .cwd(&dir),
+    )
+    .unwrap();
+    let expected = format!(
+        "forty two\n{}\ninherited\n",
+        dir.canonicalize().unwrap().display()
+    );
+    assert_eq!(String::from_utf8_lossy(&done.stdout), expected);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn env_clear_replaces_the_environment() {
+    let done = run(ExecSpec::new(["/usr/bin/env"])
+        .env_clear()
+        .env("ONLY", "this"))
+    .unwrap();
+    assert_eq!(done.stdout, b"ONLY=this\n");
+}
+
+#[test]
+fn output_past_the_limit_is_counted_and_dropped() {
+    // A megabyte on stdout against a 1000-byte limit: the child must not
+    // stall on a full pipe, and finishes with its stderr line.
+    let done = run(sh("head -c 1000000 /dev/zero; echo done >&2").capture_limit(1000)).unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert_eq!(done.stdout.len(), 1000);
+    assert!(done.stdout_truncated);
+    assert_eq!(done.stdout_bytes, 1_000_000);
+    assert_eq!(done.stderr, b"done\n");
+    assert!(!done.stderr_truncated);
+}
+
+#[test]
+fn a_zero_limit_keeps_nothing() {
+    let done = run(sh("echo abc").capture_limit(0)).unwrap();
+    assert!(done.stdout.is_empty());
+    assert!(done.stdout_truncated);
+    assert_eq!(done.stdout_bytes, 4);
+}
+
+#[test]
+fn timeout_terminates_the_whole_group() {
+    // The shell starts a grandchild, prints its pid, and waits for it: both
+    // must be gone when the run ends.
+    let done = run(sh("sleep 100 & echo $!; wait")
+        .timeout(Duration::from_secs(1))
+        .kill_grace(Duration::from_secs(60)))
+    .unwrap();
+    assert!(done.timed_out);
+    assert_eq!(done.signal, Some(libc::SIGTERM));
+    assert_group_gone(&done);
+}
+
+#[test]
+fn a_group_that_ignores_sigterm_is_killed_after_the_grace() {
+    let done = run(sh("trap '' TERM; sleep 100 & echo $!; wait")
+        .timeout(Duration::from_secs(1))
+        .kill_grace(Duration::from_millis(200)))
+    .unwrap();
+    assert!(done.timed_out);
+    assert_eq!(done.signal, Some(libc::SIGKILL));
+    assert_group_gone(&done);
+}
+
+#[test]
+fn a_zero_grace_kills_at_once() {
+    let done = run(sh("sleep 100 & echo $!; wait")
+        .timeout(Duration::from_secs(1))
+        .kill_grace(Duration::ZERO))
+    .unwrap();
+    assert!(done.timed_out);
+    assert_eq!(done.signal, Some(libc::SIGKILL));
+    assert_group_gone(&done);
+}
+
+#[test]
+fn a_fast_command_does_not_time_out() {
+    let done = run(sh("echo quick").timeout(Duration::from_secs(600))).unwrap();
+    assert!(!done.timed_out);
+    assert_eq!(done.stdout, b"quick\n");
+}
+
+#[test]
+fn cancel_stops_the_whole_group_and_reaps_the_child() {
+    let dir = temp_dir("cancel");
+    let fifo = dir.join("pids");
+    let path = CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // Open the reading end first (non-blocking), so the child's open for
+    // writing does not wait.
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    assert!(fd >= 0);
+    // SAFETY: a new descriptor we own.
+    let reader = unsafe { OwnedFd::from_raw_fd(fd) };
+
+    let s = sched();
+    let token = s.register_io(&reader).unwrap();
+    let script = format!("sleep 100 & echo $$ $! > '{}'; wait", fifo.display());
+    let exec = process::spawn(&s, sh(&script), SpawnOptions::default()).unwrap();
+    // A native task learns the two pids through the fifo, opens pidfds for
+    // them while they surely run, then cancels the process task.
+    let watcher = s
+        .spawn(move |cx| {
+            let mut text = Vec::new();
+            loop {
+                cx.io_wait(token, Interest::Readable).unwrap();
+                let mut buf = [0u8; 64];
+                // SAFETY: `buf` is valid for its length.
+                let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
+                if n > 0 {
+                    text.extend_from_slice(&buf[..n as usize]);
+                }
+                if text.ends_with(b"\n") {
+                    break;
+                }
+            }
+            let both = pids(&text);
+            let fds: Vec<OwnedFd> = both.iter().map(|&p| pidfd(p).expect("running")).collect();
+            assert!(cx.cancel(exec));
+            (both, fds)
+        })
+        .unwrap();
+    s.run();
+    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+    let value = s.value(watcher).unwrap();
+    let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
+    assert_exits(&fds[0], "the child");
+    assert_exits(&fds[1], "the grandchild");
+    assert!(
+        process::wait_for_reaper(WATCHDOG),
+        "the reaper never finished"
+    );
+    assert_reaped(both[0]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cancel_before_start_runs_nothing() {
+    let dir = temp_dir("unstarted");
+    let marker = dir.join("ran");
+    let s = sched();
+    let exec = process::spawn(
+        &s,
+        ExecSpec::new(["touch".into(), marker.clone().into_os_string()]),
+        SpawnOptions::default(),
+    )
+    .unwrap();
+    assert!(s.cancel(exec));
+    s.run();
+    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+    assert!(!marker.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn command_not_found_is_an_error_with_its_errno() {
+    for argv in [["/nonexistent/tiffany-prog"], ["tiffany-no-such-command"]] {
+        let err = run(ExecSpec::new(argv)).unwrap_err();
+        assert!(matches!(err, ExecError::Start { .. }), "{err:?}");
+        assert_eq!(err.errno(), Some(libc::ENOENT));
+        assert!(err.to_string().contains("tiffany-"), "{err}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_executable_is_refused_with_eacces() {
+    let dir = temp_dir("noexec");
+    let file = dir.join("script");
+    std::fs::write(&file, "#!/bin/sh\necho hi\n").unwrap();
+    let err = run(ExecSpec::new([file.into_os_string()])).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EACCES), "{err:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_working_directory_is_a_start_error() {
+    let err = run(sh("true").cwd("/nonexistent/tiffany-dir")).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOENT), "{err:?}");
+}
+
+#[test]
+fn invalid_specs_are_refused_at_spawn() {
+    let s = sched();
+    let empty: [&str; 0] = [];
+    let cases = [
+        ExecSpec::new(empty),
+        ExecSpec::new([""]),
+        ExecSpec::new(["echo", "a\0b"]),
+        sh("true").env("A=B", "x"),
+        sh("true").env("", "x"),
+        sh("true").env("A", "x\0y"),
+        sh("true").cwd("/tmp/a\0b"),
+    ];
+    for spec in cases {
+        let err = process::spawn(&s, spec.clone(), SpawnOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, ExecError::InvalidSpec(_)),
+            "{spec:?}: {err:?}"
+        );
+    }
+    assert_eq!(s.live_tasks(), 0);
+}
+
+#[test]
+fn many_processes_run_side_by_side_with_other_tasks() {
+    let s = sched();
+    let ids: Vec<TaskId> = (0..16)
+        .map(|i| process::spawn(&s, sh(&format!("echo {i}")), SpawnOptions::default()).unwrap())
+        .collect();
+    let ticker = s
+        .spawn(|cx| {
+            for _ in 0..100 {
+                cx.yield_now();
+            }
+            "ticked"
+        })
+        .unwrap();
+    s.run();
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(outcome(&s, id).unwrap().stdout, format!("{i}\n").as_bytes());
+    }
+    assert_eq!(
+        s.value(ticker).unwrap().downcast_ref::<&str>(),
+        Some(&"ticked")
+    );
+}
+
+#[test]
+fn the_timeout_is_real_time_under_the_virtual_clock() {
+    // The virtual clock jumps an hour while the child runs; the child's
+    // ten-minute timeout must not fire because of it.
+    let s = crate::common::vsched();
+    let exec = process::spawn(
+        &s,
+        sh("echo fine").timeout(Duration::from_secs(600)),
+        SpawnOptions::default(),
+    )
+    .unwrap();
+    s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
+    s.run();
+    let done = outcome(&s, exec).unwrap();
+    assert!(!done.timed_out);
+    assert_eq!(done.stdout, b"fine\n");
+}
+
+#[test]
+fn joiners_receive_the_completed_value() {
+    let s = sched();
+    let exec = process::spawn(&s, sh("printf hi"), SpawnOptions::default()).unwrap();
+    let joiner = s
+        .spawn(move |cx| match cx.join(exec) {
+            tiffany_scheduler::JoinResult::Success(v) => {
+                v.downcast_ref::<Completed>().unwrap().stdout.clone()
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    s.run();
+    assert_eq!(
+        s.value(joiner).unwrap().downcast_ref::<Vec<u8>>(),
+        Some(&b"hi".to_vec())
+    );
+}
+
+#[test]
+fn the_start_and_the_stop_are_in_the_telemetry() {
+    let s = sched();
+    let log = crate::common::logged(&s);
+    let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
+    let slow = process::spawn(
+        &s,
+        sh("trap '' TERM; sleep 100")
+            .timeout(Duration::from_secs(1))
+            .kill_grace(Duration::from_millis(100)),
+        SpawnOptions::default(),
+    )
+    .unwrap();
+    s.run();
+    let messages = |id: TaskId| -> Vec<String> {
+        log.events()
+            .into_iter()
+            .filter(|e| e.task == Some(id))
+            .filter_map(|e| match e.kind {
+                tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let pid = outcome(&s, quick).unwrap().pid;
+    assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
+    let pid = outcome(&s, slow).unwrap().pid;
+    assert_eq!(
+        messages(slow),
+        [
+            format!("exec: started sh as pid {pid}"),
+            format!("exec: timeout, SIGTERM to process group {pid}"),
+            format!("exec: timeout, SIGKILL to process group {pid}"),
+        ]
+    );
+}
