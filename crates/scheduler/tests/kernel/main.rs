@@ -16,6 +16,7 @@ mod abandon;
 mod backpressure;
 mod budget;
 mod cancel;
+mod cancel_edge;
 mod capacity;
 mod cross_thread;
 mod daemons;
