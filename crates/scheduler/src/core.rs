@@ -106,6 +106,9 @@ struct Task {
     watch_end: bool,
     /// Someone received the outcome (a join, or an explicit observation).
     observed: bool,
+    /// Its body runs on a stack of its own (a native task): it is never
+    /// part of a nested step ([`Core::begin_nested`]).
+    stackful: bool,
     /// A shutdown's deadline passed while it was alive: it has been
     /// cancelled, and is abandoned the next time it would park.
     abandon: bool,
@@ -191,6 +194,17 @@ pub(crate) enum Next {
     Yielded,
     /// The task ended: drop its body (outside the core borrow).
     End,
+}
+
+/// What a nested step ([`Core::begin_nested`]) keeps of the run it
+/// interrupts.
+pub(crate) struct Nested {
+    outer: (usize, TaskId),
+    slice_start: Duration,
+    slice_steps: u32,
+    now_fresh: bool,
+    /// When the nested run began (its slice's start).
+    began: Duration,
 }
 
 /// The scheduler's state.
@@ -497,6 +511,7 @@ impl Core {
                 ..Extra::default()
             })
         });
+        let stackful = body.is_stackful();
         let slot = self.tasks.insert(Task {
             id,
             state: TaskState::Pending,
@@ -523,6 +538,7 @@ impl Core {
             retained_window: false,
             watch_end: false,
             observed: false,
+            stackful,
             abandon: false,
             admitted: false,
         });
@@ -894,6 +910,86 @@ impl Core {
         self.tasks[slot].input = Some(Resume::Unit);
         self.requeue(slot);
         self.park(slot, body);
+    }
+
+    // ----- nested steps (the direct hand-off) ----------------------------------
+
+    /// The slot of `task` if the running task may step it now, inside its
+    /// own turn ([`Scheduler::step_now`](crate::Scheduler::step_now)): `task`
+    /// is blocked waiting for `event` and not cancelled; neither it nor the
+    /// running task is stackful; both have the same priority; no task of
+    /// that priority or a higher one is ready (it would have run first);
+    /// and no chores are pending. `None` otherwise: the caller then wakes
+    /// it the ordinary way.
+    #[inline]
+    pub(crate) fn nested_target(&self, task: TaskId, event: EventId) -> Option<usize> {
+        let (outer, _) = self.current?;
+        let slot = self.slot_of(task)?;
+        let t = &self.tasks[slot];
+        let o = &self.tasks[outer];
+        let ok = slot != outer
+            && t.state == TaskState::Waiting(WaitReason::Event(event))
+            && t.cancel == Cancel::No
+            && t.body.is_some()
+            && !t.stackful
+            && !o.stackful
+            && t.priority == o.priority
+            && !self.ready.has_at_or_above(t.priority)
+            && !self.has_chores();
+        ok.then_some(slot)
+    }
+
+    /// Starts a nested step of the task in `slot` (checked by
+    /// [`nested_target`](Core::nested_target)) inside the running task's
+    /// turn: its wait ends as if its event had been set (answer
+    /// `Bool(true)`), and it becomes the running task, with a slice of its
+    /// own, as if it had been taken from the ready queue. Returns its body
+    /// and what the interrupted run needs back ([`end_nested`](Core::end_nested)).
+    pub(crate) fn begin_nested(&mut self, slot: usize) -> (Body, Resume, Nested) {
+        let saved = Nested {
+            outer: self.current.expect("a nested step inside a run"),
+            slice_start: self.slice_start,
+            slice_steps: self.slice_steps,
+            now_fresh: self.now_fresh,
+            began: Duration::ZERO,
+        };
+        let timing = self.config.timing;
+        let now = self.now;
+        let stamp = self.stamp();
+        let t = &mut self.tasks[slot];
+        t.generation = t.generation.wrapping_add(1);
+        if timing {
+            self.metrics
+                .wait_time
+                .observe_nanos(nanos(now).saturating_sub(t.since));
+        }
+        let t = &mut self.tasks[slot];
+        t.since = stamp;
+        t.input = None;
+        let body = t.body.take().expect("checked by nested_target");
+        // The nested run reads the clock itself: a reading carried from an
+        // earlier nested step would charge it for the outer task's time.
+        self.carried_now = None;
+        self.begin_run(slot);
+        let began = self.slice_start;
+        (body, Resume::Bool(true), Nested { began, ..saved })
+    }
+
+    /// Ends a nested step (its task has parked, yielded or ended): the
+    /// interrupted task is the running one again, its slice as it was —
+    /// the nested run's time is not part of it.
+    pub(crate) fn end_nested(&mut self, saved: Nested) {
+        let timing = self.config.timing || self.config.accounting == Accounting::Measured;
+        self.slice_start = saved.slice_start;
+        if timing {
+            let end = self.carried_now.take().unwrap_or_else(|| self.clock.now());
+            self.now = end;
+            let nested = end.saturating_sub(saved.began);
+            self.slice_start = saved.slice_start.saturating_add(nested);
+        }
+        self.slice_steps = saved.slice_steps;
+        self.current = Some(saved.outer);
+        self.now_fresh = saved.now_fresh;
     }
 
     /// The CPU time of the current run so far, in nanoseconds. Under

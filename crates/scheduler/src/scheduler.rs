@@ -799,6 +799,88 @@ impl Scheduler {
         true
     }
 
+    /// Steps `task` now, inside the running task's turn, on its stack: the
+    /// direct hand-off of an event loop to a task it wakes (ADR 12). `task`
+    /// must be blocked waiting for `event`; it is resumed as if the event
+    /// had been set (answered `Bool(true)`), as the running task for the
+    /// time of its step — [`current_task`](Self::current_task) names it,
+    /// its run is charged to its own budget (not the caller's) and may be
+    /// throttled, its events are its own — and its system calls are
+    /// applied as the scheduler's loop applies them: answered at once
+    /// (the step goes on), or it blocks, yields (back into the ready
+    /// queue), or ends. Then the caller is the running task again, its
+    /// slice as it was, and this returns `true`. Everything a step may do
+    /// works from the nested one (spawn, cancel, set events, another
+    /// nested step).
+    ///
+    /// Returns `false`, having done nothing, when the task must go the
+    /// ordinary way (set the event, and let the scheduler run it): outside
+    /// a task's step or inside a nested borrow; `task` is not waiting for
+    /// `event`, or is cancelled; either task is native (stackful); their
+    /// priorities differ; a task of that priority or a higher one is ready
+    /// (it runs first); or the loop has something due on its next pass
+    /// (timers, I/O, commands, a maintenance pass), which is then not put
+    /// off. Events and end callbacks pending are handed out first, as the
+    /// loop hands them out between two runs.
+    pub fn step_now(&self, task: TaskId, event: EventId) -> bool {
+        let inner = &*self.inner;
+        let Ok(mut core) = inner.core.try_borrow_mut() else {
+            return false;
+        };
+        if core.has_chores() {
+            // Handed to subscribers and callbacks first, as the loop would
+            // between the caller's run and the task's.
+            drop(core);
+            self.do_chores();
+            core = inner.core.borrow_mut();
+        }
+        let Some(slot) = core.nested_target(task, event) else {
+            return false;
+        };
+        if !self.quiet_pass(&core) {
+            return false;
+        }
+        let (mut body, answer, saved) = core.begin_nested(slot);
+        drop(core);
+        let mut input = Some(answer);
+        loop {
+            let step = body.resume(input, None);
+            let mut core = inner.core.borrow_mut();
+            match core.after_step(slot, step) {
+                Next::Continue(answer) => {
+                    if core.events_due() {
+                        drop(core);
+                        self.dispatch_events();
+                    }
+                    input = Some(answer);
+                    continue;
+                }
+                Next::Park => core.park(slot, body),
+                Next::Yielded => core.queue_yielded(slot, body),
+                Next::End => {
+                    // Dropped outside the borrow, as the loop does.
+                    drop(core);
+                    drop(body);
+                    core = inner.core.borrow_mut();
+                }
+            }
+            core.end_nested(saved);
+            let chores = core.has_chores();
+            drop(core);
+            if chores {
+                self.do_chores();
+            }
+            return true;
+        }
+    }
+
+    /// Whether [`stop_run`](Self::stop_run) was called in the current run
+    /// (by a nested step, say): the running task should park soon, and the
+    /// run then returns.
+    pub fn stop_requested(&self) -> bool {
+        self.inner.stop.get()
+    }
+
     /// Counts a pass of the loop if nothing is due on it: no command in the
     /// inbox, no maintenance, no pressure check. [`step`](Scheduler::step)
     /// (taking the next task itself, resuming a yielder) and a yield in

@@ -854,21 +854,33 @@ impl Engine {
     /// ready. `true` if it handed the turn over before the end (see
     /// [`run_items`](Engine::run_items)); the selector is asked once the
     /// callbacks have all run ([`poll_io`](Engine::poll_io)).
-    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<bool> {
+    fn iteration(
+        &mut self,
+        py: Python<'_>,
+        kernel: &tiffany_scheduler::Scheduler,
+        now: f64,
+    ) -> PyResult<bool> {
         let lp = self.lp.clone_ref(py);
         let core = lp.get();
         core.in_iteration.store(true, Ordering::Relaxed);
         core.notified.store(false, Ordering::Relaxed);
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
-        self.run_items(py, n)
+        self.run_items(py, kernel, n)
     }
 
-    /// Runs the next `n` ready callbacks. A callback that woke a task for
-    /// its asyncio step (a [`Waker`](super::future::Waker)) ends the run
-    /// early: the rest is kept in `remaining` and the engine yields, so the
-    /// task steps right there in the FIFO's order (ADR 12). `true` then.
-    fn run_items(&mut self, py: Python<'_>, n: usize) -> PyResult<bool> {
+    /// Runs the next `n` ready callbacks. A task a callback woke for its
+    /// asyncio step (a [`Waker`](super::future::Waker)) steps right after
+    /// that callback, in the FIFO's order (ADR 12): inside the engine's turn
+    /// (the direct hand-off), or, when the kernel must schedule it, the run
+    /// ends early — the rest is kept in `remaining` and the engine yields.
+    /// `true` then.
+    fn run_items(
+        &mut self,
+        py: Python<'_>,
+        kernel: &tiffany_scheduler::Scheduler,
+        n: usize,
+    ) -> PyResult<bool> {
         let core = self.lp.get();
         let debug = core.debug.load(Ordering::Relaxed);
         super::future::take_handoff();
@@ -876,12 +888,21 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let ran = self.run_one(py, item.into_bound(py), debug);
+            let ran = super::future::engine_turn(|| self.run_one(py, item.into_bound(py), debug));
+            // The task a callback woke steps now, in the engine's turn, or
+            // (when the kernel must schedule it) the engine hands the turn
+            // over to it.
+            let stopped = super::future::take_pending().is_some_and(|wake| {
+                super::future::wake_now(kernel, wake);
+                kernel.stop_requested()
+            });
             if let Err(e) = ran {
                 core.in_iteration.store(false, Ordering::Relaxed);
                 return Err(e);
             }
-            if super::future::take_handoff() {
+            // A step that ended the run (`KeyboardInterrupt` in the task)
+            // parks the engine too, with the rest of its iteration kept.
+            if super::future::take_handoff() || stopped {
                 self.remaining = Some(n - i - 1);
                 return Ok(true);
             }
@@ -1032,10 +1053,10 @@ impl TaskBody for Engine {
         }
         let ran = match self.remaining {
             // The rest of an iteration that handed the turn over.
-            Some(n) => self.run_items(py, n),
+            Some(n) => self.run_items(py, &kernel, n),
             None => {
                 let now = kernel.now().as_secs_f64();
-                self.iteration(py, now)
+                self.iteration(py, &kernel, now)
             }
         };
         let found = match ran.and_then(|handed_over| {

@@ -8,11 +8,14 @@
 //! FIFO (ADR 11): a task that waits for its next asyncio step blocks on a
 //! kernel event (its *step event*, one per task), and a [`Waker`] — queued
 //! in the FIFO for a first step or a bare `yield`, or added as the awaited
-//! future's done callback — sets it when the engine reaches it. The engine
-//! then hands the turn over at once (it yields to the kernel with the rest
-//! of its iteration kept), so the task steps exactly where asyncio would
-//! step it. Kernel-level wakes (`tiffany.sleep`, `join`, `Event`, kernel
-//! I/O) stay the kernel's.
+//! future's done callback — wakes it when the engine reaches it. The engine
+//! then steps the task at once, inside its own turn, right after that
+//! callback ([`Kernel::step_now`](tiffany_scheduler::Scheduler::step_now),
+//! the direct hand-off of ADR 12); when the kernel must schedule the task
+//! instead, the waker sets the event and the engine hands the turn over (it
+//! yields with the rest of its iteration kept). Either way the task steps
+//! exactly where asyncio would step it. Kernel-level wakes (`tiffany.sleep`,
+//! `join`, `Event`, kernel I/O) stay the kernel's.
 //!
 //! A plain Tiffany task (`tiffany.spawn`) awaiting an asyncio future waits
 //! the same way, on an event made for the wait.
@@ -50,6 +53,10 @@ thread_local! {
     /// A waker fired in the engine's current callback: the engine hands
     /// the turn over before its next one.
     static HANDOFF: Cell<bool> = const { Cell::new(false) };
+    /// The engine is running one of its ready callbacks: a waker fired in
+    /// it leaves its wake in `PENDING` for the engine.
+    static ENGINE_TURN: Cell<bool> = const { Cell::new(false) };
+    static PENDING: Cell<Option<(TaskId, EventId)>> = const { Cell::new(None) };
     /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
     /// their next step.
     static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
@@ -61,33 +68,78 @@ thread_local! {
 #[pyclass(module = "tiffany._native", name = "_StepWaker", frozen)]
 pub(crate) struct Waker {
     event: u64,
+    /// The task that waits (for the direct hand-off).
+    task: u64,
     armed: AtomicBool,
 }
 
 impl Waker {
-    /// A waker for `event`, armed.
-    fn armed(py: Python<'_>, event: EventId) -> PyResult<Py<Waker>> {
+    /// A waker of `task` through `event`, armed.
+    fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
         Py::new(
             py,
             Waker {
                 event: event.get(),
+                task: task.get(),
                 armed: AtomicBool::new(true),
             },
         )
     }
 
-    /// Sets the event if the wait it was made for is still on, and asks
+    /// Wakes the task if the wait it was made for is still on. In a
+    /// callback of the engine's ready queue, the wake is left to the engine
+    /// ([`take_pending`]), which steps the task at once, right after the
+    /// callback ([`wake_now`]); anywhere else it sets the event and asks
     /// the engine to hand the turn over.
     #[inline]
     pub(crate) fn fire(&self) {
         if !self.armed.swap(false, Ordering::Relaxed) {
             return;
         }
-        if let Ok((kernel, _)) = crate::current::current_kernel()
-            && kernel.set_event(EventId::from_raw(self.event))
-        {
-            HANDOFF.set(true);
+        let wake = (TaskId::from_raw(self.task), EventId::from_raw(self.event));
+        if ENGINE_TURN.get() && PENDING.get().is_none() {
+            PENDING.set(Some(wake));
+            return;
         }
+        set_step_event(wake.1);
+    }
+}
+
+/// Sets a step event (the ordinary wake) and asks the engine to hand the
+/// turn over to the task it readied.
+fn set_step_event(event: EventId) {
+    if let Ok((kernel, _)) = crate::current::current_kernel()
+        && kernel.set_event(event)
+    {
+        HANDOFF.set(true);
+    }
+}
+
+/// Runs `f` (one callback of the engine's ready queue) with the wakes it
+/// fires left to the engine ([`take_pending`]).
+#[inline]
+pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> R {
+    ENGINE_TURN.set(true);
+    let r = f();
+    ENGINE_TURN.set(false);
+    r
+}
+
+/// The wake the last engine callback left (see [`engine_turn`]), if any.
+#[inline]
+pub(crate) fn take_pending() -> Option<(TaskId, EventId)> {
+    PENDING.take()
+}
+
+/// Wakes a task the engine's callback left to it (see [`take_pending`]):
+/// the direct hand-off — the kernel steps the task now, inside the
+/// engine's turn ([`Kernel::step_now`](tiffany_scheduler::Scheduler::step_now)) —
+/// or, when the kernel says the task must go the ordinary way, its step
+/// event is set and the engine hands the turn over ([`take_handoff`]).
+#[inline]
+pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, (task, event): (TaskId, EventId)) {
+    if !kernel.step_now(task, event) {
+        set_step_event(event);
     }
 }
 
@@ -122,7 +174,7 @@ pub(crate) fn queue_step(
     task: TaskId,
     event: EventId,
 ) -> PyResult<SystemCall> {
-    let waker = Waker::armed(py, event)?;
+    let waker = Waker::armed(py, event, task)?;
     super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
     note(
         task,
@@ -164,7 +216,7 @@ pub(crate) fn wait_future(
         Some(e) => (e, false),
         None => (kernel.new_event(), true),
     };
-    let waker = Waker::armed(py, event)?;
+    let waker = Waker::armed(py, event, task)?;
     if let Err(e) = yielded.call_method1(
         intern!(py, "add_done_callback"),
         (waker.clone_ref(py).into_py_any(py)?,),

@@ -41,6 +41,7 @@ mod shard_pool;
 mod shutdown;
 mod stack_pool;
 mod stale_ready;
+mod step_now;
 mod task_state;
 mod telemetry;
 mod virtual_clock;
