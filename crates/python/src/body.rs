@@ -278,7 +278,7 @@ impl PyBody {
         &mut self,
         py: Python<'_>,
         yielded: &Bound<'_, PyAny>,
-        aio: Option<&AioTask>,
+        aio: Option<&AioStep<'_>>,
     ) -> Result<Translated, PyErr> {
         let Some(kind) = crate::syscall::kind_of(yielded) else {
             if let Some(aio) = aio {
@@ -414,7 +414,7 @@ impl PyBody {
         let (kernel, id) = match crate::current::current() {
             Ok(c) => {
                 let id = c.kernel.current_task();
-                (Some(c.kernel.clone()), id)
+                (Some(c.kernel), id)
             }
             Err(_) => (None, None),
         };
@@ -435,7 +435,12 @@ impl PyBody {
             None
         };
         aio.started = true;
-        let step = match self.step_inner(py, answer, first, Some(&aio)) {
+        let ctx = kernel.as_ref().zip(id).map(|(kernel, id)| AioStep {
+            aio: &aio,
+            kernel,
+            id,
+        });
+        let step = match self.step_inner(py, answer, first, ctx.as_ref()) {
             Ok(Step::Syscall(call)) => {
                 // Marked while it ran, and now blocking in a kernel-level
                 // wait: the kernel's edge wakes it from there.
@@ -457,14 +462,16 @@ impl PyBody {
 
     /// Runs the coroutine stack to its next system call; `Err` when the
     /// root coroutine ended. `first` replaces the input the answer would give.
+    /// (Inlined: a plain task's step passes constants for `first` and `aio`.)
+    #[inline(always)]
     fn step_inner(
         &mut self,
         py: Python<'_>,
         answer: Option<Resume>,
         first: Option<Input>,
-        aio: Option<&AioTask>,
+        aio: Option<&AioStep<'_>>,
     ) -> Result<Step, End> {
-        crate::aio::future::resumed(py, answer.as_ref());
+        crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
@@ -532,21 +539,16 @@ impl PyBody {
 fn translate_aio(
     py: Python<'_>,
     yielded: &Bound<'_, PyAny>,
-    aio: &AioTask,
+    step: &AioStep<'_>,
 ) -> Result<SystemCall, PyErr> {
-    let (kernel, _) = crate::current::current_kernel()?;
-    let Some(id) = kernel.current_task() else {
-        return Err(PyRuntimeError::new_err(
-            "an asyncio task step outside its task",
-        ));
-    };
+    let (aio, id) = (step.aio, step.id);
     if yielded.is_none() {
         if aio.by_kernel {
             return Ok(SystemCall::Yield);
         }
         return crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event);
     }
-    match crate::aio::future::wait_future(py, yielded, Some(aio.step_event))? {
+    match crate::aio::future::wait_future(py, yielded, Some((aio.step_event, step.kernel, id)))? {
         Some(call) => {
             if crate::aio::future::must_pending(id) {
                 // Cancelled while running: the future it now awaits is
@@ -571,6 +573,15 @@ fn translate_aio(
                 .unwrap_or_else(|_| "an object".into())
         ))),
     }
+}
+
+/// The asyncio side of a step: the task's [`AioTask`], and the running
+/// scheduler and the task's id, looked up once per step (a thread-local
+/// lookup each time was a twentieth of an `asyncio.sleep(0)` switch).
+pub(crate) struct AioStep<'a> {
+    aio: &'a AioTask,
+    kernel: &'a tiffany_scheduler::Scheduler,
+    id: TaskId,
 }
 
 /// How a plain (Tiffany) task's end answers the kernel.

@@ -906,6 +906,7 @@ impl Core {
     }
 
     /// Queues a task that just yielded behind the ready tasks of its priority.
+    #[inline]
     pub(crate) fn queue_yielded(&mut self, slot: usize, body: Body) {
         self.tasks[slot].input = Some(Resume::Unit);
         self.requeue(slot);
@@ -1033,7 +1034,9 @@ impl Core {
 
     // ----- applying a step ----------------------------------------------------
 
-    /// Applies what the task's step produced.
+    /// Applies what the task's step produced. (Inlined into both of its
+    /// callers, the loop's step and a nested step: called once per step.)
+    #[inline(always)]
     pub(crate) fn after_step(&mut self, slot: usize, step: Step) -> Next {
         let next = match step {
             Step::Syscall(call) => self.syscall(slot, call),

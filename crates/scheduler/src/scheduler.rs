@@ -662,17 +662,7 @@ impl Scheduler {
             if inner.stop.replace(false) {
                 break;
             }
-            if inner.shared.pending.load(Ordering::Acquire) {
-                self.drain_inbox();
-            }
-            let due = inner.cadence.pass();
-            if due.maintenance || inner.core.borrow().chores_due() {
-                self.timers_and_io();
-                self.check_interrupt();
-            }
-            if due.pressure {
-                self.check_pressure();
-            }
+            self.pass();
             if self.step() {
                 continue;
             }
@@ -697,6 +687,25 @@ impl Scheduler {
         // A reading from the last step must not stamp what happens later.
         inner.core.borrow_mut().carried_now = None;
         inner.running.set(nested);
+    }
+
+    /// What the loop does on each pass before it runs tasks: the commands
+    /// from other threads, and when due, timers, I/O and the interrupt
+    /// check (maintenance), and the pressure reading.
+    #[inline]
+    fn pass(&self) {
+        let inner = &*self.inner;
+        if inner.shared.pending.load(Ordering::Acquire) {
+            self.drain_inbox();
+        }
+        let due = inner.cadence.pass();
+        if due.maintenance || inner.core.borrow().chores_due() {
+            self.timers_and_io();
+            self.check_interrupt();
+        }
+        if due.pressure {
+            self.check_pressure();
+        }
     }
 
     /// Runs ready tasks, each until it parks or ends. Returns `false` if none
@@ -818,10 +827,13 @@ impl Scheduler {
     /// a task's step or inside a nested borrow; `task` is not waiting for
     /// `event`, or is cancelled; either task is native (stackful); their
     /// priorities differ; a task of that priority or a higher one is ready
-    /// (it runs first); or the loop has something due on its next pass
-    /// (timers, I/O, commands, a maintenance pass), which is then not put
-    /// off. Events and end callbacks pending are handed out first, as the
-    /// loop hands them out between two runs.
+    /// (it runs first), or the run is being stopped. The step stands in
+    /// for a pass of the scheduler's loop and counts as one: what the loop
+    /// has due on its next pass (commands from other threads, timers, I/O,
+    /// the interrupt check, the pressure reading) is done first, and so are
+    /// the events and end callbacks pending, as the loop hands them out
+    /// between two runs; if that readies a task that must run first, this
+    /// returns `false`.
     pub fn step_now(&self, task: TaskId, event: EventId) -> bool {
         let inner = &*self.inner;
         let Ok(mut core) = inner.core.try_borrow_mut() else {
@@ -834,12 +846,22 @@ impl Scheduler {
             self.do_chores();
             core = inner.core.borrow_mut();
         }
+        if inner.stop.get() || core.nested_target(task, event).is_none() {
+            return false;
+        }
+        if !self.quiet_pass(&core) {
+            // The loop has something due: the hand-off stands in for its
+            // pass, and does what the pass would do first (in the ordinary
+            // way the task, woken, would wait in the ready queue meanwhile).
+            drop(core);
+            self.pass();
+            self.flush();
+            core = inner.core.borrow_mut();
+        }
+        // (Again: the pass may have readied a task that runs first.)
         let Some(slot) = core.nested_target(task, event) else {
             return false;
         };
-        if !self.quiet_pass(&core) {
-            return false;
-        }
         let (mut body, answer, saved) = core.begin_nested(slot);
         drop(core);
         let mut input = Some(answer);

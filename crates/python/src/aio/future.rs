@@ -189,12 +189,13 @@ pub(crate) fn queue_step(
 }
 
 /// If `yielded` is an asyncio future (or a future-like object), the system
-/// call that waits for it; `None` for anything else. `step` is the task's
-/// step event (an asyncio task's), else an event is made for the wait.
+/// call that waits for it; `None` for anything else. `step` is an asyncio
+/// task's step event, the running scheduler and the task; else an event is
+/// made for the wait (of the running task).
 pub(crate) fn wait_future(
     py: Python<'_>,
     yielded: &Bound<'_, PyAny>,
-    step: Option<EventId>,
+    step: Option<(EventId, &tiffany_scheduler::Scheduler, TaskId)>,
 ) -> PyResult<Option<SystemCall>> {
     let Ok(blocking) = yielded.getattr(intern!(py, "_asyncio_future_blocking")) else {
         return Ok(None);
@@ -206,15 +207,18 @@ pub(crate) fn wait_future(
         )));
     }
     yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
-    let (kernel, _) = crate::current::current_kernel()?;
-    let Some(task) = kernel.current_task() else {
-        return Err(PyRuntimeError::new_err(
-            "an asyncio future can only be awaited from a task",
-        ));
-    };
-    let (event, owned) = match step {
-        Some(e) => (e, false),
-        None => (kernel.new_event(), true),
+    let fetched;
+    let (event, owned, kernel, task) = match step {
+        Some((e, kernel, task)) => (e, false, kernel, task),
+        None => {
+            fetched = crate::current::current_kernel()?.0;
+            let Some(task) = fetched.current_task() else {
+                return Err(PyRuntimeError::new_err(
+                    "an asyncio future can only be awaited from a task",
+                ));
+            };
+            (fetched.new_event(), true, &fetched, task)
+        }
     };
     let waker = Waker::armed(py, event, task)?;
     if let Err(e) = yielded.call_method1(
@@ -275,16 +279,29 @@ pub(crate) fn waits_for_step(task: TaskId) -> bool {
 }
 
 /// Called when a Python task is resumed: ends its wait, if any (cancelling
-/// the awaited future if the task was cancelled).
-pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
+/// the awaited future if the task was cancelled). `running`: the running
+/// scheduler and the task, if the caller has them at hand.
+pub(crate) fn resumed(
+    py: Python<'_>,
+    answer: Option<&Resume>,
+    running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
+) {
     if WAITING.with(Cell::get) == 0 {
         return;
     }
-    let Ok((kernel, _)) = crate::current::current_kernel() else {
-        return;
-    };
-    let Some(task) = kernel.current_task() else {
-        return;
+    let fetched;
+    let (kernel, task) = match running {
+        Some(r) => r,
+        None => {
+            let Ok((kernel, _)) = crate::current::current_kernel() else {
+                return;
+            };
+            let Some(task) = kernel.current_task() else {
+                return;
+            };
+            fetched = kernel;
+            (&fetched, task)
+        }
     };
     let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) else {
         return;
