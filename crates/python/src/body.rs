@@ -182,6 +182,8 @@ enum Outcome {
     Raised(PyErr),
 }
 
+// Inlined into both copies of `PyBody::step_inner` (each step calls it).
+#[inline(always)]
 fn resume_one(py: Python<'_>, coro: &Py<PyAny>, generator: bool, input: Input) -> Outcome {
     let input = match input {
         Input::Start => Input::Send(py.None()),
@@ -234,6 +236,7 @@ fn resume_one(py: Python<'_>, coro: &Py<PyAny>, generator: bool, input: Input) -
 }
 
 impl PyBody {
+    #[inline(always)]
     fn input(&self, py: Python<'_>, answer: Option<Resume>) -> Input {
         let Some(answer) = answer else {
             return Input::Start;
@@ -274,6 +277,7 @@ impl PyBody {
     }
 
     /// Turns a yielded object into a system call, or an error to throw back.
+    #[inline(always)]
     fn translate(
         &mut self,
         py: Python<'_>,
@@ -397,7 +401,7 @@ impl PyBody {
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
         let Some(mut aio) = self.aio.take() else {
-            return match self.step_inner(py, answer, None, None) {
+            return match self.step_inner::<false>(py, answer, None, None) {
                 Ok(step) => step,
                 Err(end) => plain_end(py, end),
             };
@@ -440,7 +444,7 @@ impl PyBody {
             kernel,
             id,
         });
-        let step = match self.step_inner(py, answer, first, ctx.as_ref()) {
+        let step = match self.step_inner::<true>(py, answer, first, ctx.as_ref()) {
             Ok(Step::Syscall(call)) => {
                 // Marked while it ran, and now blocking in a kernel-level
                 // wait: the kernel's edge wakes it from there.
@@ -462,15 +466,17 @@ impl PyBody {
 
     /// Runs the coroutine stack to its next system call; `Err` when the
     /// root coroutine ended. `first` replaces the input the answer would give.
-    /// (Inlined: a plain task's step passes constants for `first` and `aio`.)
-    #[inline(always)]
-    fn step_inner(
+    /// `AIO`: an asyncio task's step (`aio` given); a plain task's step is
+    /// its own copy, with the asyncio branches folded away and inlined into
+    /// [`step`](PyBody::step) as it was before asyncio tasks existed.
+    fn step_inner<const AIO: bool>(
         &mut self,
         py: Python<'_>,
         answer: Option<Resume>,
         first: Option<Input>,
         aio: Option<&AioStep<'_>>,
     ) -> Result<Step, End> {
+        let aio = if AIO { aio } else { None };
         crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);

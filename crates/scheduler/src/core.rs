@@ -906,7 +906,7 @@ impl Core {
     }
 
     /// Queues a task that just yielded behind the ready tasks of its priority.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn queue_yielded(&mut self, slot: usize, body: Body) {
         self.tasks[slot].input = Some(Resume::Unit);
         self.requeue(slot);
@@ -1119,6 +1119,9 @@ impl Core {
         self.tasks[slot].cancel != Cancel::No
     }
 
+    /// Applies a system call (inlined into [`after_step`](Core::after_step),
+    /// as the loop's hot path).
+    #[inline(always)]
     fn syscall(&mut self, slot: usize, call: SystemCall) -> Next {
         let id = self.tasks[slot].id;
         // Level-triggered cancellation: a cancelled task never blocks again.

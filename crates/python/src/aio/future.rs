@@ -281,14 +281,24 @@ pub(crate) fn waits_for_step(task: TaskId) -> bool {
 /// Called when a Python task is resumed: ends its wait, if any (cancelling
 /// the awaited future if the task was cancelled). `running`: the running
 /// scheduler and the task, if the caller has them at hand.
+#[inline(always)]
 pub(crate) fn resumed(
     py: Python<'_>,
     answer: Option<&Resume>,
     running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
 ) {
-    if WAITING.with(Cell::get) == 0 {
-        return;
+    if WAITING.with(Cell::get) != 0 {
+        end_wait(py, answer, running);
     }
+}
+
+/// [`resumed`] when some task of this thread waits for an asyncio step.
+#[inline(never)]
+fn end_wait(
+    py: Python<'_>,
+    answer: Option<&Resume>,
+    running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
+) {
     let fetched;
     let (kernel, task) = match running {
         Some(r) => r,
