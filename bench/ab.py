@@ -201,11 +201,13 @@ def build(rev: str | None, rebuild: bool = True) -> tuple[str, Path]:
     shutil.rmtree(site, ignore_errors=True)
     maturin = Path(sys.executable).parent / "maturin"
     print(f"building {label} (release)...", file=sys.stderr)
-    # One cargo target directory for both revisions: the dependencies are
-    # compiled once.
+    # A cargo target directory per revision. (One shared by both reused the
+    # other revision's build of the workspace's own crates: cargo names a
+    # workspace member's artifacts the same whatever the checkout's path,
+    # and finds them fresh when they are newer than this checkout's files.)
     _run(
         [str(maturin), "build", "--release", "--quiet", "--out", str(wheels)]
-        + ["--target-dir", str(AB_DIR / "cargo")],
+        + ["--target-dir", str(AB_DIR / f"cargo-{label}")],
         cwd=src,
     )
     (wheel,) = wheels.glob("tiffany-*.whl")

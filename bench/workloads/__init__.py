@@ -563,6 +563,19 @@ WORKLOADS: list[Workload] = [
         lambda r, p: r["counts"]["requests"] / r["seconds"],
         lambda p: {"requests": p["requests"]},
     ),
+    _aio(
+        "aio_gather",
+        17,
+        "gather",
+        {"tasks": 100_000},
+        {"tasks": 20_000},
+        lambda p: f"asyncio.gather of {p['tasks']:,} trivial tasks",
+        "ns/task",
+        False,
+        lambda r, p: r["seconds"] / p["tasks"] * 1e9,
+        lambda p: {"tasks": p["tasks"]},
+        factor=3.0,
+    ),
 ]
 
 BY_KEY = {w.key: w for w in WORKLOADS}

@@ -21,6 +21,7 @@ cancellation, CPU budgets, back-pressure and an event for every transition.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import errno
 import functools
@@ -28,8 +29,8 @@ import os
 import socket
 import threading
 from asyncio import events as asyncio_events
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from tiffany._loop import EventLoop, EventLoopPolicy, install, new_event_loop
 from tiffany._native import (
@@ -54,8 +55,8 @@ from tiffany._native import (
     current_effective_deadline,
     current_task,
     exec,
-    join,
     now,
+    priority,
     shutdown,
     sleep,
     sock_accept,
@@ -64,8 +65,10 @@ from tiffany._native import (
     spawn,
     yield_now,
 )
+from tiffany._native import join as _native_join
 from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
 from tiffany._serve import serve
+from tiffany._task import Task as _AioTask
 from tiffany._taskgroup import TaskGroup
 from tiffany.client import (
     Client,
@@ -113,6 +116,7 @@ __all__ = [
     "move_on_at",
     "new_event_loop",
     "now",
+    "priority",
     "run",
     "shutdown",
     "sleep",
@@ -167,6 +171,41 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     finally:
         done.close()
     return future.result()
+
+
+@overload
+def join(task: Task[T], timeout: float | None = None) -> Awaitable[T]: ...
+@overload
+def join(task: asyncio.Task[T], timeout: float | None = None) -> Awaitable[T]: ...
+def join(task: Any, timeout: float | None = None) -> Any:
+    """``await tiffany.join(task, timeout=None)``: wait for a task to end.
+
+    Returns its result; re-raises its exception; raises ``TaskCancelled`` if
+    it was cancelled and ``JoinTimeout`` if ``timeout`` passes first (the
+    task goes on). ``task`` is a :class:`Task` (``tiffany.spawn``) or an
+    asyncio task of a Tiffany loop (``asyncio.create_task``), which is a
+    kernel task too.
+    """
+    wait = _native_join(task, timeout)
+    if isinstance(task, _AioTask):
+        return _join_asyncio(wait, task)
+    return wait
+
+
+async def _join_asyncio(wait: Any, task: _AioTask) -> Any:
+    # A finished asyncio task's kernel record may be gone: its future has
+    # the outcome.
+    if not task.done():
+        try:
+            await wait
+        except Exception:
+            # The task failed: its future gives the exception (and marks
+            # it retrieved, so asyncio does not log it as never retrieved).
+            if not task.done():
+                raise
+    if task.cancelled():
+        raise TaskCancelled(f"task {task._kid} was cancelled")
+    return task.result()
 
 
 async def sock_connect(sock: socket.socket, address: Any) -> None:

@@ -75,6 +75,16 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         super().__init__(Selector())  # type: ignore[arg-type]
 
     @property
+    def _ready(self) -> _ReadyView:
+        """asyncio's ready queue, as code that reaches into it reads it (its
+        length and truth): the queue itself is native."""
+        return _ReadyView(self)
+
+    @_ready.setter
+    def _ready(self, value: Any) -> None:
+        pass  # the stdlib's __init__ sets its own deque: the native queue is used
+
+    @property
     def scheduler(self) -> Scheduler:
         """The Tiffany scheduler the loop runs on (``RuntimeError`` once closed)."""
         if self._sched is None:
@@ -95,12 +105,14 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             )
             events._set_running_loop(self)
             # Not run(main): a run with a main task ends in a shutdown, and
-            # the loop's scheduler serves every run_forever of the loop.
+            # the loop's scheduler serves every run_forever of the loop. The
+            # engine is spawned first, so the callbacks a task queues before
+            # its first `sleep(0)` run before it goes on, as in asyncio.
             sched = self.scheduler
-            driver = sched.spawn(self._drive(), name="asyncio-driver")
+            if not self._engine_running():
+                # (Alive when a task's SystemExit ended the last run.)
+                self._spawn_engine()
             sched.run()
-            if driver.done():
-                driver.result()
             fatal = self._take_fatal()
             if fatal is not None:
                 raise fatal
@@ -111,11 +123,8 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_hooks)
 
-    async def _drive(self) -> None:
-        await self._spawn_engine()
-
     async def _host(self, main: Coroutine[Any, Any, T]) -> T:
-        """Runs ``main`` as a Tiffany task with this loop as asyncio's running loop.
+        """Runs ``main`` as an asyncio task with this loop as asyncio's running loop.
 
         What ``tiffany.run`` does with a coroutine: the loop's engine starts as
         a daemon task when asyncio first has work; at the end, asyncio tasks
@@ -132,7 +141,10 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
         events._set_running_loop(self)
         self._set_hosted(True)
         try:
-            return await main
+            # main runs as an asyncio task (a kernel task like any other), so
+            # asyncio.timeout, TaskGroup and the libraries that look for the
+            # current task work in it directly.
+            return await self.create_task(main, name="main")
         finally:
             try:
                 pending = [t for t in asyncio.all_tasks(self) if not t.done()]
@@ -217,6 +229,24 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             f"<tiffany.EventLoop running={self.is_running()} closed={self.is_closed()} "
             f"debug={self.get_debug()} ready={ready} timers={timers}>"
         )
+
+
+class _ReadyView:
+    """The length (and truth) of a loop's native ready queue."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: EventLoop) -> None:
+        self._loop = loop
+
+    def __len__(self) -> int:
+        return int(self._loop._pending()[0])
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def clear(self) -> None:
+        """Nothing: ``close()`` drops the native queue itself."""
 
 
 def new_event_loop(

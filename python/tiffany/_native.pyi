@@ -1,8 +1,10 @@
 """Typing stubs for the compiled core, ``tiffany._native``."""
 
 import asyncio
+import contextvars
 import os
 import socket
+import types
 from collections.abc import (
     Awaitable,
     Callable,
@@ -311,8 +313,45 @@ def now() -> float:
 def current_task() -> Task[Any] | None:
     """The task being run, or ``None`` outside tasks."""
 
-def join(task: Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
-    """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``."""
+def join(task: Task[_T] | asyncio.Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
+    """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``.
+
+    (For an asyncio task of a Tiffany loop the kernel's join answers ``None``:
+    ``tiffany.join`` wraps it and returns the task's result.)
+    """
+
+@final
+class priority:
+    """``with tiffany.priority(n):`` — asyncio tasks made inside the block
+    (``asyncio.create_task``, ``loop.create_task``, ``gather``, ``TaskGroup``,
+    ...) are kernel tasks of priority ``n`` (0 first, 255 last); outside any
+    block they get the default, 10. Blocks nest; the innermost wins.
+    ``ValueError`` outside 0–255."""
+
+    def __new__(cls, value: int) -> Self: ...
+    @property
+    def value(self) -> int:
+        """The priority the block gives."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        _t: type[BaseException] | None,
+        _v: BaseException | None,
+        _tb: types.TracebackType | None,
+    ) -> bool: ...
+
+def _task_cancel(sched: Scheduler, kid: int) -> bool:
+    """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
+    in a kernel-level wait, the kernel's edge); whether it was live."""
+
+def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
+    """Whether a cancellation waits to be thrown into kernel task ``kid``."""
+
+def _task_set_name(sched: Scheduler, kid: int, name: str) -> None:
+    """Renames kernel task ``kid``."""
+
+def _task_fut_waiter(kid: int) -> Any:
+    """The asyncio future kernel task ``kid`` awaits, or None."""
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Syscall:
     """``await wait_readable(fd)``: wait until readable; ``TimeoutError`` after ``timeout``."""
@@ -485,6 +524,17 @@ class LoopCore:
     def _add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> LoopHandle: ...
     def _remove_reader(self, fd: Any) -> bool: ...
     def _remove_writer(self, fd: Any) -> bool: ...
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+        *,
+        name: object = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_T]:
+        """A kernel task of the loop's scheduler (``tiffany._task.Task``), or
+        what the task factory makes if one is set."""
+    def _engine_running(self) -> bool:
+        """Whether the loop's engine task is alive."""
     def _spawn_engine(self, *, daemon: bool = False) -> Task[None]:
         """Spawn the engine task on the running scheduler (run_forever does)."""
     def _take_fatal(self) -> BaseException | None:

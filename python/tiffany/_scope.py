@@ -13,9 +13,7 @@ module is their Python face.
 
 from __future__ import annotations
 
-import asyncio
 import math
-from asyncio import events as _asyncio_events
 from types import TracebackType
 
 from tiffany._native import (
@@ -30,15 +28,6 @@ from tiffany._native import (
 )
 
 _NEW, _ENTERED, _EXITED = 0, 1, 2
-
-
-def _check_not_in_asyncio_task() -> None:
-    loop = _asyncio_events._get_running_loop()
-    if loop is not None and asyncio.current_task(loop) is not None:
-        raise RuntimeError(
-            "tiffany.CancelScope is for tiffany tasks; in an asyncio task use "
-            "asyncio.timeout() (asyncio tasks are not kernel tasks yet)"
-        )
 
 
 class CancelScope:
@@ -82,7 +71,6 @@ class CancelScope:
     def __enter__(self) -> CancelScope:
         if self._state != _NEW:
             raise RuntimeError("a CancelScope can only be entered once")
-        _check_not_in_asyncio_task()
         self._task, self._id = _scope_enter(self._deadline, self._shield)
         self._state = _ENTERED
         if self._cancel_called:

@@ -12,11 +12,12 @@ cancellation goes on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tiffany._native import Cancelled, Task, spawn
+from tiffany._native import Task, spawn
 from tiffany._scope import CancelScope
 
 T = TypeVar("T")
@@ -129,7 +130,7 @@ class TaskGroup:
         except BaseException as e:
             # The child's own failure is recorded by _child_done; our own
             # cancellation, or the coroutine being closed, goes on.
-            if isinstance(e, (Cancelled, GeneratorExit)) or not task.done():
+            if isinstance(e, (asyncio.CancelledError, GeneratorExit)) or not task.done():
                 raise
         self._child_done(task)
 
@@ -150,7 +151,10 @@ class TaskGroup:
             scope.__exit__(exc_type, exc, tb)
             return False
         self._state = "exiting"
-        cancelled = exc if isinstance(exc, Cancelled) else None
+        # Tiffany's level (a scope, the task) or asyncio's edge (the owning
+        # asyncio task's cancel()): either way the children are cancelled
+        # and awaited, then the cancellation goes on.
+        cancelled = exc if isinstance(exc, asyncio.CancelledError) else None
         if exc is not None:
             if cancelled is None:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -168,7 +172,7 @@ class TaskGroup:
                     continue
                 try:
                     await self._wait_one()
-                except Cancelled as c:
+                except asyncio.CancelledError as c:
                     cancelled = c
                     self._abort()
         finally:

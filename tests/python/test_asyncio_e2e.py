@@ -315,3 +315,19 @@ def test_virtual_clock_runs_are_identical() -> None:
         "3662.500000 end",
     ]
     assert pal, "the scheduler's events reach the subscriber"
+
+
+def test_move_on_after_around_a_slow_httpx_request() -> None:
+    # Every task on the loop is a kernel task, so Tiffany's cancel scopes work
+    # in asyncio code: the scope cuts the request short (the handler never
+    # answers), the task goes on, and the client still serves the next one.
+    @bounded
+    async def main() -> tuple[bool, bool, str]:
+        async with Server() as srv, httpx.AsyncClient() as client:
+            base = await srv.start()
+            with tiffany.move_on_after(0.2) as scope:
+                await client.get(f"{base}/slow")
+            after = await client.get(f"{base}/hello/7")
+            return scope.cancelled_caught, srv.slow_started.is_set(), after.text
+
+    assert run(main()) == (True, True, "hello 7")

@@ -282,17 +282,16 @@ def test_misuse_is_refused_clearly() -> None:
     tiffany.run(main(), clock="virtual")
 
 
-def test_scopes_are_refused_in_asyncio_tasks() -> None:
-    async def in_asyncio() -> None:
-        with tiffany.CancelScope():
-            pass
+def test_a_scope_works_in_an_asyncio_task() -> None:
+    async def in_asyncio() -> bool:
+        with tiffany.move_on_after(1) as scope:
+            await asyncio.sleep(5)
+        return scope.cancelled_caught
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        with pytest.raises(RuntimeError, match="asyncio.timeout"):
-            await loop.create_task(in_asyncio())
+    async def main() -> bool:
+        return await asyncio.get_running_loop().create_task(in_asyncio())
 
-    tiffany.run(main())
+    assert tiffany.run(main(), clock="virtual") is True
 
 
 def test_the_pal_of_a_run_with_scopes_is_identical_run_to_run() -> None:

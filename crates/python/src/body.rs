@@ -10,6 +10,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use smallvec::{SmallVec, smallvec};
@@ -17,6 +18,7 @@ use tiffany_scheduler::{
     Interest, IoReady, JoinResult, Resume, Step, SystemCall, TaskBody, TaskError, TaskId, Value,
 };
 
+use crate::aio::task::{AioTask, End};
 use crate::convert::value_to_py;
 use crate::errors::{Cancelled, JoinTimeout, TaskCancelled, task_error};
 use crate::sockets::{Attempt, SockOp};
@@ -29,15 +31,19 @@ pub(crate) struct PyBody {
     /// no second allocation.
     stack: SmallVec<[Held; 1]>,
     /// The scheduler this task belongs to (joins of other schedulers' tasks are refused).
-    sched: u64,
+    /// (32 bits keep the body within 64 bytes: no thread makes 4 billion
+    /// schedulers.)
+    sched: u32,
     /// A descriptor registered for the current I/O wait, released on resume.
-    held_fd: Option<i32>,
+    held_fd: HeldFd,
     /// The object the current wait is about (an `Event`), kept alive until
     /// the task resumes.
     kept: Option<Py<PyAny>>,
     /// The socket operation the task waits to retry, if any (boxed: most
     /// tasks never have one, and every task pays for the field).
     pending: Option<Box<SockOp>>,
+    /// The asyncio side of a task made through asyncio (`loop.create_task`).
+    aio: Option<Box<AioTask>>,
 }
 
 impl PyBody {
@@ -45,11 +51,35 @@ impl PyBody {
         let generator = is_generator(py, coro.bind(py));
         PyBody {
             stack: smallvec![Held::hidden(py, coro, generator)],
-            sched,
-            held_fd: None,
+            sched: u32::try_from(sched).unwrap_or(u32::MAX),
+            held_fd: HeldFd::NONE,
             kept: None,
             pending: None,
+            aio: None,
         }
+    }
+
+    /// The body of a task made through asyncio: its steps run in the task's
+    /// context, as asyncio's current task, and its end completes the task's
+    /// future (see [`crate::aio::task`]).
+    pub(crate) fn new_aio(py: Python<'_>, coro: Py<PyAny>, sched: u64, aio: Box<AioTask>) -> Self {
+        let mut body = PyBody::new(py, coro, sched);
+        body.aio = Some(aio);
+        body
+    }
+}
+
+/// A descriptor registered for the current I/O wait (`-1`: none): an
+/// `Option<i32>` would take 8 bytes of every task.
+#[derive(Clone, Copy)]
+struct HeldFd(i32);
+
+impl HeldFd {
+    const NONE: HeldFd = HeldFd(-1);
+
+    fn take(&mut self) -> Option<i32> {
+        let fd = std::mem::replace(self, HeldFd::NONE).0;
+        (fd >= 0).then_some(fd)
     }
 }
 
@@ -152,6 +182,8 @@ enum Outcome {
     Raised(PyErr),
 }
 
+// Inlined into both copies of `PyBody::step_inner` (each step calls it).
+#[inline(always)]
 fn resume_one(py: Python<'_>, coro: &Py<PyAny>, generator: bool, input: Input) -> Outcome {
     let input = match input {
         Input::Start => Input::Send(py.None()),
@@ -204,6 +236,7 @@ fn resume_one(py: Python<'_>, coro: &Py<PyAny>, generator: bool, input: Input) -
 }
 
 impl PyBody {
+    #[inline(always)]
     fn input(&self, py: Python<'_>, answer: Option<Resume>) -> Input {
         let Some(answer) = answer else {
             return Input::Start;
@@ -244,13 +277,29 @@ impl PyBody {
     }
 
     /// Turns a yielded object into a system call, or an error to throw back.
+    #[inline(always)]
     fn translate(
         &mut self,
         py: Python<'_>,
         yielded: &Bound<'_, PyAny>,
+        aio: Option<&AioStep<'_>>,
     ) -> Result<Translated, PyErr> {
         let Some(kind) = crate::syscall::kind_of(yielded) else {
-            if let Some(call) = crate::aio::future::wait_future(py, yielded)? {
+            if let Some(aio) = aio {
+                return translate_aio(py, yielded, aio).map(Translated::Call);
+            }
+            if yielded.is_none() {
+                // asyncio's bare `yield` (`asyncio.sleep(0)`) in a Tiffany
+                // task: a kernel yield.
+                return Ok(Translated::Call(SystemCall::Yield));
+            }
+            if let Some(call) = crate::aio::future::join_task(py, yielded, u64::from(self.sched))? {
+                // Kept: the join's answer is not the await's; the awaited
+                // task's future gives it when the coroutine resumes.
+                self.kept = Some(yielded.clone().unbind());
+                return Ok(Translated::Call(call));
+            }
+            if let Some(call) = crate::aio::future::wait_future(py, yielded, None)? {
                 return Ok(Translated::Call(call));
             }
             return Err(PyTypeError::new_err(format!(
@@ -270,7 +319,7 @@ impl PyBody {
                 sched,
                 timeout,
             } => {
-                if sched != self.sched {
+                if sched != u64::from(self.sched) {
                     return Err(PyRuntimeError::new_err(
                         "cannot join a task of another scheduler",
                     ));
@@ -293,7 +342,7 @@ impl PyBody {
                 timeout,
             } => {
                 let token = crate::io_registry::io_acquire(py, fd, None)?;
-                self.held_fd = Some(fd);
+                self.held_fd = HeldFd(fd);
                 SystemCall::IoWait {
                     token,
                     interest: if writable {
@@ -312,7 +361,7 @@ impl PyBody {
                 after_would_block: false,
             },
             Kind::EventWait { event, sched } => {
-                if sched != self.sched {
+                if sched != u64::from(self.sched) {
                     return Err(PyRuntimeError::new_err(
                         "this Event belongs to another scheduler",
                     ));
@@ -334,7 +383,7 @@ impl PyBody {
             Attempt::Done(value) => Ok(Translated::Now(Input::Send(value))),
             Attempt::Wait { fd, writable } => {
                 let token = crate::io_registry::io_acquire(py, fd, Some(op.sock().bind(py)))?;
-                self.held_fd = Some(fd);
+                self.held_fd = HeldFd(fd);
                 self.pending = Some(op);
                 Ok(Translated::Call(SystemCall::IoWait {
                     token,
@@ -351,17 +400,98 @@ impl PyBody {
     }
 
     fn step(&mut self, py: Python<'_>, answer: Option<Resume>) -> Step {
-        crate::aio::future::resumed(py, answer.as_ref());
+        let Some(mut aio) = self.aio.take() else {
+            return match self.step_inner::<false>(py, answer, None, None) {
+                Ok(step) => step,
+                Err(end) => plain_end(py, end),
+            };
+        };
+        if !aio.parked {
+            // The kernel's first resume: the task waits for its first step,
+            // queued in the loop's FIFO when it was made.
+            aio.parked = true;
+            let event = aio.step_event;
+            self.aio = Some(aio);
+            return Step::Syscall(SystemCall::EventWait(event));
+        }
+        crate::aio::task::enter(py, &aio);
+        let (kernel, id) = match crate::current::current() {
+            Ok(c) => {
+                let id = c.kernel.current_task();
+                (Some(c.kernel), id)
+            }
+            Err(_) => (None, None),
+        };
+        let cancelled = matches!(answer, Some(Resume::Cancelled));
+        let edge = cancelled
+            && kernel
+                .as_ref()
+                .zip(id)
+                .is_some_and(|(k, id)| k.take_edge(id));
+        // asyncio's `_must_cancel` (a scope's `Cancelled` goes first; the
+        // kernel's edge is the same request).
+        let must = (edge || !cancelled) && id.is_some_and(crate::aio::future::take_must);
+        let first = if edge || must {
+            Some(Input::Throw(crate::aio::task::edge_error(py, &aio)))
+        } else if !aio.started {
+            Some(Input::Start)
+        } else {
+            None
+        };
+        aio.started = true;
+        let ctx = kernel.as_ref().zip(id).map(|(kernel, id)| AioStep {
+            aio: &aio,
+            kernel,
+            id,
+        });
+        let step = match self.step_inner::<true>(py, answer, first, ctx.as_ref()) {
+            Ok(Step::Syscall(call)) => {
+                // Marked while it ran, and now blocking in a kernel-level
+                // wait: the kernel's edge wakes it from there.
+                if let (Some(k), Some(id)) = (&kernel, id)
+                    && !matches!(&call, SystemCall::EventWait(e) if *e == aio.step_event)
+                    && crate::aio::future::take_must(id)
+                {
+                    k.cancel_edge(id);
+                }
+                Step::Syscall(call)
+            }
+            Ok(step) => step,
+            Err(end) => crate::aio::task::finish(py, &aio, end),
+        };
+        crate::aio::task::leave(py, &aio);
+        self.aio = Some(aio);
+        step
+    }
+
+    /// Runs the coroutine stack to its next system call; `Err` when the
+    /// root coroutine ended. `first` replaces the input the answer would give.
+    /// `AIO`: an asyncio task's step (`aio` given); a plain task's step is
+    /// its own copy, with the asyncio branches folded away and inlined into
+    /// [`step`](PyBody::step) as it was before asyncio tasks existed.
+    fn step_inner<const AIO: bool>(
+        &mut self,
+        py: Python<'_>,
+        answer: Option<Resume>,
+        first: Option<Input>,
+        aio: Option<&AioStep<'_>>,
+    ) -> Result<Step, End> {
+        let aio = if AIO { aio } else { None };
+        crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
-        self.kept = None;
+        let joined_future = self.kept.take().is_some() && matches!(answer, Some(Resume::Joined(_)));
         let mut input = match self.pending.take() {
+            _ if first.is_some() => first.unwrap_or(Input::Start),
+            // An asyncio task awaited through a kernel join: resume the
+            // `await`, which reads the task's own outcome.
+            _ if joined_future => Input::Send(py.None()),
             // Woken for a socket operation: retry it. Any other answer
             // (cancellation) drops the operation and goes to the coroutine.
             Some(op) if matches!(answer, Some(Resume::Io(IoReady::Ready))) => {
                 match self.sock_attempt(py, op) {
-                    Ok(Translated::Call(call)) => return Step::Syscall(call),
+                    Ok(Translated::Call(call)) => return Ok(Step::Syscall(call)),
                     Ok(Translated::Now(input)) => input,
                     Err(e) => Input::Throw(e),
                 }
@@ -370,7 +500,9 @@ impl PyBody {
         };
         loop {
             let Some(top) = self.stack.last() else {
-                return Step::Failed(TaskError::new("python task resumed after it ended"));
+                return Ok(Step::Failed(TaskError::new(
+                    "python task resumed after it ended",
+                )));
             };
             match resume_one(py, top, top.generator, input) {
                 Outcome::Yielded(obj) => {
@@ -381,8 +513,8 @@ impl PyBody {
                         input = Input::Start;
                         continue;
                     }
-                    match self.translate(py, bound) {
-                        Ok(Translated::Call(call)) => return Step::Syscall(call),
+                    match self.translate(py, bound, aio) {
+                        Ok(Translated::Call(call)) => return Ok(Step::Syscall(call)),
                         Ok(Translated::Now(now)) => input = now,
                         Err(e) => input = Input::Throw(e),
                     }
@@ -390,50 +522,110 @@ impl PyBody {
                 Outcome::Returned(value) => {
                     self.stack.pop();
                     if self.stack.is_empty() {
-                        // `None`, the usual result, is the unit value: no allocation.
-                        return Step::Done(if value.is_none(py) {
-                            Value::unit()
-                        } else {
-                            Value::new(value)
-                        });
+                        return Err(End::Returned(value));
                     }
                     input = Input::Send(value);
                 }
                 Outcome::Raised(err) => {
                     self.stack.pop();
                     if self.stack.is_empty() {
-                        // Any `CancelledError` ends the task as cancelled (as
-                        // an asyncio task): tiffany's `Cancelled` is one.
-                        return if err
-                            .is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py)
-                        {
-                            Step::Cancelled
-                        } else {
-                            if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
-                                || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
-                            {
-                                // As in asyncio: these end the whole run, not just
-                                // the task. The scheduler shuts down (every task
-                                // sees `Cancelled`) and run() re-raises it.
-                                crate::current::interrupt_with(err.clone_ref(py));
-                            }
-                            let message = err.to_string();
-                            // The task's name goes with its failure, for the
-                            // report of a failure nobody waited for.
-                            let task_name = crate::current::current()
-                                .ok()
-                                .and_then(|c| c.kernel.info(c.kernel.current_task()?))
-                                .and_then(|i| i.name);
-                            let failure = crate::errors::Failure {
-                                exception: err.into_value(py).into_any(),
-                                task_name,
-                            };
-                            Step::Failed(TaskError::with_payload(message, Value::new(failure)))
-                        };
+                        return Err(End::Raised(err));
                     }
                     input = Input::Throw(err);
                 }
             }
+        }
+    }
+}
+
+/// What a yielded object comes to in a task made through asyncio: a bare
+/// `yield` queues its next step at the back of the loop's FIFO; a future
+/// is awaited through its done callback (its wake is then a FIFO entry
+/// too, in the order of the future's callbacks).
+fn translate_aio(
+    py: Python<'_>,
+    yielded: &Bound<'_, PyAny>,
+    step: &AioStep<'_>,
+) -> Result<SystemCall, PyErr> {
+    let (aio, id) = (step.aio, step.id);
+    if yielded.is_none() {
+        if aio.by_kernel {
+            return Ok(SystemCall::Yield);
+        }
+        return crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event);
+    }
+    match crate::aio::future::wait_future(py, yielded, Some((aio.step_event, step.kernel, id)))? {
+        Some(call) => {
+            if crate::aio::future::must_pending(id) {
+                // Cancelled while running: the future it now awaits is
+                // cancelled instead (asyncio's `__step`).
+                let msg = aio.task.bind(py).getattr(intern!(py, "_cmsg"))?;
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item(intern!(py, "msg"), msg)?;
+                if yielded
+                    .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
+                    .is_truthy()?
+                {
+                    crate::aio::future::take_must(id);
+                }
+            }
+            Ok(call)
+        }
+        None => Err(PyRuntimeError::new_err(format!(
+            "Task got bad yield: {}",
+            yielded
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "an object".into())
+        ))),
+    }
+}
+
+/// The asyncio side of a step: the task's [`AioTask`], and the running
+/// scheduler and the task's id, looked up once per step (a thread-local
+/// lookup each time was a twentieth of an `asyncio.sleep(0)` switch).
+pub(crate) struct AioStep<'a> {
+    aio: &'a AioTask,
+    kernel: &'a tiffany_scheduler::Scheduler,
+    id: TaskId,
+}
+
+/// How a plain (Tiffany) task's end answers the kernel.
+fn plain_end(py: Python<'_>, end: End) -> Step {
+    match end {
+        // `None`, the usual result, is the unit value: no allocation.
+        End::Returned(value) => Step::Done(if value.is_none(py) {
+            Value::unit()
+        } else {
+            Value::new(value)
+        }),
+        // Any `CancelledError` ends the task as cancelled (as an asyncio
+        // task): tiffany's `Cancelled` is one.
+        End::Raised(err) if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
+            Step::Cancelled
+        }
+        End::Raised(err) => {
+            if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+            {
+                // As in asyncio: these end the whole run, not just the
+                // task. The scheduler shuts down (every task sees
+                // `Cancelled`) and run() re-raises it.
+                crate::current::interrupt_with(err.clone_ref(py));
+            }
+            let message = err.to_string();
+            // The task's name goes with its failure, for the report of a
+            // failure nobody waited for.
+            let task_name = crate::current::current()
+                .ok()
+                .and_then(|c| c.kernel.info(c.kernel.current_task()?))
+                .and_then(|i| i.name);
+            let failure = crate::errors::Failure {
+                exception: err.into_value(py).into_any(),
+                task_name,
+                asyncio: false,
+            };
+            Step::Failed(TaskError::with_payload(message, Value::new(failure)))
         }
     }
 }
@@ -456,6 +648,9 @@ impl Drop for PyBody {
     fn drop(&mut self) {
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
+        }
+        if let Some(aio) = self.aio.take() {
+            Python::attach(|py| crate::aio::task::dropped(py, &aio, !self.stack.is_empty()));
         }
         if self.stack.is_empty() {
             return;

@@ -90,6 +90,9 @@ pub(crate) fn spawn_error(py: Python<'_>, e: &KernelSpawnError) -> PyErr {
 pub(crate) struct Failure {
     pub(crate) exception: Py<PyAny>,
     pub(crate) task_name: Option<std::sync::Arc<str>>,
+    /// An asyncio task's: its future reports an exception nobody retrieved
+    /// (as asyncio does), so the kernel's report stays quiet.
+    pub(crate) asyncio: bool,
 }
 
 /// The exception a joiner receives for a failed task: the task's own exception
@@ -123,6 +126,13 @@ pub(crate) fn log_task_failure(
     why: &str,
     error: &TaskError,
 ) {
+    if error
+        .payload()
+        .and_then(|p| p.downcast_ref::<Failure>())
+        .is_some_and(|f| f.asyncio)
+    {
+        return;
+    }
     let name = failed_task_name(error);
     let err = task_error(py, error);
     if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)

@@ -242,17 +242,35 @@ impl Task {
 }
 
 /// `await tiffany.join(task, timeout=None)`: wait for a task; raises
-/// `JoinTimeout` if the timeout passes first.
+/// `JoinTimeout` if the timeout passes first. (For an asyncio task of a
+/// Tiffany loop, `tiffany.join` in Python wraps this and returns the task's
+/// result.)
 #[pyfunction]
 #[pyo3(signature = (task, timeout = None))]
-pub fn join(task: &Bound<'_, Task>, timeout: Option<f64>) -> PyResult<Syscall> {
-    let t = task.borrow();
+pub fn join(task: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Syscall> {
     let timeout = timeout
         .map(|s| check_seconds("join() timeout", s))
         .transpose()?;
+    let (target, sched) = match task.cast::<Task>() {
+        Ok(t) => {
+            let t = t.borrow();
+            (t.id.get(), t.sched)
+        }
+        Err(_) if crate::aio::task::is_task(task.py(), task) => (
+            crate::aio::task::kernel_id(task)?,
+            task.getattr(pyo3::intern!(task.py(), "_tsched_id"))?
+                .extract()?,
+        ),
+        Err(_) => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "join() needs a task, got {}",
+                task.get_type().name()?
+            )));
+        }
+    };
     Ok(Syscall::new(Kind::Join {
-        target: t.id.get(),
-        sched: t.sched,
+        target,
+        sched,
         timeout,
     }))
 }

@@ -87,6 +87,14 @@ impl Body {
         Body(BodyKind::Custom(body))
     }
 
+    /// Whether the body runs on a stack of its own (a native task's
+    /// coroutine): such a body is never stepped inside another task's turn
+    /// ([`Scheduler::step_now`]), and no task is stepped inside its turn.
+    #[inline]
+    pub(crate) fn is_stackful(&self) -> bool {
+        matches!(self.0, BodyKind::Native(_))
+    }
+
     /// Hints that the body will be resumed soon (a custom body's state is
     /// behind a pointer the record holds).
     #[inline]

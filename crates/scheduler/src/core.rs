@@ -95,11 +95,20 @@ struct Task {
     cancel: Cancel,
     /// The task as a whole was cancelled (its root scope).
     root_cancelled: bool,
+    /// A pending *edge* cancellation (asyncio's `Task.cancel`, see
+    /// [`Core::cancel_edge`]): delivered once, as the root's would be, then
+    /// gone.
+    edge: bool,
+    /// The last `Cancelled` delivered to the task consumed its edge.
+    edge_taken: bool,
     retained_window: bool,
     /// Someone registered an end callback: report the end to the driver.
     watch_end: bool,
     /// Someone received the outcome (a join, or an explicit observation).
     observed: bool,
+    /// Its body runs on a stack of its own (a native task): it is never
+    /// part of a nested step ([`Core::begin_nested`]).
+    stackful: bool,
     /// A shutdown's deadline passed while it was alive: it has been
     /// cancelled, and is abandoned the next time it would park.
     abandon: bool,
@@ -185,6 +194,17 @@ pub(crate) enum Next {
     Yielded,
     /// The task ended: drop its body (outside the core borrow).
     End,
+}
+
+/// What a nested step ([`Core::begin_nested`]) keeps of the run it
+/// interrupts.
+pub(crate) struct Nested {
+    outer: (usize, TaskId),
+    slice_start: Duration,
+    slice_steps: u32,
+    now_fresh: bool,
+    /// When the nested run began (its slice's start).
+    began: Duration,
 }
 
 /// The scheduler's state.
@@ -491,6 +511,7 @@ impl Core {
                 ..Extra::default()
             })
         });
+        let stackful = body.is_stackful();
         let slot = self.tasks.insert(Task {
             id,
             state: TaskState::Pending,
@@ -512,9 +533,12 @@ impl Core {
             queued: false,
             cancel: Cancel::No,
             root_cancelled: false,
+            edge: false,
+            edge_taken: false,
             retained_window: false,
             watch_end: false,
             observed: false,
+            stackful,
             abandon: false,
             admitted: false,
         });
@@ -774,16 +798,19 @@ impl Core {
                 self.try_free(key.slot);
                 continue;
             }
-            if t.cancel == Cancel::Requested && !t.started {
-                // Never ran: end it without running it.
+            if t.cancel == Cancel::Requested && !t.started && t.root_cancelled {
+                // Never ran: end it without running it. (An edge alone is
+                // delivered at the first resume, as asyncio throws it into
+                // the coroutine's first step.)
                 self.cancel_unstarted(key.slot);
                 continue;
             }
             let mut input = t.input.take();
             if t.cancel == Cancel::Requested {
-                t.cancel = Cancel::Delivered;
                 input = Some(Resume::Cancelled);
+                self.delivered(key.slot);
             }
+            let t = &mut self.tasks[key.slot];
             let body = t.body.take();
             self.begin_run(key.slot);
             return body.map(|b| (key.slot, b, input));
@@ -869,7 +896,7 @@ impl Core {
         let t = &mut self.tasks[slot];
         t.since = now;
         let input = if t.cancel == Cancel::Requested {
-            t.cancel = Cancel::Delivered;
+            self.delivered(slot);
             Resume::Cancelled
         } else {
             Resume::Unit
@@ -879,10 +906,91 @@ impl Core {
     }
 
     /// Queues a task that just yielded behind the ready tasks of its priority.
+    #[inline(always)]
     pub(crate) fn queue_yielded(&mut self, slot: usize, body: Body) {
         self.tasks[slot].input = Some(Resume::Unit);
         self.requeue(slot);
         self.park(slot, body);
+    }
+
+    // ----- nested steps (the direct hand-off) ----------------------------------
+
+    /// The slot of `task` if the running task may step it now, inside its
+    /// own turn ([`Scheduler::step_now`](crate::Scheduler::step_now)): `task`
+    /// is blocked waiting for `event` and not cancelled; neither it nor the
+    /// running task is stackful; both have the same priority; no task of
+    /// that priority or a higher one is ready (it would have run first);
+    /// and no chores are pending. `None` otherwise: the caller then wakes
+    /// it the ordinary way.
+    #[inline]
+    pub(crate) fn nested_target(&self, task: TaskId, event: EventId) -> Option<usize> {
+        let (outer, _) = self.current?;
+        let slot = self.slot_of(task)?;
+        let t = &self.tasks[slot];
+        let o = &self.tasks[outer];
+        let ok = slot != outer
+            && t.state == TaskState::Waiting(WaitReason::Event(event))
+            && t.cancel == Cancel::No
+            && t.body.is_some()
+            && !t.stackful
+            && !o.stackful
+            && t.priority == o.priority
+            && !self.ready.has_at_or_above(t.priority)
+            && !self.has_chores();
+        ok.then_some(slot)
+    }
+
+    /// Starts a nested step of the task in `slot` (checked by
+    /// [`nested_target`](Core::nested_target)) inside the running task's
+    /// turn: its wait ends as if its event had been set (answer
+    /// `Bool(true)`), and it becomes the running task, with a slice of its
+    /// own, as if it had been taken from the ready queue. Returns its body
+    /// and what the interrupted run needs back ([`end_nested`](Core::end_nested)).
+    pub(crate) fn begin_nested(&mut self, slot: usize) -> (Body, Resume, Nested) {
+        let saved = Nested {
+            outer: self.current.expect("a nested step inside a run"),
+            slice_start: self.slice_start,
+            slice_steps: self.slice_steps,
+            now_fresh: self.now_fresh,
+            began: Duration::ZERO,
+        };
+        let timing = self.config.timing;
+        let now = self.now;
+        let stamp = self.stamp();
+        let t = &mut self.tasks[slot];
+        t.generation = t.generation.wrapping_add(1);
+        if timing {
+            self.metrics
+                .wait_time
+                .observe_nanos(nanos(now).saturating_sub(t.since));
+        }
+        let t = &mut self.tasks[slot];
+        t.since = stamp;
+        t.input = None;
+        let body = t.body.take().expect("checked by nested_target");
+        // The nested run reads the clock itself: a reading carried from an
+        // earlier nested step would charge it for the outer task's time.
+        self.carried_now = None;
+        self.begin_run(slot);
+        let began = self.slice_start;
+        (body, Resume::Bool(true), Nested { began, ..saved })
+    }
+
+    /// Ends a nested step (its task has parked, yielded or ended): the
+    /// interrupted task is the running one again, its slice as it was —
+    /// the nested run's time is not part of it.
+    pub(crate) fn end_nested(&mut self, saved: Nested) {
+        let timing = self.config.timing || self.config.accounting == Accounting::Measured;
+        self.slice_start = saved.slice_start;
+        if timing {
+            let end = self.carried_now.take().unwrap_or_else(|| self.clock.now());
+            self.now = end;
+            let nested = end.saturating_sub(saved.began);
+            self.slice_start = saved.slice_start.saturating_add(nested);
+        }
+        self.slice_steps = saved.slice_steps;
+        self.current = Some(saved.outer);
+        self.now_fresh = saved.now_fresh;
     }
 
     /// The CPU time of the current run so far, in nanoseconds. Under
@@ -926,7 +1034,9 @@ impl Core {
 
     // ----- applying a step ----------------------------------------------------
 
-    /// Applies what the task's step produced.
+    /// Applies what the task's step produced. (Inlined into both of its
+    /// callers, the loop's step and a nested step: called once per step.)
+    #[inline(always)]
     pub(crate) fn after_step(&mut self, slot: usize, step: Step) -> Next {
         let next = match step {
             Step::Syscall(call) => self.syscall(slot, call),
@@ -1009,6 +1119,9 @@ impl Core {
         self.tasks[slot].cancel != Cancel::No
     }
 
+    /// Applies a system call (inlined into [`after_step`](Core::after_step),
+    /// as the loop's hot path).
+    #[inline(always)]
     fn syscall(&mut self, slot: usize, call: SystemCall) -> Next {
         let id = self.tasks[slot].id;
         // Level-triggered cancellation: a cancelled task never blocks again.
@@ -1030,7 +1143,7 @@ impl Core {
             self.drop_admission(slot);
         }
         if blocking && self.is_cancelled(slot) {
-            self.tasks[slot].cancel = Cancel::Delivered;
+            self.delivered(slot);
             self.tasks[slot].input = Some(Resume::Cancelled);
             self.requeue(slot);
             return Next::Park;
@@ -1652,7 +1765,7 @@ impl Core {
     fn refresh_cancel(&mut self, slot: usize) {
         let t = &mut self.tasks[slot];
         let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
-        if !effectively_cancelled(scopes, t.root_cancelled) {
+        if !effectively_cancelled(scopes, t.root_cancelled || t.edge) {
             t.cancel = Cancel::No;
             return;
         }
@@ -1678,7 +1791,90 @@ impl Core {
         } else {
             self.wake(w, Resume::Cancelled, false);
         }
-        self.tasks[slot].cancel = Cancel::Delivered;
+        self.delivered(slot);
+    }
+
+    /// Records that the task in `slot` is being resumed with `Cancelled`.
+    /// A pending edge the delivery reaches (no shield hides the root) is
+    /// consumed by it; if nothing else cancels the task's code, the task
+    /// may block again afterwards.
+    fn delivered(&mut self, slot: usize) {
+        let t = &mut self.tasks[slot];
+        t.cancel = Cancel::Delivered;
+        t.edge_taken = false;
+        if !t.edge {
+            return;
+        }
+        let scopes = t.extra.as_ref().map_or(&[][..], |e| &e.scopes[..]);
+        if scopes.iter().any(|s| s.shield) {
+            // Delivered for a scope inside a shield: the edge waits.
+            return;
+        }
+        let level = effectively_cancelled(scopes, t.root_cancelled);
+        t.edge = false;
+        t.edge_taken = true;
+        if !level {
+            t.cancel = Cancel::No;
+        }
+    }
+
+    /// Cancels a task *once* (asyncio's `Task.cancel`, ADR 10): the task
+    /// is resumed with `Cancelled` at its current (or next) suspension, as
+    /// for a cancelled root scope, but only once — the edge is consumed by
+    /// that delivery, and the task may block again afterwards. Shields hide
+    /// it as they hide the root's cancellation. A task that never ran is
+    /// resumed (with `Cancelled`) rather than dropped. Returns whether the
+    /// task was still live.
+    pub(crate) fn cancel_edge(&mut self, target: TaskId) -> Result<bool, SyscallError> {
+        let slot = self
+            .slot_of(target)
+            .ok_or(SyscallError::UnknownTask(target))?;
+        let t = &mut self.tasks[slot];
+        if t.outcome.is_some() {
+            return Ok(false);
+        }
+        t.edge = true;
+        self.refresh_cancel(slot);
+        Ok(true)
+    }
+
+    /// Renames a task. Its `Spawned` event, if it has not been handed to
+    /// the subscribers yet (a name set right after the spawn, as asyncio's
+    /// `create_task` does), carries the new name.
+    pub(crate) fn set_name(&mut self, target: TaskId, name: &str) -> bool {
+        let Some(slot) = self.slot_of(target) else {
+            return false;
+        };
+        let name: Arc<str> = name.into();
+        self.tasks[slot].extra().name = Some(name.clone());
+        if let Some(TaskEvent {
+            kind: EventKind::Spawned { name: spawned, .. },
+            ..
+        }) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.task == Some(target) && matches!(e.kind, EventKind::Spawned { .. }))
+        {
+            *spawned = Some(name);
+        }
+        true
+    }
+
+    /// Whether the task has an edge cancellation pending (not yet delivered).
+    pub(crate) fn edge_pending(&self, target: TaskId) -> bool {
+        self.slot_of(target)
+            .is_some_and(|s| self.tasks[s].edge && self.tasks[s].outcome.is_none())
+    }
+
+    /// Whether the last `Cancelled` delivered to the task consumed its
+    /// edge (rather than coming from a cancelled scope or root); cleared by
+    /// the reading.
+    pub(crate) fn take_edge(&mut self, target: TaskId) -> bool {
+        match self.slot_of(target) {
+            Some(s) => std::mem::take(&mut self.tasks[s].edge_taken),
+            None => false,
+        }
     }
 
     // ----- cancel scopes -----------------------------------------------------------

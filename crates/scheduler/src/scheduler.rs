@@ -85,6 +85,8 @@ struct Inner {
     intake: RefCell<Option<Intake>>,
     shared: Arc<Shared>,
     running: Cell<bool>,
+    /// [`Scheduler::stop_run`] was called: the run returns at once.
+    stop: Cell<bool>,
     cadence: Cadence,
     end_callbacks: RefCell<HashMap<TaskId, Vec<EndCallback>>>,
 }
@@ -185,6 +187,7 @@ impl Scheduler {
                 intake: RefCell::new(callbacks.intake),
                 shared,
                 running: Cell::new(false),
+                stop: Cell::new(false),
                 cadence,
                 end_callbacks: RefCell::new(HashMap::new()),
             }),
@@ -216,6 +219,45 @@ impl Scheduler {
         let r = self.inner.core.borrow_mut().cancel(task).unwrap_or(false);
         self.after_user_call();
         r
+    }
+
+    /// Cancels a task once, asyncio's way (an *edge*): it is resumed with
+    /// `Cancelled` at its current or next suspension, once; afterwards it
+    /// may block again. Shields hide it as they hide a task cancellation; a
+    /// task that never ran is resumed with `Cancelled` rather than dropped.
+    /// [`take_edge`](Self::take_edge) tells a body that a `Cancelled` it
+    /// received was this edge. Returns whether the task was still live.
+    pub fn cancel_edge(&self, task: TaskId) -> bool {
+        let r = self
+            .inner
+            .core
+            .borrow_mut()
+            .cancel_edge(task)
+            .unwrap_or(false);
+        self.after_user_call();
+        r
+    }
+
+    /// Renames a task: its [`info`](Self::info) and the failure reports
+    /// name it so from now on, and so does its `Spawned` event if the
+    /// subscribers have not been handed it yet (a name set right after the
+    /// spawn, as asyncio's `create_task` sets it). Returns whether the
+    /// task's record exists.
+    pub fn set_name(&self, task: TaskId, name: &str) -> bool {
+        self.inner.core.borrow_mut().set_name(task, name)
+    }
+
+    /// Whether the task has an edge cancellation ([`cancel_edge`](Self::cancel_edge))
+    /// not yet delivered.
+    pub fn edge_pending(&self, task: TaskId) -> bool {
+        self.inner.core.borrow().edge_pending(task)
+    }
+
+    /// Whether the last `Cancelled` the task was resumed with was its edge
+    /// cancellation (not a cancelled scope or a task cancellation); the
+    /// answer is given once.
+    pub fn take_edge(&self, task: TaskId) -> bool {
+        self.inner.core.borrow_mut().take_edge(task)
     }
 
     /// Carries out a cancel-scope call (see [`crate::scope`]). `Enter`,
@@ -271,6 +313,18 @@ impl Scheduler {
             .finish_order
             .take()
             .unwrap_or_default()
+    }
+
+    /// Ends the current run (of [`run`](Self::run), [`run_until_idle`](Self::run_until_idle)
+    /// or [`serve`](Self::serve)) as soon as the running step parks: the
+    /// run returns and every live task stays as it is — suspended or
+    /// ready — for the next run to go on with. This is how an asyncio
+    /// loop's `stop()` returns from `run_forever` while its tasks live on.
+    /// Outside a run, nothing happens.
+    pub fn stop_run(&self) {
+        if self.inner.running.get() {
+            self.inner.stop.set(true);
+        }
     }
 
     /// Runs until every task has finished, without recording the order (for
@@ -605,17 +659,10 @@ impl Scheduler {
         let nested = inner.running.replace(true);
         let _span = tracing::debug_span!("tiffany.run").entered();
         loop {
-            if inner.shared.pending.load(Ordering::Acquire) {
-                self.drain_inbox();
+            if inner.stop.replace(false) {
+                break;
             }
-            let due = inner.cadence.pass();
-            if due.maintenance || inner.core.borrow().chores_due() {
-                self.timers_and_io();
-                self.check_interrupt();
-            }
-            if due.pressure {
-                self.check_pressure();
-            }
+            self.pass();
             if self.step() {
                 continue;
             }
@@ -640,6 +687,25 @@ impl Scheduler {
         // A reading from the last step must not stamp what happens later.
         inner.core.borrow_mut().carried_now = None;
         inner.running.set(nested);
+    }
+
+    /// What the loop does on each pass before it runs tasks: the commands
+    /// from other threads, and when due, timers, I/O and the interrupt
+    /// check (maintenance), and the pressure reading.
+    #[inline]
+    fn pass(&self) {
+        let inner = &*self.inner;
+        if inner.shared.pending.load(Ordering::Acquire) {
+            self.drain_inbox();
+        }
+        let due = inner.cadence.pass();
+        if due.maintenance || inner.core.borrow().chores_due() {
+            self.timers_and_io();
+            self.check_interrupt();
+        }
+        if due.pressure {
+            self.check_pressure();
+        }
     }
 
     /// Runs ready tasks, each until it parks or ends. Returns `false` if none
@@ -706,7 +772,7 @@ impl Scheduler {
                 self.do_chores();
                 core = inner.core.borrow_mut();
             }
-            if !(core.has_ready() && self.quiet_pass(&core)) {
+            if !(core.has_ready() && self.quiet_pass(&core)) || inner.stop.get() {
                 return true;
             }
             match core.next_ready() {
@@ -740,6 +806,101 @@ impl Scheduler {
         let input = core.rerun_yielded(slot);
         debug_assert!(matches!(input, crate::syscall::Resume::Unit));
         true
+    }
+
+    /// Steps `task` now, inside the running task's turn, on its stack: the
+    /// direct hand-off of an event loop to a task it wakes (ADR 12). `task`
+    /// must be blocked waiting for `event`; it is resumed as if the event
+    /// had been set (answered `Bool(true)`), as the running task for the
+    /// time of its step — [`current_task`](Self::current_task) names it,
+    /// its run is charged to its own budget (not the caller's) and may be
+    /// throttled, its events are its own — and its system calls are
+    /// applied as the scheduler's loop applies them: answered at once
+    /// (the step goes on), or it blocks, yields (back into the ready
+    /// queue), or ends. Then the caller is the running task again, its
+    /// slice as it was, and this returns `true`. Everything a step may do
+    /// works from the nested one (spawn, cancel, set events, another
+    /// nested step).
+    ///
+    /// Returns `false`, having done nothing, when the task must go the
+    /// ordinary way (set the event, and let the scheduler run it): outside
+    /// a task's step or inside a nested borrow; `task` is not waiting for
+    /// `event`, or is cancelled; either task is native (stackful); their
+    /// priorities differ; a task of that priority or a higher one is ready
+    /// (it runs first), or the run is being stopped. The step stands in
+    /// for a pass of the scheduler's loop and counts as one: what the loop
+    /// has due on its next pass (commands from other threads, timers, I/O,
+    /// the interrupt check, the pressure reading) is done first, and so are
+    /// the events and end callbacks pending, as the loop hands them out
+    /// between two runs; if that readies a task that must run first, this
+    /// returns `false`.
+    pub fn step_now(&self, task: TaskId, event: EventId) -> bool {
+        let inner = &*self.inner;
+        let Ok(mut core) = inner.core.try_borrow_mut() else {
+            return false;
+        };
+        if core.has_chores() {
+            // Handed to subscribers and callbacks first, as the loop would
+            // between the caller's run and the task's.
+            drop(core);
+            self.do_chores();
+            core = inner.core.borrow_mut();
+        }
+        if inner.stop.get() || core.nested_target(task, event).is_none() {
+            return false;
+        }
+        if !self.quiet_pass(&core) {
+            // The loop has something due: the hand-off stands in for its
+            // pass, and does what the pass would do first (in the ordinary
+            // way the task, woken, would wait in the ready queue meanwhile).
+            drop(core);
+            self.pass();
+            self.flush();
+            core = inner.core.borrow_mut();
+        }
+        // (Again: the pass may have readied a task that runs first.)
+        let Some(slot) = core.nested_target(task, event) else {
+            return false;
+        };
+        let (mut body, answer, saved) = core.begin_nested(slot);
+        drop(core);
+        let mut input = Some(answer);
+        loop {
+            let step = body.resume(input, None);
+            let mut core = inner.core.borrow_mut();
+            match core.after_step(slot, step) {
+                Next::Continue(answer) => {
+                    if core.events_due() {
+                        drop(core);
+                        self.dispatch_events();
+                    }
+                    input = Some(answer);
+                    continue;
+                }
+                Next::Park => core.park(slot, body),
+                Next::Yielded => core.queue_yielded(slot, body),
+                Next::End => {
+                    // Dropped outside the borrow, as the loop does.
+                    drop(core);
+                    drop(body);
+                    core = inner.core.borrow_mut();
+                }
+            }
+            core.end_nested(saved);
+            let chores = core.has_chores();
+            drop(core);
+            if chores {
+                self.do_chores();
+            }
+            return true;
+        }
+    }
+
+    /// Whether [`stop_run`](Self::stop_run) was called in the current run
+    /// (by a nested step, say): the running task should park soon, and the
+    /// run then returns.
+    pub fn stop_requested(&self) -> bool {
+        self.inner.stop.get()
     }
 
     /// Counts a pass of the loop if nothing is due on it: no command in the

@@ -126,6 +126,13 @@ pub struct LoopCore {
     notified: AtomicBool,
     /// The scheduler's clock, readable from any thread (`loop.time()`).
     clock: OnceLock<ClockReader>,
+    /// The engine's I/O token (its raw value plus one; 0 while no engine runs): a
+    /// wake on the loop's thread marks it ready in the kernel directly.
+    engine_token: std::sync::atomic::AtomicU64,
+    /// The engine is blocked in its wait (not queued in the kernel).
+    engine_blocked: AtomicBool,
+    /// How many tasks the loop has made (they are named `Task-<n>`).
+    tasks_made: std::sync::atomic::AtomicU64,
 }
 
 impl LoopCore {
@@ -249,6 +256,9 @@ impl LoopCore {
             in_iteration: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             clock: OnceLock::new(),
+            tasks_made: std::sync::atomic::AtomicU64::new(0),
+            engine_token: std::sync::atomic::AtomicU64::new(0),
+            engine_blocked: AtomicBool::new(false),
         }
     }
 
@@ -269,6 +279,50 @@ impl LoopCore {
             Some(c) => Ok(c.now().as_secs_f64()),
             None => Err(PyRuntimeError::new_err("the loop has no clock yet")),
         }
+    }
+
+    /// Makes a task of `coro`: a kernel task of the loop's scheduler (see
+    /// `tiffany._task.Task`), unless a task factory is set
+    /// (`set_task_factory`), which then makes it as in asyncio.
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().check_closed()?;
+        let factory = slf.getattr(intern!(py, "_task_factory"))?;
+        if !factory.is_none() {
+            let task = match context {
+                Some(c) if !c.is_none() => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "context"), c)?;
+                    factory.call((slf, coro), Some(&kwargs))?
+                }
+                _ => factory.call1((slf, coro))?,
+            };
+            if let Some(n) = name.filter(|n| !n.is_none()) {
+                py.import("asyncio.tasks")?
+                    .getattr("_set_task_name")?
+                    .call1((&task, n))?;
+            }
+            return Ok(task.unbind());
+        }
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let me = slf.get();
+        let number = me.tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        let cur = sched.borrow().cur()?.clone();
+        // Hosted by `tiffany.run` with no engine yet: the kernel schedules
+        // the task's steps, so a run that never uses asyncio's callbacks
+        // never starts the engine.
+        let fifo = !me.hosted.load(Ordering::Relaxed) || me.engine_alive.load(Ordering::Relaxed);
+        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number, fifo)?;
+        Ok(task)
     }
 
     /// Schedules `callback(*args)` for the next iteration.
@@ -367,8 +421,11 @@ impl LoopCore {
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
     /// Asks the loop to stop after the current iteration.
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+    fn stop(slf: &Bound<'_, Self>) {
+        slf.get().stopping.store(true, Ordering::Relaxed);
+        if slf.get().engine_alive.load(Ordering::Relaxed) {
+            Self::wake(slf);
+        }
     }
 
     #[getter]
@@ -405,8 +462,8 @@ impl LoopCore {
         self.closed.store(value, Ordering::Relaxed);
     }
 
-    /// Whether the loop is in debug mode (asyncio's `get_debug`, which
-    /// every new future asks).
+    /// Whether the loop is in debug mode (asyncio's `get_debug`, native: the
+    /// C `Future.__init__` calls it for every future and task).
     fn get_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
@@ -453,12 +510,25 @@ impl LoopCore {
         Self::remove_interest(slf, fd, EVENT_WRITE)
     }
 
+    /// Whether the loop's engine task is alive (a run that a task's
+    /// `SystemExit` ended leaves it suspended, for the next run).
+    fn _engine_running(&self) -> bool {
+        self.engine_alive.load(Ordering::Relaxed)
+    }
+
     /// Spawns the engine task on the running Tiffany scheduler (`run_forever`
     /// calls this from inside the scheduler's run); returns its `Task`.
     #[pyo3(signature = (*, daemon = false))]
     fn _spawn_engine(slf: &Bound<'_, Self>, daemon: bool) -> PyResult<crate::task::Task> {
         let py = slf.py();
-        let (kernel, _) = crate::current::current_kernel()?;
+        // The loop's own scheduler (also before its run starts: the engine
+        // is then queued ahead of nothing but the tasks made already).
+        let sched = slf
+            .getattr(intern!(py, "_sched"))?
+            .cast_into::<crate::scheduler::PyScheduler>()
+            .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
+        let cur = sched.borrow().cur()?.clone();
+        let kernel = cur.kernel.clone();
         if slf.get().engine_alive.swap(true, Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err(
                 "this loop's engine is already running",
@@ -477,6 +547,9 @@ impl LoopCore {
                 return Err(PyErr::from(e));
             }
         };
+        slf.get()
+            .engine_token
+            .store(token.get() + 1, Ordering::Relaxed);
         let body = Engine {
             lp: slf.clone().unbind(),
             selector,
@@ -485,6 +558,8 @@ impl LoopCore {
             busy_events: 0,
             scratch: Vec::new(),
             handles: Vec::new(),
+            remaining: None,
+            draining: false,
         };
         let options = SpawnOptions {
             name: Some("asyncio".into()),
@@ -494,7 +569,7 @@ impl LoopCore {
         let priority = options.priority;
         match kernel.spawn_body(options, Body::custom(Box::new(body))) {
             Ok(id) => Ok(crate::task::Task::new(
-                &crate::current::current()?,
+                &cur,
                 id,
                 Some("asyncio".into()),
                 priority,
@@ -514,6 +589,38 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// A task of loop `lp` ended with `KeyboardInterrupt` or `SystemExit`:
+    /// as in asyncio, it comes out of `run_forever` (the run ends now, the
+    /// loop stays usable). `false` if the loop is hosted by `tiffany.run`
+    /// (the error is then the scheduler's to handle).
+    pub(crate) fn task_fatal(lp: &Bound<'_, PyAny>, err: PyErr) -> bool {
+        let Ok(slf) = lp.cast::<LoopCore>() else {
+            return false;
+        };
+        let me = slf.get();
+        if me.hosted.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok((kernel, _)) = crate::current::current_kernel() else {
+            return false;
+        };
+        me.fatal.lock().expect("fatal").get_or_insert(err);
+        kernel.stop_run();
+        true
+    }
+
+    /// Queues `item` (a task's step: a [`Waker`](super::future::Waker)) at
+    /// the back of loop `lp`'s ready FIFO, as `call_soon` would.
+    pub(crate) fn push_step(lp: &Bound<'_, PyAny>, item: Py<PyAny>) -> PyResult<()> {
+        let slf = lp
+            .cast::<LoopCore>()
+            .map_err(|_| PyRuntimeError::new_err("the task's loop is not a tiffany loop"))?;
+        slf.get().check_closed()?;
+        slf.get().push_ready(lp.py(), item);
+        Self::wake(slf);
+        Ok(())
+    }
+
     /// A one-shot handle (`when`: NaN, or a timer's deadline): a spare one
     /// if the loop has one, else a new one.
     fn new_handle(
@@ -603,10 +710,21 @@ impl LoopCore {
     fn wake(slf: &Bound<'_, Self>) {
         let me = slf.get();
         if me.engine_alive.load(Ordering::Relaxed) {
-            if !me.in_iteration.load(Ordering::Relaxed)
-                && !me.notified.swap(true, Ordering::Relaxed)
-                && let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self"))
+            if me.in_iteration.load(Ordering::Relaxed) || me.notified.swap(true, Ordering::Relaxed)
             {
+                return;
+            }
+            // On the loop's thread, inside its run: make the engine ready in
+            // the kernel at once (so a task's `sleep(0)` lets the callbacks
+            // it queued run first, as in asyncio). Elsewhere: the self-pipe.
+            let token = me.engine_token.load(Ordering::Relaxed);
+            if token != 0
+                && let Ok((kernel, _)) = crate::current::current_kernel()
+                && kernel.notify_io(IoToken::from_raw(token - 1), Interest::Readable)
+            {
+                return;
+            }
+            if let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self")) {
                 crate::errors::log_callback_error(slf.py(), "waking the asyncio engine", e);
             }
             return;
@@ -672,6 +790,10 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
     match item.cast::<Handle>() {
         Ok(h) => run_handle(py, h),
         Err(_) => {
+            if let Ok(w) = item.cast::<super::future::Waker>() {
+                w.get().fire();
+                return Ok(());
+            }
             if !item.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
                 item.call_method0(intern!(py, "_run"))?;
             }
@@ -694,6 +816,14 @@ struct Engine {
     busy_events: usize,
     scratch: Vec<(i32, u32)>,
     handles: Vec<Py<PyAny>>,
+    /// An iteration handed the turn over to a woken task with this many of
+    /// its callbacks left to run.
+    remaining: Option<usize>,
+    /// `stop()` was seen: the engine yielded once so that the tasks its
+    /// last iteration woke take their step (asyncio runs a task's wake-up
+    /// in the iteration after the one that woke it, and a `stop()` in that
+    /// iteration does not prevent it), and it ends when resumed.
+    draining: bool,
 }
 
 /// How many events the engine takes from its selector without blocking
@@ -720,51 +850,95 @@ impl tiffany_scheduler::IoSource for Fd {
 const RESOLUTION: f64 = 1e-9;
 
 impl Engine {
-    /// One asyncio iteration; answers how many I/O callbacks the selector
-    /// gave at its end.
-    fn iteration(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
+    /// Starts an iteration: fires due timers and runs the callbacks that are
+    /// ready. `true` if it handed the turn over before the end (see
+    /// [`run_items`](Engine::run_items)); the selector is asked once the
+    /// callbacks have all run ([`poll_io`](Engine::poll_io)).
+    fn iteration(
+        &mut self,
+        py: Python<'_>,
+        kernel: &tiffany_scheduler::Scheduler,
+        now: f64,
+    ) -> PyResult<bool> {
         let lp = self.lp.clone_ref(py);
         let core = lp.get();
         core.in_iteration.store(true, Ordering::Relaxed);
         core.notified.store(false, Ordering::Relaxed);
-        let result = self.run_ready(py, now);
-        core.in_iteration.store(false, Ordering::Relaxed);
-        result
-    }
-
-    /// Runs the due timers and the callbacks that were ready as the
-    /// iteration began, then asks the selector (without blocking) and runs
-    /// the I/O callbacks it gives at once: uvloop's order (libuv polls after
-    /// its idle phase and calls the I/O callbacks from the poll), where
-    /// asyncio's loop polls first and queues the I/O callbacks behind the
-    /// ready ones. A reader or a write started by this iteration's
-    /// callbacks is seen by this iteration's poll, not the next one's.
-    fn run_ready(&mut self, py: Python<'_>, now: f64) -> PyResult<usize> {
-        let core = self.lp.get();
         core.fire_timers(py, now + RESOLUTION);
         let n = core.ready_len(py);
+        self.run_items(py, kernel, n)
+    }
+
+    /// Runs the next `n` ready callbacks. A task a callback woke for its
+    /// asyncio step (a [`Waker`](super::future::Waker)) steps right after
+    /// that callback, in the FIFO's order (ADR 12): inside the engine's turn
+    /// (the direct hand-off), or, when the kernel must schedule it, the run
+    /// ends early — the rest is kept in `remaining` and the engine yields.
+    /// `true` then.
+    fn run_items(
+        &mut self,
+        py: Python<'_>,
+        kernel: &tiffany_scheduler::Scheduler,
+        n: usize,
+    ) -> PyResult<bool> {
+        let core = self.lp.get();
         let debug = core.debug.load(Ordering::Relaxed);
-        for _ in 0..n {
+        super::future::take_handoff();
+        for i in 0..n {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            self.run_one(py, item.into_bound(py), debug)?;
+            let ran = super::future::engine_turn(|| self.run_one(py, item.into_bound(py), debug));
+            // The task a callback woke steps now, in the engine's turn, or
+            // (when the kernel must schedule it) the engine hands the turn
+            // over to it.
+            let stopped = super::future::take_pending().is_some_and(|wake| {
+                super::future::wake_now(kernel, wake);
+                kernel.stop_requested()
+            });
+            if let Err(e) = ran {
+                core.in_iteration.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+            // A step that ended the run (`KeyboardInterrupt` in the task)
+            // parks the engine too, with the rest of its iteration kept.
+            if super::future::take_handoff() || stopped {
+                self.remaining = Some(n - i - 1);
+                return Ok(true);
+            }
         }
+        self.remaining = None;
+        Ok(false)
+    }
+
+    /// The end of an iteration, once its callbacks have run: asks the
+    /// selector (without blocking) and runs the I/O callbacks it gives at
+    /// once, and answers how many. That is uvloop's order (libuv polls after
+    /// its idle phase and calls the I/O callbacks from the poll), where
+    /// asyncio's loop polls first and queues the I/O callbacks behind the
+    /// ready ones: a reader or a write started by this iteration's callbacks
+    /// is seen by this iteration's poll, not the next one's.
+    fn poll_io(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let core = self.lp.get();
         if core.stopping.load(Ordering::Relaxed) {
+            core.in_iteration.store(false, Ordering::Relaxed);
             return Ok(0);
         }
+        let debug = core.debug.load(Ordering::Relaxed);
         let mut io = std::mem::take(&mut self.handles);
         io.clear();
-        self.selector
+        let mut result = self
+            .selector
             .get()
-            .dispatch(py, &mut self.scratch, &mut io, 0)?;
-        let found = io.len();
-        let mut result = Ok(found);
+            .dispatch(py, &mut self.scratch, &mut io, 0)
+            .map(|()| io.len());
         let mut handles = io.drain(..);
-        for h in handles.by_ref() {
-            if let Err(e) = self.run_one(py, h.into_bound(py), debug) {
-                result = Err(e);
-                break;
+        if result.is_ok() {
+            for h in handles.by_ref() {
+                if let Err(e) = self.run_one(py, h.into_bound(py), debug) {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         // After an error that ends the run, what was not run stays queued.
@@ -772,18 +946,19 @@ impl Engine {
             core.push_ready(py, h);
         }
         self.handles = io;
+        core.in_iteration.store(false, Ordering::Relaxed);
         result
     }
 
     /// Runs one callback (timed in debug mode) and keeps its handle for reuse.
     fn run_one(&self, py: Python<'_>, item: Bound<'_, PyAny>, debug: bool) -> PyResult<()> {
-        if debug {
-            self.run_timed(py, &item)?;
+        let ran = if debug {
+            self.run_timed(py, &item)
         } else {
-            run_item(py, &item)?;
-        }
+            run_item(py, &item)
+        };
         self.lp.get().recycle(py, item);
-        Ok(())
+        ran
     }
 
     /// Debug mode: runs a callback and warns on asyncio's logger if it took
@@ -809,7 +984,11 @@ impl Engine {
     }
 
     fn finish(&mut self) -> Step {
-        self.lp.get().engine_alive.store(false, Ordering::Relaxed);
+        let core = self.lp.get();
+        core.engine_alive.store(false, Ordering::Relaxed);
+        core.in_iteration.store(false, Ordering::Relaxed);
+        core.engine_blocked.store(false, Ordering::Relaxed);
+        core.engine_token.store(0, Ordering::Relaxed);
         if let Some(token) = self.token.take()
             && let Ok((kernel, _)) = crate::current::current_kernel()
         {
@@ -836,6 +1015,11 @@ impl Engine {
                 }
             },
         };
+        let core = self.lp.get();
+        // A wake on the loop's thread marks the engine ready through its
+        // token (see `LoopCore::wake`).
+        core.engine_token.store(token.get() + 1, Ordering::Relaxed);
+        core.engine_blocked.store(true, Ordering::Relaxed);
         Step::Syscall(SystemCall::IoWait {
             token,
             interest: Interest::Readable,
@@ -859,17 +1043,47 @@ impl TaskBody for Engine {
         let Ok((kernel, _)) = crate::current::current_kernel() else {
             return self.finish();
         };
-        let now = kernel.now().as_secs_f64();
-        let found = match self.iteration(py, now) {
-            Ok(found) => found,
+        let core = self.lp.get();
+        core.engine_blocked.store(false, Ordering::Relaxed);
+        if self.draining {
+            // `run_forever` returns; the loop's tasks stay suspended in the
+            // kernel for the next run.
+            kernel.stop_run();
+            return self.finish();
+        }
+        let ran = match self.remaining {
+            // The rest of an iteration that handed the turn over.
+            Some(n) => self.run_items(py, &kernel, n),
+            None => {
+                let now = kernel.now().as_secs_f64();
+                self.iteration(py, &kernel, now)
+            }
+        };
+        let found = match ran.and_then(|handed_over| {
+            if handed_over {
+                Ok(None)
+            } else {
+                self.poll_io(py).map(Some)
+            }
+        }) {
+            Ok(None) => return Step::Syscall(SystemCall::Yield),
+            Ok(Some(found)) => found,
             Err(e) => {
+                // KeyboardInterrupt or SystemExit from a callback: it comes
+                // out of `run_forever` now (the tasks stay for the next run).
+                self.remaining = None;
                 *self.lp.get().fatal.lock().expect("fatal") = Some(e);
+                kernel.stop_run();
                 return self.finish();
             }
         };
         let core = self.lp.get();
         if core.stopping.swap(false, Ordering::Relaxed) {
-            return self.finish();
+            if core.hosted.load(Ordering::Relaxed) {
+                return self.finish();
+            }
+            self.draining = true;
+            return Step::Syscall(SystemCall::Yield);
         }
         if found > 0 {
             // The selector may have more: the next iteration asks again.
@@ -877,6 +1091,7 @@ impl TaskBody for Engine {
             if self.busy_events >= BUSY_EVENTS
                 && let Some(token) = self.token.take()
             {
+                core.engine_token.store(0, Ordering::Relaxed);
                 kernel.deregister_io(token);
             }
             return Step::Syscall(SystemCall::Yield);

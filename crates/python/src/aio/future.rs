@@ -1,50 +1,201 @@
-//! A Tiffany task awaiting an asyncio future.
+//! How a task on a Tiffany loop is woken in asyncio's order.
 //!
-//! `await fut` in a coroutine yields the future itself (with
-//! `fut._asyncio_future_blocking` set). When a Tiffany task yields one, the
-//! driver ([`crate::body`]) asks [`wait_future`] for a system call: a kernel
-//! event made for this wait, set by a done callback on the future, and the
-//! task waits on it (`EventWait`). When the task is resumed, [`resumed`]
-//! removes the event; if the task was cancelled meanwhile, the future is
-//! cancelled too (as an asyncio task cancels what it awaits). The future
-//! completes on the loop's engine task, on the same scheduler.
+//! In asyncio every step of a task is a callback in the loop's one FIFO
+//! ready queue: its first step, the step after a bare `yield`
+//! (`asyncio.sleep(0)`), the step after an awaited future completes (the
+//! future schedules its done callbacks with `call_soon`, in the order they
+//! were added). On a Tiffany loop every such wake goes through the same
+//! FIFO (ADR 11): a task that waits for its next asyncio step blocks on a
+//! kernel event (its *step event*, one per task), and a [`Waker`] — queued
+//! in the FIFO for a first step or a bare `yield`, or added as the awaited
+//! future's done callback — wakes it when the engine reaches it. The engine
+//! then steps the task at once, inside its own turn, right after that
+//! callback ([`Kernel::step_now`](tiffany_scheduler::Scheduler::step_now),
+//! the direct hand-off of ADR 12); when the kernel must schedule the task
+//! instead, the waker sets the event and the engine hands the turn over (it
+//! yields with the rest of its iteration kept). Either way the task steps
+//! exactly where asyncio would step it. Kernel-level wakes (`tiffany.sleep`,
+//! `join`, `Event`, kernel I/O) stay the kernel's.
+//!
+//! A plain Tiffany task (`tiffany.spawn`) awaiting an asyncio future waits
+//! the same way, on an event made for the wait.
+//!
+//! `Task.cancel()` of a task waiting for its step (or running, or queued)
+//! is asyncio's `_must_cancel`: kept here ([`must_cancel`]) and thrown at
+//! the task's next step; only a task blocked in a kernel-level wait gets
+//! the kernel's edge (see [`super::task`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::{IntoPyObjectExt, intern};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tiffany_scheduler::{EventId, Resume, SystemCall, TaskId};
 
-thread_local! {
-    /// Tasks of this thread waiting on an asyncio future: the future and the
-    /// event made for the wait.
-    static WAITS: RefCell<HashMap<TaskId, (Py<PyAny>, EventId)>> = RefCell::new(HashMap::new());
-    /// `WAITS.len()`, read on every resume of every Python task (cheap).
-    static WAITING: Cell<usize> = const { Cell::new(0) };
+/// A task's wait for its next asyncio step.
+struct Wait {
+    /// The awaited future (none for a first step or a bare `yield`).
+    future: Option<Py<PyAny>>,
+    waker: Py<Waker>,
+    event: EventId,
+    /// The event was made for this wait (a plain task's): removed after it.
+    owned: bool,
 }
 
-/// The done callback: sets the wait's event.
-#[pyclass(module = "tiffany._native", name = "_FutureWaker", frozen)]
-struct Waker {
+thread_local! {
+    /// Tasks of this thread waiting for an asyncio step.
+    /// (Fx-hashed: SipHash's removal was a twentieth of a `sleep(0)` switch.)
+    static WAITS: RefCell<FxHashMap<TaskId, Wait>> = RefCell::new(FxHashMap::default());
+    /// `WAITS.len()`, read on every resume of every Python task (cheap).
+    static WAITING: Cell<usize> = const { Cell::new(0) };
+    /// A waker fired in the engine's current callback: the engine hands
+    /// the turn over before its next one.
+    static HANDOFF: Cell<bool> = const { Cell::new(false) };
+    /// The engine is running one of its ready callbacks: a waker fired in
+    /// it leaves its wake in `PENDING` for the engine.
+    static ENGINE_TURN: Cell<bool> = const { Cell::new(false) };
+    static PENDING: Cell<Option<(TaskId, EventId)>> = const { Cell::new(None) };
+    /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
+    /// their next step.
+    static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
+    static MUSTS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Wakes one task for its next asyncio step (a FIFO entry, or an awaited
+/// future's done callback): sets the task's step event, once.
+#[pyclass(module = "tiffany._native", name = "_StepWaker", frozen)]
+pub(crate) struct Waker {
     event: u64,
+    /// The task that waits (for the direct hand-off).
+    task: u64,
+    armed: AtomicBool,
+}
+
+impl Waker {
+    /// A waker of `task` through `event`, armed.
+    fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
+        Py::new(
+            py,
+            Waker {
+                event: event.get(),
+                task: task.get(),
+                armed: AtomicBool::new(true),
+            },
+        )
+    }
+
+    /// Wakes the task if the wait it was made for is still on. In a
+    /// callback of the engine's ready queue, the wake is left to the engine
+    /// ([`take_pending`]), which steps the task at once, right after the
+    /// callback ([`wake_now`]); anywhere else it sets the event and asks
+    /// the engine to hand the turn over.
+    #[inline]
+    pub(crate) fn fire(&self) {
+        if !self.armed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let wake = (TaskId::from_raw(self.task), EventId::from_raw(self.event));
+        if ENGINE_TURN.get() && PENDING.get().is_none() {
+            PENDING.set(Some(wake));
+            return;
+        }
+        set_step_event(wake.1);
+    }
+}
+
+/// Sets a step event (the ordinary wake) and asks the engine to hand the
+/// turn over to the task it readied.
+fn set_step_event(event: EventId) {
+    if let Ok((kernel, _)) = crate::current::current_kernel()
+        && kernel.set_event(event)
+    {
+        HANDOFF.set(true);
+    }
+}
+
+/// Runs `f` (one callback of the engine's ready queue) with the wakes it
+/// fires left to the engine ([`take_pending`]).
+#[inline]
+pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> R {
+    ENGINE_TURN.set(true);
+    let r = f();
+    ENGINE_TURN.set(false);
+    r
+}
+
+/// The wake the last engine callback left (see [`engine_turn`]), if any.
+#[inline]
+pub(crate) fn take_pending() -> Option<(TaskId, EventId)> {
+    PENDING.take()
+}
+
+/// Wakes a task the engine's callback left to it (see [`take_pending`]):
+/// the direct hand-off — the kernel steps the task now, inside the
+/// engine's turn ([`Kernel::step_now`](tiffany_scheduler::Scheduler::step_now)) —
+/// or, when the kernel says the task must go the ordinary way, its step
+/// event is set and the engine hands the turn over ([`take_handoff`]).
+#[inline]
+pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, (task, event): (TaskId, EventId)) {
+    if !kernel.step_now(task, event) {
+        set_step_event(event);
+    }
 }
 
 #[pymethods]
 impl Waker {
-    fn __call__(&self, _future: &Bound<'_, PyAny>) {
-        if let Ok((kernel, _)) = crate::current::current_kernel() {
-            kernel.set_event(EventId::from_raw(self.event));
-        }
+    #[pyo3(signature = (*_args))]
+    fn __call__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.fire();
     }
 }
 
+/// Whether a waker fired since the last call (cleared by the reading).
+#[inline]
+pub(crate) fn take_handoff() -> bool {
+    HANDOFF.replace(false)
+}
+
+fn note(task: TaskId, wait: Wait) {
+    let previous = WAITS.with(|w| w.borrow_mut().insert(task, wait));
+    match previous {
+        None => WAITING.with(|n| n.set(n.get() + 1)),
+        Some(old) => old.waker.get().armed.store(false, Ordering::Relaxed),
+    }
+}
+
+/// Queues `task`'s next step at the back of loop `lp`'s FIFO (a first
+/// step, or the step after a bare `yield`): the task then blocks on its
+/// step event until the engine reaches the entry.
+pub(crate) fn queue_step(
+    py: Python<'_>,
+    lp: &Bound<'_, PyAny>,
+    task: TaskId,
+    event: EventId,
+) -> PyResult<SystemCall> {
+    let waker = Waker::armed(py, event, task)?;
+    super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
+    note(
+        task,
+        Wait {
+            future: None,
+            waker,
+            event,
+            owned: false,
+        },
+    );
+    Ok(SystemCall::EventWait(event))
+}
+
 /// If `yielded` is an asyncio future (or a future-like object), the system
-/// call that waits for it; `None` for anything else.
+/// call that waits for it; `None` for anything else. `step` is an asyncio
+/// task's step event, the running scheduler and the task; else an event is
+/// made for the wait (of the running task).
 pub(crate) fn wait_future(
     py: Python<'_>,
     yielded: &Bound<'_, PyAny>,
+    step: Option<(EventId, &tiffany_scheduler::Scheduler, TaskId)>,
 ) -> PyResult<Option<SystemCall>> {
     let Ok(blocking) = yielded.getattr(intern!(py, "_asyncio_future_blocking")) else {
         return Ok(None);
@@ -56,48 +207,160 @@ pub(crate) fn wait_future(
         )));
     }
     yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
-    let (kernel, _) = crate::current::current_kernel()?;
-    let Some(task) = kernel.current_task() else {
-        return Err(PyRuntimeError::new_err(
-            "an asyncio future can only be awaited from a task",
-        ));
+    let fetched;
+    let (event, owned, kernel, task) = match step {
+        Some((e, kernel, task)) => (e, false, kernel, task),
+        None => {
+            fetched = crate::current::current_kernel()?.0;
+            let Some(task) = fetched.current_task() else {
+                return Err(PyRuntimeError::new_err(
+                    "an asyncio future can only be awaited from a task",
+                ));
+            };
+            (fetched.new_event(), true, &fetched, task)
+        }
     };
-    let event = kernel.new_event();
-    let waker = Waker { event: event.get() }.into_py_any(py)?;
-    if let Err(e) = yielded.call_method1(intern!(py, "add_done_callback"), (waker,)) {
-        kernel.remove_event(event);
+    let waker = Waker::armed(py, event, task)?;
+    if let Err(e) = yielded.call_method1(
+        intern!(py, "add_done_callback"),
+        (waker.clone_ref(py).into_py_any(py)?,),
+    ) {
+        if owned {
+            kernel.remove_event(event);
+        }
         return Err(e);
     }
-    let previous = WAITS.with(|w| {
-        w.borrow_mut()
-            .insert(task, (yielded.clone().unbind(), event))
-    });
-    if previous.is_none() {
-        WAITING.with(|n| n.set(n.get() + 1));
-    }
+    note(
+        task,
+        Wait {
+            future: Some(yielded.clone().unbind()),
+            waker,
+            event,
+            owned,
+        },
+    );
     Ok(Some(SystemCall::EventWait(event)))
 }
 
-/// Called when a Python task is resumed: ends its future wait, if any
-/// (cancelling the future if the task was cancelled).
-pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
-    if WAITING.with(Cell::get) == 0 {
-        return;
+/// If `yielded` is a Tiffany asyncio task (`tiffany._task.Task`) of this
+/// scheduler, the kernel join that waits for it: what a plain Tiffany task
+/// awaiting one does (it has no place in asyncio's order to keep; an
+/// asyncio task awaits it as a future, see [`wait_future`]).
+pub(crate) fn join_task(
+    py: Python<'_>,
+    yielded: &Bound<'_, PyAny>,
+    sched: u64,
+) -> PyResult<Option<SystemCall>> {
+    if !super::task::is_task(py, yielded) {
+        return Ok(None);
     }
-    let Ok((kernel, _)) = crate::current::current_kernel() else {
-        return;
+    let owner: u64 = yielded.getattr(intern!(py, "_tsched_id"))?.extract()?;
+    if owner != sched {
+        return Ok(None);
+    }
+    let target = TaskId::from_raw(super::task::kernel_id(yielded)?);
+    yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
+    Ok(Some(SystemCall::Join(target)))
+}
+
+/// The future (or task) the task `task` awaits, if any.
+pub(crate) fn waiting_on(py: Python<'_>, task: TaskId) -> Option<Py<PyAny>> {
+    WAITS.with(|w| {
+        w.borrow()
+            .get(&task)
+            .and_then(|wait| wait.future.as_ref().map(|f| f.clone_ref(py)))
+    })
+}
+
+/// Whether `task` waits for its step event (a FIFO entry or an awaited
+/// future's callback will wake it).
+pub(crate) fn waits_for_step(task: TaskId) -> bool {
+    WAITING.with(Cell::get) > 0 && WAITS.with(|w| w.borrow().contains_key(&task))
+}
+
+/// Called when a Python task is resumed: ends its wait, if any (cancelling
+/// the awaited future if the task was cancelled). `running`: the running
+/// scheduler and the task, if the caller has them at hand.
+#[inline(always)]
+pub(crate) fn resumed(
+    py: Python<'_>,
+    answer: Option<&Resume>,
+    running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
+) {
+    if WAITING.with(Cell::get) != 0 {
+        end_wait(py, answer, running);
+    }
+}
+
+/// [`resumed`] when some task of this thread waits for an asyncio step.
+#[inline(never)]
+fn end_wait(
+    py: Python<'_>,
+    answer: Option<&Resume>,
+    running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
+) {
+    let fetched;
+    let (kernel, task) = match running {
+        Some(r) => r,
+        None => {
+            let Ok((kernel, _)) = crate::current::current_kernel() else {
+                return;
+            };
+            let Some(task) = kernel.current_task() else {
+                return;
+            };
+            fetched = kernel;
+            (&fetched, task)
+        }
     };
-    let Some(task) = kernel.current_task() else {
-        return;
-    };
-    let Some((future, event)) = WAITS.with(|w| w.borrow_mut().remove(&task)) else {
+    let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) else {
         return;
     };
     WAITING.with(|n| n.set(n.get().saturating_sub(1)));
-    kernel.remove_event(event);
-    if matches!(answer, Some(Resume::Cancelled))
+    wait.waker.get().armed.store(false, Ordering::Relaxed);
+    if wait.owned {
+        kernel.remove_event(wait.event);
+    } else {
+        kernel.clear_event(wait.event);
+    }
+    if let Some(future) = wait.future
+        && matches!(answer, Some(Resume::Cancelled))
         && let Err(e) = future.bind(py).call_method0(intern!(py, "cancel"))
     {
         crate::errors::log_callback_error(py, "cancelling an awaited asyncio future", e);
     }
+}
+
+/// Forgets `task`'s wait (the task is gone).
+pub(crate) fn forget(task: TaskId) {
+    if let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) {
+        WAITING.with(|n| n.set(n.get().saturating_sub(1)));
+        wait.waker.get().armed.store(false, Ordering::Relaxed);
+    }
+    take_must(task);
+}
+
+/// Marks `task` to be thrown a `CancelledError` at its next step.
+pub(crate) fn must_cancel(task: TaskId) {
+    if MUST.with(|m| m.borrow_mut().insert(task)) {
+        MUSTS.with(|n| n.set(n.get() + 1));
+    }
+}
+
+/// Whether `task` is marked (see [`must_cancel`]).
+pub(crate) fn must_pending(task: TaskId) -> bool {
+    MUSTS.with(Cell::get) > 0 && MUST.with(|m| m.borrow().contains(&task))
+}
+
+/// Takes `task`'s mark (see [`must_cancel`]); whether it had one.
+#[inline]
+pub(crate) fn take_must(task: TaskId) -> bool {
+    if MUSTS.with(Cell::get) == 0 {
+        return false;
+    }
+    let had = MUST.with(|m| m.borrow_mut().remove(&task));
+    if had {
+        MUSTS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+    had
 }

@@ -7,6 +7,7 @@
 //! - [`core`]: `LoopCore`, the ready queue, the timers and the kernel task
 //!   that runs asyncio's iterations on Tiffany's scheduler;
 //! - [`future`]: a Tiffany task awaiting an asyncio future;
+//! - [`task`]: asyncio tasks as kernel tasks (`loop.create_task`);
 //! - [`transport`]: `StreamTransportCore`, the socket I/O of the TCP and
 //!   Unix stream transports.
 //!
@@ -20,6 +21,7 @@ mod epoll;
 pub(crate) mod future;
 pub(crate) mod handle;
 mod selector;
+pub(crate) mod task;
 pub(crate) mod transport;
 
 /// Adds the asyncio classes to the module.
@@ -28,5 +30,6 @@ pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<selector::Selector>()?;
     m.add_class::<transport::StreamCore>()?;
+    task::init(m)?;
     Ok(())
 }

@@ -1,0 +1,604 @@
+//! asyncio tasks as kernel tasks.
+//!
+//! On a Tiffany loop, `loop.create_task(coro)` (and so `asyncio.create_task`,
+//! `ensure_future`, `gather`, `TaskGroup`, ...) spawns a kernel task whose
+//! body is the usual [`PyBody`](crate::body::PyBody) driver with an
+//! [`AioTask`] attached, and returns a `tiffany._task.Task` — a subclass of
+//! `asyncio.Task` whose future half (result, callbacks, `await`) is the C
+//! `Future`'s, and whose stepping is the kernel's. Around each step the
+//! driver enters the task's `contextvars.Context` and makes it asyncio's
+//! current task of the loop (what `asyncio.current_task()` reads); when the
+//! coroutine ends, the driver completes the future (its done callbacks are
+//! scheduled with `call_soon`, as asyncio does).
+//!
+//! Every asyncio-visible wake of the task (its first step, the step after a
+//! bare `yield`, the step after an awaited future completes) is an entry of
+//! the loop's FIFO, in asyncio's order (see [`super::future`]).
+//!
+//! `task.cancel(msg)` is asyncio's edge: it cancels the future the task
+//! awaits, if any, or else marks the task so that its next asyncio step
+//! throws `asyncio.CancelledError(msg)`; a task blocked in a kernel-level
+//! wait gets the kernel's one `Cancelled` instead ([`Kernel::cancel_edge`]),
+//! for which the driver throws the same. A Tiffany scope's
+//! cancellation inside the task stays level-triggered (`tiffany.Cancelled`).
+
+use std::cell::Cell;
+use std::ffi::c_int;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use tiffany_scheduler::{
+    Body, EventId, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions, TaskError, TaskId, TaskState,
+    Value,
+};
+
+use crate::body::PyBody;
+use crate::current::Current;
+
+// Not in the limited API, but stable since Python 3.7 (the context of a
+// step is entered and left around it, as `Context.run` does).
+unsafe extern "C" {
+    fn PyContext_CopyCurrent() -> *mut ffi::PyObject;
+    fn PyContext_Enter(ctx: *mut ffi::PyObject) -> c_int;
+    fn PyContext_Exit(ctx: *mut ffi::PyObject) -> c_int;
+}
+
+thread_local! {
+    /// The priority of `with tiffany.priority(n):` around a task's creation.
+    static PRIORITY: Cell<Option<u8>> = const { Cell::new(None) };
+}
+
+/// What a kernel task made through asyncio carries beside its coroutine.
+pub(crate) struct AioTask {
+    /// The `tiffany._task.Task` object (the asyncio face of the task).
+    pub(crate) task: Py<PyAny>,
+    /// The task's `contextvars.Context`.
+    pub(crate) context: Py<PyAny>,
+    /// The loop the task belongs to.
+    pub(crate) lp: Py<PyAny>,
+    /// The kernel event the task blocks on while it waits for its next
+    /// asyncio step (see [`super::future`]).
+    pub(crate) step_event: EventId,
+    /// The kernel resumed the body once: it then blocked for its first
+    /// step, which its FIFO entry starts.
+    pub(crate) parked: bool,
+    /// The coroutine was started.
+    pub(crate) started: bool,
+    /// Its priority is not the engine's: its first step and bare `yield`s
+    /// are the kernel's to schedule (so `with tiffany.priority(1)` beats
+    /// the default), not entries of the loop's FIFO.
+    pub(crate) by_kernel: bool,
+}
+
+/// What the stdlib gives us, looked up once.
+struct Stdlib {
+    task_type: Py<PyType>,
+    current_tasks: Py<PyDict>,
+    register_task: Py<PyAny>,
+    future_init: ffi::initproc,
+    set_result: Py<PyAny>,
+    set_exception: Py<PyAny>,
+    future_cancel: Py<PyAny>,
+    get_running_loop: Py<PyAny>,
+}
+
+// SAFETY: only used with the GIL held; the init function pointer is a
+// process-wide C function.
+unsafe impl Send for Stdlib {}
+unsafe impl Sync for Stdlib {}
+
+static STDLIB: PyOnceLock<Stdlib> = PyOnceLock::new();
+
+fn stdlib(py: Python<'_>) -> PyResult<&'static Stdlib> {
+    STDLIB.get_or_try_init(py, || {
+        let aio = py.import("_asyncio")?;
+        let future = aio.getattr("Future")?.cast_into::<PyType>()?;
+        // SAFETY: a live type object; `tp_init` of `_asyncio.Future`.
+        let init = unsafe { ffi::PyType_GetSlot(future.as_type_ptr(), ffi::Py_tp_init) };
+        if init.is_null() {
+            return Err(PyRuntimeError::new_err("_asyncio.Future has no __init__"));
+        }
+        // SAFETY: the slot holds an initproc.
+        let future_init: ffi::initproc = unsafe { std::mem::transmute(init) };
+        let task_type = py
+            .import("tiffany._task")?
+            .getattr("Task")?
+            .cast_into::<PyType>()?;
+        Ok(Stdlib {
+            task_type: task_type.unbind(),
+            current_tasks: aio
+                .getattr("_current_tasks")?
+                .cast_into::<PyDict>()?
+                .unbind(),
+            register_task: aio.getattr("_register_task")?.unbind(),
+            future_init,
+            set_result: future.getattr("set_result")?.unbind(),
+            set_exception: future.getattr("set_exception")?.unbind(),
+            future_cancel: future.getattr("cancel")?.unbind(),
+            get_running_loop: aio.getattr("_get_running_loop")?.unbind(),
+        })
+    })
+}
+
+/// Whether `obj` is a Tiffany asyncio task (`tiffany._task.Task`).
+#[inline]
+pub(crate) fn is_task(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    STDLIB
+        .get(py)
+        .is_some_and(|s| obj.get_type().is(s.task_type.bind(py)))
+}
+
+/// The kernel id of a Tiffany asyncio task (see [`is_task`]).
+pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    obj.getattr(intern!(obj.py(), "_kid"))?.extract()
+}
+
+/// Makes a task of `coro` on loop `lp` (whose scheduler is `cur`): what
+/// `loop.create_task` does when no task factory is set. `number` names it
+/// `Task-<number>` when `name` is `None`. `fifo`: its steps are entries of
+/// the loop's FIFO (else, as for a priority other than the default, the
+/// kernel schedules them).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create(
+    py: Python<'_>,
+    cur: &Current,
+    lp: &Bound<'_, PyAny>,
+    coro: &Bound<'_, PyAny>,
+    name: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+    number: u64,
+    fifo: bool,
+) -> PyResult<Py<PyAny>> {
+    if let Err(e) = crate::scheduler::check_task_object(py, coro) {
+        if e.is_instance_of::<PyTypeError>(py) {
+            return Err(PyTypeError::new_err(format!(
+                "a coroutine was expected, got {}",
+                coro.repr()?
+            )));
+        }
+        return Err(e);
+    }
+    let std = stdlib(py)?;
+    let task = new_task_object(py, std, lp)?;
+    let context = match context {
+        Some(c) if !c.is_none() => c.clone().unbind(),
+        // SAFETY: a new reference (or NULL with an exception set).
+        _ => unsafe { Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent())? }.unbind(),
+    };
+    let name: Option<Bound<'_, PyAny>> = match name {
+        Some(n) if !n.is_none() => Some(n.str()?.into_any()),
+        _ => None,
+    };
+    let kernel_name: String = match &name {
+        Some(n) => n.extract()?,
+        None => format!("Task-{number}"),
+    };
+    let options = SpawnOptions {
+        name: Some(kernel_name.as_str().into()),
+        ..SpawnOptions::priority(current_priority())
+    };
+    let step_event = cur.kernel.new_event();
+    let by_kernel = !fifo || options.priority != PRI_DEFAULT;
+    let aio = AioTask {
+        task: task.clone().unbind(),
+        context: context.clone_ref(py),
+        lp: lp.clone().unbind(),
+        step_event,
+        parked: by_kernel,
+        started: false,
+        by_kernel,
+    };
+    let body = PyBody::new_aio(py, coro.clone().unbind(), cur.id, Box::new(aio));
+    let id = match cur.kernel.spawn_body(options, Body::custom(Box::new(body))) {
+        Ok(id) => id,
+        Err(e) => {
+            cur.kernel.remove_event(step_event);
+            return Err(crate::errors::spawn_error(py, &e));
+        }
+    };
+    // The first step: an entry at the back of the loop's FIFO, as asyncio's
+    // `call_soon(self.__step)`.
+    if !by_kernel && let Err(e) = super::future::queue_step(py, lp, id, step_event) {
+        cur.kernel.cancel(id);
+        return Err(e);
+    }
+    task.setattr(intern!(py, "_kid"), id.get())?;
+    // The scheduler's id, not the scheduler: the task must not keep its
+    // scheduler (which holds the task's body, which holds the task) alive.
+    task.setattr(intern!(py, "_tsched_id"), cur.id)?;
+    task.setattr(intern!(py, "_tcoro"), coro)?;
+    task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
+    match name {
+        Some(n) => task.setattr(intern!(py, "_tname"), n)?,
+        None => task.setattr(intern!(py, "_tname"), number)?,
+    }
+    task.setattr(intern!(py, "_ncancel"), 0)?;
+    task.setattr(intern!(py, "_cmsg"), py.None())?;
+    std.register_task.call1(py, (&task,))?;
+    // While the kernel holds the task, the task object and its context are
+    // alive whatever else refers to them, so the cycle collector learns
+    // nothing from walking them; with many live tasks that walk was a large
+    // part of making them (the same reasoning as for a task's coroutine, see
+    // `crate::body::Held`). Tracked again when the kernel lets go (`dropped`).
+    untrack(&task);
+    untrack(context.bind(py));
+    Ok(task.unbind())
+}
+
+/// Stops the cycle collector from tracking `obj` (see [`create`]).
+fn untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is a live object.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 1 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// Tracks `obj` again (see [`create`]).
+fn retrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held and `obj` is a live object of a garbage
+    // collected type (it was tracked when made).
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// A `tiffany._task.Task` whose future half is initialised for `lp`.
+fn new_task_object<'py>(
+    py: Python<'py>,
+    std: &Stdlib,
+    lp: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ty = std.task_type.bind(py);
+    let args = PyTuple::empty(py);
+    // SAFETY: the type is a live heap type; its tp_new (the C Task's,
+    // inherited) takes (type, args, kwargs) and returns a new reference.
+    let obj = unsafe {
+        let new = ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_new);
+        if new.is_null() {
+            return Err(PyRuntimeError::new_err("tiffany._task.Task has no __new__"));
+        }
+        let new: ffi::newfunc = std::mem::transmute(new);
+        Bound::from_owned_ptr_or_err(
+            py,
+            new(ty.as_type_ptr(), args.as_ptr(), std::ptr::null_mut()),
+        )?
+    };
+    // `loop=` only when `lp` is not the running loop: without it the C
+    // `Future.__init__` takes the running loop, with no dict to build.
+    let running = std.get_running_loop.call0(py)?;
+    let kwargs = if running.is(lp) {
+        None
+    } else {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), lp)?;
+        Some(kwargs)
+    };
+    let kw = kwargs.as_ref().map_or(std::ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: `Future.__init__` on an instance of a Future subclass.
+    let status = unsafe { (std.future_init)(obj.as_ptr(), args.as_ptr(), kw) };
+    if status < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(obj)
+}
+
+/// Enters a step of the task: its context, and asyncio's current task.
+#[inline]
+pub(crate) fn enter(py: Python<'_>, aio: &AioTask) {
+    // SAFETY: live objects, GIL held.
+    unsafe {
+        if PyContext_Enter(aio.context.as_ptr()) < 0 {
+            let e = PyErr::fetch(py);
+            crate::errors::log_callback_error(py, "entering a task's context", e);
+        }
+        if let Some(std) = STDLIB.get(py)
+            && ffi::PyDict_SetItem(
+                std.current_tasks.as_ptr(),
+                aio.lp.as_ptr(),
+                aio.task.as_ptr(),
+            ) < 0
+        {
+            ffi::PyErr_Clear();
+        }
+    }
+}
+
+/// Leaves a step of the task (see [`enter`]).
+#[inline]
+pub(crate) fn leave(py: Python<'_>, aio: &AioTask) {
+    // SAFETY: live objects, GIL held.
+    unsafe {
+        if let Some(std) = STDLIB.get(py)
+            && ffi::PyDict_DelItem(std.current_tasks.as_ptr(), aio.lp.as_ptr()) < 0
+        {
+            ffi::PyErr_Clear();
+        }
+        if PyContext_Exit(aio.context.as_ptr()) < 0 {
+            ffi::PyErr_Clear();
+        }
+    }
+}
+
+/// The exception to throw into a task resumed with its edge cancellation:
+/// `asyncio.CancelledError(msg)`, with the message of the `cancel()` call.
+pub(crate) fn edge_error(py: Python<'_>, aio: &AioTask) -> PyErr {
+    let task = aio.task.bind(py);
+    let msg = task
+        .getattr(intern!(py, "_cmsg"))
+        .ok()
+        .filter(|m| !m.is_none());
+    let _ = task.setattr(intern!(py, "_cmsg"), py.None());
+    match msg {
+        Some(m) => pyo3::exceptions::asyncio::CancelledError::new_err((m.unbind(),)),
+        None => pyo3::exceptions::asyncio::CancelledError::new_err(()),
+    }
+}
+
+/// How a task's coroutine ended.
+pub(crate) enum End {
+    Returned(Py<PyAny>),
+    Raised(PyErr),
+}
+
+/// Completes the task's future as its coroutine ended, and answers the
+/// kernel's step.
+pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_scheduler::Step {
+    use tiffany_scheduler::Step;
+    let Ok(std) = stdlib(py) else {
+        return Step::Failed(TaskError::new("asyncio is unavailable"));
+    };
+    let task = aio.task.bind(py);
+    let edge = crate::current::current()
+        .ok()
+        .and_then(|c| Some((c.kernel.clone(), c.kernel.current_task()?)));
+    let (completed, step) = match end {
+        End::Returned(value) => {
+            if edge
+                .as_ref()
+                .is_some_and(|(k, id)| super::future::take_must(*id) || k.edge_pending(*id))
+            {
+                // Cancelled right before the coroutine ended: asyncio marks
+                // the task cancelled.
+                (std.future_cancel.call1(py, (task,)), Step::Cancelled)
+            } else {
+                (
+                    std.set_result.call1(py, (task, value)),
+                    Step::Done(Value::unit()),
+                )
+            }
+        }
+        End::Raised(err) if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
+            let msg = err
+                .value(py)
+                .getattr(intern!(py, "args"))
+                .ok()
+                .and_then(|a| a.get_item(0).ok())
+                .map(Bound::unbind);
+            let kwargs = PyDict::new(py);
+            let _ = kwargs.set_item(intern!(py, "msg"), msg);
+            (
+                std.future_cancel.call(py, (task,), Some(&kwargs)),
+                Step::Cancelled,
+            )
+        }
+        End::Raised(err) => {
+            let fatal = err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py);
+            if fatal && !super::core::LoopCore::task_fatal(aio.lp.bind(py), err.clone_ref(py)) {
+                crate::current::interrupt_with(err.clone_ref(py));
+            }
+            let message = err.to_string();
+            let exc = err.into_value(py).into_any();
+            let done = if exc
+                .bind(py)
+                .is_instance_of::<pyo3::exceptions::PyStopIteration>()
+            {
+                let wrapped = PyRuntimeError::new_err("coroutine raised StopIteration");
+                std.set_exception.call1(py, (task, wrapped.into_value(py)))
+            } else {
+                std.set_exception.call1(py, (task, exc.clone_ref(py)))
+            };
+            let failure = crate::errors::Failure {
+                exception: exc,
+                task_name: edge
+                    .as_ref()
+                    .and_then(|(k, id)| k.info(*id))
+                    .and_then(|i| i.name),
+                asyncio: true,
+            };
+            (
+                done,
+                Step::Failed(TaskError::with_payload(message, Value::new(failure))),
+            )
+        }
+    };
+    if let Err(e) = completed {
+        crate::errors::log_callback_error(py, "completing an asyncio task", e);
+    }
+    step
+}
+
+/// The body of a task is dropped (it ended, or the kernel let go of it
+/// unfinished: `unfinished`): its step wait and step event go, and an
+/// unfinished task's future is cancelled (see [`abandoned`]).
+pub(crate) fn dropped(py: Python<'_>, aio: &AioTask, unfinished: bool) {
+    retrack(aio.task.bind(py));
+    retrack(aio.context.bind(py));
+    if let Ok(kid) = kernel_id(aio.task.bind(py)) {
+        super::future::forget(TaskId::from_raw(kid));
+    }
+    if let Ok((kernel, _)) = crate::current::current_kernel() {
+        kernel.remove_event(aio.step_event);
+    }
+    if unfinished {
+        abandoned(py, aio);
+    }
+}
+
+/// A task dropped by the kernel without ending (a shutdown abandoned it,
+/// or its scheduler went): its future is cancelled, unless its loop is
+/// closed (then it stays pending, as asyncio leaves it).
+fn abandoned(py: Python<'_>, aio: &AioTask) {
+    let task = aio.task.bind(py);
+    if task
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
+        return;
+    }
+    let closed = aio
+        .lp
+        .bind(py)
+        .call_method0(intern!(py, "is_closed"))
+        .and_then(|c| c.is_truthy())
+        .unwrap_or(true);
+    if closed {
+        return;
+    }
+    if let Ok(std) = stdlib(py)
+        && let Err(e) = std.future_cancel.call1(py, (task,))
+    {
+        e.write_unraisable(py, Some(task));
+    }
+}
+
+fn current_priority() -> u8 {
+    PRIORITY.with(Cell::get).unwrap_or(PRI_DEFAULT)
+}
+
+/// `with tiffany.priority(n):` — asyncio tasks created inside the block
+/// (`asyncio.create_task`, `loop.create_task`, `gather`, `TaskGroup`, ...)
+/// are kernel tasks of priority `n` (0 first, 255 last); outside any such
+/// block they get the default, 10. Blocks nest; the innermost wins.
+#[pyclass(module = "tiffany._native", name = "priority", frozen)]
+pub struct PriorityBlock {
+    value: u8,
+    saved: std::sync::Mutex<Vec<Option<u8>>>,
+}
+
+#[pymethods]
+impl PriorityBlock {
+    #[new]
+    fn new(value: i64) -> PyResult<Self> {
+        let value = u8::try_from(value).map_err(|_| {
+            PyValueError::new_err(format!("priority must be between 0 and 255, got {value}"))
+        })?;
+        Ok(PriorityBlock {
+            value,
+            saved: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The priority the block gives.
+    #[getter]
+    fn value(&self) -> u8 {
+        self.value
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        let me = slf.get();
+        let old = PRIORITY.with(|p| p.replace(Some(me.value)));
+        me.saved.lock().expect("priority").push(old);
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let Some(old) = self.saved.lock().expect("priority").pop() else {
+            return Err(PyRuntimeError::new_err(
+                "this priority block is not entered",
+            ));
+        };
+        PRIORITY.with(|p| p.set(old));
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("tiffany.priority({})", self.value)
+    }
+}
+
+/// `_task_cancel(sched, kid)`: asyncio's `_must_cancel` for a task whose
+/// future wait was not cancelled: one `CancelledError` at its next asyncio
+/// step if it waits for one (or runs, or is queued), else (blocked in a
+/// kernel-level wait: `tiffany.sleep`, `join`, `Event`, kernel I/O) the
+/// kernel's edge, which wakes it. Whether the task was live.
+#[pyfunction]
+pub fn _task_cancel(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) -> PyResult<bool> {
+    let kernel = kernel_of(sched)?;
+    let id = TaskId::from_raw(kid);
+    if kernel.edge_pending(id) || super::future::must_pending(id) {
+        // One is on its way already (asyncio's rule: one per step).
+        return Ok(true);
+    }
+    if super::future::waits_for_step(id) {
+        super::future::must_cancel(id);
+        return Ok(true);
+    }
+    Ok(match kernel.state(id) {
+        None => false,
+        Some(s) if s.is_terminal() => false,
+        Some(
+            TaskState::Running | TaskState::Scheduled | TaskState::Throttled | TaskState::Pending,
+        ) => {
+            super::future::must_cancel(id);
+            true
+        }
+        Some(_) => kernel.cancel_edge(id),
+    })
+}
+
+/// `_task_edge_pending(sched, kid)`: whether a cancellation waits to be
+/// thrown into the task (asyncio's `_must_cancel`).
+#[pyfunction]
+pub fn _task_edge_pending(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+) -> PyResult<bool> {
+    let id = TaskId::from_raw(kid);
+    Ok(super::future::must_pending(id) || kernel_of(sched)?.edge_pending(id))
+}
+
+/// `_task_set_name(sched, kid, name)`: renames the kernel task.
+#[pyfunction]
+pub fn _task_set_name(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+    name: &str,
+) -> PyResult<()> {
+    kernel_of(sched)?.set_name(TaskId::from_raw(kid), name);
+    Ok(())
+}
+
+/// `_task_fut_waiter(kid)`: the asyncio future (or task) the task awaits, or None.
+#[pyfunction]
+pub fn _task_fut_waiter(py: Python<'_>, kid: u64) -> Option<Py<PyAny>> {
+    super::future::waiting_on(py, TaskId::from_raw(kid))
+}
+
+fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kernel> {
+    Ok(sched.borrow().cur()?.kernel.clone())
+}
+
+/// Adds the task functions and `priority` to the module.
+pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PriorityBlock>()?;
+    m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_set_name, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_fut_waiter, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! `Scheduler::step_now`, the direct hand-off: a task blocked on an event is
+//! stepped inside the running task's turn, as the running task for the
+//! time of its step, and the caller is the running task again afterwards.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tiffany_scheduler::*;
+
+thread_local! {
+    /// The test's scheduler, for the bodies that call it (a body is `Send`).
+    static SCHED: RefCell<Option<Scheduler>> = const { RefCell::new(None) };
+}
+
+fn with_sched<R>(f: impl FnOnce(&Scheduler) -> R) -> R {
+    SCHED.with(|s| f(s.borrow().as_ref().expect("a test scheduler")))
+}
+
+fn sched_with(builder: Builder) -> Scheduler {
+    let sched = builder.virtual_clock().build().expect("scheduler");
+    SCHED.with(|s| *s.borrow_mut() = Some(sched.clone()));
+    sched
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A custom body run by a closure (resume count, input) -> step.
+struct Script {
+    f: Box<dyn FnMut(usize, Option<Resume>) -> Step + Send>,
+    n: usize,
+    dropped: Option<Arc<AtomicBool>>,
+}
+
+impl TaskBody for Script {
+    fn resume(&mut self, input: Option<Resume>) -> Step {
+        self.n += 1;
+        (self.f)(self.n, input)
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dropped {
+            d.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn script(f: impl FnMut(usize, Option<Resume>) -> Step + Send + 'static) -> Body {
+    Body::custom(Box::new(Script {
+        f: Box::new(f),
+        n: 0,
+        dropped: None,
+    }))
+}
+
+fn spawn(sched: &Scheduler, priority: Priority, body: Body) -> TaskId {
+    sched
+        .spawn_body(SpawnOptions::priority(priority), body)
+        .expect("spawn")
+}
+
+fn push(log: &Log, s: impl Into<String>) {
+    log.lock().unwrap().push(s.into());
+}
+
+fn current() -> String {
+    match with_sched(|s| s.current_task()) {
+        Some(t) => format!("t{}", t.get()),
+        None => "none".into(),
+    }
+}
+
+/// A task that blocks on `event` at its first resume, then on each resume
+/// logs who is current and what it got, and answers `then(n)`.
+fn waiter(
+    log: &Log,
+    name: &'static str,
+    event: EventId,
+    mut then: impl FnMut(usize) -> Step + Send + 'static,
+) -> Body {
+    let log = log.clone();
+    script(move |n, input| {
+        if n == 1 {
+            return Step::Syscall(SystemCall::EventWait(event));
+        }
+        push(&log, format!("{name} runs as {} with {input:?}", current()));
+        then(n)
+    })
+}
+
+#[test]
+fn the_nested_task_is_current_for_its_step_and_the_caller_after() {
+    let sched = sched_with(Scheduler::builder());
+    let events = EventLog::new();
+    sched.subscribe(events.clone());
+    let log: Log = Log::default();
+    let ev = sched.new_event();
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    let l = log.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| {
+            if n == 1 {
+                // Let the waiter block first.
+                return Step::Syscall(SystemCall::Yield);
+            }
+            push(&l, format!("engine before: {}", current()));
+            let stepped = with_sched(|s| s.step_now(w, ev));
+            push(
+                &l,
+                format!("stepped {stepped}; engine after: {}", current()),
+            );
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.run();
+    let e = engine.get();
+    let wi = w.get();
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("engine before: t{e}"),
+            format!("w runs as t{wi} with Some(Bool(true))"),
+            format!("stepped true; engine after: t{e}"),
+        ]
+    );
+    assert_eq!(sched.state(w), Some(TaskState::Finished));
+    // Events: the nested task's `Running` and `Done` come inside the
+    // engine's run, which has no `Yield`/`Running` of its own around them.
+    let kinds: Vec<(u64, &'static str)> = events
+        .events()
+        .iter()
+        .filter_map(|ev| Some((ev.task?.get(), ev.kind.name())))
+        .filter(|(_, k)| *k != "spawned")
+        .collect();
+    let after = kinds
+        .iter()
+        .rposition(|(t, k)| *t == e && *k == "running")
+        .expect("the engine's last run");
+    assert_eq!(
+        kinds[after..].to_vec(),
+        vec![(e, "running"), (wi, "running"), (wi, "done"), (e, "done")]
+    );
+}
+
+#[test]
+fn the_nested_step_is_charged_to_its_task_and_throttled_by_its_budget() {
+    // Every resume costs 1 ms; the quantum is 3 ms.
+    let sched = sched_with(
+        Scheduler::builder()
+            .quantum(Duration::from_millis(3))
+            .accounting(Accounting::PerStep(Duration::from_millis(1))),
+    );
+    let log: Log = Log::default();
+    let ev = sched.new_event();
+    // The nested task asks for its id again and again (answered at once):
+    // its third step uses its quantum and it is throttled.
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |n| {
+            if n < 8 {
+                Step::Syscall(SystemCall::GetTid)
+            } else {
+                Step::Done(Value::unit())
+            }
+        }),
+    );
+    let l = log.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, input| match n {
+            1 => Step::Syscall(SystemCall::Yield),
+            2 => {
+                let stepped = with_sched(|s| s.step_now(w, ev));
+                push(&l, format!("stepped {stepped}"));
+                push(
+                    &l,
+                    format!("w is {:?}", with_sched(|s| s.state(w)).expect("w")),
+                );
+                // Two calls answered at once: the engine's own slice (one
+                // step so far) is not the nested one's, so it is not
+                // throttled at its second.
+                Step::Syscall(SystemCall::GetTid)
+            }
+            3 => {
+                push(&l, format!("engine got {input:?}"));
+                Step::Syscall(SystemCall::Now)
+            }
+            _ => {
+                push(&l, "engine goes on".to_string());
+                Step::Done(Value::unit())
+            }
+        }),
+    );
+    sched.retain(w);
+    sched.retain(engine);
+    sched.run();
+    let log = log.lock().unwrap().clone();
+    let wi = w.get();
+    assert_eq!(log[0], format!("w runs as t{wi} with Some(Bool(true))"));
+    assert_eq!(
+        log[1],
+        format!("w runs as t{wi} with Some(Tid(TaskId({wi})))")
+    );
+    assert_eq!(
+        log[2],
+        format!("w runs as t{wi} with Some(Tid(TaskId({wi})))")
+    );
+    assert_eq!(log[3], "stepped true");
+    assert_eq!(log[4], "w is Throttled");
+    assert_eq!(
+        log[5],
+        format!("engine got Some(Tid(TaskId({})))", engine.get())
+    );
+    assert_eq!(log[6], "engine goes on");
+    // Throttled in its nested step, and once more in a run of its own.
+    assert_eq!(sched.info(w).expect("w").throttles, 2);
+    assert_eq!(sched.info(engine).expect("engine").throttles, 0);
+    assert_eq!(sched.state(w), Some(TaskState::Finished));
+}
+
+#[test]
+fn measured_time_of_the_nested_step_is_not_the_callers() {
+    // The real clock: measured accounting reads it around each run.
+    let sched = Scheduler::builder()
+        .accounting(Accounting::Measured)
+        .build()
+        .expect("scheduler");
+    SCHED.with(|s| *s.borrow_mut() = Some(sched.clone()));
+    let ev = sched.new_event();
+    let log: Log = Log::default();
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| {
+            // A busy nested step: 20 ms of work.
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(20) {
+                std::hint::spin_loop();
+            }
+            Step::Done(Value::unit())
+        }),
+    );
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| match n {
+            1 => Step::Syscall(SystemCall::Yield),
+            _ => {
+                assert!(with_sched(|s| s.step_now(w, ev)));
+                Step::Done(Value::unit())
+            }
+        }),
+    );
+    sched.retain(w);
+    sched.retain(engine);
+    sched.run();
+    let w_used = sched.info(w).expect("w").budget_used;
+    let e_used = sched.info(engine).expect("engine").budget_used;
+    assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
+    assert!(
+        e_used < Duration::from_millis(20),
+        "the engine charged {e_used:?}: the nested step's time included"
+    );
+}
+
+#[test]
+fn a_nested_step_may_spawn_cancel_set_events_hand_off_again_and_end() {
+    let sched = sched_with(Scheduler::builder());
+    let log: Log = Log::default();
+    let ev = sched.new_event();
+    let ev2 = sched.new_event();
+    let ev3 = sched.new_event();
+    let dropped = Arc::new(AtomicBool::new(false));
+    // A sleeper the nested step cancels.
+    let victim = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(|n, input| match n {
+            1 => Step::Syscall(SystemCall::Sleep(Duration::from_secs(60))),
+            _ if matches!(input, Some(Resume::Cancelled)) => Step::Cancelled,
+            _ => Step::Done(Value::unit()),
+        }),
+    );
+    // A task the nested step hands off to in turn.
+    let inner = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "inner", ev2, |_| Step::Done(Value::unit())),
+    );
+    // A task woken by an event the nested step sets (the ordinary way).
+    spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "woken", ev3, |_| Step::Done(Value::unit())),
+    );
+    let l = log.clone();
+    let child_log = log.clone();
+    let d = dropped.clone();
+    let w = sched
+        .spawn_body(
+            SpawnOptions::default(),
+            Body::custom(Box::new(Script {
+                f: Box::new(move |n, input| match n {
+                    1 => Step::Syscall(SystemCall::EventWait(ev)),
+                    2 => {
+                        push(&l, format!("w runs as {}", current()));
+                        // A nested step inside the nested step.
+                        let again = with_sched(|s| s.step_now(inner, ev2));
+                        push(&l, format!("handed off again {again}; w is {}", current()));
+                        let cl = child_log.clone();
+                        let child = with_sched(|s| {
+                            s.spawn_body(
+                                SpawnOptions::default(),
+                                script(move |_, _| {
+                                    push(&cl, "child runs");
+                                    Step::Done(Value::unit())
+                                }),
+                            )
+                        });
+                        push(&l, format!("spawned {}", child.is_ok()));
+                        assert!(with_sched(|s| s.set_event(ev3)));
+                        Step::Syscall(SystemCall::Cancel(victim))
+                    }
+                    _ => {
+                        push(&l, format!("w cancel answered {input:?}; ends"));
+                        Step::Done(Value::unit())
+                    }
+                }),
+                n: 0,
+                dropped: Some(d),
+            })),
+        )
+        .expect("spawn");
+    let l = log.clone();
+    let dd = dropped.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| {
+            if n == 1 {
+                return Step::Syscall(SystemCall::Yield);
+            }
+            let stepped = with_sched(|s| s.step_now(w, ev));
+            push(
+                &l,
+                format!(
+                    "engine: stepped {stepped}, current {}, w's body dropped {}",
+                    current(),
+                    dd.load(Ordering::SeqCst)
+                ),
+            );
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.retain(victim);
+    sched.retain(w);
+    sched.run();
+    let (e, wi, ii) = (engine.get(), w.get(), inner.get());
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log[..6],
+        [
+            format!("w runs as t{wi}"),
+            format!("inner runs as t{ii} with Some(Bool(true))"),
+            format!("handed off again true; w is t{wi}"),
+            "spawned true".to_string(),
+            "w cancel answered Some(Bool(true)); ends".to_string(),
+            format!("engine: stepped true, current t{e}, w's body dropped true"),
+        ]
+    );
+    // The spawned child and the task woken the ordinary way run afterwards.
+    assert_eq!(log.len(), 8, "{log:?}");
+    assert!(log[6..].contains(&"child runs".to_string()), "{log:?}");
+    assert!(
+        log[6..].iter().any(|l| l.starts_with("woken runs")),
+        "{log:?}"
+    );
+    assert_eq!(sched.state(victim), Some(TaskState::Cancelled));
+    assert_eq!(sched.state(w), Some(TaskState::Finished));
+}
+
+#[test]
+fn step_now_falls_back_when_the_task_must_go_the_ordinary_way() {
+    let sched = sched_with(Scheduler::builder());
+    let ev = sched.new_event();
+    let other = sched.new_event();
+    let log: Log = Log::default();
+    // Blocked on `ev`, default priority.
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    // Blocked on `ev`, another priority.
+    let high = spawn(
+        &sched,
+        PRI_SYSTEM,
+        waiter(&log, "high", ev, |_| Step::Done(Value::unit())),
+    );
+    // Asleep, not waiting for an event.
+    let sleeper = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(|n, _| match n {
+            1 => Step::Syscall(SystemCall::Sleep(Duration::from_secs(1))),
+            _ => Step::Done(Value::unit()),
+        }),
+    );
+    // A native (stackful) task waiting for `ev`.
+    let native = sched
+        .spawn(move |cx| {
+            let _ = cx.event_wait(ev);
+        })
+        .expect("spawn");
+    // Outside any task: nothing to nest in.
+    assert!(!sched.step_now(w, ev));
+    let l = log.clone();
+    spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| {
+            if n == 1 {
+                return Step::Syscall(SystemCall::Yield);
+            }
+            let me = with_sched(|s| s.current_task()).expect("current");
+            let tries = [
+                ("the wrong event", w, other),
+                ("another priority", high, ev),
+                ("not waiting for an event", sleeper, ev),
+                ("a native task", native, ev),
+                ("itself", me, ev),
+            ];
+            for (what, task, event) in tries {
+                push(
+                    &l,
+                    format!("{what}: {}", with_sched(|s| s.step_now(task, event))),
+                );
+            }
+            // A task of the same priority made ready: it would run first.
+            with_sched(|s| {
+                s.spawn_body(
+                    SpawnOptions::default(),
+                    script(|_, _| Step::Done(Value::unit())),
+                )
+            })
+            .expect("spawn");
+            push(
+                &l,
+                format!(
+                    "a task of the same priority is ready: {}",
+                    with_sched(|s| s.step_now(w, ev))
+                ),
+            );
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.run_until_idle();
+    let log = log.lock().unwrap().clone();
+    let tries: Vec<&String> = log.iter().filter(|l| l.contains(": ")).collect();
+    assert_eq!(
+        tries,
+        [
+            "the wrong event: false",
+            "another priority: false",
+            "not waiting for an event: false",
+            "a native task: false",
+            "itself: false",
+            "a task of the same priority is ready: false",
+        ]
+    );
+    // None of them was stepped: `w` is still waiting for its event.
+    assert!(!log.iter().any(|l| l.starts_with("w runs")), "{log:?}");
+}
