@@ -264,8 +264,12 @@ fn a_fast_command_does_not_time_out() {
     assert_eq!(done.stdout, b"quick\n");
 }
 
-#[test]
-fn cancel_stops_the_whole_group_and_reaps_the_child() {
+/// Runs `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'` as a process
+/// task with `grace`; a native task learns the shell's and the sleeper's
+/// pids through the fifo, opens pidfds for them while they surely run, then
+/// cancels the process task. Returns the pids and pidfds once the run ended
+/// (the process task cancelled).
+fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
     let dir = temp_dir("cancel");
     let fifo = dir.join("pids");
     let path = CString::new(fifo.to_str().unwrap()).unwrap();
@@ -281,10 +285,11 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
 
     let s = sched();
     let token = s.register_io(&reader).unwrap();
-    let script = format!("sleep 100 & echo $$ $! > '{}'; wait", fifo.display());
-    let exec = process::spawn(&s, sh(&script), SpawnOptions::default()).unwrap();
-    // A native task learns the two pids through the fifo, opens pidfds for
-    // them while they surely run, then cancels the process task.
+    let script = format!(
+        "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
+        fifo.display()
+    );
+    let exec = process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
     let watcher = s
         .spawn(move |cx| {
             let mut text = Vec::new();
@@ -307,9 +312,17 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
         })
         .unwrap();
     s.run();
+    let _ = std::fs::remove_dir_all(dir);
     assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    let value = s.value(watcher).unwrap();
+    let value = s.value(watcher).expect("the watcher failed");
     let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
+    let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
+    (both.clone(), fds)
+}
+
+#[test]
+fn cancel_stops_the_whole_group_and_reaps_the_child() {
+    let (both, fds) = cancel_a_running_group("", Duration::from_secs(5));
     assert_exits(&fds[0], "the child");
     assert_exits(&fds[1], "the grandchild");
     assert!(
@@ -317,7 +330,27 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
         "the reaper never finished"
     );
     assert_reaped(both[0]);
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A cancelled child that ignores `SIGTERM` is the reaper's until its grace
+/// ends or it exits: counted in `pending_reaps` meanwhile, not after.
+#[test]
+fn a_child_being_reaped_is_pending_until_it_exits() {
+    let (both, fds) = cancel_a_running_group("trap '' TERM;", Duration::from_secs(600));
+    assert_eq!(process::pending_reaps(), 1, "the reaper has the child");
+    assert!(!process::wait_for_reaper(Duration::ZERO));
+    // Ended here, long before its grace: the reaper then reaps it at once.
+    // SAFETY: plain integer arguments; the pid is a live child's (its
+    // pidfd is open and it has not exited).
+    assert_eq!(unsafe { libc::kill(both[0], libc::SIGKILL) }, 0);
+    assert_exits(&fds[0], "the child");
+    assert!(
+        process::wait_for_reaper(EXIT_BOUND),
+        "the reaper never finished"
+    );
+    assert_eq!(process::pending_reaps(), 0);
+    assert_reaped(both[0]);
+    assert_exits(&fds[1], "the grandchild (killed with the group)");
 }
 
 #[test]
