@@ -339,15 +339,22 @@ fn a_child_being_reaped_is_pending_until_it_exits() {
     let (both, fds) = cancel_a_running_group("trap '' TERM;", Duration::from_secs(600));
     assert_eq!(process::pending_reaps(), 1, "the reaper has the child");
     assert!(!process::wait_for_reaper(Duration::ZERO));
-    // Ended here, long before its grace: the reaper then reaps it at once.
-    // SAFETY: plain integer arguments; the pid is a live child's (its
-    // pidfd is open and it has not exited).
-    assert_eq!(unsafe { libc::kill(both[0], libc::SIGKILL) }, 0);
-    assert_exits(&fds[0], "the child");
+    // Ended from another thread, long before its grace, while this one
+    // waits for the reaper: the wait ends with the reap. (The delay gives a
+    // wait that does not wait the time to return first and fail.)
+    let shell = both[0];
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: plain integer arguments; the pid is a live child's (not
+        // reaped: the reaper still has it).
+        unsafe { libc::kill(shell, libc::SIGKILL) }
+    });
     assert!(
         process::wait_for_reaper(EXIT_BOUND),
-        "the reaper never finished"
+        "the wait did not last until the reap"
     );
+    assert_eq!(killer.join().unwrap(), 0);
+    assert_exits(&fds[0], "the child");
     assert_eq!(process::pending_reaps(), 0);
     assert_reaped(both[0]);
     assert_exits(&fds[1], "the grandchild (killed with the group)");
