@@ -853,22 +853,41 @@ mod tests {
         assert_eq!(finished, ids);
     }
 
+    /// Runs `f` on a thread of its own and gives back what it returns (or
+    /// re-raises its panic); fails the test after 10 s instead of hanging
+    /// it when a pool's wait never ends.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(v) => v,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(thread.join().unwrap_err())
+            }
+            Err(e) => panic!("a pool's wait did not end: {e}"),
+        }
+    }
+
     /// A pool whose shards had nothing to cancel shuts down clean: one
-    /// that never ran, and one whose run ended.
+    /// that never ran, and one whose run ended. Bounded.
     #[test]
     fn a_pool_with_nothing_left_shuts_down_clean() {
-        let pool = ShardPool::new(2);
-        assert_eq!(
-            pool.handle().shutdown(Duration::ZERO),
-            Ok(ShutdownResult::Clean)
-        );
-        let pool = ShardPool::new(2);
-        pool.spawn(|_| ()).unwrap();
-        assert_eq!(pool.run().len(), 1);
-        assert_eq!(
-            pool.handle().shutdown(Duration::ZERO),
-            Ok(ShutdownResult::Clean)
-        );
+        within(|| {
+            let pool = ShardPool::new(2);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+            let pool = ShardPool::new(2);
+            pool.spawn(|_| ()).unwrap();
+            assert_eq!(pool.run().len(), 1);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+        });
     }
 
     /// A pool has the shards asked for, and at least one.
@@ -976,7 +995,10 @@ mod tests {
                 (name, ran_on)
             })
             .unwrap();
-        pool.run();
+        let pool = within(move || {
+            pool.run();
+            pool
+        });
         let Some(Outcome::Done(v)) = pool.outcome(busy) else {
             panic!("the busy task did not return");
         };
