@@ -405,4 +405,19 @@ mod tests {
         assert_eq!(bare.fields(), vec![("priority", Field::Int(3))]);
         assert_eq!(event(EventKind::Running).fields(), vec![]);
     }
+
+    /// A closure is a subscriber: it is called with each event, and a
+    /// batch reaches it one event at a time, in order.
+    #[test]
+    fn a_closure_receives_every_event_in_order() {
+        let mut seen = Vec::new();
+        let mut subscriber = |e: &TaskEvent| seen.push(e.kind.name());
+        EventSubscriber::on_event(&mut subscriber, &event(EventKind::Running));
+        EventSubscriber::on_events(
+            &mut subscriber,
+            &[event(EventKind::Yield), event(EventKind::Done)],
+        );
+        assert_eq!(EventSubscriber::max_batch(&subscriber), 1);
+        assert_eq!(seen, ["running", "yield", "done"]);
+    }
 }
