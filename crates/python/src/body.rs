@@ -406,14 +406,6 @@ impl PyBody {
                 Err(end) => plain_end(py, end),
             };
         };
-        if !aio.parked {
-            // The kernel's first resume: the task waits for its first step,
-            // queued in the loop's FIFO when it was made.
-            aio.parked = true;
-            let event = aio.step_event;
-            self.aio = Some(aio);
-            return Step::Syscall(SystemCall::EventWait(event));
-        }
         crate::aio::task::enter(py, &aio);
         let (kernel, id) = match crate::current::current() {
             Ok(c) => {

@@ -464,11 +464,39 @@ impl Core {
 
     /// Creates a task. `reserved` is an id (and capacity unit) already taken
     /// through a handle.
+    #[inline]
     pub(crate) fn spawn(
         &mut self,
         body: Body,
         options: SpawnOptions,
         reserved: Option<TaskId>,
+    ) -> Result<TaskId, SpawnError> {
+        self.spawn_inner(body, options, reserved, None)
+    }
+
+    /// Creates a task already waiting on `event` (see
+    /// [`Scheduler::spawn_waiting`](crate::Scheduler::spawn_waiting)).
+    pub(crate) fn spawn_waiting(
+        &mut self,
+        body: Body,
+        options: SpawnOptions,
+        event: EventId,
+    ) -> Result<TaskId, SpawnError> {
+        if !options.deps.is_empty() {
+            return Err(self.deny(body, SpawnError::CannotWait(event)));
+        }
+        if self.events_sync.is_set(event) != Some(false) {
+            return Err(self.deny(body, SpawnError::CannotWait(event)));
+        }
+        self.spawn_inner(body, options, None, Some(event))
+    }
+
+    fn spawn_inner(
+        &mut self,
+        body: Body,
+        options: SpawnOptions,
+        reserved: Option<TaskId>,
+        wait_on: Option<EventId>,
     ) -> Result<TaskId, SpawnError> {
         let id = match reserved {
             Some(id) => id,
@@ -566,6 +594,15 @@ impl Core {
         }
         if doomed {
             self.cancel_unstarted(slot);
+        } else if let Some(event) = wait_on {
+            // Checked by `spawn_waiting`: a known event, not set, no deps.
+            let w = self.tasks[slot].waiter(slot);
+            let tasks = &self.tasks;
+            let blocked = self.events_sync.wait(event, w, |x| waiting(tasks, x));
+            debug_assert!(matches!(blocked, Some(EventWait::Blocked)));
+            let t = &mut self.tasks[slot];
+            t.state = TaskState::Waiting(WaitReason::Event(event));
+            emit!(self, Some(id), EventKind::EventWait { event });
         } else if pending == 0 {
             self.make_ready(slot);
         }

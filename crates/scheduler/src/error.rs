@@ -25,11 +25,15 @@ pub enum SpawnError {
     AlreadyStarted(TaskId),
     /// The scheduler behind a [`Handle`](crate::Handle) is gone.
     Closed,
+    /// [`spawn_waiting`](crate::Scheduler::spawn_waiting) needs an event of
+    /// this scheduler that is not set, and a task without dependencies.
+    CannotWait(crate::event::EventId),
 }
 
 impl SpawnError {
     /// A short machine-readable reason: `capacity`, `shutting_down`, `cycle`,
-    /// `unknown_dependency`, `stack_allocation` or `closed`.
+    /// `unknown_dependency`, `stack_allocation`, `already_started`, `closed`
+    /// or `cannot_wait`.
     pub fn reason(&self) -> &'static str {
         match self {
             SpawnError::CapacityExceeded => "capacity",
@@ -39,6 +43,7 @@ impl SpawnError {
             SpawnError::StackAllocation(_) => "stack_allocation",
             SpawnError::AlreadyStarted(_) => "already_started",
             SpawnError::Closed => "closed",
+            SpawnError::CannotWait(_) => "cannot_wait",
         }
     }
 }
@@ -77,6 +82,11 @@ impl fmt::Display for SpawnError {
                 )
             }
             SpawnError::Closed => f.write_str("spawn refused: the scheduler is gone"),
+            SpawnError::CannotWait(e) => write!(
+                f,
+                "spawn refused: a task spawned waiting needs {e} to be an event of this \
+                 scheduler that is not set, and no dependencies"
+            ),
         }
     }
 }

@@ -204,6 +204,29 @@ impl Scheduler {
         r
     }
 
+    /// Spawns `body` already waiting on `event`, as if its first step had
+    /// been a wait for it: it does not take a turn until the event is set
+    /// (or a [`step_now`](Scheduler::step_now) for that event steps it), so
+    /// a task whose first step belongs to someone else's schedule (an
+    /// asyncio task, started by its loop's FIFO entry) costs no kernel step
+    /// before it. Its first resume gets `Bool(true)`, as the wait's answer.
+    /// Refused (`SpawnError::CannotWait`) for an unknown or set event and
+    /// for a task with dependencies.
+    pub fn spawn_waiting(
+        &self,
+        options: SpawnOptions,
+        body: Body,
+        event: EventId,
+    ) -> Result<TaskId, SpawnError> {
+        let r = self
+            .inner
+            .core
+            .borrow_mut()
+            .spawn_waiting(body, options, event);
+        self.after_user_call();
+        r
+    }
+
     /// Makes `task` (not started yet) also wait for `on`. Refuses cycles,
     /// self-dependencies and unknown ids.
     pub fn add_dependency(&self, task: TaskId, on: TaskId) -> Result<(), SpawnError> {

@@ -63,9 +63,6 @@ pub(crate) struct AioTask {
     /// The kernel event the task blocks on while it waits for its next
     /// asyncio step (see [`super::future`]).
     pub(crate) step_event: EventId,
-    /// The kernel resumed the body once: it then blocked for its first
-    /// step, which its FIFO entry starts.
-    pub(crate) parked: bool,
     /// The coroutine was started.
     pub(crate) started: bool,
     /// Its priority is not the engine's: its first step and bare `yield`s
@@ -188,12 +185,24 @@ pub(crate) fn create(
         context: context.clone_ref(py),
         lp: lp.clone().unbind(),
         step_event,
-        parked: by_kernel,
         started: false,
         by_kernel,
     };
-    let body = PyBody::new_aio(py, coro.clone().unbind(), cur.id, Box::new(aio));
-    let id = match cur.kernel.spawn_body(options, Body::custom(Box::new(body))) {
+    let body = Body::custom(Box::new(PyBody::new_aio(
+        py,
+        coro.clone().unbind(),
+        cur.id,
+        Box::new(aio),
+    )));
+    // A FIFO task is spawned already waiting on its step event: no kernel
+    // turn of its own before its loop's entry starts it. One the kernel
+    // schedules starts at its first turn.
+    let spawned = if by_kernel {
+        cur.kernel.spawn_body(options, body)
+    } else {
+        cur.kernel.spawn_waiting(options, body, step_event)
+    };
+    let id = match spawned {
         Ok(id) => id,
         Err(e) => {
             cur.kernel.remove_event(step_event);

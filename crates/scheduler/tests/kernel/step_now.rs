@@ -482,3 +482,100 @@ fn step_now_falls_back_when_the_task_must_go_the_ordinary_way() {
     // None of them was stepped: `w` is still waiting for its event.
     assert!(!log.iter().any(|l| l.starts_with("w runs")), "{log:?}");
 }
+
+#[test]
+fn a_task_spawned_waiting_takes_no_turn_before_its_event_and_may_be_stepped_now() {
+    let sched = sched_with(Scheduler::builder());
+    let events = EventLog::new();
+    sched.subscribe(events.clone());
+    let log: Log = Log::default();
+    let (ev, ev2) = (sched.new_event(), sched.new_event());
+    let first_input = |log: &Log, name: &'static str| {
+        let log = log.clone();
+        script(move |n, input| {
+            push(
+                &log,
+                format!("{name} resume {n} as {} with {input:?}", current()),
+            );
+            Step::Done(Value::unit())
+        })
+    };
+    // Stepped in the engine's turn: its first resume is the wait's answer.
+    let w = sched
+        .spawn_waiting(SpawnOptions::default(), first_input(&log, "w"), ev)
+        .expect("spawn waiting");
+    assert_eq!(
+        sched.state(w),
+        Some(TaskState::Waiting(WaitReason::Event(ev)))
+    );
+    // Woken the ordinary way, by its event.
+    let w2 = sched
+        .spawn_waiting(SpawnOptions::default(), first_input(&log, "w2"), ev2)
+        .expect("spawn waiting");
+    let l = log.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| {
+            if n == 1 {
+                push(&l, "engine runs first".to_string());
+                let stepped = with_sched(|s| s.step_now(w, ev));
+                push(&l, format!("stepped {stepped}"));
+                with_sched(|s| s.set_event(ev2));
+                return Step::Syscall(SystemCall::Yield);
+            }
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.run();
+    let (wi, w2i) = (w.get(), w2.get());
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "engine runs first".to_string(),
+            format!("w resume 1 as t{wi} with Some(Bool(true))"),
+            "stepped true".to_string(),
+            format!("w2 resume 1 as t{w2i} with Some(Bool(true))"),
+        ]
+    );
+    // One `Running` each: no turn was spent blocking on the event.
+    for t in [wi, w2i] {
+        let runs = events
+            .events()
+            .iter()
+            .filter(|e| e.task.map(|x| x.get()) == Some(t) && e.kind.name() == "running")
+            .count();
+        assert_eq!(runs, 1, "task {t}");
+    }
+    assert_eq!(sched.state(engine), Some(TaskState::Finished));
+}
+
+#[test]
+fn spawn_waiting_refuses_a_set_or_unknown_event_and_dependencies() {
+    let sched = sched_with(Scheduler::builder());
+    let body = || script(|_, _| Step::Done(Value::unit()));
+    let set = sched.new_event();
+    sched.set_event(set);
+    let gone = sched.new_event();
+    sched.remove_event(gone);
+    let free = sched.new_event();
+    let dep = spawn(&sched, PRI_DEFAULT, body());
+    for (event, options) in [
+        (set, SpawnOptions::default()),
+        (gone, SpawnOptions::default()),
+        (
+            free,
+            SpawnOptions {
+                deps: vec![dep],
+                ..SpawnOptions::default()
+            },
+        ),
+    ] {
+        let err = sched.spawn_waiting(options, body(), event).unwrap_err();
+        assert_eq!(err, SpawnError::CannotWait(event));
+        assert_eq!(err.reason(), "cannot_wait");
+        assert!(err.to_string().contains("not set"), "{err}");
+    }
+    assert_eq!(sched.live_tasks(), 1, "nothing refused was spawned");
+    sched.run();
+}
