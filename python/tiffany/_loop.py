@@ -147,7 +147,14 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             return await self.create_task(main, name="main")
         finally:
             try:
-                pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+                # Tasks of tiffany.spawn are left to the run's end, as they
+                # always were: the kernel cancels them (level-triggered, so
+                # one that swallows a cancellation cannot hold the run).
+                pending = [
+                    t
+                    for t in asyncio.all_tasks(self)
+                    if not t.done() and not getattr(t, "_tspawn", False)
+                ]
                 for t in pending:
                     t.cancel()
                 if pending:

@@ -18,6 +18,8 @@ from collections.abc import (
 from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar, final, overload
 
 from _typeshed import ReadableBuffer
+
+from tiffany import _task
 from typing_extensions import disjoint_base
 
 class _HasFileno(Protocol):
@@ -71,8 +73,14 @@ class Cancelled(asyncio.CancelledError):
     catches it when the task leaves the scope.
     """
 
-class TaskCancelled(Exception):
-    """Raised to whoever joins a task that was cancelled."""
+class TaskCancelled(asyncio.CancelledError):
+    """Raised to whoever joins (``tiffany.join``) a task that was cancelled.
+
+    A subclass of ``asyncio.CancelledError`` (what awaiting a cancelled
+    asyncio task raises), not of :class:`Cancelled`: a cancel scope never
+    takes it for its own cancellation, and a task that does not catch it
+    ends cancelled, as in asyncio (ADR 13).
+    """
 
 class JoinTimeout(TimeoutError):
     """Raised by ``join(task, timeout=...)`` when the timeout passes first."""
@@ -104,7 +112,9 @@ _TaskBody = Coroutine[Any, Any, _T] | Generator[Any, Any, _T]
 
 @final
 class Task(Generic[_T]):
-    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
+    """The kernel's handle of a task (``tiffany.lowlevel.TaskHandle``): what
+    ``Scheduler.spawn`` returns, and ``tiffany.spawn`` where no asyncio loop
+    runs. Awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
 
     ``id``, ``name`` and ``priority`` can be read on any thread; the rest
     belongs to the scheduler's thread (``RuntimeError`` elsewhere: use
@@ -237,7 +247,7 @@ class Scheduler:
         coro: _TaskBody[_T],
         *,
         priority: int = ...,
-        deps: Iterable[Task[Any]] | None = None,
+        deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
         name: str | None = None,
         daemon: bool = False,
     ) -> Task[_T]:
@@ -301,17 +311,28 @@ def spawn(
     coro: _TaskBody[_T],
     *,
     priority: int = ...,
-    deps: Iterable[Task[Any]] | None = None,
+    deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> Task[_T]:
-    """Spawn on the running scheduler (see ``Scheduler.spawn``)."""
+) -> _task.Task[_T]:
+    """Spawn on the running scheduler (see ``Scheduler.spawn`` for the options).
+
+    While a Tiffany loop runs on the scheduler (always under
+    ``tiffany.run(coroutine)``), the task is an asyncio task of that loop,
+    ``tiffany.Task`` (the one task object, ADR 13). Where no loop runs (a
+    ``Scheduler.run`` program), it is the kernel's handle (``TaskHandle``),
+    which has the kernel part of that API: ``id``, ``name``, ``priority``,
+    ``state``, ``done``, ``result``, ``exception``, ``cancel``,
+    ``add_done_callback``, ``await``.
+    """
 
 def now() -> float:
     """The running scheduler's time in seconds."""
 
-def current_task() -> Task[Any] | None:
-    """The task being run, or ``None`` outside tasks."""
+def current_task() -> _task.Task[Any] | Task[Any] | None:
+    """The task being run, or ``None`` outside tasks: its ``tiffany.Task`` when
+    it is an asyncio task of a running Tiffany loop (``asyncio.current_task()``),
+    else its ``TaskHandle``."""
 
 def join(task: Task[_T] | asyncio.Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
     """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``.
@@ -344,11 +365,17 @@ def _task_cancel(sched: Scheduler, kid: int) -> bool:
     """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
     in a kernel-level wait, the kernel's edge); whether it was live."""
 
+def _task_kernel_cancel(sched: Scheduler, kid: int) -> bool:
+    """Cancels kernel task ``kid``'s root scope (level-triggered); whether it was live."""
+
 def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
     """Whether a cancellation waits to be thrown into kernel task ``kid``."""
 
 def _task_set_name(sched: Scheduler, kid: int, name: str) -> None:
     """Renames kernel task ``kid``."""
+
+def _task_state(sched: Scheduler, kid: int) -> TaskState | None:
+    """The kernel's state of task ``kid``, or None once its record is gone."""
 
 def _task_fut_waiter(kid: int) -> Any:
     """The asyncio future kernel task ``kid`` awaits, or None."""

@@ -17,10 +17,26 @@ from collections.abc import Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tiffany._native import Task, spawn
+from tiffany._native import Cancelled, spawn
+from tiffany._native import Task as TaskHandle
 from tiffany._scope import CancelScope
+from tiffany._task import Task
 
 T = TypeVar("T")
+
+
+def joined_cancelled(task: Any, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by awaiting (joining) ``task``, tells that
+    ``task`` was cancelled rather than that the awaiting task is: ``task``
+    ended cancelled, ``exc`` is no Tiffany scope's ``Cancelled``, and the
+    awaiting asyncio task (if any) has no ``cancel()`` pending."""
+    if isinstance(exc, Cancelled) or task.state != "cancelled":
+        return False
+    try:
+        me = asyncio.current_task()
+    except RuntimeError:
+        return True
+    return me is None or me.cancelling() == 0
 
 
 class TaskGroup:
@@ -72,7 +88,7 @@ class TaskGroup:
         coro: Coroutine[Any, Any, T] | Generator[Any, Any, T],
         *,
         priority: int | None = None,
-        deps: Iterable[Task[Any]] = (),
+        deps: Iterable[Task[Any] | TaskHandle[Any]] = (),
         name: str | None = None,
     ) -> Task[T]:
         """Spawns ``coro`` as a child task of the group and returns it.
@@ -128,9 +144,12 @@ class TaskGroup:
         try:
             await task
         except BaseException as e:
-            # The child's own failure is recorded by _child_done; our own
-            # cancellation, or the coroutine being closed, goes on.
-            if isinstance(e, (asyncio.CancelledError, GeneratorExit)) or not task.done():
+            # The child's own failure is recorded by _child_done, and its
+            # cancellation is no error; our own cancellation, or the
+            # coroutine being closed, goes on.
+            if isinstance(e, GeneratorExit) or not task.done():
+                raise
+            if isinstance(e, asyncio.CancelledError) and not joined_cancelled(task, e):
                 raise
         self._child_done(task)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import tiffany
@@ -22,7 +24,7 @@ def test_cancel_runs_finally_and_joiner_sees_task_cancelled() -> None:
         t = tiffany.spawn(victim())
         await tiffany.sleep(1)
         assert t.cancel() is True
-        with pytest.raises(tiffany.TaskCancelled):
+        with pytest.raises(asyncio.CancelledError):
             await t
         assert t.state == "cancelled"
         assert t.cancel() is False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import asyncio
+
 import pytest
 
 import tiffany
@@ -165,7 +167,7 @@ def test_an_events_detail_is_its_pal_line_without_the_header(sched: tiffany.Sche
         for t in (unnamed, named):
             try:
                 await t
-            except (ValueError, tiffany.TaskCancelled):
+            except (ValueError, asyncio.CancelledError):
                 pass
         await tiffany.shutdown(1.0)
 

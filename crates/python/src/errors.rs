@@ -18,8 +18,11 @@ create_exception!(
 create_exception!(
     tiffany,
     TaskCancelled,
-    PyException,
-    "Raised to whoever joins (awaits) a task that was cancelled."
+    pyo3::exceptions::asyncio::CancelledError,
+    "Raised to whoever joins a task that was cancelled.\n\n\
+     A subclass of asyncio.CancelledError (what awaiting a cancelled asyncio task raises), \
+     not of Cancelled: a cancel scope never takes it for its own cancellation, and a task \
+     that does not catch it ends cancelled, as in asyncio (ADR 13)."
 );
 create_exception!(
     tiffany,

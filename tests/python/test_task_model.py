@@ -1,0 +1,482 @@
+"""One task model (issue 12, ADR 13): ``tiffany.spawn`` and ``asyncio.create_task``
+make the same kind of object, ``tiffany.Task`` (a subclass of ``asyncio.Task``),
+and joining a cancelled task raises a ``CancelledError`` in both worlds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import tiffany
+
+Make = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+def _by_spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    return tiffany.spawn(coro, name="spawned")
+
+
+def _by_create_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    return asyncio.create_task(coro, name="created")
+
+
+DOORS = pytest.mark.parametrize("make", [_by_spawn, _by_create_task], ids=["spawn", "create_task"])
+
+
+def _run(main: Coroutine[Any, Any, Any]) -> Any:
+    return tiffany.run(main, clock="virtual")
+
+
+@DOORS
+def test_the_task_is_an_asyncio_task_of_the_running_loop(make: Make) -> None:
+    async def child() -> int:
+        await tiffany.sleep(1)
+        return 7
+
+    async def main() -> None:
+        coro = child()
+        t = make(coro)
+        assert type(t) is tiffany.Task
+        assert isinstance(t, asyncio.Task)
+        assert asyncio.isfuture(t)
+        assert t.get_loop() is asyncio.get_running_loop()
+        assert t.get_coro() is coro
+        assert t in asyncio.all_tasks()
+        assert not t.done()
+        assert t.state in ("scheduled", "pending")
+        assert await t == 7
+        assert t.done() and t.result() == 7 and t.exception() is None
+        assert t.state == "finished"
+        assert await tiffany.join(t) == 7
+
+    _run(main())
+
+
+@DOORS
+def test_names(make: Make) -> None:
+    async def child() -> str:
+        await tiffany.sleep(0)
+        return asyncio.current_task().get_name()  # type: ignore[union-attr]
+
+    async def main() -> None:
+        t = make(child())
+        assert t.get_name() in ("spawned", "created")
+        t.set_name("renamed")
+        assert t.get_name() == "renamed"
+        assert await t == "renamed"
+
+    _run(main())
+
+
+def test_spawn_without_a_name_is_named_as_asyncio_names_tasks() -> None:
+    async def main() -> None:
+        t = tiffany.spawn(asyncio.sleep(0))
+        assert t.get_name().startswith("Task-")
+        await t
+
+    _run(main())
+
+
+@pytest.mark.parametrize("make", [_by_create_task], ids=["create_task"])
+def test_cancel_with_a_message_counts_and_uncancels(make: Make) -> None:
+    started = tiffany.Event()
+
+    async def child() -> None:
+        started.set()
+        await tiffany.sleep(100)
+
+    async def main() -> None:
+        t = make(child())
+        await started.wait()
+        assert t.cancelling() == 0
+        assert t.cancel("stop")
+        assert t.cancelling() == 1
+        assert t.uncancel() == 0
+        assert t.cancel("stop")
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await t
+        assert caught.value.args == ("stop",)
+        assert t.cancelled() and t.state == "cancelled"
+        assert not t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            t.result()
+
+    _run(main())
+
+
+@pytest.mark.parametrize("make", [_by_create_task], ids=["create_task"])
+def test_cancel_is_one_edge_the_task_may_survive(make: Make) -> None:
+    async def child() -> str:
+        try:
+            await tiffany.sleep(100)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        await tiffany.sleep(1)  # the edge is spent: it may wait again
+        return "survived"
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        t.cancel()
+        assert await t == "survived"
+
+    _run(main())
+
+
+@DOORS
+def test_done_callbacks_run_in_order_and_can_be_removed(make: Make) -> None:
+    seen: list[str] = []
+
+    async def child() -> None:
+        await tiffany.sleep(1)
+
+    async def main() -> None:
+        t = make(child())
+        t.add_done_callback(lambda f: seen.append("first"))
+
+        def removed(_: object) -> None:
+            seen.append("removed")
+
+        t.add_done_callback(removed)
+        t.add_done_callback(lambda f: seen.append(f"last {f is t}"))
+        assert t.remove_done_callback(removed) == 1
+        await t
+        await asyncio.sleep(0)  # callbacks are scheduled with call_soon
+        assert seen == ["first", "last True"]
+
+    _run(main())
+
+
+@DOORS
+def test_exception_and_stack(make: Make) -> None:
+    async def child() -> None:
+        await tiffany.sleep(1)
+        raise ValueError("boom")
+
+    async def main() -> None:
+        t = make(child())
+        await asyncio.sleep(0)
+        stack = t.get_stack()
+        assert [f.f_code.co_name for f in stack] == ["child"]
+        out = io.StringIO()
+        t.print_stack(file=out)
+        assert "child" in out.getvalue()
+        with pytest.raises(ValueError, match="boom"):
+            await t
+        assert isinstance(t.exception(), ValueError)
+        assert t.state == "failed"
+
+    _run(main())
+
+
+@DOORS
+def test_current_task_inside_is_the_task(make: Make) -> None:
+    async def child() -> tuple[Any, bool]:
+        me = asyncio.current_task()
+        await tiffany.sleep(0)
+        return me, me in asyncio.all_tasks()
+
+    async def main() -> None:
+        t = make(child())
+        me, listed = await t
+        assert me is t and listed
+
+    _run(main())
+
+
+@DOORS
+def test_contextvars_are_copied_at_creation_and_kept_per_task(make: Make) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def child(value: str) -> tuple[str, str]:
+        seen = var.get()
+        var.set(value)
+        await tiffany.sleep(1)
+        return seen, var.get()
+
+    async def main() -> None:
+        var.set("parent")
+        a = make(child("a"))
+        var.set("later")
+        b = make(child("b"))
+        assert await a == ("parent", "a")
+        assert await b == ("later", "b")
+        assert var.get() == "later"
+
+    _run(main())
+
+
+def test_spawn_options_reach_the_kernel() -> None:
+    order: list[str] = []
+
+    async def child(tag: str) -> str:
+        order.append(tag)
+        return tag
+
+    async def main() -> None:
+        low = tiffany.spawn(child("low"), priority=200)
+        high = tiffany.spawn(child("high"), priority=1)
+        after = tiffany.spawn(child("after"), priority=1, deps=[low])
+        assert (low.priority, high.priority) == (200, 1)
+        assert low.id != high.id
+        await asyncio.gather(low, high, after)
+        assert order == ["high", "low", "after"]
+
+    _run(main())
+
+
+def test_deps_on_an_asyncio_task_that_ended() -> None:
+    async def fail() -> None:
+        raise ValueError("no")
+
+    async def ok() -> str:
+        return "ok"
+
+    async def main() -> None:
+        bad = asyncio.create_task(fail())
+        good = asyncio.create_task(ok())
+        with pytest.raises(ValueError):
+            await bad
+        await good
+        # Their kernel records may be gone: the futures say how they ended.
+        doomed = tiffany.spawn(ok(), deps=[bad])
+        fine = tiffany.spawn(ok(), deps=[good])
+        assert await fine == "ok"
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert doomed.cancelled()
+
+    _run(main())
+
+
+# -- joining a cancelled task: a CancelledError, in both worlds --
+
+
+def test_joining_a_cancelled_task_raises_a_cancelled_error() -> None:
+    async def child() -> None:
+        await tiffany.sleep(100)
+
+    async def main() -> str:
+        t = tiffany.spawn(child())
+        await tiffany.sleep(1)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await tiffany.join(t)
+        assert isinstance(caught.value, tiffany.TaskCancelled)
+        assert not isinstance(caught.value, tiffany.Cancelled)
+        # The joiner was not cancelled: it goes on, and may wait again.
+        await tiffany.sleep(1)
+        return "joiner went on"
+
+    assert _run(main()) == "joiner went on"
+
+
+def test_an_uncancelled_scope_does_not_swallow_a_joined_cancellation() -> None:
+    async def child() -> None:
+        await tiffany.sleep(100)
+
+    async def joiner(t: tiffany.Task[None]) -> None:
+        with tiffany.CancelScope() as scope:
+            await tiffany.join(t)
+        raise AssertionError(f"the scope swallowed it (caught: {scope.cancelled_caught})")
+
+    async def main() -> None:
+        t = tiffany.spawn(child())
+        j = tiffany.spawn(joiner(t))
+        await tiffany.sleep(1)
+        t.cancel()
+        # The joiner does not catch it: it ends cancelled, as in asyncio.
+        with pytest.raises(asyncio.CancelledError):
+            await j
+        assert j.cancelled() and j.state == "cancelled"
+
+    _run(main())
+
+
+def test_joining_a_cancelled_handle_in_a_scheduler_run_program(sched: tiffany.Scheduler) -> None:
+    async def child() -> None:
+        await tiffany.sleep(100)
+
+    async def joiner(t: tiffany.TaskHandle[None]) -> None:
+        with tiffany.CancelScope():
+            await t
+
+    async def main() -> tuple[str, str]:
+        t = tiffany.spawn(child())
+        assert isinstance(t, tiffany.TaskHandle)  # no asyncio loop runs here
+        j = tiffany.spawn(joiner(t))
+        await tiffany.sleep(1)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await tiffany.join(j)
+        assert isinstance(caught.value, tiffany.TaskCancelled)
+        return t.state, j.state
+
+    assert sched.run(main()) == ("cancelled", "cancelled")
+
+
+def test_joining_a_cancelled_task_from_asyncio_code() -> None:
+    async def child() -> None:
+        await asyncio.sleep(100)
+
+    async def main() -> str:
+        t = asyncio.create_task(child())
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        with pytest.raises(asyncio.CancelledError):
+            await tiffany.join(t)
+        cur = asyncio.current_task()
+        assert cur is not None and cur.cancelling() == 0
+        await asyncio.sleep(1)
+        return "went on"
+
+    with asyncio.Runner(loop_factory=lambda: tiffany.new_event_loop(clock="virtual")) as r:
+        assert r.run(main()) == "went on"
+
+
+# -- groups, timeouts, shields around spawned tasks --
+
+
+def test_asyncio_task_group_with_both_kinds() -> None:
+    async def child(x: int) -> int:
+        await tiffany.sleep(x)
+        return x
+
+    async def failing() -> None:
+        await tiffany.sleep(2)
+        raise ValueError("child failed")
+
+    async def main() -> None:
+        spawned = tiffany.spawn(child(100))
+        with pytest.raises(ExceptionGroup) as caught:
+            async with asyncio.TaskGroup() as tg:
+                a = tg.create_task(child(1))
+                b = tg.create_task(failing())
+                # A spawned task awaited from the group's body.
+                await spawned
+        assert a.result() == 1 and b.exception() is not None
+        assert caught.group_contains(ValueError)  # type: ignore[attr-defined]
+        # The body was cancelled while awaiting the spawned task: asyncio
+        # cancels the awaited task with it.
+        assert spawned.cancelled()
+
+    _run(main())
+
+
+def test_tiffany_task_group_with_both_kinds() -> None:
+    async def child(x: int) -> int:
+        await tiffany.sleep(x)
+        return x
+
+    async def main() -> None:
+        created = asyncio.create_task(child(5))
+        async with tiffany.TaskGroup() as tg:
+            a = tg.spawn(child(1))
+            b = tg.spawn(child(2), deps=[created])
+            c = tg.spawn(child(100))
+            await tiffany.sleep(3)
+            c.cancel()  # a child cancelled: no error, the group goes on
+        assert type(a) is tiffany.Task
+        assert (a.result(), b.result()) == (1, 2)
+        assert c.cancelled()
+        assert created.done()
+
+    _run(main())
+
+
+def test_tiffany_task_group_failure_cancels_spawned_siblings() -> None:
+    async def sleeper() -> None:
+        await tiffany.sleep(100)
+
+    async def failing() -> None:
+        await tiffany.sleep(1)
+        raise ValueError("child failed")
+
+    async def main() -> None:
+        with pytest.raises(ExceptionGroup):
+            async with tiffany.TaskGroup() as tg:
+                s = tg.spawn(sleeper())
+                tg.spawn(failing())
+        assert s.cancelled()
+
+    _run(main())
+
+
+def test_wait_for_shield_and_timeout_around_a_spawned_task() -> None:
+    async def slow() -> str:
+        await tiffany.sleep(100)
+        return "slow"
+
+    async def quick() -> str:
+        await tiffany.sleep(1)
+        return "quick"
+
+    async def main() -> None:
+        t = tiffany.spawn(slow())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(t, 5)
+        assert t.cancelled()
+
+        assert await asyncio.wait_for(tiffany.spawn(quick()), 5) == "quick"
+
+        shielded = tiffany.spawn(slow())
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.shield(shielded)
+        assert not shielded.done()
+        assert await shielded == "slow"
+
+        guarded = tiffany.spawn(slow())
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await guarded
+        assert guarded.cancelled()
+
+    _run(main())
+
+
+def test_a_spawned_task_is_cancelled_as_a_tiffany_task() -> None:
+    seen: list[str] = []
+
+    async def child() -> None:
+        try:
+            await tiffany.sleep(100)
+        except asyncio.CancelledError as e:
+            seen.append(type(e).__name__)
+        try:
+            await tiffany.sleep(1)  # level-triggered: cancelled again
+        except asyncio.CancelledError as e:
+            seen.append(type(e).__name__)
+            raise
+
+    async def main() -> None:
+        t = tiffany.spawn(child())
+        await tiffany.sleep(1)
+        assert t.cancel("msg")
+        assert t.cancelling() == 1
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert t.cancelled() and seen == ["Cancelled", "Cancelled"]
+        assert t.uncancel() == 0
+
+    _run(main())
+
+
+def test_tiffany_current_task_is_the_task_object() -> None:
+    async def child() -> Any:
+        return tiffany.current_task()
+
+    async def main() -> None:
+        t = tiffany.spawn(child())
+        assert await t is t
+        assert tiffany.current_task() is asyncio.current_task()
+
+    _run(main())
