@@ -18,9 +18,9 @@ from collections.abc import (
 from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar, final, overload
 
 from _typeshed import ReadableBuffer
+from typing_extensions import disjoint_base
 
 from tiffany import _task
-from typing_extensions import disjoint_base
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...

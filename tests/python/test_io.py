@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 import struct
-
-import asyncio
 
 import pytest
 

@@ -8,6 +8,7 @@ longer; where a test must see a process die it waits on the process's pidfd
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import select
@@ -15,8 +16,6 @@ import signal
 import stat
 import sys
 from pathlib import Path
-
-import asyncio
 
 import pytest
 

@@ -15,15 +15,17 @@ import pytest
 
 import tiffany
 
-Make = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+Make = Callable[[Coroutine[Any, Any, Any]], "tiffany.Task[Any]"]
 
 
-def _by_spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+def _by_spawn(coro: Coroutine[Any, Any, Any]) -> tiffany.Task[Any]:
     return tiffany.spawn(coro, name="spawned")
 
 
-def _by_create_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    return asyncio.create_task(coro, name="created")
+def _by_create_task(coro: Coroutine[Any, Any, Any]) -> tiffany.Task[Any]:
+    task = asyncio.create_task(coro, name="created")
+    assert type(task) is tiffany.Task
+    return task
 
 
 DOORS = pytest.mark.parametrize("make", [_by_spawn, _by_create_task], ids=["spawn", "create_task"])
@@ -363,7 +365,7 @@ def test_asyncio_task_group_with_both_kinds() -> None:
                 # A spawned task awaited from the group's body.
                 await spawned
         assert a.result() == 1 and b.exception() is not None
-        assert caught.group_contains(ValueError)  # type: ignore[attr-defined]
+        assert caught.group_contains(ValueError)
         # The body was cancelled while awaiting the spawned task: asyncio
         # cancels the awaited task with it.
         assert spawned.cancelled()
@@ -377,7 +379,7 @@ def test_tiffany_task_group_with_both_kinds() -> None:
         return x
 
     async def main() -> None:
-        created = asyncio.create_task(child(5))
+        created = _by_create_task(child(5))
         async with tiffany.TaskGroup() as tg:
             a = tg.spawn(child(1))
             b = tg.spawn(child(2), deps=[created])

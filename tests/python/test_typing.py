@@ -33,7 +33,7 @@ def test_tasks_are_generic_in_their_result(sched: tiffany.Scheduler) -> None:
     assert result == "14"
     sched = tiffany.Scheduler(clock="virtual")  # the run of main ended the first one
     spawned = sched.spawn(_child())
-    assert_type(spawned, tiffany.Task[int])
+    assert_type(spawned, tiffany.TaskHandle[int])
     assert_type(sched.run(), None)
     assert spawned.result() == 7
     alias: Any = tiffany.Task[int]
