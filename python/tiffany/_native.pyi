@@ -365,9 +365,6 @@ def _task_cancel(sched: Scheduler, kid: int) -> bool:
     """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
     in a kernel-level wait, the kernel's edge); whether it was live."""
 
-def _task_kernel_cancel(sched: Scheduler, kid: int) -> bool:
-    """Cancels kernel task ``kid``'s root scope (level-triggered); whether it was live."""
-
 def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
     """Whether a cancellation waits to be thrown into kernel task ``kid``."""
 

@@ -19,9 +19,12 @@ Every asyncio-visible wake of the task (its first step, the step after a
 bare ``yield``, the step after an awaited future completes) is an entry of
 the loop's ready FIFO, so tasks step in asyncio's order (ADR 11).
 
-``cancel(msg)`` is asyncio's edge: one ``CancelledError(msg)`` per call at
-the task's next step (or the awaited future is cancelled, as asyncio
-does), counted by :meth:`cancelling` and undone by :meth:`uncancel`.
+``cancel(msg)`` is asyncio's edge, for a task of either door: one
+``CancelledError(msg)`` per call at the task's current await (or the awaited
+future is cancelled, as asyncio does), counted by :meth:`cancelling` and
+undone by :meth:`uncancel`. Level-triggered cancellation is the cancel
+scopes' (``tiffany.CancelScope``, ``move_on_after``, ``fail_after``,
+``TaskGroup``), never the task's (ADR 13).
 """
 
 # The C Task's private attributes are not in typeshed.
@@ -37,7 +40,6 @@ from tiffany._native import (
     _task_cancel,
     _task_edge_pending,
     _task_fut_waiter,
-    _task_kernel_cancel,
     _task_set_name,
     _task_state,
 )
@@ -132,21 +134,18 @@ class Task(asyncio.Task[T]):
             _task_set_name(sched, self._kid, self._tname)
 
     def cancel(self, msg: Any = None) -> bool:
-        """Asks the task to cancel itself: one ``CancelledError(msg)`` at its
-        next suspension, or the future it awaits is cancelled. A task made by
-        ``tiffany.spawn`` is cancelled as a Tiffany task instead: its root
-        scope, level-triggered (``tiffany.Cancelled`` at every ``await``
-        until it ends). Counted by :meth:`cancelling` either way. Returns
-        False if the task is done."""
+        """Asks the task to cancel itself, asyncio's way, whichever door made
+        it: one ``CancelledError(msg)`` at its current or next suspension —
+        the future it awaits is cancelled, or a kernel-level wait
+        (``tiffany.sleep``, ``join``, ``Event.wait``, socket waits, ``exec``)
+        is woken with it — counted by :meth:`cancelling` and undone by
+        :meth:`uncancel`. The task may catch it and go on. A shielded
+        ``tiffany.CancelScope`` around the wait hides it until the scope is
+        left. Returns False if the task is done."""
         self._log_traceback = False
         if self.done():
             return False
         self._ncancel += 1
-        if self._tspawn:
-            # Made by tiffany.spawn: cancelled as a Tiffany task, its root
-            # scope, level-triggered (ADR 13).
-            sched = self._sched
-            return sched is not None and _task_kernel_cancel(sched, self._kid)
         waiter = _task_fut_waiter(self._kid)
         if waiter is not None and waiter.cancel(msg=msg):
             return True

@@ -1,4 +1,5 @@
-"""Cancellation: delivered at the await, level-triggered."""
+"""Cancellation: delivered at the await; a task's cancel() is asyncio's edge, a
+low-level ``TaskHandle``'s is level-triggered."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def test_cancel_runs_finally_and_joiner_sees_task_cancelled() -> None:
     assert not issubclass(tiffany.Cancelled, Exception)
 
 
-def test_cancellation_is_level_triggered() -> None:
+def test_a_task_handle_cancellation_is_level_triggered(sched: tiffany.Scheduler) -> None:
+    # The low-level handle (no asyncio loop runs: Scheduler.run) keeps the
+    # kernel's cancel, the task's root scope. A tiffany.Task has asyncio's
+    # (test_task_model.py).
     seen: list[str] = []
 
     async def stubborn() -> str:
@@ -52,9 +56,10 @@ def test_cancellation_is_level_triggered() -> None:
 
     async def main() -> None:
         t = tiffany.spawn(stubborn())
+        assert isinstance(t, tiffany.TaskHandle)
         await tiffany.yield_now()
         t.cancel()
         await t
 
-    tiffany.run(main(), clock="virtual")
+    sched.run(main())
     assert seen == ["first", "second"]

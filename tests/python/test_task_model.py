@@ -1,6 +1,8 @@
 """One task model (issue 12, ADR 13): ``tiffany.spawn`` and ``asyncio.create_task``
 make the same kind of object, ``tiffany.Task`` (a subclass of ``asyncio.Task``),
-and joining a cancelled task raises a ``CancelledError`` in both worlds.
+with one cancel semantics — asyncio's, whichever door made the task — and
+joining a cancelled task raises a ``CancelledError`` in both worlds. The level
+(a cancelled region raises at every await) is the cancel scopes'.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -85,7 +88,7 @@ def test_spawn_without_a_name_is_named_as_asyncio_names_tasks() -> None:
     _run(main())
 
 
-@pytest.mark.parametrize("make", [_by_create_task], ids=["create_task"])
+@DOORS
 def test_cancel_with_a_message_counts_and_uncancels(make: Make) -> None:
     started = tiffany.Event()
 
@@ -112,7 +115,7 @@ def test_cancel_with_a_message_counts_and_uncancels(make: Make) -> None:
     _run(main())
 
 
-@pytest.mark.parametrize("make", [_by_create_task], ids=["create_task"])
+@DOORS
 def test_cancel_is_one_edge_the_task_may_survive(make: Make) -> None:
     async def child() -> str:
         try:
@@ -445,33 +448,6 @@ def test_wait_for_shield_and_timeout_around_a_spawned_task() -> None:
     _run(main())
 
 
-def test_a_spawned_task_is_cancelled_as_a_tiffany_task() -> None:
-    seen: list[str] = []
-
-    async def child() -> None:
-        try:
-            await tiffany.sleep(100)
-        except asyncio.CancelledError as e:
-            seen.append(type(e).__name__)
-        try:
-            await tiffany.sleep(1)  # level-triggered: cancelled again
-        except asyncio.CancelledError as e:
-            seen.append(type(e).__name__)
-            raise
-
-    async def main() -> None:
-        t = tiffany.spawn(child())
-        await tiffany.sleep(1)
-        assert t.cancel("msg")
-        assert t.cancelling() == 1
-        with pytest.raises(asyncio.CancelledError):
-            await t
-        assert t.cancelled() and seen == ["Cancelled", "Cancelled"]
-        assert t.uncancel() == 0
-
-    _run(main())
-
-
 def test_tiffany_current_task_is_the_task_object() -> None:
     async def child() -> Any:
         return tiffany.current_task()
@@ -480,5 +456,317 @@ def test_tiffany_current_task_is_the_task_object() -> None:
         t = tiffany.spawn(child())
         assert await t is t
         assert tiffany.current_task() is asyncio.current_task()
+
+    _run(main())
+
+
+# -- one cancel semantics: asyncio's, for a task of either door --
+
+Blocker = Callable[[], Coroutine[Any, Any, Any]]
+
+
+def _blockers() -> dict[str, Blocker]:
+    """Ways for a task to block, each for much longer than the tests run."""
+
+    async def sleep() -> None:
+        await tiffany.sleep(100)
+
+    async def event() -> None:
+        await tiffany.Event().wait()
+
+    async def join() -> None:
+        async def long() -> None:
+            await tiffany.sleep(100)
+
+        await tiffany.join(tiffany.spawn(long()))
+
+    async def future() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    async def socket_wait() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            await tiffany.sock_recv(a, 1)
+
+    return {
+        "tiffany.sleep": sleep,
+        "Event.wait": event,
+        "tiffany.join": join,
+        "asyncio future": future,
+        "sock_recv": socket_wait,
+    }
+
+
+@DOORS
+@pytest.mark.parametrize("blocker", list(_blockers()))
+def test_cancel_reaches_the_task_whatever_it_awaits(make: Make, blocker: str) -> None:
+    wait = _blockers()[blocker]
+
+    async def child() -> tuple[str, tuple[object, ...], int, str]:
+        try:
+            await wait()
+        except asyncio.CancelledError as e:
+            me = asyncio.current_task()
+            assert me is not None
+            seen = (type(e).__name__, e.args, me.uncancel())
+        else:
+            raise AssertionError("not cancelled")
+        # One cancel() is one CancelledError: the task may wait again.
+        await tiffany.sleep(1)
+        return (*seen, "went on")
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        assert t.cancel("why")
+        assert t.cancelling() == 1
+        assert await t == ("CancelledError", ("why",), 0, "went on")
+        assert t.state == "finished" and tiffany.now() == 2.0
+
+    _run(main())
+
+
+@DOORS
+def test_a_task_cancelled_before_its_first_step_never_runs(make: Make) -> None:
+    ran: list[bool] = []
+
+    async def child() -> None:
+        ran.append(True)
+
+    async def main() -> None:
+        t = make(child())
+        t.cancel("early")
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await t
+        assert caught.value.args == ("early",)
+        assert t.cancelled() and ran == []
+
+    _run(main())
+
+
+@DOORS
+def test_a_task_that_cancels_itself_gets_it_at_its_next_await(make: Make) -> None:
+    async def child() -> str:
+        me = asyncio.current_task()
+        assert me is not None
+        me.cancel("self")
+        try:
+            await tiffany.sleep(0)
+        except asyncio.CancelledError as e:
+            return f"caught {e.args[0]}"
+        return "not cancelled"
+
+    async def main() -> None:
+        assert await make(child()) == "caught self"
+
+    _run(main())
+
+
+@DOORS
+def test_cleanup_after_a_cancel_may_await_without_a_shield(make: Make) -> None:
+    log: list[str] = []
+
+    async def child() -> None:
+        try:
+            await tiffany.sleep(100)
+        finally:
+            await tiffany.sleep(3)
+            log.append(f"cleaned up at {tiffany.now()}")
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert t.cancelled() and log == ["cleaned up at 4.0"]
+
+    _run(main())
+
+
+@DOORS
+def test_two_cancels_before_the_task_steps_are_one_error_counted_twice(make: Make) -> None:
+    async def child() -> tuple[int, str]:
+        try:
+            await tiffany.sleep(100)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            assert me is not None
+            pending = me.cancelling()
+            me.uncancel()
+            me.uncancel()
+        await tiffany.sleep(1)  # only one error was thrown
+        return pending, "went on"
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        t.cancel()
+        t.cancel()
+        assert await t == (2, "went on")
+
+    _run(main())
+
+
+@DOORS
+def test_the_level_lives_in_cancel_scopes(make: Make) -> None:
+    seen: list[str] = []
+    scopes: list[tiffany.CancelScope] = []
+
+    async def child() -> str:
+        with tiffany.CancelScope() as scope:
+            scopes.append(scope)
+            for _ in range(2):
+                try:
+                    await tiffany.sleep(100)
+                except tiffany.Cancelled:
+                    seen.append(f"cancelled at {tiffany.now()}")
+            await tiffany.sleep(100)  # raises again: the scope catches it
+        await tiffany.sleep(1)  # the scope is left: the task goes on
+        return "went on"
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        scopes[0].cancel()
+        assert await t == "went on"
+        assert seen == ["cancelled at 1.0", "cancelled at 1.0"]
+        assert scopes[0].cancelled_caught and t.cancelling() == 0
+
+    _run(main())
+
+
+@DOORS
+def test_a_shielded_scope_holds_a_cancel_until_it_is_left(make: Make) -> None:
+    async def child() -> str:
+        with tiffany.CancelScope(shield=True):
+            await tiffany.sleep(5)
+        try:
+            await tiffany.sleep(100)
+        except asyncio.CancelledError:
+            return f"cancelled at {tiffany.now()}"
+        return "not cancelled"
+
+    async def main() -> None:
+        t = make(child())
+        await tiffany.sleep(1)
+        t.cancel()
+        assert await t == "cancelled at 5.0"
+
+    _run(main())
+
+
+def test_a_spawned_task_that_swallows_cancels_cannot_hold_the_run() -> None:
+    swallowed: list[float] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await tiffany.sleep(10)
+            except asyncio.CancelledError:
+                swallowed.append(tiffany.now())
+
+    async def main() -> None:
+        t = tiffany.spawn(stubborn())
+        await tiffany.sleep(1)
+        t.cancel()  # swallowed: asyncio's edge, it goes on
+        await tiffany.sleep(1)
+        assert not t.done()
+
+    # The run ends when main does: the shutdown is the kernel's (issue 9).
+    _run(main())
+    assert swallowed[0] == 1.0 and len(swallowed) >= 2
+
+
+@DOORS
+@pytest.mark.parametrize("sleep", ["tiffany.sleep", "asyncio.sleep"])
+def test_asyncio_timeout_inside_a_task(make: Make, sleep: str) -> None:
+    nap = tiffany.sleep if sleep == "tiffany.sleep" else asyncio.sleep
+
+    async def child() -> list[object]:
+        out: list[object] = []
+        try:
+            async with asyncio.timeout(2):
+                await nap(100)
+        except TimeoutError:
+            out.append(f"timed out at {tiffany.now()}")
+        me = asyncio.current_task()
+        assert me is not None
+        out.append(me.cancelling())
+        async with asyncio.timeout(5):
+            await nap(1)  # the task goes on, and may wait again
+        out.append(f"slept at {tiffany.now()}")
+        return out
+
+    async def main() -> None:
+        assert await make(child()) == ["timed out at 2.0", 0, "slept at 3.0"]
+
+    _run(main())
+
+
+@DOORS
+def test_asyncio_wait_for_inside_a_task(make: Make) -> None:
+    async def child() -> str:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(tiffany.sleep(100), 2)
+        return f"went on at {tiffany.now()}"
+
+    async def main() -> None:
+        assert await make(child()) == "went on at 2.0"
+
+    _run(main())
+
+
+@DOORS
+def test_anyio_move_on_after_inside_a_task(make: Make) -> None:
+    anyio = pytest.importorskip("anyio", reason="anyio is not installed")
+
+    async def child() -> list[object]:
+        out: list[object] = []
+        with anyio.move_on_after(2) as scope:
+            await tiffany.sleep(100)
+        out.append((scope.cancelled_caught, tiffany.now()))
+        with anyio.move_on_after(2) as scope:
+            await anyio.sleep(100)
+        out.append((scope.cancelled_caught, tiffany.now()))
+        await tiffany.sleep(1)
+        out.append("went on")
+        return out
+
+    async def main() -> None:
+        assert await make(child()) == [(True, 2.0), (True, 4.0), "went on"]
+
+    _run(main())
+
+
+@DOORS
+def test_anyio_task_group_with_a_failing_child_inside_a_task(make: Make) -> None:
+    anyio = pytest.importorskip("anyio", reason="anyio is not installed")
+    log: list[str] = []
+
+    async def sibling() -> None:
+        try:
+            await tiffany.sleep(100)
+        except asyncio.CancelledError:
+            log.append(f"sibling cancelled at {tiffany.now()}")
+            raise
+
+    async def failing() -> None:
+        await tiffany.sleep(1)
+        raise ValueError("child failed")
+
+    async def child() -> str:
+        with pytest.raises(ExceptionGroup) as caught:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sibling)
+                tg.start_soon(failing)
+        assert caught.group_contains(ValueError)
+        await tiffany.sleep(1)
+        return f"went on at {tiffany.now()}"
+
+    async def main() -> None:
+        assert await make(child()) == "went on at 2.0"
+        assert log == ["sibling cancelled at 1.0"]
 
     _run(main())

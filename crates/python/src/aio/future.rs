@@ -244,11 +244,8 @@ pub(crate) fn resumed(py: Python<'_>, answer: Option<&Resume>) {
     } else {
         kernel.clear_event(wait.event);
     }
-    // Awaiting a task of `tiffany.spawn` is joining it: a Tiffany
-    // cancellation of the awaiting task leaves it running (ADR 13).
     if let Some(future) = wait.future
         && matches!(answer, Some(Resume::Cancelled))
-        && !super::task::is_spawned(py, future.bind(py))
         && let Err(e) = future.bind(py).call_method0(intern!(py, "cancel"))
     {
         crate::errors::log_callback_error(py, "cancelling an awaited asyncio future", e);

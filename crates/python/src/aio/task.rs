@@ -15,7 +15,8 @@
 //! bare `yield`, the step after an awaited future completes) is an entry of
 //! the loop's FIFO, in asyncio's order (see [`super::future`]).
 //!
-//! `task.cancel(msg)` is asyncio's edge: it cancels the future the task
+//! `task.cancel(msg)` is asyncio's edge, for a task of either door
+//! (`tiffany.spawn` or asyncio's): it cancels the future the task
 //! awaits, if any, or else marks the task so that its next asyncio step
 //! throws `asyncio.CancelledError(msg)`; a task blocked in a kernel-level
 //! wait gets the kernel's one `Cancelled` instead ([`Kernel::cancel_edge`]),
@@ -130,15 +131,6 @@ pub(crate) fn is_task(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
     STDLIB
         .get(py)
         .is_some_and(|s| obj.get_type().is(s.task_type.bind(py)))
-}
-
-/// Whether `obj` is a Tiffany asyncio task made by `tiffany.spawn`.
-pub(crate) fn is_spawned(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
-    is_task(py, obj)
-        && obj
-            .getattr(intern!(py, "_tspawn"))
-            .and_then(|v| v.is_truthy())
-            .unwrap_or(false)
 }
 
 /// The kernel id of a Tiffany asyncio task (see [`is_task`]).
@@ -662,16 +654,6 @@ pub fn _task_cancel(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) 
     })
 }
 
-/// `_task_kernel_cancel(sched, kid)`: the kernel's cancel of a task made by
-/// `tiffany.spawn`: its root scope, level-triggered. Whether it was live.
-#[pyfunction]
-pub fn _task_kernel_cancel(
-    sched: &Bound<'_, crate::scheduler::PyScheduler>,
-    kid: u64,
-) -> PyResult<bool> {
-    Ok(kernel_of(sched)?.cancel(TaskId::from_raw(kid)))
-}
-
 /// `_task_edge_pending(sched, kid)`: whether a cancellation waits to be
 /// thrown into the task (asyncio's `_must_cancel`).
 #[pyfunction]
@@ -724,6 +706,5 @@ pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_task_set_name, m)?)?;
     m.add_function(wrap_pyfunction!(_task_fut_waiter, m)?)?;
     m.add_function(wrap_pyfunction!(_task_state, m)?)?;
-    m.add_function(wrap_pyfunction!(_task_kernel_cancel, m)?)?;
     Ok(())
 }
