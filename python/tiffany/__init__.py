@@ -247,13 +247,11 @@ def run(
     ends, the tasks still alive are cancelled (their ``finally`` blocks
     run), as ``asyncio.run`` does: await (join) a task to wait for it.
 
-    A coroutine ``main`` may use asyncio: inside it,
-    ``asyncio.get_running_loop()`` is a :class:`EventLoop` on the same
-    scheduler, and Tiffany tasks can await asyncio futures (``asyncio.sleep``,
-    queues, locks, ``loop.create_task(...)``). Code that needs to run *in an
-    asyncio task* (``asyncio.timeout``, ``TaskGroup``, libraries that detect
-    the async library, such as httpx and anyio) runs in one:
-    ``await asyncio.get_running_loop().create_task(coro)``.
+    A coroutine ``main`` may use asyncio: it runs as an asyncio task of an
+    :class:`EventLoop` hosted on the same scheduler, and so does every task
+    ``tiffany.spawn`` makes (a :class:`Task`, ADR 13) — ``asyncio.timeout``,
+    ``TaskGroup``, ``wait_for`` and libraries that detect the async library
+    (httpx, anyio) work in any of them.
     """
     sched = Scheduler(**options)
     if not isinstance(main, Coroutine) or asyncio_events._get_running_loop() is not None:

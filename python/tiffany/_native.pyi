@@ -66,7 +66,9 @@ EventKind = Literal[
 ]
 
 class Cancelled(asyncio.CancelledError):
-    """Raised inside a cancelled scope (or task) at its ``await``, so ``finally`` blocks run.
+    """Raised inside a cancelled scope at its ``await``, so ``finally`` blocks run (also
+    in a task the kernel cancels: a shutdown, ``TaskHandle.cancel``; a
+    ``tiffany.Task``'s ``cancel(msg)`` raises ``asyncio.CancelledError(msg)``).
 
     A subclass of ``asyncio.CancelledError``: ``except asyncio.CancelledError``
     catches both worlds' cancellation. The cancel scope that was cancelled
@@ -130,9 +132,12 @@ class Task(Generic[_T]):
     @property
     def state(self) -> TaskState: ...
     def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
     def result(self) -> _T: ...
     def exception(self) -> BaseException | None: ...
-    def cancel(self) -> bool: ...
+    def cancel(self) -> bool:
+        """The kernel's cancel: the task's root scope, level-triggered (a
+        ``tiffany.Task``'s ``cancel()`` is asyncio's one-shot instead)."""
     def add_dependency(self, other: Task[Any]) -> None: ...
     def add_done_callback(self, callback: Callable[[Task[_T]], object]) -> None:
         """Call ``callback(task)`` once the task has ended; ``TypeError`` if not callable."""
@@ -307,23 +312,37 @@ def shutdown(timeout: float) -> Syscall:
     that swallows ``Cancelled`` is then abandoned (its coroutine closed).
     """
 
+@overload
 def spawn(
-    coro: _TaskBody[_T],
+    coro: Generator[Any, Any, _T],
     *,
     priority: int = ...,
     deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> _task.Task[_T]:
+) -> Task[_T]: ...
+@overload
+def spawn(
+    coro: Coroutine[Any, Any, _T],
+    *,
+    priority: int = ...,
+    deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
+    name: str | None = None,
+    daemon: bool = False,
+) -> _task.Task[_T] | Task[_T]:
     """Spawn on the running scheduler (see ``Scheduler.spawn`` for the options).
 
-    While a Tiffany loop runs on the scheduler (always under
-    ``tiffany.run(coroutine)``), the task is an asyncio task of that loop,
-    ``tiffany.Task`` (the one task object, ADR 13). Where no loop runs (a
-    ``Scheduler.run`` program), it is the kernel's handle (``TaskHandle``),
-    which has the kernel part of that API: ``id``, ``name``, ``priority``,
-    ``state``, ``done``, ``result``, ``exception``, ``cancel``,
-    ``add_done_callback``, ``await``.
+    What it returns (ADR 13): for a coroutine while a Tiffany loop runs on
+    the scheduler — always under ``tiffany.run(coroutine)`` and
+    ``asyncio.run`` with a Tiffany loop — a ``tiffany.Task``, the asyncio
+    task of that loop (asyncio's API, asyncio's ``cancel``); otherwise (a
+    ``Scheduler.run`` program with no asyncio loop, or a generator task,
+    first overload) the kernel's handle, ``TaskHandle``, whose API is the
+    kernel part of that one (``id``, ``name``, ``priority``, ``state``,
+    ``done``, ``result``, ``exception``, ``cancel()`` — the kernel's,
+    level-triggered — ``add_done_callback``, ``await``). Hence the union;
+    where a loop is known to run, ``assert isinstance(t, tiffany.Task)``
+    narrows it.
     """
 
 def now() -> float:

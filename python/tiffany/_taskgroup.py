@@ -68,7 +68,7 @@ class TaskGroup:
     def __init__(self) -> None:
         self._scope: CancelScope | None = None
         # Insertion-ordered: the group waits for its children in spawn order.
-        self._pending: dict[Task[Any], None] = {}
+        self._pending: dict[Task[Any] | TaskHandle[Any], None] = {}
         self._errors: list[BaseException] = []
         self._base_error: BaseException | None = None
         self._state = "new"
@@ -90,11 +90,13 @@ class TaskGroup:
         priority: int | None = None,
         deps: Iterable[Task[Any] | TaskHandle[Any]] = (),
         name: str | None = None,
-    ) -> Task[T]:
+    ) -> Task[T] | TaskHandle[T]:
         """Spawns ``coro`` as a child task of the group and returns it.
 
         ``priority``, ``deps`` and ``name`` are those of :func:`tiffany.spawn`
-        (``None``: the default priority). Raises ``RuntimeError`` (closing
+        (``None``: the default priority), and so is what it returns: a
+        :class:`tiffany.Task` while a Tiffany loop runs (always under
+        ``tiffany.run``), else a ``TaskHandle``. Raises ``RuntimeError`` (closing
         the coroutine) if the group is not entered, has ended, or is
         shutting down after a failure.
         """
@@ -108,7 +110,7 @@ class TaskGroup:
         kwargs: dict[str, Any] = {"deps": list(deps), "name": name}
         if priority is not None:
             kwargs["priority"] = priority
-        task: Task[T] = spawn(coro, **kwargs)
+        task: Task[T] | TaskHandle[T] = spawn(coro, **kwargs)
         self._pending[task] = None
         task.add_done_callback(self._child_done)
         return task
@@ -116,7 +118,7 @@ class TaskGroup:
     create_task = spawn
     """An alias of :meth:`spawn` (asyncio's name), with the same keywords."""
 
-    def _child_done(self, task: Task[Any]) -> None:
+    def _child_done(self, task: Task[Any] | TaskHandle[Any]) -> None:
         if task not in self._pending:
             return
         del self._pending[task]

@@ -13,7 +13,7 @@ socket helpers; these are the pieces they are built from (compare
   readiness, with an optional timeout.
 - ``TaskHandle``: the kernel's handle of a task, what ``Scheduler.spawn``
   returns (and ``tiffany.spawn`` where no asyncio loop runs): ``id``,
-  ``name``, ``priority``, ``state``, ``done``, ``result``, ``exception``,
+  ``name``, ``priority``, ``state``, ``done``, ``cancelled``, ``result``, ``exception``,
   ``cancel`` (the kernel's, level-triggered), ``add_dependency``,
   ``add_done_callback``, ``await``. Where a Tiffany loop runs, tasks are
   :class:`tiffany.Task` objects instead (ADR 13).

@@ -59,7 +59,8 @@ def test_a_task_handle_cancellation_is_level_triggered(sched: tiffany.Scheduler)
         assert isinstance(t, tiffany.TaskHandle)
         await tiffany.yield_now()
         t.cancel()
-        await t
+        assert await t == "survived"
+        assert t.done() and not t.cancelled()
 
     sched.run(main())
     assert seen == ["first", "second"]

@@ -34,7 +34,7 @@ def test_native_task_joins_python_task() -> None:
 
 
 def test_python_task_joins_a_native_task_and_back() -> None:
-    async def python_side(native: tiffany.Task[str]) -> str:
+    async def python_side(native: tiffany.TaskHandle[str]) -> str:
         value = await native
         return f"native said {value}"
 

@@ -12,17 +12,26 @@ import contextvars
 import io
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 import tiffany
 
 Make = Callable[[Coroutine[Any, Any, Any]], "tiffany.Task[Any]"]
+T = TypeVar("T")
+
+
+def spawn(coro: Coroutine[Any, Any, T], **options: Any) -> tiffany.Task[T]:
+    """``tiffany.spawn`` where a Tiffany loop runs (under ``tiffany.run``):
+    always a ``tiffany.Task``, which the assert tells the type checker."""
+    task = tiffany.spawn(coro, **options)
+    assert type(task) is tiffany.Task
+    return task
 
 
 def _by_spawn(coro: Coroutine[Any, Any, Any]) -> tiffany.Task[Any]:
-    return tiffany.spawn(coro, name="spawned")
+    return spawn(coro, name="spawned")
 
 
 def _by_create_task(coro: Coroutine[Any, Any, Any]) -> tiffany.Task[Any]:
@@ -81,7 +90,7 @@ def test_names(make: Make) -> None:
 
 def test_spawn_without_a_name_is_named_as_asyncio_names_tasks() -> None:
     async def main() -> None:
-        t = tiffany.spawn(asyncio.sleep(0))
+        t = spawn(asyncio.sleep(0))
         assert t.get_name().startswith("Task-")
         await t
 
@@ -225,9 +234,9 @@ def test_spawn_options_reach_the_kernel() -> None:
         return tag
 
     async def main() -> None:
-        low = tiffany.spawn(child("low"), priority=200)
-        high = tiffany.spawn(child("high"), priority=1)
-        after = tiffany.spawn(child("after"), priority=1, deps=[low])
+        low = spawn(child("low"), priority=200)
+        high = spawn(child("high"), priority=1)
+        after = spawn(child("after"), priority=1, deps=[low])
         assert (low.priority, high.priority) == (200, 1)
         assert low.id != high.id
         await asyncio.gather(low, high, after)
@@ -250,8 +259,8 @@ def test_deps_on_an_asyncio_task_that_ended() -> None:
             await bad
         await good
         # Their kernel records may be gone: the futures say how they ended.
-        doomed = tiffany.spawn(ok(), deps=[bad])
-        fine = tiffany.spawn(ok(), deps=[good])
+        doomed = spawn(ok(), deps=[bad])
+        fine = spawn(ok(), deps=[good])
         assert await fine == "ok"
         with pytest.raises(asyncio.CancelledError):
             await doomed
@@ -268,7 +277,7 @@ def test_joining_a_cancelled_task_raises_a_cancelled_error() -> None:
         await tiffany.sleep(100)
 
     async def main() -> str:
-        t = tiffany.spawn(child())
+        t = spawn(child())
         await tiffany.sleep(1)
         t.cancel()
         with pytest.raises(asyncio.CancelledError) as caught:
@@ -292,8 +301,8 @@ def test_an_uncancelled_scope_does_not_swallow_a_joined_cancellation() -> None:
         raise AssertionError(f"the scope swallowed it (caught: {scope.cancelled_caught})")
 
     async def main() -> None:
-        t = tiffany.spawn(child())
-        j = tiffany.spawn(joiner(t))
+        t = spawn(child())
+        j = spawn(joiner(t))
         await tiffany.sleep(1)
         t.cancel()
         # The joiner does not catch it: it ends cancelled, as in asyncio.
@@ -321,6 +330,7 @@ def test_joining_a_cancelled_handle_in_a_scheduler_run_program(sched: tiffany.Sc
         with pytest.raises(asyncio.CancelledError) as caught:
             await tiffany.join(j)
         assert isinstance(caught.value, tiffany.TaskCancelled)
+        assert t.cancelled() and j.cancelled()
         return t.state, j.state
 
     assert sched.run(main()) == ("cancelled", "cancelled")
@@ -360,7 +370,7 @@ def test_asyncio_task_group_with_both_kinds() -> None:
         raise ValueError("child failed")
 
     async def main() -> None:
-        spawned = tiffany.spawn(child(100))
+        spawned = spawn(child(100))
         with pytest.raises(ExceptionGroup) as caught:
             async with asyncio.TaskGroup() as tg:
                 a = tg.create_task(child(1))
@@ -425,21 +435,21 @@ def test_wait_for_shield_and_timeout_around_a_spawned_task() -> None:
         return "quick"
 
     async def main() -> None:
-        t = tiffany.spawn(slow())
+        t = spawn(slow())
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(t, 5)
         assert t.cancelled()
 
-        assert await asyncio.wait_for(tiffany.spawn(quick()), 5) == "quick"
+        assert await asyncio.wait_for(spawn(quick()), 5) == "quick"
 
-        shielded = tiffany.spawn(slow())
+        shielded = spawn(slow())
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(5):
                 await asyncio.shield(shielded)
         assert not shielded.done()
         assert await shielded == "slow"
 
-        guarded = tiffany.spawn(slow())
+        guarded = spawn(slow())
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(5):
                 await guarded
@@ -453,7 +463,7 @@ def test_tiffany_current_task_is_the_task_object() -> None:
         return tiffany.current_task()
 
     async def main() -> None:
-        t = tiffany.spawn(child())
+        t = spawn(child())
         assert await t is t
         assert tiffany.current_task() is asyncio.current_task()
 
@@ -478,7 +488,7 @@ def _blockers() -> dict[str, Blocker]:
         async def long() -> None:
             await tiffany.sleep(100)
 
-        await tiffany.join(tiffany.spawn(long()))
+        await tiffany.join(spawn(long()))
 
     async def future() -> None:
         await asyncio.get_running_loop().create_future()
@@ -668,7 +678,7 @@ def test_a_spawned_task_that_swallows_cancels_cannot_hold_the_run() -> None:
                 swallowed.append(tiffany.now())
 
     async def main() -> None:
-        t = tiffany.spawn(stubborn())
+        t = spawn(stubborn())
         await tiffany.sleep(1)
         t.cancel()  # swallowed: asyncio's edge, it goes on
         await tiffany.sleep(1)
