@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from tiffany import _subprocess, _transport
-from tiffany._native import LoopCore, Scheduler, Selector
+from tiffany._native import LoopCore, Scheduler, Selector, _loop_made
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
 
@@ -68,6 +68,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             scheduler = Scheduler(
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
+        _loop_made()  # tiffany.spawn asks for the running loop from now on
         self._sched = scheduler
         # loop.time() (native) reads the scheduler's clock from any thread.
         self._set_clock(scheduler)

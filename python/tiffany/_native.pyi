@@ -384,6 +384,10 @@ def _task_cancel(sched: Scheduler, kid: int) -> bool:
     """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
     in a kernel-level wait, the kernel's edge); whether it was live."""
 
+def _loop_made() -> None:
+    """Says that a Tiffany event loop is being made (``EventLoop.__init__``):
+    until then ``spawn`` need not ask asyncio for the running loop."""
+
 def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
     """Whether a cancellation waits to be thrown into kernel task ``kid``."""
 

@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -47,6 +48,13 @@ unsafe extern "C" {
     fn PyContext_Enter(ctx: *mut ffi::PyObject) -> c_int;
     fn PyContext_Exit(ctx: *mut ffi::PyObject) -> c_int;
 }
+
+/// A Tiffany event loop was made in this process (`EventLoop.__init__`
+/// says so through [`_loop_made`]). Until then no Tiffany loop can be
+/// running, and `tiffany.spawn` (in a `Scheduler.run` program) returns its
+/// handle without asking asyncio for the running loop, which was a
+/// twentieth of such a spawn.
+static LOOP_MADE: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The priority of `with tiffany.priority(n):` around a task's creation.
@@ -269,7 +277,13 @@ pub(crate) fn running_loop_of<'py>(
     py: Python<'py>,
     cur: &Current,
 ) -> PyResult<Option<Bound<'py, super::core::LoopCore>>> {
+    if !LOOP_MADE.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
     let running = stdlib(py)?.get_running_loop.bind(py).call0()?;
+    if running.is_none() {
+        return Ok(None);
+    }
     let Ok(lp) = running.cast_into::<super::core::LoopCore>() else {
         return Ok(None);
     };
@@ -665,6 +679,12 @@ pub fn _task_edge_pending(
     Ok(super::future::must_pending(id) || kernel_of(sched)?.edge_pending(id))
 }
 
+/// `_loop_made()`: a Tiffany event loop is being made (see [`LOOP_MADE`]).
+#[pyfunction]
+pub fn _loop_made() {
+    LOOP_MADE.store(true, Ordering::Relaxed);
+}
+
 /// `_task_set_name(sched, kid, name)`: renames the kernel task.
 #[pyfunction]
 pub fn _task_set_name(
@@ -702,6 +722,7 @@ fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kerne
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PriorityBlock>()?;
     m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(_loop_made, m)?)?;
     m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(_task_set_name, m)?)?;
     m.add_function(wrap_pyfunction!(_task_fut_waiter, m)?)?;
