@@ -47,7 +47,6 @@ from tiffany._native import (
     JoinTimeout,
     Scheduler,
     SpawnError,
-    Task,
     TaskCancelled,
     TaskEvent,
     TaskFailed,
@@ -68,7 +67,7 @@ from tiffany._native import (
 from tiffany._native import join as _native_join
 from tiffany._scope import CancelScope, fail_after, fail_at, move_on_after, move_on_at
 from tiffany._serve import serve
-from tiffany._task import Task as _AioTask
+from tiffany._task import Task
 from tiffany._taskgroup import TaskGroup
 from tiffany.client import (
     Client,
@@ -79,6 +78,7 @@ from tiffany.client import (
     Unauthenticated,
 )
 from tiffany.lowlevel import Completion as _Completion
+from tiffany.lowlevel import TaskHandle
 from tiffany.lowlevel import wait_writable as _wait_writable
 
 __all__ = [
@@ -97,6 +97,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskEvent",
+    "TaskHandle",
     "Event",
     "EventBatch",
     "EventLoop",
@@ -176,23 +177,25 @@ async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
 @overload
 def join(task: Task[T], timeout: float | None = None) -> Awaitable[T]: ...
 @overload
+def join(task: TaskHandle[T], timeout: float | None = None) -> Awaitable[T]: ...
+@overload
 def join(task: asyncio.Task[T], timeout: float | None = None) -> Awaitable[T]: ...
 def join(task: Any, timeout: float | None = None) -> Any:
     """``await tiffany.join(task, timeout=None)``: wait for a task to end.
 
-    Returns its result; re-raises its exception; raises ``TaskCancelled`` if
-    it was cancelled and ``JoinTimeout`` if ``timeout`` passes first (the
-    task goes on). ``task`` is a :class:`Task` (``tiffany.spawn``) or an
-    asyncio task of a Tiffany loop (``asyncio.create_task``), which is a
-    kernel task too.
+    Returns its result; re-raises its exception; raises ``TaskCancelled`` (an
+    ``asyncio.CancelledError``) if it was cancelled and ``JoinTimeout`` if
+    ``timeout`` passes first (the task goes on). ``task`` is a :class:`Task`
+    (``tiffany.spawn``, ``asyncio.create_task`` on a Tiffany loop) or a
+    :class:`TaskHandle` (``Scheduler.spawn``).
     """
     wait = _native_join(task, timeout)
-    if isinstance(task, _AioTask):
+    if type(task) is Task:
         return _join_asyncio(wait, task)
     return wait
 
 
-async def _join_asyncio(wait: Any, task: _AioTask) -> Any:
+async def _join_asyncio(wait: Any, task: Task[Any]) -> Any:
     # A finished asyncio task's kernel record may be gone: its future has
     # the outcome.
     if not task.done():
@@ -244,13 +247,11 @@ def run(
     ends, the tasks still alive are cancelled (their ``finally`` blocks
     run), as ``asyncio.run`` does: await (join) a task to wait for it.
 
-    A coroutine ``main`` may use asyncio: inside it,
-    ``asyncio.get_running_loop()`` is a :class:`EventLoop` on the same
-    scheduler, and Tiffany tasks can await asyncio futures (``asyncio.sleep``,
-    queues, locks, ``loop.create_task(...)``). Code that needs to run *in an
-    asyncio task* (``asyncio.timeout``, ``TaskGroup``, libraries that detect
-    the async library, such as httpx and anyio) runs in one:
-    ``await asyncio.get_running_loop().create_task(coro)``.
+    A coroutine ``main`` may use asyncio: it runs as an asyncio task of an
+    :class:`EventLoop` hosted on the same scheduler, and so does every task
+    ``tiffany.spawn`` makes (a :class:`Task`, ADR 13) — ``asyncio.timeout``,
+    ``TaskGroup``, ``wait_for`` and libraries that detect the async library
+    (httpx, anyio) work in any of them.
     """
     sched = Scheduler(**options)
     if not isinstance(main, Coroutine) or asyncio_events._get_running_loop() is not None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from tiffany import _subprocess, _transport
-from tiffany._native import LoopCore, Scheduler, Selector
+from tiffany._native import LoopCore, Scheduler, Selector, _loop_made
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop"]
 
@@ -68,6 +68,7 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             scheduler = Scheduler(
                 clock=clock, quantum=quantum, capacity=capacity, backpressure=backpressure
             )
+        _loop_made()  # tiffany.spawn asks for the running loop from now on
         self._sched = scheduler
         # loop.time() (native) reads the scheduler's clock from any thread.
         self._set_clock(scheduler)
@@ -147,7 +148,14 @@ class EventLoop(LoopCore, _UnixSelectorEventLoop):  # type: ignore[misc]
             return await self.create_task(main, name="main")
         finally:
             try:
-                pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+                # Tasks of tiffany.spawn are left to the run's end, as they
+                # always were: the kernel cancels them (level-triggered, so
+                # one that swallows a cancellation cannot hold the run).
+                pending = [
+                    t
+                    for t in asyncio.all_tasks(self)
+                    if not t.done() and not getattr(t, "_tspawn", False)
+                ]
                 for t in pending:
                     t.cancel()
                 if pending:

@@ -20,6 +20,8 @@ from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar, final,
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
 
+from tiffany import _task
+
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
@@ -64,15 +66,23 @@ EventKind = Literal[
 ]
 
 class Cancelled(asyncio.CancelledError):
-    """Raised inside a cancelled scope (or task) at its ``await``, so ``finally`` blocks run.
+    """Raised inside a cancelled scope at its ``await``, so ``finally`` blocks run (also
+    in a task the kernel cancels: a shutdown, ``TaskHandle.cancel``; a
+    ``tiffany.Task``'s ``cancel(msg)`` raises ``asyncio.CancelledError(msg)``).
 
     A subclass of ``asyncio.CancelledError``: ``except asyncio.CancelledError``
     catches both worlds' cancellation. The cancel scope that was cancelled
     catches it when the task leaves the scope.
     """
 
-class TaskCancelled(Exception):
-    """Raised to whoever joins a task that was cancelled."""
+class TaskCancelled(asyncio.CancelledError):
+    """Raised to whoever joins (``tiffany.join``) a task that was cancelled.
+
+    A subclass of ``asyncio.CancelledError`` (what awaiting a cancelled
+    asyncio task raises), not of :class:`Cancelled`: a cancel scope never
+    takes it for its own cancellation, and a task that does not catch it
+    ends cancelled, as in asyncio (ADR 13).
+    """
 
 class JoinTimeout(TimeoutError):
     """Raised by ``join(task, timeout=...)`` when the timeout passes first."""
@@ -104,7 +114,9 @@ _TaskBody = Coroutine[Any, Any, _T] | Generator[Any, Any, _T]
 
 @final
 class Task(Generic[_T]):
-    """A task: awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
+    """The kernel's handle of a task (``tiffany.lowlevel.TaskHandle``): what
+    ``Scheduler.spawn`` returns, and ``tiffany.spawn`` where no asyncio loop
+    runs. Awaiting it joins it (``Task[T]``: ``await task`` is a ``T``).
 
     ``id``, ``name`` and ``priority`` can be read on any thread; the rest
     belongs to the scheduler's thread (``RuntimeError`` elsewhere: use
@@ -120,9 +132,12 @@ class Task(Generic[_T]):
     @property
     def state(self) -> TaskState: ...
     def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
     def result(self) -> _T: ...
     def exception(self) -> BaseException | None: ...
-    def cancel(self) -> bool: ...
+    def cancel(self) -> bool:
+        """The kernel's cancel: the task's root scope, level-triggered (a
+        ``tiffany.Task``'s ``cancel()`` is asyncio's one-shot instead)."""
     def add_dependency(self, other: Task[Any]) -> None: ...
     def add_done_callback(self, callback: Callable[[Task[_T]], object]) -> None:
         """Call ``callback(task)`` once the task has ended; ``TypeError`` if not callable."""
@@ -237,7 +252,7 @@ class Scheduler:
         coro: _TaskBody[_T],
         *,
         priority: int = ...,
-        deps: Iterable[Task[Any]] | None = None,
+        deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
         name: str | None = None,
         daemon: bool = False,
     ) -> Task[_T]:
@@ -297,21 +312,46 @@ def shutdown(timeout: float) -> Syscall:
     that swallows ``Cancelled`` is then abandoned (its coroutine closed).
     """
 
+@overload
 def spawn(
-    coro: _TaskBody[_T],
+    coro: Generator[Any, Any, _T],
     *,
     priority: int = ...,
-    deps: Iterable[Task[Any]] | None = None,
+    deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
     name: str | None = None,
     daemon: bool = False,
-) -> Task[_T]:
-    """Spawn on the running scheduler (see ``Scheduler.spawn``)."""
+) -> Task[_T]: ...
+@overload
+def spawn(
+    coro: Coroutine[Any, Any, _T],
+    *,
+    priority: int = ...,
+    deps: Iterable[Task[Any] | asyncio.Task[Any]] | None = None,
+    name: str | None = None,
+    daemon: bool = False,
+) -> _task.Task[_T] | Task[_T]:
+    """Spawn on the running scheduler (see ``Scheduler.spawn`` for the options).
+
+    What it returns (ADR 13): for a coroutine while a Tiffany loop runs on
+    the scheduler — always under ``tiffany.run(coroutine)`` and
+    ``asyncio.run`` with a Tiffany loop — a ``tiffany.Task``, the asyncio
+    task of that loop (asyncio's API, asyncio's ``cancel``); otherwise (a
+    ``Scheduler.run`` program with no asyncio loop, or a generator task,
+    first overload) the kernel's handle, ``TaskHandle``, whose API is the
+    kernel part of that one (``id``, ``name``, ``priority``, ``state``,
+    ``done``, ``result``, ``exception``, ``cancel()`` — the kernel's,
+    level-triggered — ``add_done_callback``, ``await``). Hence the union;
+    where a loop is known to run, ``assert isinstance(t, tiffany.Task)``
+    narrows it.
+    """
 
 def now() -> float:
     """The running scheduler's time in seconds."""
 
-def current_task() -> Task[Any] | None:
-    """The task being run, or ``None`` outside tasks."""
+def current_task() -> _task.Task[Any] | Task[Any] | None:
+    """The task being run, or ``None`` outside tasks: its ``tiffany.Task`` when
+    it is an asyncio task of a running Tiffany loop (``asyncio.current_task()``),
+    else its ``TaskHandle``."""
 
 def join(task: Task[_T] | asyncio.Task[_T], timeout: float | None = None) -> _Awaitable[_T]:
     """``await join(t, timeout)``: ``t``'s result; raises ``JoinTimeout`` after ``timeout``.
@@ -344,11 +384,18 @@ def _task_cancel(sched: Scheduler, kid: int) -> bool:
     """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
     in a kernel-level wait, the kernel's edge); whether it was live."""
 
+def _loop_made() -> None:
+    """Says that a Tiffany event loop is being made (``EventLoop.__init__``):
+    until then ``spawn`` need not ask asyncio for the running loop."""
+
 def _task_edge_pending(sched: Scheduler, kid: int) -> bool:
     """Whether a cancellation waits to be thrown into kernel task ``kid``."""
 
 def _task_set_name(sched: Scheduler, kid: int, name: str) -> None:
     """Renames kernel task ``kid``."""
+
+def _task_state(sched: Scheduler, kid: int) -> TaskState | None:
+    """The kernel's state of task ``kid``, or None once its record is gone."""
 
 def _task_fut_waiter(kid: int) -> Any:
     """The asyncio future kernel task ``kid`` awaits, or None."""

@@ -2,8 +2,10 @@
 
 A scope is a region of a task's code that can be cancelled as a unit: by
 :meth:`CancelScope.cancel`, by its deadline passing (a kernel timer, so under
-the virtual clock time jumps to it), or by cancelling the task (which cancels
-the task's outermost scope). Inside a cancelled scope every blocking call
+the virtual clock time jumps to it), or, for the task's outermost scope, by
+the kernel's cancel of the task (a shutdown, a low-level ``TaskHandle``'s
+``cancel()``; a ``tiffany.Task``'s ``cancel()`` is asyncio's one-shot
+``CancelledError`` instead). Inside a cancelled scope every blocking call
 raises :class:`tiffany.Cancelled` at once; the scope that was cancelled
 catches it when the task leaves the scope, and the task goes on. A shielded
 scope hides the cancellation of the scopes around it, so clean-up code may

@@ -19,9 +19,12 @@ Every asyncio-visible wake of the task (its first step, the step after a
 bare ``yield``, the step after an awaited future completes) is an entry of
 the loop's ready FIFO, so tasks step in asyncio's order (ADR 11).
 
-``cancel(msg)`` is asyncio's edge: one ``CancelledError(msg)`` per call at
-the task's next step (or the awaited future is cancelled, as asyncio
-does), counted by :meth:`cancelling` and undone by :meth:`uncancel`.
+``cancel(msg)`` is asyncio's edge, for a task of either door: one
+``CancelledError(msg)`` per call at the task's current await (or the awaited
+future is cancelled, as asyncio does), counted by :meth:`cancelling` and
+undone by :meth:`uncancel`. Level-triggered cancellation is the cancel
+scopes' (``tiffany.CancelScope``, ``move_on_after``, ``fail_after``,
+``TaskGroup``), never the task's (ADR 13).
 """
 
 # The C Task's private attributes are not in typeshed.
@@ -31,25 +34,44 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import base_tasks
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from tiffany._native import (
     _task_cancel,
     _task_edge_pending,
     _task_fut_waiter,
     _task_set_name,
+    _task_state,
 )
 
 __all__ = ["Task"]
 
 
-class Task(asyncio.Task):  # type: ignore[type-arg]
-    """An asyncio task run by Tiffany's kernel (made by ``loop.create_task``)."""
+T = TypeVar("T")
+
+
+class Task(asyncio.Task[T]):
+    """The task object (``tiffany.Task``): an asyncio task run by Tiffany's
+    kernel, made by ``loop.create_task`` (asyncio's door) or
+    ``tiffany.spawn`` (Tiffany's, with its ``priority``, ``deps``, ``daemon``)
+    while a Tiffany loop runs. Besides asyncio's API it has the kernel's
+    ``id``, ``name``, ``priority`` and ``state``.
+    """
 
     # Slots (no per-task dict: a dict per task is one more object for the
     # garbage collector to allocate and walk), all set when the task is made
     # (tiffany._native's aio::task::create).
-    __slots__ = ("_kid", "_tsched_id", "_tcoro", "_tctx", "_tname", "_ncancel", "_cmsg")
+    __slots__ = (
+        "_kid",
+        "_tsched_id",
+        "_tcoro",
+        "_tctx",
+        "_tname",
+        "_ncancel",
+        "_cmsg",
+        "_tprio",
+        "_tspawn",
+    )
     _kid: int
     _tsched_id: int
     _tcoro: Any
@@ -57,9 +79,39 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
     _tname: str | int
     _ncancel: int
     _cmsg: Any
+    _tprio: int
+    _tspawn: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("tiffany tasks are made by loop.create_task() (or asyncio.create_task())")
+
+    @property
+    def id(self) -> int:
+        """The task's kernel id (unique within its scheduler, increasing)."""
+        return self._kid
+
+    @property
+    def name(self) -> str:
+        """The task's name: :meth:`get_name`."""
+        return self.get_name()
+
+    @property
+    def priority(self) -> int:
+        """The task's kernel priority (0 first, 255 last)."""
+        return self._tprio
+
+    @property
+    def state(self) -> str:
+        """The kernel's state of the task: one of "pending", "scheduled",
+        "running", "sleeping", "waiting", "throttled", "finished", "failed",
+        "cancelled"."""
+        if self.done():
+            if self.cancelled():
+                return "cancelled"
+            return "failed" if self._exception is not None else "finished"
+        sched = self._sched
+        state = None if sched is None else _task_state(sched, self._kid)
+        return "pending" if state is None else state
 
     def get_coro(self) -> Any:
         """The task's coroutine."""
@@ -82,9 +134,14 @@ class Task(asyncio.Task):  # type: ignore[type-arg]
             _task_set_name(sched, self._kid, self._tname)
 
     def cancel(self, msg: Any = None) -> bool:
-        """Asks the task to cancel itself: one ``CancelledError(msg)`` at its
-        next suspension, or the future it awaits is cancelled. Returns False
-        if the task is done."""
+        """Asks the task to cancel itself, asyncio's way, whichever door made
+        it: one ``CancelledError(msg)`` at its current or next suspension —
+        the future it awaits is cancelled, or a kernel-level wait
+        (``tiffany.sleep``, ``join``, ``Event.wait``, socket waits, ``exec``)
+        is woken with it — counted by :meth:`cancelling` and undone by
+        :meth:`uncancel`. The task may catch it and go on. A shielded
+        ``tiffany.CancelScope`` around the wait hides it until the scope is
+        left. Returns False if the task is done."""
         self._log_traceback = False
         if self.done():
             return False

@@ -17,10 +17,26 @@ from collections.abc import Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tiffany._native import Task, spawn
+from tiffany._native import Cancelled, spawn
+from tiffany._native import Task as TaskHandle
 from tiffany._scope import CancelScope
+from tiffany._task import Task
 
 T = TypeVar("T")
+
+
+def joined_cancelled(task: Any, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by awaiting (joining) ``task``, tells that
+    ``task`` was cancelled rather than that the awaiting task is: ``task``
+    ended cancelled, ``exc`` is no Tiffany scope's ``Cancelled``, and the
+    awaiting asyncio task (if any) has no ``cancel()`` pending."""
+    if isinstance(exc, Cancelled) or task.state != "cancelled":
+        return False
+    try:
+        me = asyncio.current_task()
+    except RuntimeError:
+        return True
+    return me is None or me.cancelling() == 0
 
 
 class TaskGroup:
@@ -52,7 +68,7 @@ class TaskGroup:
     def __init__(self) -> None:
         self._scope: CancelScope | None = None
         # Insertion-ordered: the group waits for its children in spawn order.
-        self._pending: dict[Task[Any], None] = {}
+        self._pending: dict[Task[Any] | TaskHandle[Any], None] = {}
         self._errors: list[BaseException] = []
         self._base_error: BaseException | None = None
         self._state = "new"
@@ -72,13 +88,15 @@ class TaskGroup:
         coro: Coroutine[Any, Any, T] | Generator[Any, Any, T],
         *,
         priority: int | None = None,
-        deps: Iterable[Task[Any]] = (),
+        deps: Iterable[Task[Any] | TaskHandle[Any]] = (),
         name: str | None = None,
-    ) -> Task[T]:
+    ) -> Task[T] | TaskHandle[T]:
         """Spawns ``coro`` as a child task of the group and returns it.
 
         ``priority``, ``deps`` and ``name`` are those of :func:`tiffany.spawn`
-        (``None``: the default priority). Raises ``RuntimeError`` (closing
+        (``None``: the default priority), and so is what it returns: a
+        :class:`tiffany.Task` while a Tiffany loop runs (always under
+        ``tiffany.run``), else a ``TaskHandle``. Raises ``RuntimeError`` (closing
         the coroutine) if the group is not entered, has ended, or is
         shutting down after a failure.
         """
@@ -92,7 +110,7 @@ class TaskGroup:
         kwargs: dict[str, Any] = {"deps": list(deps), "name": name}
         if priority is not None:
             kwargs["priority"] = priority
-        task: Task[T] = spawn(coro, **kwargs)
+        task: Task[T] | TaskHandle[T] = spawn(coro, **kwargs)
         self._pending[task] = None
         task.add_done_callback(self._child_done)
         return task
@@ -100,7 +118,7 @@ class TaskGroup:
     create_task = spawn
     """An alias of :meth:`spawn` (asyncio's name), with the same keywords."""
 
-    def _child_done(self, task: Task[Any]) -> None:
+    def _child_done(self, task: Task[Any] | TaskHandle[Any]) -> None:
         if task not in self._pending:
             return
         del self._pending[task]
@@ -128,9 +146,12 @@ class TaskGroup:
         try:
             await task
         except BaseException as e:
-            # The child's own failure is recorded by _child_done; our own
-            # cancellation, or the coroutine being closed, goes on.
-            if isinstance(e, (asyncio.CancelledError, GeneratorExit)) or not task.done():
+            # The child's own failure is recorded by _child_done, and its
+            # cancellation is no error; our own cancellation, or the
+            # coroutine being closed, goes on.
+            if isinstance(e, GeneratorExit) or not task.done():
+                raise
+            if isinstance(e, asyncio.CancelledError) and not joined_cancelled(task, e):
                 raise
         self._child_done(task)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -20,14 +21,14 @@ def sched() -> tiffany.Scheduler:
 @pytest.fixture
 def cancelled_state() -> Callable[[Coroutine[Any, Any, Any], float], str]:
     """Runs ``coro`` as a task, cancels it ``after`` virtual seconds, checks
-    that joining it raises ``TaskCancelled``, and returns its final state."""
+    that joining it raises ``CancelledError``, and returns its final state."""
 
     def run(coro: Coroutine[Any, Any, Any], after: float) -> str:
         async def main() -> str:
             t = tiffany.spawn(coro)
             await tiffany.sleep(after)
             t.cancel()
-            with pytest.raises(tiffany.TaskCancelled):
+            with pytest.raises(asyncio.CancelledError):
                 await t
             return t.state
 

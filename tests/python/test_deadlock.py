@@ -10,7 +10,7 @@ import tiffany
 
 
 def test_two_tasks_joining_each_other_raise_deadlock(sched: tiffany.Scheduler) -> None:
-    tasks: dict[str, tiffany.Task[None]] = {}
+    tasks: dict[str, tiffany.TaskHandle[None]] = {}
 
     async def a() -> None:
         await tiffany.sleep(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import tiffany
@@ -65,7 +67,7 @@ def test_cancelled_waiter_leaves_the_others_waiting() -> None:
         try:
             await a
             first = "finished"
-        except tiffany.TaskCancelled:
+        except asyncio.CancelledError:
             first = "cancelled"
         ev.set()
         return first, await b

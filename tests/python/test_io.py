@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -247,7 +248,7 @@ def test_cancelling_a_task_blocked_in_sock_recv_frees_the_socket() -> None:
         try:
             await t
             outcome = "finished"
-        except tiffany.TaskCancelled:
+        except asyncio.CancelledError:
             outcome = "cancelled"
         # Another task can now wait on the same socket.
         b.sendall(b"after")

@@ -101,32 +101,37 @@ def test_nested_scopes_the_outermost_cancelled_scope_catches() -> None:
 
 def test_await_in_finally_inside_a_shielded_scope_after_cancel() -> None:
     log: list[str] = []
+    scopes: list[tiffany.CancelScope] = []
 
     async def worker() -> None:
-        try:
-            await tiffany.sleep(100)
-        finally:
-            with tiffany.CancelScope(shield=True):
-                await tiffany.sleep(3)
-                log.append(f"cleaned up at {tiffany.now()}")
+        with tiffany.CancelScope() as scope:
+            scopes.append(scope)
             try:
-                await tiffany.sleep(1)
-            except tiffany.Cancelled:
-                log.append("unshielded await cancelled again")
+                await tiffany.sleep(100)
+            finally:
+                with tiffany.CancelScope(shield=True):
+                    await tiffany.sleep(3)
+                    log.append(f"cleaned up at {tiffany.now()}")
+                try:
+                    await tiffany.sleep(1)
+                except tiffany.Cancelled:
+                    log.append("unshielded await cancelled again")
+        # Leaving the cancelled scope, the task goes on.
+        log.append(f"went on at {tiffany.now()}")
 
     async def main() -> None:
         t = tiffany.spawn(worker())
         await tiffany.sleep(1)
-        t.cancel()
-        with pytest.raises(tiffany.TaskCancelled):
-            await t
-        assert t.state == "cancelled"
+        scopes[0].cancel()
+        await t
+        assert t.state == "finished"
         log.append(f"joined at {tiffany.now()}")
 
     tiffany.run(main(), clock="virtual")
     assert log == [
         "cleaned up at 4.0",
         "unshielded await cancelled again",
+        "went on at 4.0",
         "joined at 4.0",
     ]
 
@@ -199,14 +204,32 @@ def test_cancel_during_join_of_a_child() -> None:
     async def main() -> list[object]:
         child = tiffany.spawn(slow())
         with tiffany.move_on_after(2) as scope:
-            await child
+            await tiffany.join(child)
         out: list[object] = [scope.cancelled_caught, tiffany.now(), child.state]
-        # The child was not cancelled with the scope: join it for real.
+        # tiffany.join does not own the child: it was not cancelled with the
+        # scope. Join it for real.
         out.append(await child)
         out.append(tiffany.now())
         return out
 
     assert tiffany.run(main(), clock="virtual") == [True, 2.0, "sleeping", "slow done", 30.0]
+
+
+@pytest.mark.parametrize("door", ["spawn", "create_task"])
+def test_a_scope_cancelled_around_await_of_a_task_cancels_the_task(door: str) -> None:
+    async def slow() -> str:
+        await tiffany.sleep(30)
+        return "slow done"
+
+    async def main() -> list[object]:
+        coro = slow()
+        child = tiffany.spawn(coro) if door == "spawn" else asyncio.create_task(coro)
+        with tiffany.move_on_after(2) as scope:
+            await child  # asyncio's await: the awaiting side owns the awaited task
+        await asyncio.sleep(0)
+        return [scope.cancelled_caught, tiffany.now(), child.cancelled()]
+
+    assert tiffany.run(main(), clock="virtual") == [True, 2.0, True]
 
 
 def test_a_scope_is_cancelled_from_another_task() -> None:
@@ -248,15 +271,22 @@ def test_cancelled_is_asyncio_cancelled_error() -> None:
             return type(e).__name__
         return "not cancelled"
 
-    async def main() -> str:
+    async def in_scope() -> str:
+        with tiffany.CancelScope() as scope:
+            scope.cancel()
+            return await victim()
+        raise AssertionError("the victim let the scope's Cancelled through")
+
+    async def main() -> tuple[str, str]:
         t = tiffany.spawn(victim())
         await tiffany.yield_now()
         t.cancel()
-        result: str = await t
-        return result
+        # A task's cancel() is asyncio's; a scope's is tiffany.Cancelled, a
+        # CancelledError too: one except clause catches both.
+        return await t, await in_scope()
 
     assert issubclass(tiffany.Cancelled, asyncio.CancelledError)
-    assert tiffany.run(main(), clock="virtual") == "Cancelled"
+    assert tiffany.run(main(), clock="virtual") == ("CancelledError", "Cancelled")
 
 
 def test_misuse_is_refused_clearly() -> None:

@@ -185,7 +185,7 @@ def test_a_deadline_abandons_a_task_that_swallows_cancelled(clock: str) -> None:
         finally:
             cleaned.append("finally")
 
-    async def main() -> tuple[str, tiffany.Task[None]]:
+    async def main() -> tuple[str, tiffany.Task[None] | tiffany.TaskHandle[None]]:
         task = tiffany.spawn(stubborn(), name="stubborn")
         await tiffany.sleep(0)
         result = await tiffany.shutdown(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -14,7 +15,7 @@ import tiffany
 async def sleeper(seconds: float, log: list[str], name: str) -> str:
     try:
         await tiffany.sleep(seconds)
-    except tiffany.Cancelled:
+    except asyncio.CancelledError:
         log.append(f"{name} cancelled at {tiffany.now()}")
         raise
     log.append(f"{name} done at {tiffany.now()}")
@@ -51,7 +52,7 @@ def test_a_failing_child_cancels_its_siblings_and_the_body() -> None:
             tg.spawn(failer(1, "boom"))
             try:
                 await tiffany.sleep(100)
-            except tiffany.Cancelled:
+            except asyncio.CancelledError:
                 log.append(f"body cancelled at {tiffany.now()}")
                 raise
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -165,7 +166,7 @@ def test_an_events_detail_is_its_pal_line_without_the_header(sched: tiffany.Sche
         for t in (unnamed, named):
             try:
                 await t
-            except (ValueError, tiffany.TaskCancelled):
+            except (ValueError, asyncio.CancelledError):
                 pass
         await tiffany.shutdown(1.0)
 

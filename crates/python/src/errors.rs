@@ -10,7 +10,9 @@ create_exception!(
     tiffany,
     Cancelled,
     pyo3::exceptions::asyncio::CancelledError,
-    "Raised inside a cancelled scope (or task) at its `await`, so its `finally` blocks run.\n\n\
+    "Raised inside a cancelled scope at its `await`, so its `finally` blocks run (also in a \
+     task the kernel cancels: a shutdown, `TaskHandle.cancel`; a `tiffany.Task`'s \
+     `cancel(msg)` raises `asyncio.CancelledError(msg)`).\n\n\
      A subclass of asyncio.CancelledError (a BaseException): `except asyncio.CancelledError` \
      catches both worlds' cancellation, `except Exception` swallows neither. The cancel scope \
      that was cancelled catches it when the task leaves the scope."
@@ -18,8 +20,11 @@ create_exception!(
 create_exception!(
     tiffany,
     TaskCancelled,
-    PyException,
-    "Raised to whoever joins (awaits) a task that was cancelled."
+    pyo3::exceptions::asyncio::CancelledError,
+    "Raised to whoever joins a task that was cancelled.\n\n\
+     A subclass of asyncio.CancelledError (what awaiting a cancelled asyncio task raises), \
+     not of Cancelled: a cancel scope never takes it for its own cancellation, and a task \
+     that does not catch it ends cancelled, as in asyncio (ADR 13)."
 );
 create_exception!(
     tiffany,

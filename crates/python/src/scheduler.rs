@@ -139,24 +139,46 @@ impl Current {
         }
     }
 
-    fn deps(&self, deps: &Bound<'_, PyAny>) -> PyResult<Vec<TaskId>> {
+    /// The kernel ids of `deps` (`Task` handles or Tiffany asyncio tasks of
+    /// this scheduler), and whether one has ended failed or cancelled with
+    /// its record gone (the kernel judges the others itself).
+    fn deps(&self, py: Python<'_>, deps: &Bound<'_, PyAny>) -> PyResult<(Vec<TaskId>, bool)> {
         let mut out = Vec::new();
+        let mut doomed = false;
         for d in deps.try_iter()? {
             let d = d?;
-            let t = d.cast::<Task>().map_err(|_| {
-                PyTypeError::new_err("deps must be Task objects returned by spawn()")
-            })?;
-            let t = t.borrow();
-            if t.sched != self.id {
-                let err = tiffany_scheduler::SpawnError::UnknownDependency(t.id);
-                return Err(spawn_error(deps.py(), &err));
+            let (id, sched) = if let Ok(t) = d.cast::<Task>() {
+                let t = t.borrow();
+                (t.id, t.sched)
+            } else if crate::aio::task::is_task(py, &d) {
+                let id = TaskId::from_raw(crate::aio::task::kernel_id(&d)?);
+                let sched: u64 = d.getattr(pyo3::intern!(py, "_tsched_id"))?.extract()?;
+                if sched == self.id && self.kernel.state(id).is_none() {
+                    // Ended, and its record is gone: its future tells how.
+                    if d.call_method0("cancelled")?.is_truthy()?
+                        || !d.call_method0("exception")?.is_none()
+                    {
+                        doomed = true;
+                    }
+                    continue;
+                }
+                (id, sched)
+            } else {
+                return Err(PyTypeError::new_err(
+                    "deps must be tasks returned by spawn() or create_task()",
+                ));
+            };
+            if sched != self.id {
+                let err = tiffany_scheduler::SpawnError::UnknownDependency(id);
+                return Err(spawn_error(py, &err));
             }
-            out.push(t.id);
+            out.push(id);
         }
-        Ok(out)
+        Ok((out, doomed))
     }
 
-    /// `spawn(coro, priority=, deps=, name=, daemon=)` on this scheduler.
+    /// `spawn(coro, priority=, deps=, name=, daemon=)` on this scheduler:
+    /// a `Task` handle (see [`PyScheduler::spawn`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         &self,
@@ -167,21 +189,71 @@ impl Current {
         name: Option<String>,
         daemon: bool,
     ) -> PyResult<Task> {
-        let deps = match deps.map(|d| self.deps(d)).transpose() {
-            Ok(d) => d.unwrap_or_default(),
+        let (deps, doomed) = self.checked_deps(py, coro, deps)?;
+        let options = SpawnOptions::priority(priority.0)
+            .with_deps(&deps)
+            .daemon(daemon);
+        let task = self.spawn_task(py, coro, options, name)?;
+        if doomed {
+            self.kernel.cancel(task.id);
+        }
+        Ok(task)
+    }
+
+    /// [`Self::deps`], closing `coro` if they are refused.
+    fn checked_deps(
+        &self,
+        py: Python<'_>,
+        coro: &Bound<'_, PyAny>,
+        deps: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Vec<TaskId>, bool)> {
+        match deps.map(|d| self.deps(py, d)).transpose() {
+            Ok(d) => Ok(d.unwrap_or_default()),
             Err(e) => {
                 // A refused coroutine is closed, as it is for every other refusal,
                 // so it does not warn "never awaited".
                 if check_task_object(py, coro).is_ok() {
                     coro.call_method0("close")?;
                 }
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// `tiffany.spawn`: for a coroutine while a Tiffany loop runs on this
+    /// scheduler, an asyncio task of that loop (`tiffany._task.Task`, the
+    /// one task object, see ADR 13) carrying the spawn options; else a
+    /// `Task` handle.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spawn_any(
+        &self,
+        py: Python<'_>,
+        coro: &Bound<'_, PyAny>,
+        priority: Priority,
+        deps: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+        daemon: bool,
+    ) -> PyResult<Py<PyAny>> {
+        // A generator (pyos-style) task, or a raw system call, has no
+        // asyncio face: a handle.
+        let coroutine = coro.get_type().is(task_types(py)?.coroutine.bind(py));
+        let lp = if coroutine {
+            crate::aio::task::running_loop_of(py, self)?
+        } else {
+            None
         };
-        let options = SpawnOptions::priority(priority.0)
-            .with_deps(&deps)
-            .daemon(daemon);
-        self.spawn_task(py, coro, options, name)
+        let Some(lp) = lp else {
+            let task = self.spawn(py, coro, priority, deps, name, daemon)?;
+            return Ok(Py::new(py, task)?.into_any());
+        };
+        let (deps, doomed) = self.checked_deps(py, coro, deps)?;
+        let spawned = crate::aio::task::Spawned {
+            priority: priority.0,
+            deps,
+            daemon,
+            doomed,
+        };
+        crate::aio::task::spawn_on_loop(py, self, &lp, coro, name, spawned)
     }
 }
 
@@ -493,7 +565,8 @@ impl PyScheduler {
     }
 }
 
-/// `tiffany.spawn(coro, ...)`: spawn on the running scheduler.
+/// `tiffany.spawn(coro, ...)`: spawn on the running scheduler (an asyncio
+/// task of its loop while one runs, see [`Current::spawn_any`]).
 #[pyfunction]
 #[pyo3(signature = (coro, *, priority = Priority::DEFAULT, deps = None, name = None, daemon = false))]
 pub fn spawn(
@@ -503,8 +576,8 @@ pub fn spawn(
     deps: Option<&Bound<'_, PyAny>>,
     name: Option<String>,
     daemon: bool,
-) -> PyResult<Task> {
-    current()?.spawn(py, coro, priority, deps, name, daemon)
+) -> PyResult<Py<PyAny>> {
+    current()?.spawn_any(py, coro, priority, deps, name, daemon)
 }
 
 /// `tiffany.now()`: the running scheduler's time in seconds.
@@ -513,16 +586,24 @@ pub fn now() -> PyResult<f64> {
     Ok(current()?.kernel.now().as_secs_f64())
 }
 
-/// `tiffany.current_task()`: the task being run, or None outside tasks.
+/// `tiffany.current_task()`: the task being run, or None outside tasks: its
+/// `tiffany.Task` when it is an asyncio task of a running Tiffany loop (the
+/// object `asyncio.current_task()` gives), else a handle.
 #[pyfunction]
-pub fn current_task() -> PyResult<Option<Task>> {
+pub fn current_task(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     let Ok(cur) = current() else { return Ok(None) };
-    Ok(cur.kernel.current_task().map(|id| {
-        let (name, priority) = cur
-            .kernel
-            .info(id)
-            .map(|i| (i.name.map(|n| n.to_string()), i.priority))
-            .unwrap_or((None, PRI_DEFAULT));
-        Task::new(&cur, id, name, priority)
-    }))
+    let Some(id) = cur.kernel.current_task() else {
+        return Ok(None);
+    };
+    if let Some(task) = crate::aio::task::current_of(py, &cur, id)? {
+        return Ok(Some(task));
+    }
+    let (name, priority) = cur
+        .kernel
+        .info(id)
+        .map(|i| (i.name.map(|n| n.to_string()), i.priority))
+        .unwrap_or((None, PRI_DEFAULT));
+    Ok(Some(
+        Py::new(py, Task::new(&cur, id, name, priority))?.into_any(),
+    ))
 }

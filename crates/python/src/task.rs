@@ -130,6 +130,11 @@ impl Task {
         Ok(self.outcome()?.is_some())
     }
 
+    /// Whether the task ended cancelled (as `asyncio.Future.cancelled`).
+    fn cancelled(&self) -> PyResult<bool> {
+        Ok(matches!(self.outcome()?, Some(Outcome::Cancelled)))
+    }
+
     /// The task's return value; re-raises its exception; raises
     /// `TaskCancelled` if it was cancelled and `RuntimeError` if not done.
     pub(crate) fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -166,7 +171,10 @@ impl Task {
         }
     }
 
-    /// Cancels the task; returns whether it was still live.
+    /// Cancels the task, the kernel's way: its root scope, level-triggered
+    /// (every blocking call raises `tiffany.Cancelled` until it ends; a
+    /// `tiffany.Task`'s `cancel()` is asyncio's one-shot instead). Returns
+    /// whether it was still live.
     fn cancel(&self) -> PyResult<bool> {
         Ok(self.kernel()?.cancel(self.id))
     }

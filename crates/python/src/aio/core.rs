@@ -136,6 +136,11 @@ pub struct LoopCore {
 }
 
 impl LoopCore {
+    /// The number naming the next task the loop makes (`Task-<n>`).
+    pub(crate) fn next_task_number(&self) -> u64 {
+        self.tasks_made.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub(crate) fn timer_cancelled(&self) {
         self.cancelled_timers.fetch_add(1, Ordering::Relaxed);
     }
@@ -315,13 +320,23 @@ impl LoopCore {
             .cast_into::<crate::scheduler::PyScheduler>()
             .map_err(|_| PyRuntimeError::new_err("Event loop is closed"))?;
         let me = slf.get();
-        let number = me.tasks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        let number = me.next_task_number();
         let cur = sched.borrow().cur()?.clone();
         // Hosted by `tiffany.run` with no engine yet: the kernel schedules
         // the task's steps, so a run that never uses asyncio's callbacks
         // never starts the engine.
         let fifo = !me.hosted.load(Ordering::Relaxed) || me.engine_alive.load(Ordering::Relaxed);
-        let task = super::task::create(py, &cur, slf.as_any(), coro, name, context, number, fifo)?;
+        let task = super::task::create(
+            py,
+            &cur,
+            slf.as_any(),
+            coro,
+            name,
+            context,
+            number,
+            fifo,
+            None,
+        )?;
         Ok(task)
     }
 

@@ -15,7 +15,8 @@
 //! bare `yield`, the step after an awaited future completes) is an entry of
 //! the loop's FIFO, in asyncio's order (see [`super::future`]).
 //!
-//! `task.cancel(msg)` is asyncio's edge: it cancels the future the task
+//! `task.cancel(msg)` is asyncio's edge, for a task of either door
+//! (`tiffany.spawn` or asyncio's): it cancels the future the task
 //! awaits, if any, or else marks the task so that its next asyncio step
 //! throws `asyncio.CancelledError(msg)`; a task blocked in a kernel-level
 //! wait gets the kernel's one `Cancelled` instead ([`Kernel::cancel_edge`]),
@@ -24,6 +25,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -46,6 +48,13 @@ unsafe extern "C" {
     fn PyContext_Enter(ctx: *mut ffi::PyObject) -> c_int;
     fn PyContext_Exit(ctx: *mut ffi::PyObject) -> c_int;
 }
+
+/// A Tiffany event loop was made in this process (`EventLoop.__init__`
+/// says so through [`_loop_made`]). Until then no Tiffany loop can be
+/// running, and `tiffany.spawn` (in a `Scheduler.run` program) returns its
+/// handle without asking asyncio for the running loop, which was a
+/// twentieth of such a spawn.
+static LOOP_MADE: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The priority of `with tiffany.priority(n):` around a task's creation.
@@ -134,11 +143,25 @@ pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
     obj.getattr(intern!(obj.py(), "_kid"))?.extract()
 }
 
+/// The options of a task made through Tiffany's door (`tiffany.spawn`)
+/// rather than asyncio's: carried to the kernel, and its steps are the
+/// kernel's to schedule (a bare `yield` stays a kernel yield).
+pub(crate) struct Spawned {
+    pub(crate) priority: u8,
+    pub(crate) deps: Vec<TaskId>,
+    pub(crate) daemon: bool,
+    /// A dependency already ended failed or cancelled (its kernel record
+    /// gone): the task is cancelled at once, as the kernel does for a
+    /// dependency it still knows.
+    pub(crate) doomed: bool,
+}
+
 /// Makes a task of `coro` on loop `lp` (whose scheduler is `cur`): what
-/// `loop.create_task` does when no task factory is set. `number` names it
-/// `Task-<number>` when `name` is `None`. `fifo`: its steps are entries of
-/// the loop's FIFO (else, as for a priority other than the default, the
-/// kernel schedules them).
+/// `loop.create_task` does when no task factory is set, and what
+/// `tiffany.spawn` does while a Tiffany loop runs (`spawned`: its options).
+/// `number` names it `Task-<number>` when `name` is `None`. `fifo`: its
+/// steps are entries of the loop's FIFO (else, as for a priority other than
+/// the default or a spawned task, the kernel schedules them).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     py: Python<'_>,
@@ -149,6 +172,7 @@ pub(crate) fn create(
     context: Option<&Bound<'_, PyAny>>,
     number: u64,
     fifo: bool,
+    spawned: Option<Spawned>,
 ) -> PyResult<Py<PyAny>> {
     if let Err(e) = crate::scheduler::check_task_object(py, coro) {
         if e.is_instance_of::<PyTypeError>(py) {
@@ -174,12 +198,26 @@ pub(crate) fn create(
         Some(n) => n.extract()?,
         None => format!("Task-{number}"),
     };
-    let options = SpawnOptions {
-        name: Some(kernel_name.as_str().into()),
-        ..SpawnOptions::priority(current_priority())
+    let from_spawn = spawned.is_some();
+    let mut doomed = false;
+    let options = match spawned {
+        Some(s) => {
+            doomed = s.doomed;
+            SpawnOptions {
+                name: Some(kernel_name.as_str().into()),
+                ..SpawnOptions::priority(s.priority)
+                    .with_deps(&s.deps)
+                    .daemon(s.daemon)
+            }
+        }
+        None => SpawnOptions {
+            name: Some(kernel_name.as_str().into()),
+            ..SpawnOptions::priority(current_priority())
+        },
     };
+    let priority = options.priority;
     let step_event = cur.kernel.new_event();
-    let by_kernel = !fifo || options.priority != PRI_DEFAULT;
+    let by_kernel = from_spawn || !fifo || priority != PRI_DEFAULT;
     let aio = AioTask {
         task: task.clone().unbind(),
         context: context.clone_ref(py),
@@ -227,7 +265,12 @@ pub(crate) fn create(
     }
     task.setattr(intern!(py, "_ncancel"), 0)?;
     task.setattr(intern!(py, "_cmsg"), py.None())?;
+    task.setattr(intern!(py, "_tprio"), priority)?;
+    task.setattr(intern!(py, "_tspawn"), from_spawn)?;
     std.register_task.call1(py, (&task,))?;
+    if doomed {
+        cur.kernel.cancel(id);
+    }
     // While the kernel holds the task, the task object and its context are
     // alive whatever else refers to them, so the cycle collector learns
     // nothing from walking them; with many live tasks that walk was a large
@@ -236,6 +279,70 @@ pub(crate) fn create(
     untrack(&task);
     untrack(context.bind(py));
     Ok(task.unbind())
+}
+
+/// The Tiffany loop asyncio runs on this thread, if its scheduler is `cur`'s.
+pub(crate) fn running_loop_of<'py>(
+    py: Python<'py>,
+    cur: &Current,
+) -> PyResult<Option<Bound<'py, super::core::LoopCore>>> {
+    if !LOOP_MADE.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let running = stdlib(py)?.get_running_loop.bind(py).call0()?;
+    if running.is_none() {
+        return Ok(None);
+    }
+    let Ok(lp) = running.cast_into::<super::core::LoopCore>() else {
+        return Ok(None);
+    };
+    let Ok(sched) = lp
+        .getattr(intern!(py, "_sched"))?
+        .cast_into::<crate::scheduler::PyScheduler>()
+    else {
+        return Ok(None);
+    };
+    let same = sched.borrow().cur().is_ok_and(|c| c.id == cur.id);
+    Ok(same.then_some(lp))
+}
+
+/// The `tiffany._task.Task` of kernel task `id`, if it is asyncio's current
+/// task of a Tiffany loop running on `cur`'s scheduler.
+pub(crate) fn current_of(py: Python<'_>, cur: &Current, id: TaskId) -> PyResult<Option<Py<PyAny>>> {
+    let Some(lp) = running_loop_of(py, cur)? else {
+        return Ok(None);
+    };
+    let Some(task) = stdlib(py)?.current_tasks.bind(py).get_item(lp)? else {
+        return Ok(None);
+    };
+    let mine = is_task(py, &task) && kernel_id(&task)? == id.get();
+    Ok(mine.then(|| task.unbind()))
+}
+
+/// `tiffany.spawn` while a Tiffany loop runs on the scheduler: the task is
+/// a `tiffany._task.Task` of that loop (the same object as
+/// `loop.create_task` makes), with `spawned`'s options.
+pub(crate) fn spawn_on_loop(
+    py: Python<'_>,
+    cur: &Current,
+    lp: &Bound<'_, super::core::LoopCore>,
+    coro: &Bound<'_, PyAny>,
+    name: Option<String>,
+    spawned: Spawned,
+) -> PyResult<Py<PyAny>> {
+    let number = lp.get().next_task_number();
+    let name = name.map(|n| pyo3::types::PyString::new(py, &n).into_any());
+    create(
+        py,
+        cur,
+        lp.as_any(),
+        coro,
+        name.as_ref(),
+        None,
+        number,
+        false,
+        Some(spawned),
+    )
 }
 
 /// Stops the cycle collector from tracking `obj` (see [`create`]).
@@ -581,6 +688,12 @@ pub fn _task_edge_pending(
     Ok(super::future::must_pending(id) || kernel_of(sched)?.edge_pending(id))
 }
 
+/// `_loop_made()`: a Tiffany event loop is being made (see [`LOOP_MADE`]).
+#[pyfunction]
+pub fn _loop_made() {
+    LOOP_MADE.store(true, Ordering::Relaxed);
+}
+
 /// `_task_set_name(sched, kid, name)`: renames the kernel task.
 #[pyfunction]
 pub fn _task_set_name(
@@ -590,6 +703,18 @@ pub fn _task_set_name(
 ) -> PyResult<()> {
     kernel_of(sched)?.set_name(TaskId::from_raw(kid), name);
     Ok(())
+}
+
+/// `_task_state(sched, kid)`: the kernel's state of the task ("running",
+/// "sleeping", ...), or None once its record is gone.
+#[pyfunction]
+pub fn _task_state(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+) -> PyResult<Option<&'static str>> {
+    Ok(kernel_of(sched)?
+        .state(TaskId::from_raw(kid))
+        .map(TaskState::name))
 }
 
 /// `_task_fut_waiter(kid)`: the asyncio future (or task) the task awaits, or None.
@@ -606,8 +731,10 @@ fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kerne
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PriorityBlock>()?;
     m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(_loop_made, m)?)?;
     m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
     m.add_function(wrap_pyfunction!(_task_set_name, m)?)?;
     m.add_function(wrap_pyfunction!(_task_fut_waiter, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_state, m)?)?;
     Ok(())
 }
