@@ -548,6 +548,43 @@ mod tests {
         assert!(!r.take_wake(), "one wake, seen once");
     }
 
+    /// A poll without a timeout, or with a long one, sleeps until a wake
+    /// from another thread: it does not return before the wake was sent.
+    /// A poll that does not wait fails the assertion (it returns before the
+    /// other thread's delayed wake); one that is never woken fails after
+    /// 10 s.
+    #[test]
+    fn a_poll_sleeps_until_it_is_woken() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        for timeout in [None, Some(Duration::from_secs(30))] {
+            let mut r = Reactor::new().unwrap();
+            let waker = r.waker();
+            let sent = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&sent);
+            let t = std::thread::spawn(move || {
+                // A head start for a poll that returns without waiting.
+                std::thread::sleep(Duration::from_millis(50));
+                flag.store(true, SeqCst);
+                waker.wake();
+            });
+            // The poll on a thread of its own, so that a lost wake fails the
+            // test after 10 s instead of hanging it.
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                r.poll(timeout, |_| {}).unwrap();
+                let _ = done_tx.send(());
+            });
+            done_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the wake did not end the poll");
+            assert!(
+                sent.load(SeqCst),
+                "the poll ({timeout:?}) returned before the wake"
+            );
+            t.join().unwrap();
+        }
+    }
+
     /// A deregistered source hands back its waiters and stops counting
     /// them; a cancelled wait is forgotten, and readiness then waits for the
     /// next waiter.

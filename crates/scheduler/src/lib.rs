@@ -103,7 +103,7 @@ pub use native::TaskContext;
 pub use outcome::{JoinResult, Outcome, TaskError, Value};
 pub use scheduler::Scheduler;
 pub use scope::{ScopeAnswer, ScopeCall, ScopeId, ScopeOptions, ScopeRef, ScopeStatus};
-pub use shard::{Executor, PoolHandle, ShardPool, Spawner};
+pub use shard::{Executor, PoolHandle, ShardPanic, ShardPool, Spawner};
 pub use shutdown::{ShutdownHook, ShutdownResult};
 pub use syscall::{Resume, SpawnRequest, SystemCall};
 pub use task::{

@@ -208,3 +208,93 @@ impl JoinResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unit value is `()` and only `()`; other values are themselves.
+    #[test]
+    fn unit_and_other_values_downcast_to_their_own_type_only() {
+        for unit in [Value::unit(), Value::new(()), Value::default()] {
+            assert!(unit.is_unit());
+            assert_eq!(unit.downcast_ref::<()>(), Some(&()));
+            assert_eq!(unit.downcast_ref::<u32>(), None);
+            assert!(unit.as_arc().is_none());
+        }
+        let five = Value::new(5u32);
+        assert!(!five.is_unit());
+        assert_eq!(five.downcast_ref::<u32>(), Some(&5));
+        assert_eq!(five.downcast_ref::<()>(), None);
+        assert_eq!(five.downcast_ref::<u64>(), None);
+        // A `Value` given to `new` is kept, not wrapped again.
+        let again = Value::new(Value::new(7u8));
+        assert_eq!(again.downcast_ref::<u8>(), Some(&7));
+        assert!(Value::new(Value::unit()).is_unit());
+    }
+
+    /// `from_arc` shares the value given; `as_arc` gives that same `Arc`.
+    #[test]
+    fn a_shared_value_is_the_same_allocation() {
+        let arc: Arc<dyn Any + Send + Sync> = Arc::new(3i64);
+        let v = Value::from_arc(Arc::clone(&arc));
+        assert!(!v.is_unit());
+        assert_eq!(v.downcast_ref::<i64>(), Some(&3));
+        assert!(Arc::ptr_eq(v.as_arc().expect("a shared value"), &arc));
+        assert!(Arc::ptr_eq(v.clone().as_arc().unwrap(), &arc));
+    }
+
+    /// An error's message and payload; a panic's message, whatever string
+    /// type it was raised with.
+    #[test]
+    fn errors_keep_their_message_and_payload() {
+        let plain = TaskError::new("broken");
+        assert_eq!(plain.message(), "broken");
+        assert_eq!(plain.to_string(), "broken");
+        assert!(plain.payload().is_none());
+        let carried = TaskError::with_payload("with data", Value::new(9u16));
+        assert_eq!(carried.message(), "with data");
+        assert_eq!(
+            carried.payload().and_then(|p| p.downcast_ref::<u16>()),
+            Some(&9)
+        );
+        let from_str = TaskError::from_panic(&"static message");
+        assert_eq!(from_str.message(), "static message");
+        let from_string = TaskError::from_panic(&String::from("owned message"));
+        assert_eq!(from_string.message(), "owned message");
+        let other = TaskError::from_panic(&42u8);
+        assert_eq!(other.message(), "task panicked with a non-string payload");
+        assert!(other.payload().is_none());
+    }
+
+    /// Each outcome's label, and what a joiner of it receives.
+    #[test]
+    fn outcomes_label_and_turn_into_join_results() {
+        let done = Outcome::Done(Value::new(1u8));
+        let failed = Outcome::Failed(TaskError::new("no"));
+        let cancelled = Outcome::Cancelled;
+        assert_eq!(
+            [done.label(), failed.label(), cancelled.label()],
+            ["done", "failed", "cancelled"]
+        );
+        let joined = done.to_join_result();
+        assert!(joined.is_success());
+        assert_eq!(
+            joined.value().and_then(|v| v.downcast_ref::<u8>()),
+            Some(&1)
+        );
+        match failed.to_join_result() {
+            JoinResult::Failed(e) => assert_eq!(e.message(), "no"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(cancelled.to_join_result(), JoinResult::Cancelled));
+        for not_success in [
+            failed.to_join_result(),
+            JoinResult::Cancelled,
+            JoinResult::Timeout,
+        ] {
+            assert!(!not_success.is_success());
+            assert!(not_success.value().is_none());
+        }
+    }
+}

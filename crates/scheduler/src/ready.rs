@@ -77,3 +77,91 @@ impl ReadyQueue {
         self.len == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> ReadyKey {
+        ReadyKey {
+            slot: n as usize,
+            id: TaskId(n),
+        }
+    }
+
+    /// Drains the queue, giving each key's id in the order popped.
+    fn drain(q: &mut ReadyQueue) -> Vec<u64> {
+        std::iter::from_fn(|| q.pop().map(|k| k.id.0)).collect()
+    }
+
+    /// Highest priority (lowest number) first, across the four words of the
+    /// map; first in, first out within a priority; empty once drained.
+    #[test]
+    fn pops_by_priority_then_in_order() {
+        let mut q = ReadyQueue::default();
+        assert!(q.is_empty());
+        assert_eq!(q.pop(), None);
+        // (priority, id): pushed out of order, two of them at 64.
+        for (p, id) in [
+            (200, 1),
+            (64, 2),
+            (255, 3),
+            (0, 4),
+            (64, 5),
+            (63, 6),
+            (127, 7),
+            (128, 8),
+        ] {
+            q.push(p, key(id));
+        }
+        assert!(!q.is_empty());
+        assert_eq!(drain(&mut q), vec![4, 6, 2, 5, 7, 8, 1, 3]);
+        assert!(q.is_empty());
+        assert_eq!(q.pop(), None);
+    }
+
+    /// A level's bit is cleared when its last key is popped, not before:
+    /// the next pop goes on to the next level.
+    #[test]
+    fn a_level_leaves_the_map_with_its_last_key() {
+        let mut q = ReadyQueue::default();
+        q.push(3, key(1));
+        q.push(3, key(2));
+        q.push(10, key(3));
+        assert_eq!(q.pop(), Some(key(1)));
+        assert!(q.has_at_or_above(3));
+        assert_eq!(q.pop(), Some(key(2)));
+        assert!(!q.has_at_or_above(3));
+        assert!(!q.is_empty());
+        assert_eq!(q.pop(), Some(key(3)));
+        assert!(q.is_empty());
+        // Used again after it was emptied.
+        q.push(70, key(4));
+        assert_eq!(q.pop(), Some(key(4)));
+        assert!(q.is_empty());
+    }
+
+    /// `has_at_or_above(p)`: a queued priority `q` counts when `q <= p`,
+    /// at the edges of a word and across words.
+    #[test]
+    fn has_at_or_above_counts_equal_and_higher_priorities_only() {
+        for queued in [0u8, 1, 62, 63, 64, 65, 70, 127, 128, 191, 192, 254, 255] {
+            let mut q = ReadyQueue::default();
+            assert!(!q.has_at_or_above(255));
+            q.push(queued, key(1));
+            for asked in 0..=255u8 {
+                assert_eq!(
+                    q.has_at_or_above(asked),
+                    queued <= asked,
+                    "{queued} queued, asked about {asked}"
+                );
+            }
+        }
+        // Two levels in different words: the higher one decides.
+        let mut q = ReadyQueue::default();
+        q.push(200, key(1));
+        q.push(70, key(2));
+        assert!(!q.has_at_or_above(69));
+        assert!(q.has_at_or_above(70));
+    }
+}

@@ -23,11 +23,27 @@
 //!   tells the joiner's shard when the task ends.
 //! - **Telemetry.** Each shard keeps its own metrics; [`ShardPool::prometheus`]
 //!   exposes them together with a `shard` label.
+//! - **A shard that panics.** A task's panic is that task's failure; a panic
+//!   of the shard's own thread (a kernel bug) stops the whole pool instead of
+//!   leaving it waiting for the dead shard's tasks. The dead shard's scheduler
+//!   is dropped (its tasks' destructors run, its inbox closes: a
+//!   [`Handle`] to it answers [`HandleError::Closed`]); its pool tasks end
+//!   as failed with the panic's message, which wakes their joiners on other
+//!   shards; queued tasks are cancelled and new spawns refused; the other
+//!   shards shut down at once (a zero drain: their tasks are cancelled, and
+//!   abandoned if they do not end). Then [`ShardPool::run`] panics on the
+//!   caller's thread with the shard's index and the panic's message, as
+//!   [`std::thread::scope`] re-raises a scoped thread's panic;
+//!   [`ShardPool::try_run`] returns it as a [`ShardPanic`] instead. A
+//!   [`PoolHandle::shutdown`] made meanwhile, or after, returns
+//!   [`ShutdownResult::Timeout`] (the dead shard did not shut down clean).
 //!
 //! Python tasks do not go into a pool: they stay on the scheduler of the
 //! thread that runs them.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -173,7 +189,36 @@ struct Pool {
     idle: Vec<AtomicBool>,
     shutting_down: AtomicBool,
     stack_size: usize,
+    /// The first shard whose thread panicked, and the panic's message.
+    panicked: Mutex<Option<ShardPanic>>,
+    /// Test hook: the shard whose next intake panics (`usize::MAX`: none),
+    /// standing for a kernel bug on a shard's thread.
+    #[cfg(test)]
+    trip: AtomicUsize,
 }
+
+/// A shard's thread panicked (a kernel bug, not a task's panic): the pool
+/// was stopped. Returned by [`ShardPool::try_run`]; [`ShardPool::run`]
+/// panics with its text. See the [module documentation](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardPanic {
+    /// The index of the shard whose thread panicked.
+    pub shard: usize,
+    /// The panic's message.
+    pub message: String,
+}
+
+impl fmt::Display for ShardPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shard {} of the pool panicked (the pool was stopped): {}",
+            self.shard, self.message
+        )
+    }
+}
+
+impl std::error::Error for ShardPanic {}
 
 impl Pool {
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -230,6 +275,10 @@ impl Pool {
 
     /// Shard `shard`'s intake: spawn up to a batch of queued tasks into `sched`.
     fn intake(self: &Arc<Self>, shard: usize, sched: &Scheduler) -> usize {
+        #[cfg(test)]
+        if self.trip.load(Ordering::Acquire) == shard {
+            panic!("planted kernel bug on shard {shard}");
+        }
         let mut taken = 0;
         let mut stolen = false;
         while taken < INTAKE_BATCH && !stolen {
@@ -314,6 +363,51 @@ impl Pool {
             self.settled.notify_all();
         }
     }
+
+    /// Ends every queued task as cancelled (a shutdown of the pool).
+    fn cancel_queued(&self) {
+        for q in &self.queues {
+            loop {
+                match q.steal() {
+                    Steal::Success(job) => {
+                        let id = job.id;
+                        drop(job);
+                        self.finish(id, Some(Outcome::Cancelled));
+                    }
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
+        }
+    }
+
+    /// Shard `shard`'s thread panicked and its scheduler is gone: stop the
+    /// pool. Its pool tasks end as failed (their joiners wake), queued tasks
+    /// as cancelled, and the run is told to stop the other shards.
+    fn shard_panicked(&self, failure: ShardPanic) {
+        let shard = failure.shard;
+        tracing::error!(target: "tiffany::shard", shard, message = %failure.message, "a shard's thread panicked; stopping the pool");
+        let error = crate::outcome::TaskError::new(failure.to_string());
+        self.lock_panicked().get_or_insert(failure);
+        self.shutting_down.store(true, Ordering::Release);
+        self.cancel_queued();
+        let lost: Vec<TaskId> = self
+            .registry()
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Live { shard: Some(s), .. } if *s == shard))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lost {
+            self.finish(id, Some(Outcome::Failed(error.clone())));
+        }
+        let _guard = self.registry();
+        self.settled.notify_all();
+    }
+
+    fn lock_panicked(&self) -> MutexGuard<'_, Option<ShardPanic>> {
+        self.panicked.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl RemoteTasks for Pool {
@@ -393,6 +487,9 @@ impl ShardPool {
                 idle: (0..shards).map(|_| AtomicBool::new(false)).collect(),
                 shutting_down: AtomicBool::new(false),
                 stack_size,
+                panicked: Mutex::new(None),
+                #[cfg(test)]
+                trip: AtomicUsize::new(usize::MAX),
             }),
         }
     }
@@ -429,9 +526,29 @@ impl ShardPool {
     /// Runs the shards until every task spawned into the pool has ended (and
     /// the tasks those spawned locally), then stops them. Returns the pool
     /// tasks' ids in the order they ended.
+    ///
+    /// # Panics
+    ///
+    /// If a shard's thread panicked (a kernel bug), once the pool has been
+    /// stopped, with the shard and the panic's message (see
+    /// [`try_run`](Self::try_run)).
     pub fn run(&self) -> Vec<TaskId> {
+        match self.try_run() {
+            Ok(order) => order,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// [`run`](Self::run), returning a shard's panic as an error instead of
+    /// re-raising it: the pool was stopped (see the
+    /// [module documentation](self)). A pool whose shard panicked stays
+    /// stopped: a later run returns the same error.
+    pub fn try_run(&self) -> Result<Vec<TaskId>, ShardPanic> {
         self.run_with(Duration::MAX);
-        std::mem::take(&mut self.pool.registry().order)
+        if let Some(failure) = self.pool.lock_panicked().clone() {
+            return Err(failure);
+        }
+        Ok(std::mem::take(&mut self.pool.registry().order))
     }
 
     /// Runs the shards until the pool is idle or shut down; `drain` is how long
@@ -472,6 +589,12 @@ impl ShardPool {
                 .flatten()
                 .cloned()
                 .collect();
+            // After a shard's panic the others stop at once, whatever the drain.
+            let drain = if pool.lock_panicked().is_some() {
+                Duration::ZERO
+            } else {
+                drain
+            };
             for h in &handles {
                 let _ = h.request_shutdown(drain);
             }
@@ -534,9 +657,36 @@ fn run_shard(pool: Arc<Pool>, shard: usize, ready: std::sync::mpsc::Sender<()>) 
     };
     pool.handles.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(sched.handle());
     let _ = ready.send(());
-    let result = sched.serve();
-    pool.results.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(result);
-    result
+    // A panic out of the loop is a kernel bug: the scheduler's state cannot
+    // be trusted, so it is dropped (closing its inbox, unwinding its tasks)
+    // and the pool is stopped rather than left waiting for it.
+    match panic::catch_unwind(AssertUnwindSafe(|| sched.serve())) {
+        Ok(result) => {
+            pool.results.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(result);
+            result
+        }
+        Err(payload) => {
+            let message = crate::outcome::TaskError::from_panic(&*payload)
+                .message()
+                .to_owned();
+            // First the result, then the handle: a `PoolHandle::shutdown`
+            // that finds no handle, or no answer, reads the result.
+            pool.results.lock().unwrap_or_else(|e| e.into_inner())[shard] =
+                Some(ShutdownResult::Timeout);
+            let handle = pool.handles.lock().unwrap_or_else(|e| e.into_inner())[shard].take();
+            if panic::catch_unwind(AssertUnwindSafe(move || drop(sched))).is_err() {
+                tracing::error!(target: "tiffany::shard", shard, "dropping a panicked shard's scheduler panicked too");
+            }
+            // Dropping the scheduler closed its inbox, unless a clone of it
+            // outlived the drop: close it here too, so that nobody waits
+            // for an answer from it (the commands left are dropped unrun).
+            if let Some(handle) = handle {
+                drop(handle.shared.close());
+            }
+            pool.shard_panicked(ShardPanic { shard, message });
+            ShutdownResult::Timeout
+        }
+    }
 }
 
 /// A thread-safe handle to a [`ShardPool`]: spawn into it, cancel, shut down.
@@ -603,19 +753,7 @@ impl PoolHandle {
     pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownResult, HandleError> {
         self.pool.shutting_down.store(true, Ordering::Release);
         // Queued tasks never start.
-        for q in &self.pool.queues {
-            loop {
-                match q.steal() {
-                    Steal::Success(job) => {
-                        let id = job.id;
-                        drop(job);
-                        self.pool.finish(id, Some(Outcome::Cancelled));
-                    }
-                    Steal::Empty => break,
-                    Steal::Retry => continue,
-                }
-            }
-        }
+        self.pool.cancel_queued();
         let handles: Vec<Option<Handle>> = self
             .pool
             .handles
@@ -715,22 +853,41 @@ mod tests {
         assert_eq!(finished, ids);
     }
 
+    /// Runs `f` on a thread of its own and gives back what it returns (or
+    /// re-raises its panic); fails the test after 10 s instead of hanging
+    /// it when a pool's wait never ends.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(v) => v,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(thread.join().unwrap_err())
+            }
+            Err(e) => panic!("a pool's wait did not end: {e}"),
+        }
+    }
+
     /// A pool whose shards had nothing to cancel shuts down clean: one
-    /// that never ran, and one whose run ended.
+    /// that never ran, and one whose run ended. Bounded.
     #[test]
     fn a_pool_with_nothing_left_shuts_down_clean() {
-        let pool = ShardPool::new(2);
-        assert_eq!(
-            pool.handle().shutdown(Duration::ZERO),
-            Ok(ShutdownResult::Clean)
-        );
-        let pool = ShardPool::new(2);
-        pool.spawn(|_| ()).unwrap();
-        assert_eq!(pool.run().len(), 1);
-        assert_eq!(
-            pool.handle().shutdown(Duration::ZERO),
-            Ok(ShutdownResult::Clean)
-        );
+        within(|| {
+            let pool = ShardPool::new(2);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+            let pool = ShardPool::new(2);
+            pool.spawn(|_| ()).unwrap();
+            assert_eq!(pool.run().len(), 1);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+        });
     }
 
     /// A pool has the shards asked for, and at least one.
@@ -838,7 +995,10 @@ mod tests {
                 (name, ran_on)
             })
             .unwrap();
-        pool.run();
+        let pool = within(move || {
+            pool.run();
+            pool
+        });
         let Some(Outcome::Done(v)) = pool.outcome(busy) else {
             panic!("the busy task did not return");
         };
@@ -870,6 +1030,108 @@ mod tests {
         let (_reg, waited) = p.settled.wait_timeout(reg, BOUND).unwrap();
         finisher.join().unwrap();
         assert!(!waited.timed_out(), "the last end woke nobody");
+    }
+
+    /// A panic of a shard's own thread (a kernel bug, planted through the
+    /// test hook in `intake`) stops the pool instead of hanging it: the run
+    /// ends with the shard's index and the message; the dead shard's task
+    /// fails, which wakes its joiner on the other shard; the other shard's
+    /// hour-long sleeper is cancelled (not drained for an hour); queued
+    /// tasks are cancelled; spawns are refused; a shutdown from outside
+    /// answers. Bounded: with the fix removed the run hangs and the test
+    /// fails after 10 s.
+    #[test]
+    fn a_panicking_shard_stops_the_pool_with_its_message() {
+        const BOUND: Duration = Duration::from_secs(10);
+        let pool = Arc::new(ShardPool::new(2));
+        let shared = Arc::clone(&pool.pool);
+        let hour = Duration::from_secs(3600);
+        // `doomed` and `joiner` each keep their shard busy until both have
+        // started, so neither is stolen: `doomed` runs on shard 0, `joiner`
+        // on shard 1.
+        let started: Arc<Mutex<Vec<String>>> = Arc::default();
+        let meet = move |cx: &mut crate::TaskContext| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            started.lock().unwrap().push(name);
+            let since = std::time::Instant::now();
+            while started.lock().unwrap().len() < 2 && since.elapsed() < BOUND {
+                cx.yield_now();
+            }
+        };
+        let meet_too = meet.clone();
+        let doomed = pool
+            .spawn_with(SpawnOptions::default().keyed(0), move |cx| {
+                meet(cx);
+                cx.sleep(hour);
+            })
+            .unwrap();
+        let shared_in = Arc::clone(&shared);
+        let joiner = pool
+            .spawn_with(SpawnOptions::default().keyed(1), move |cx| {
+                meet_too(cx);
+                let on = std::thread::current().name().unwrap_or("").to_owned();
+                // A local sleeper that a drain would wait an hour for.
+                cx.spawn(move |cx| cx.sleep(hour)).unwrap();
+                // Once shard 0 sleeps, trip it and wake it with a push.
+                let since = std::time::Instant::now();
+                while !shared_in.idle[0].load(Ordering::Acquire) && since.elapsed() < BOUND {
+                    cx.yield_now();
+                }
+                shared_in.trip.store(0, Ordering::Release);
+                PoolHandle {
+                    pool: Arc::clone(&shared_in),
+                }
+                .spawn_with(SpawnOptions::default().keyed(0), |_| ())
+                .unwrap();
+                (on, cx.join(doomed).is_success())
+            })
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let _ = tx.send(runner.try_run());
+        });
+        let failure = rx
+            .recv_timeout(BOUND)
+            .expect("the run waited for the dead shard")
+            .expect_err("the run did not report the shard's panic");
+        assert_eq!(failure.shard, 0);
+        assert_eq!(failure.message, "planted kernel bug on shard 0");
+        assert!(
+            failure.to_string().contains("shard 0") && failure.to_string().contains("planted"),
+            "{failure}"
+        );
+        match pool.outcome(doomed) {
+            Some(Outcome::Failed(e)) => assert!(e.message().contains("planted"), "{e}"),
+            other => panic!("the dead shard's task: {other:?}"),
+        }
+        // The joiner ran on the live shard and its join ended (failed, or
+        // cancelled by the stop: either way it did not wait on).
+        match pool.outcome(joiner) {
+            Some(Outcome::Done(v)) => {
+                let (on, joined) = v.downcast_ref::<(String, bool)>().unwrap();
+                assert_eq!(on, "tiffany-shard-1");
+                assert!(!joined, "the dead shard's task was joined as a success");
+            }
+            Some(Outcome::Cancelled) => {}
+            other => panic!("the joiner: {other:?}"),
+        }
+        assert_eq!(shared.pending.load(Ordering::Acquire), 0);
+        assert_eq!(
+            pool.spawn(|_| ()).unwrap_err(),
+            SpawnError::ShuttingDown,
+            "a stopped pool took a spawn"
+        );
+        assert_eq!(
+            pool.handle().shutdown(Duration::ZERO),
+            Ok(ShutdownResult::Timeout)
+        );
+        // A second run ends at once with the same error; `run` re-raises it.
+        shared.trip.store(usize::MAX, Ordering::Release);
+        assert_eq!(pool.try_run(), Err(failure.clone()));
+        let raised = std::panic::catch_unwind(AssertUnwindSafe(|| pool.run()))
+            .expect_err("run returned after a shard's panic");
+        assert_eq!(raised.downcast_ref::<String>(), Some(&failure.to_string()));
     }
 
     /// The pool keeps the outcomes of the last [`RETAIN_OUTCOMES`] tasks

@@ -211,3 +211,128 @@ impl<F: FnMut(ShutdownResult)> ShutdownHook for F {
         self(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskId;
+
+    const fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn waiter() -> Waiter {
+        Waiter {
+            slot: 3,
+            task: TaskId(7),
+            generation: 2,
+        }
+    }
+
+    /// A later request only brings the deadline closer (and then its
+    /// patience counts); none moves it once it passed, and it passes once.
+    #[test]
+    fn a_deadline_only_comes_closer_and_passes_once() {
+        let mut s = Shutdown::new(secs(10), None, false);
+        assert!(s.deadline_pending());
+        assert_eq!(s.bring_closer(secs(20), true), None);
+        assert_eq!(s.bring_closer(secs(10), true), None);
+        assert_eq!(s.bring_closer(secs(5), true), Some(secs(5)));
+        assert!(s.deadline_pending());
+        assert_eq!(
+            s.pass_deadline(),
+            Some(true),
+            "the closer request's patience"
+        );
+        assert!(!s.deadline_pending());
+        assert_eq!(s.pass_deadline(), None);
+        assert_eq!(s.bring_closer(secs(1), false), None);
+
+        let mut s = Shutdown::new(secs(10), None, false);
+        assert_eq!(s.pass_deadline(), Some(false));
+        let mut s = Shutdown::new(secs(10), None, true);
+        assert_eq!(s.pass_deadline(), Some(true));
+    }
+
+    /// Draining waits for the non-daemon tasks; then the daemons are
+    /// cancelled, and once every task ended the hooks run: clean.
+    #[test]
+    fn a_drain_cancels_the_daemons_then_runs_the_hooks() {
+        let mut s = Shutdown::new(secs(10), None, false);
+        assert_eq!(s.advance(3, 1), Advance::Wait);
+        assert_eq!(s.advance(2, 0), Advance::CancelDaemons);
+        assert_eq!(s.advance(2, 0), Advance::Wait);
+        assert_eq!(s.advance(0, 0), Advance::RunHooks(ShutdownResult::Clean));
+        // Nothing alive at all: straight to the hooks.
+        let mut s = Shutdown::new(secs(10), None, false);
+        assert_eq!(s.advance(0, 0), Advance::RunHooks(ShutdownResult::Clean));
+    }
+
+    /// At the deadline: with tasks still alive the result is a timeout,
+    /// with none (only daemons were left) it is clean.
+    #[test]
+    fn tasks_alive_at_the_deadline_make_a_timeout() {
+        let mut s = Shutdown::new(secs(10), None, false);
+        assert_eq!(s.advance(2, 2), Advance::Wait);
+        s.pass_deadline();
+        s.cancelled_at_deadline(2);
+        assert_eq!(s.advance(1, 1), Advance::Wait);
+        assert_eq!(s.advance(0, 0), Advance::RunHooks(ShutdownResult::Timeout));
+
+        let mut s = Shutdown::new(secs(10), None, false);
+        s.pass_deadline();
+        s.cancelled_at_deadline(0);
+        assert_eq!(s.advance(0, 0), Advance::RunHooks(ShutdownResult::Clean));
+    }
+
+    /// An abort ends the drain as a timeout and passes the deadline; after
+    /// completion it changes nothing.
+    #[test]
+    fn an_abort_is_a_timeout_unless_already_complete() {
+        let mut s = Shutdown::new(secs(10), None, false);
+        s.aborted();
+        assert!(!s.deadline_pending());
+        assert_eq!(s.pass_deadline(), None);
+        assert_eq!(s.advance(0, 0), Advance::RunHooks(ShutdownResult::Timeout));
+
+        let mut s = Shutdown::new(secs(10), None, false);
+        s.complete(ShutdownResult::Clean);
+        s.aborted();
+        assert_eq!(s.result(), Some(ShutdownResult::Clean));
+    }
+
+    /// Completion answers every thread waiting, gives back the requester
+    /// once, and fixes the result.
+    #[test]
+    fn completion_answers_the_waiters_and_the_requester() {
+        let mut s = Shutdown::new(secs(10), Some(waiter()), false);
+        assert_eq!(s.requester(), Some(waiter()));
+        assert_eq!(s.result(), None);
+        let (tx1, rx1) = std::sync::mpsc::channel();
+        let (tx2, rx2) = std::sync::mpsc::channel();
+        s.reply_to(tx1);
+        s.reply_to(tx2);
+        assert!(rx1.try_recv().is_err(), "answered before completion");
+        assert_eq!(s.complete(ShutdownResult::Timeout), Some(waiter()));
+        assert_eq!(rx1.try_recv(), Ok(ShutdownResult::Timeout));
+        assert_eq!(rx2.try_recv(), Ok(ShutdownResult::Timeout));
+        assert_eq!(s.result(), Some(ShutdownResult::Timeout));
+        assert_eq!(s.requester(), None);
+        assert!(
+            !s.deadline_pending(),
+            "a complete shutdown has no deadline to fire"
+        );
+        assert_eq!(s.advance(0, 0), Advance::Wait);
+    }
+
+    /// The results' names, and a closure as a hook.
+    #[test]
+    fn results_have_names_and_closures_are_hooks() {
+        assert_eq!(ShutdownResult::Clean.name(), "clean");
+        assert_eq!(ShutdownResult::Timeout.name(), "timeout");
+        let mut seen = Vec::new();
+        let mut hook = |r: ShutdownResult| seen.push(r);
+        ShutdownHook::on_shutdown(&mut hook, ShutdownResult::Timeout);
+        assert_eq!(seen, vec![ShutdownResult::Timeout]);
+    }
+}

@@ -363,3 +363,61 @@ impl EventSubscriber for EventLog {
             .push(event.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> TaskEvent {
+        TaskEvent {
+            time: Duration::from_millis(1500),
+            task: Some(TaskId(4)),
+            kind,
+        }
+    }
+
+    /// `fields` lists an event's detail fields in the PAL's order, leaving
+    /// out those without a value; the PAL line carries the same.
+    #[test]
+    fn fields_are_the_details_in_order() {
+        let named = event(EventKind::Spawned {
+            priority: 3,
+            name: Some(Arc::from("w")),
+            deps: 2,
+        });
+        assert_eq!(
+            named.fields(),
+            vec![
+                ("priority", Field::Int(3)),
+                ("name", Field::Str("w")),
+                ("deps", Field::Int(2)),
+            ]
+        );
+        assert_eq!(
+            named.to_json(),
+            r#"{"ts":1.5,"task_id":4,"event":"spawned","priority":3,"name":"w","deps":2}"#
+        );
+        let bare = event(EventKind::Spawned {
+            priority: 3,
+            name: None,
+            deps: 0,
+        });
+        assert_eq!(bare.fields(), vec![("priority", Field::Int(3))]);
+        assert_eq!(event(EventKind::Running).fields(), vec![]);
+    }
+
+    /// A closure is a subscriber: it is called with each event, and a
+    /// batch reaches it one event at a time, in order.
+    #[test]
+    fn a_closure_receives_every_event_in_order() {
+        let mut seen = Vec::new();
+        let mut subscriber = |e: &TaskEvent| seen.push(e.kind.name());
+        EventSubscriber::on_event(&mut subscriber, &event(EventKind::Running));
+        EventSubscriber::on_events(
+            &mut subscriber,
+            &[event(EventKind::Yield), event(EventKind::Done)],
+        );
+        assert_eq!(EventSubscriber::max_batch(&subscriber), 1);
+        assert_eq!(seen, ["running", "yield", "done"]);
+    }
+}

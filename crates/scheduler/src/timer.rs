@@ -227,6 +227,23 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 
+    /// `upcoming` looks at all four children of the root: here the next but
+    /// one is the root's last child.
+    #[test]
+    fn upcoming_is_the_root_and_its_smallest_child() {
+        let mut timers = Timers::default();
+        assert_eq!(timers.upcoming(), (None, None));
+        timers.push(Duration::ZERO, waiter(0));
+        assert_eq!(timers.upcoming(), (Some(waiter(0)), None));
+        // Children of the root in the order pushed: deadlines 4, 3, 2, 1.
+        for n in (1..=4).rev() {
+            timers.push(Duration::from_secs(n), waiter(n));
+        }
+        assert_eq!(timers.upcoming(), (Some(waiter(0)), Some(waiter(1))));
+        timers.pop();
+        assert_eq!(timers.upcoming(), (Some(waiter(1)), Some(waiter(2))));
+    }
+
     /// Pops in (deadline, arrival) order, against a sort of the same entries.
     #[test]
     fn pops_in_deadline_then_arrival_order() {

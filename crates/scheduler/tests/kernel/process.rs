@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::common::WATCHDOG;
+/// How long a signalled child may take to exit, and the reaper to reap
+/// it: far more than either takes (milliseconds), and well under a mutation
+/// run's per-mutant timeout, so a child that is never stopped or reaped
+/// fails an assertion rather than a timeout.
+const EXIT_BOUND: Duration = Duration::from_secs(10);
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
 use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
 
@@ -92,7 +96,7 @@ fn assert_exits(fd: &OwnedFd, what: &str) {
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, WATCHDOG.as_millis() as i32) };
+    let n = unsafe { libc::poll(&mut pfd, 1, EXIT_BOUND.as_millis() as i32) };
     assert_eq!(n, 1, "{what} is still running");
 }
 
@@ -260,8 +264,12 @@ fn a_fast_command_does_not_time_out() {
     assert_eq!(done.stdout, b"quick\n");
 }
 
-#[test]
-fn cancel_stops_the_whole_group_and_reaps_the_child() {
+/// Runs `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'` as a process
+/// task with `grace`; a native task learns the shell's and the sleeper's
+/// pids through the fifo, opens pidfds for them while they surely run, then
+/// cancels the process task. Returns the pids and pidfds once the run ended
+/// (the process task cancelled).
+fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
     let dir = temp_dir("cancel");
     let fifo = dir.join("pids");
     let path = CString::new(fifo.to_str().unwrap()).unwrap();
@@ -277,10 +285,11 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
 
     let s = sched();
     let token = s.register_io(&reader).unwrap();
-    let script = format!("sleep 100 & echo $$ $! > '{}'; wait", fifo.display());
-    let exec = process::spawn(&s, sh(&script), SpawnOptions::default()).unwrap();
-    // A native task learns the two pids through the fifo, opens pidfds for
-    // them while they surely run, then cancels the process task.
+    let script = format!(
+        "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
+        fifo.display()
+    );
+    let exec = process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
     let watcher = s
         .spawn(move |cx| {
             let mut text = Vec::new();
@@ -303,17 +312,52 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
         })
         .unwrap();
     s.run();
+    let _ = std::fs::remove_dir_all(dir);
     assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    let value = s.value(watcher).unwrap();
+    let value = s.value(watcher).expect("the watcher failed");
     let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
+    let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
+    (both.clone(), fds)
+}
+
+#[test]
+fn cancel_stops_the_whole_group_and_reaps_the_child() {
+    let (both, fds) = cancel_a_running_group("", Duration::from_secs(5));
     assert_exits(&fds[0], "the child");
     assert_exits(&fds[1], "the grandchild");
     assert!(
-        process::wait_for_reaper(WATCHDOG),
+        process::wait_for_reaper(EXIT_BOUND),
         "the reaper never finished"
     );
     assert_reaped(both[0]);
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A cancelled child that ignores `SIGTERM` is the reaper's until its grace
+/// ends or it exits: counted in `pending_reaps` meanwhile, not after.
+#[test]
+fn a_child_being_reaped_is_pending_until_it_exits() {
+    let (both, fds) = cancel_a_running_group("trap '' TERM;", Duration::from_secs(600));
+    assert_eq!(process::pending_reaps(), 1, "the reaper has the child");
+    assert!(!process::wait_for_reaper(Duration::ZERO));
+    // Ended from another thread, long before its grace, while this one
+    // waits for the reaper: the wait ends with the reap. (The delay gives a
+    // wait that does not wait the time to return first and fail.)
+    let shell = both[0];
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: plain integer arguments; the pid is a live child's (not
+        // reaped: the reaper still has it).
+        unsafe { libc::kill(shell, libc::SIGKILL) }
+    });
+    assert!(
+        process::wait_for_reaper(EXIT_BOUND),
+        "the wait did not last until the reap"
+    );
+    assert_eq!(killer.join().unwrap(), 0);
+    assert_exits(&fds[0], "the child");
+    assert_eq!(process::pending_reaps(), 0);
+    assert_reaped(both[0]);
+    assert_exits(&fds[1], "the grandchild (killed with the group)");
 }
 
 #[test]

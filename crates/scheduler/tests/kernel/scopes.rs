@@ -206,18 +206,21 @@ fn a_scope_of_another_task_can_be_cancelled_and_a_join_in_it_gives_up() {
             ));
         })
         .unwrap();
-    s.spawn(move |cx| {
-        cx.sleep(secs(2));
-        let scope = slot.lock().unwrap().expect("the scope was published");
-        assert_eq!(scope.task, waiter);
-        assert!(cx.cancel_scope(scope));
-        let status = cx
-            .scope_status(scope)
-            .expect("still open until the waiter runs");
-        assert!(status.cancelled);
-    })
-    .unwrap();
+    let canceller = s
+        .spawn(move |cx| {
+            cx.sleep(secs(2));
+            let scope = slot.lock().unwrap().expect("the scope was published");
+            assert_eq!(scope.task, waiter);
+            assert!(cx.cancel_scope(scope));
+            let status = cx
+                .scope_status(scope)
+                .expect("still open until the waiter runs");
+            assert!(status.cancelled);
+        })
+        .unwrap();
     s.run();
+    // The canceller's asserts ran in a task: its outcome tells.
+    assert_eq!(s.outcome(canceller).map(|o| o.label()), Some("done"));
     assert_eq!(
         trace.get(),
         vec![
@@ -237,6 +240,14 @@ fn deadlines_move_and_an_effective_deadline_stops_at_a_shield() {
         let r = cx.scope(ScopeOptions::new().deadline(secs(10)), |cx, me| {
             assert_eq!(cx.effective_deadline(), Some(secs(10)));
             cx.shield(|cx| assert_eq!(cx.effective_deadline(), None));
+            // Shielding the scope itself, then lifting the shield.
+            let st = cx.set_scope_shield(me, true).expect("the scope is open");
+            assert!(st.shield && !st.cancelled);
+            assert_eq!(st.deadline, Some(secs(10)));
+            assert_eq!(cx.scope_status(me), Some(st));
+            let st = cx.set_scope_shield(me, false).expect("the scope is open");
+            assert!(!st.shield);
+            assert_eq!(cx.effective_deadline(), Some(secs(10)));
             // Pushed back, then brought forward.
             let st = cx.set_scope_deadline(me, Some(secs(20))).unwrap();
             assert_eq!(st.deadline, Some(secs(20)));
