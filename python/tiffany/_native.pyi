@@ -380,7 +380,7 @@ class priority:
         _tb: types.TracebackType | None,
     ) -> bool: ...
 
-def _task_cancel(sched: Scheduler, kid: int) -> bool:
+def _task_cancel(sched: Scheduler, kid: int, step: int) -> bool:
     """One ``CancelledError`` for asyncio task ``kid`` at its next step (or, blocked
     in a kernel-level wait, the kernel's edge); whether it was live."""
 

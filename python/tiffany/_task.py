@@ -59,28 +59,26 @@ class Task(asyncio.Task[T]):
     """
 
     # Slots (no per-task dict: a dict per task is one more object for the
-    # garbage collector to allocate and walk), all set when the task is made
-    # (tiffany._native's aio::task::create).
+    # garbage collector to allocate and walk). `_tk`, `_tcoro`, `_tctx` and
+    # `_tname` are set when the task is made (tiffany._native's
+    # aio::task::create); `_ncancel` and `_cmsg` only by a `cancel()`, and
+    # read with a default (two stores fewer per task made).
     __slots__ = (
-        "_kid",
-        "_tsched_id",
+        "_tk",
         "_tcoro",
         "_tctx",
         "_tname",
         "_ncancel",
         "_cmsg",
-        "_tprio",
-        "_tspawn",
     )
-    _kid: int
-    _tsched_id: int
+    #: The kernel's facts, fixed when the task is made: (kernel id,
+    #: scheduler id, step event, priority, made by ``tiffany.spawn``).
+    _tk: tuple[int, int, int, int, bool]
     _tcoro: Any
     _tctx: Any
     _tname: str | int
     _ncancel: int
     _cmsg: Any
-    _tprio: int
-    _tspawn: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("tiffany tasks are made by loop.create_task() (or asyncio.create_task())")
@@ -88,7 +86,16 @@ class Task(asyncio.Task[T]):
     @property
     def id(self) -> int:
         """The task's kernel id (unique within its scheduler, increasing)."""
-        return self._kid
+        return self._tk[0]
+
+    @property
+    def _kid(self) -> int:
+        return self._tk[0]
+
+    @property
+    def _tspawn(self) -> bool:
+        """Made by ``tiffany.spawn`` (not asyncio's door)."""
+        return self._tk[4]
 
     @property
     def name(self) -> str:
@@ -98,7 +105,7 @@ class Task(asyncio.Task[T]):
     @property
     def priority(self) -> int:
         """The task's kernel priority (0 first, 255 last)."""
-        return self._tprio
+        return self._tk[3]
 
     @property
     def state(self) -> str:
@@ -145,25 +152,28 @@ class Task(asyncio.Task[T]):
         self._log_traceback = False
         if self.done():
             return False
-        self._ncancel += 1
-        waiter = _task_fut_waiter(self._kid)
+        self._ncancel = getattr(self, "_ncancel", 0) + 1
+        kid = self._tk[0]
+        waiter = _task_fut_waiter(kid)
         if waiter is not None and waiter.cancel(msg=msg):
             return True
         self._cmsg = msg
         sched = self._sched
         if sched is not None:
-            _task_cancel(sched, self._kid)
+            _task_cancel(sched, kid, self._tk[2])
         return True
 
     def cancelling(self) -> int:
         """How many cancellation requests are pending (``cancel()`` minus ``uncancel()``)."""
-        return self._ncancel
+        return getattr(self, "_ncancel", 0)
 
     def uncancel(self) -> int:
         """Takes back one cancellation request; returns how many remain."""
-        if self._ncancel > 0:
-            self._ncancel -= 1
-        return self._ncancel
+        n = getattr(self, "_ncancel", 0)
+        if n > 0:
+            n -= 1
+            self._ncancel = n
+        return n
 
     @property
     def _sched(self) -> Any:

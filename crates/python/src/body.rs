@@ -414,6 +414,10 @@ impl PyBody {
             }
             Err(_) => (None, None),
         };
+        // Whichever way it was woken, its wait for a FIFO step is over.
+        if let Some(waker) = aio.yield_waker.take() {
+            crate::aio::future::end_step_wait(kernel.as_ref(), waker.get());
+        }
         let cancelled = matches!(answer, Some(Resume::Cancelled));
         let edge = cancelled
             && kernel
@@ -544,14 +548,20 @@ fn translate_aio(
         if aio.by_kernel {
             return Ok(SystemCall::Yield);
         }
-        return crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event);
+        let waker = crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event)?;
+        aio.yield_waker.set(Some(waker));
+        return Ok(SystemCall::EventWait(aio.step_event));
     }
     match crate::aio::future::wait_future(py, yielded, Some((aio.step_event, step.kernel, id)))? {
         Some(call) => {
             if crate::aio::future::must_pending(id) {
                 // Cancelled while running: the future it now awaits is
                 // cancelled instead (asyncio's `__step`).
-                let msg = aio.task.bind(py).getattr(intern!(py, "_cmsg"))?;
+                let msg = aio
+                    .task
+                    .bind(py)
+                    .getattr(intern!(py, "_cmsg"))
+                    .unwrap_or_else(|_| py.None().into_bound(py));
                 let kwargs = pyo3::types::PyDict::new(py);
                 kwargs.set_item(intern!(py, "msg"), msg)?;
                 if yielded

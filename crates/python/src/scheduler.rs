@@ -151,8 +151,8 @@ impl Current {
                 let t = t.borrow();
                 (t.id, t.sched)
             } else if crate::aio::task::is_task(py, &d) {
-                let id = TaskId::from_raw(crate::aio::task::kernel_id(&d)?);
-                let sched: u64 = d.getattr(pyo3::intern!(py, "_tsched_id"))?.extract()?;
+                let facts = crate::aio::task::facts(&d)?;
+                let (id, sched) = (TaskId::from_raw(facts.id), facts.sched);
                 if sched == self.id && self.kernel.state(id).is_none() {
                     // Ended, and its record is gone: its future tells how.
                     if d.call_method0("cancelled")?.is_truthy()?

@@ -264,11 +264,10 @@ pub fn join(task: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Syscall> 
             let t = t.borrow();
             (t.id.get(), t.sched)
         }
-        Err(_) if crate::aio::task::is_task(task.py(), task) => (
-            crate::aio::task::kernel_id(task)?,
-            task.getattr(pyo3::intern!(task.py(), "_tsched_id"))?
-                .extract()?,
-        ),
+        Err(_) if crate::aio::task::is_task(task.py(), task) => {
+            let facts = crate::aio::task::facts(task)?;
+            (facts.id, facts.sched)
+        }
         Err(_) => {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "join() needs a task, got {}",

@@ -19,6 +19,7 @@
 //! never confused with a newer event in the same slot.
 
 use slab::Slab;
+use smallvec::SmallVec;
 
 use crate::waiter::Waiter;
 
@@ -34,11 +35,17 @@ impl std::fmt::Display for EventId {
     }
 }
 
+/// The waiters of one event.
+pub(crate) type Waiters = SmallVec<[Waiter; 1]>;
+
 struct EventState {
     generation: u32,
     set: bool,
     /// Tasks waiting, oldest first; some may be stale (woken another way).
-    waiters: Vec<Waiter>,
+    /// One inline: most events have one waiter at a time (an asyncio
+    /// task's step event always), and a list of its own would be one more
+    /// place in memory for every wait to touch.
+    waiters: Waiters,
 }
 
 /// Where a wait on an event stands.
@@ -63,7 +70,7 @@ impl Events {
         let slot = self.slab.insert(EventState {
             generation,
             set: false,
-            waiters: Vec::new(),
+            waiters: Waiters::new(),
         });
         EventId::new(slot, generation)
     }
@@ -86,7 +93,7 @@ impl Events {
     }
 
     /// Sets the event; returns the waiters to wake (`None`: unknown id).
-    pub(crate) fn set(&mut self, id: EventId) -> Option<Vec<Waiter>> {
+    pub(crate) fn set(&mut self, id: EventId) -> Option<Waiters> {
         let e = self.get_mut(id)?;
         e.set = true;
         Some(std::mem::take(&mut e.waiters))
@@ -108,6 +115,14 @@ impl Events {
         let e = self.get_mut(id)?;
         if e.set {
             return Some(EventWait::Set);
+        }
+        // The stale entries at the end go first: a task that waits on its
+        // own event again and again (an asyncio task's step event, woken in
+        // place by `Scheduler::step_now`, which leaves its entry behind)
+        // then keeps a list of one, instead of one that grows to the next
+        // pruning and is reallocated on the way.
+        while e.waiters.last().is_some_and(|w| !live(w)) {
+            e.waiters.pop();
         }
         let n = e.waiters.len();
         if n >= 64 && n.is_power_of_two() {
@@ -177,6 +192,25 @@ mod tests {
             &(0..LIVE).map(waiter).collect::<Vec<_>>()[..]
         );
         assert_eq!(woken.last(), Some(&waiter(9_999)));
+    }
+
+    /// A task that waits on the same event again after its last wait ended
+    /// another way leaves no entry behind: the list stays one long.
+    #[test]
+    fn a_repeated_wait_replaces_its_own_stale_entry() {
+        let mut events = Events::default();
+        let id = events.create();
+        for n in 0..100 {
+            // Only the wait being made is live; every earlier one is stale.
+            assert!(matches!(
+                events.wait(id, waiter(n), |w| w.slot == n),
+                Some(EventWait::Blocked)
+            ));
+            assert_eq!(events.get(id).unwrap().waiters.len(), 1);
+        }
+        // A live waiter at the end is kept.
+        events.wait(id, waiter(200), |_| true);
+        assert_eq!(events.get(id).unwrap().waiters.len(), 2);
     }
 
     /// `len` counts the events that exist.

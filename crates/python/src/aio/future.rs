@@ -26,7 +26,7 @@
 //! the kernel's edge (see [`super::task`]).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -56,7 +56,7 @@ thread_local! {
     /// The engine is running one of its ready callbacks: a waker fired in
     /// it leaves its wake in `PENDING` for the engine.
     static ENGINE_TURN: Cell<bool> = const { Cell::new(false) };
-    static PENDING: Cell<Option<(TaskId, EventId)>> = const { Cell::new(None) };
+    static PENDING: Cell<Option<Py<Waker>>> = const { Cell::new(None) };
     /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
     /// their next step.
     static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
@@ -69,21 +69,31 @@ thread_local! {
 pub(crate) struct Waker {
     event: u64,
     /// The task that waits (for the direct hand-off).
-    task: u64,
+    task: AtomicU64,
     armed: AtomicBool,
+    /// The wake set the step event (the ordinary way, not the hand-off):
+    /// whoever ends the wait clears it ([`end_step_wait`]).
+    set: AtomicBool,
 }
 
 impl Waker {
     /// A waker of `task` through `event`, armed.
-    fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
+    pub(crate) fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
         Py::new(
             py,
             Waker {
                 event: event.get(),
-                task: task.get(),
+                task: AtomicU64::new(task.get()),
                 armed: AtomicBool::new(true),
+                set: AtomicBool::new(false),
             },
         )
+    }
+
+    /// Names the task the waker wakes (a first step's waker is made before
+    /// the task has its id).
+    pub(crate) fn set_task(&self, task: TaskId) {
+        self.task.store(task.get(), Ordering::Relaxed);
     }
 
     /// Wakes the task if the wait it was made for is still on. In a
@@ -92,26 +102,54 @@ impl Waker {
     /// callback ([`wake_now`]); anywhere else it sets the event and asks
     /// the engine to hand the turn over.
     #[inline]
-    pub(crate) fn fire(&self) {
-        if !self.armed.swap(false, Ordering::Relaxed) {
+    pub(crate) fn fire(slf: &Bound<'_, Waker>) {
+        let me = slf.get();
+        if !me.armed.swap(false, Ordering::Relaxed) {
             return;
         }
-        let wake = (TaskId::from_raw(self.task), EventId::from_raw(self.event));
-        if ENGINE_TURN.get() && PENDING.get().is_none() {
-            PENDING.set(Some(wake));
-            return;
+        if ENGINE_TURN.get() {
+            let pending = PENDING.take();
+            if pending.is_none() {
+                PENDING.set(Some(slf.clone().unbind()));
+                return;
+            }
+            PENDING.set(pending);
         }
-        set_step_event(wake.1);
+        me.set_event();
+    }
+
+    fn task(&self) -> TaskId {
+        TaskId::from_raw(self.task.load(Ordering::Relaxed))
+    }
+
+    fn event(&self) -> EventId {
+        EventId::from_raw(self.event)
+    }
+
+    /// The ordinary wake: sets the step event (noted, for [`end_step_wait`]
+    /// to clear it) and asks the engine to hand the turn over to the task.
+    fn set_event(&self) {
+        self.set.store(true, Ordering::Relaxed);
+        if let Ok((kernel, _)) = crate::current::current_kernel()
+            && kernel.set_event(self.event())
+        {
+            HANDOFF.set(true);
+        }
     }
 }
 
-/// Sets a step event (the ordinary wake) and asks the engine to hand the
-/// turn over to the task it readied.
-fn set_step_event(event: EventId) {
-    if let Ok((kernel, _)) = crate::current::current_kernel()
-        && kernel.set_event(event)
+/// Ends a wait for an asyncio step through `waker` (the task resumed, by
+/// its waker or any other way): the waker is disarmed, and the step event
+/// cleared if the waker set it. (Only then: the hand-off never sets it, and
+/// the event lives in a table a switch between many tasks would otherwise
+/// touch once more per step.)
+#[inline]
+pub(crate) fn end_step_wait(kernel: Option<&tiffany_scheduler::Scheduler>, waker: &Waker) {
+    waker.armed.store(false, Ordering::Relaxed);
+    if waker.set.load(Ordering::Relaxed)
+        && let Some(kernel) = kernel
     {
-        HANDOFF.set(true);
+        kernel.clear_event(EventId::from_raw(waker.event));
     }
 }
 
@@ -127,7 +165,7 @@ pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> R {
 
 /// The wake the last engine callback left (see [`engine_turn`]), if any.
 #[inline]
-pub(crate) fn take_pending() -> Option<(TaskId, EventId)> {
+pub(crate) fn take_pending() -> Option<Py<Waker>> {
     PENDING.take()
 }
 
@@ -137,17 +175,18 @@ pub(crate) fn take_pending() -> Option<(TaskId, EventId)> {
 /// or, when the kernel says the task must go the ordinary way, its step
 /// event is set and the engine hands the turn over ([`take_handoff`]).
 #[inline]
-pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, (task, event): (TaskId, EventId)) {
-    if !kernel.step_now(task, event) {
-        set_step_event(event);
+pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, waker: Py<Waker>) {
+    let w = waker.get();
+    if !kernel.step_now(w.task(), w.event()) {
+        w.set_event();
     }
 }
 
 #[pymethods]
 impl Waker {
     #[pyo3(signature = (*_args))]
-    fn __call__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) {
-        self.fire();
+    fn __call__(slf: &Bound<'_, Self>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        Waker::fire(slf);
     }
 }
 
@@ -165,27 +204,23 @@ fn note(task: TaskId, wait: Wait) {
     }
 }
 
-/// Queues `task`'s next step at the back of loop `lp`'s FIFO (a first
-/// step, or the step after a bare `yield`): the task then blocks on its
-/// step event until the engine reaches the entry.
+/// Queues the next step of an asyncio task at the back of loop `lp`'s
+/// FIFO (a first step, or the step after a bare `yield`) through a waker of
+/// `task` and `event`, its step event. The task keeps the waker
+/// ([`AioTask`](super::task::AioTask)) and blocks on the event until the
+/// engine reaches the entry; whichever way it resumes, it ends the wait
+/// with [`end_step_wait`]. (Such a wait is not in this module's map of
+/// waits: with many tasks, one more lookup per step in a large table was a
+/// cache miss per step.)
 pub(crate) fn queue_step(
     py: Python<'_>,
     lp: &Bound<'_, PyAny>,
     task: TaskId,
     event: EventId,
-) -> PyResult<SystemCall> {
+) -> PyResult<Py<Waker>> {
     let waker = Waker::armed(py, event, task)?;
     super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
-    note(
-        task,
-        Wait {
-            future: None,
-            waker,
-            event,
-            owned: false,
-        },
-    );
-    Ok(SystemCall::EventWait(event))
+    Ok(waker)
 }
 
 /// If `yielded` is an asyncio future (or a future-like object), the system
@@ -197,16 +232,24 @@ pub(crate) fn wait_future(
     yielded: &Bound<'_, PyAny>,
     step: Option<(EventId, &tiffany_scheduler::Scheduler, TaskId)>,
 ) -> PyResult<Option<SystemCall>> {
-    let Ok(blocking) = yielded.getattr(intern!(py, "_asyncio_future_blocking")) else {
-        return Ok(None);
+    let ops = super::task::future_ops(py, yielded);
+    let blocking = match ops {
+        Some(ops) => ops.blocking(yielded)?,
+        None => match yielded.getattr(intern!(py, "_asyncio_future_blocking")) {
+            Ok(b) => b.is_truthy()?,
+            Err(_) => return Ok(None),
+        },
     };
-    if !blocking.is_truthy()? {
+    if !blocking {
         return Err(PyRuntimeError::new_err(format!(
             "yield was used instead of yield from in task with {}",
             yielded.repr()?
         )));
     }
-    yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
+    match ops {
+        Some(ops) => ops.clear_blocking(yielded)?,
+        None => yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?,
+    }
     let fetched;
     let (event, owned, kernel, task) = match step {
         Some((e, kernel, task)) => (e, false, kernel, task),
@@ -221,10 +264,16 @@ pub(crate) fn wait_future(
         }
     };
     let waker = Waker::armed(py, event, task)?;
-    if let Err(e) = yielded.call_method1(
-        intern!(py, "add_done_callback"),
-        (waker.clone_ref(py).into_py_any(py)?,),
-    ) {
+    let added = match ops {
+        Some(ops) => ops.add_done_callback(yielded, waker.bind(py).as_any()),
+        None => yielded
+            .call_method1(
+                intern!(py, "add_done_callback"),
+                (waker.clone_ref(py).into_py_any(py)?,),
+            )
+            .map(drop),
+    };
+    if let Err(e) = added {
         if owned {
             kernel.remove_event(event);
         }
@@ -254,11 +303,11 @@ pub(crate) fn join_task(
     if !super::task::is_task(py, yielded) {
         return Ok(None);
     }
-    let owner: u64 = yielded.getattr(intern!(py, "_tsched_id"))?.extract()?;
-    if owner != sched {
+    let facts = super::task::facts(yielded)?;
+    if facts.sched != sched {
         return Ok(None);
     }
-    let target = TaskId::from_raw(super::task::kernel_id(yielded)?);
+    let target = TaskId::from_raw(facts.id);
     yielded.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
     Ok(Some(SystemCall::Join(target)))
 }
@@ -317,11 +366,11 @@ fn end_wait(
         return;
     };
     WAITING.with(|n| n.set(n.get().saturating_sub(1)));
-    wait.waker.get().armed.store(false, Ordering::Relaxed);
     if wait.owned {
+        wait.waker.get().armed.store(false, Ordering::Relaxed);
         kernel.remove_event(wait.event);
     } else {
-        kernel.clear_event(wait.event);
+        end_step_wait(Some(kernel), wait.waker.get());
     }
     if let Some(future) = wait.future
         && matches!(answer, Some(Resume::Cancelled))

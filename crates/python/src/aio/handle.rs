@@ -229,6 +229,12 @@ pub(crate) fn run_handle(py: Python<'_>, h: &Bound<'_, Handle>) -> PyResult<()> 
             }
         }
     };
+    if let Ok(waker) = callback.cast::<super::future::Waker>() {
+        // A task's wake (an awaited future's done callback): it runs no
+        // Python code, so neither the context nor a call is needed.
+        super::future::Waker::fire(waker);
+        return Ok(());
+    }
     let called = match callback.cast::<super::transport::StreamCore>() {
         // A stream transport's reader: its read path, without a Python call.
         Ok(core) => super::transport::StreamCore::read_ready_in(core, &context),
@@ -267,7 +273,7 @@ unsafe extern "C" {
     /// stable ABI from 3.12 (so PyO3 declares it for abi3 builds only from
     /// 3.12; this module's minimum is 3.11, which has it too).
     #[link_name = "PyObject_Vectorcall"]
-    fn object_vectorcall(
+    pub(crate) fn object_vectorcall(
         callable: *mut ffi::PyObject,
         args: *const *mut ffi::PyObject,
         nargsf: usize,

@@ -35,7 +35,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use tiffany_scheduler::{
     Body, EventId, PRI_DEFAULT, Scheduler as Kernel, SpawnOptions, TaskError, TaskId, TaskState,
-    Value,
+    Value, WaitReason,
 };
 
 use crate::body::PyBody;
@@ -72,6 +72,10 @@ pub(crate) struct AioTask {
     /// The kernel event the task blocks on while it waits for its next
     /// asyncio step (see [`super::future`]).
     pub(crate) step_event: EventId,
+    /// The waker of the FIFO entry of its next step, while it waits for a
+    /// first step or the step after a bare `yield` (see
+    /// [`super::future::queue_step`]).
+    pub(crate) yield_waker: Cell<Option<Py<super::future::Waker>>>,
     /// The coroutine was started.
     pub(crate) started: bool,
     /// Its priority is not the engine's: its first step and bare `yield`s
@@ -81,8 +85,13 @@ pub(crate) struct AioTask {
 }
 
 /// What the stdlib gives us, looked up once.
-struct Stdlib {
+pub(crate) struct Stdlib {
     task_type: Py<PyType>,
+    /// `_asyncio.Future` and `_asyncio.Task`: with `tiffany._task.Task`,
+    /// the futures whose waits take [`FutureOps`]'s direct path.
+    future_type: Py<PyType>,
+    c_task_type: Py<PyType>,
+    pub(crate) future_ops: FutureOps,
     current_tasks: Py<PyDict>,
     register_task: Py<PyAny>,
     future_init: ffi::initproc,
@@ -90,6 +99,106 @@ struct Stdlib {
     set_exception: Py<PyAny>,
     future_cancel: Py<PyAny>,
     get_running_loop: Py<PyAny>,
+}
+
+/// The C `Future`'s own pieces a task's wait uses, called directly for
+/// the C futures (and tasks) that do not override them: the
+/// `_asyncio_future_blocking` descriptor's get and set, and
+/// `add_done_callback` called in place. Through the attribute protocol
+/// (a lookup along the type's MRO each, a bound method, an argument
+/// tuple) they were about a twentieth of a wake of a task awaiting I/O.
+pub(crate) struct FutureOps {
+    blocking: Py<PyAny>,
+    get: ffi::descrgetfunc,
+    set: ffi::descrsetfunc,
+    add_done_callback: Py<PyAny>,
+}
+
+impl FutureOps {
+    fn new(future: &Bound<'_, PyType>) -> PyResult<Self> {
+        let blocking = future.getattr("__dict__")?.get_item("_asyncio_future_blocking")?;
+        let ty = blocking.get_type();
+        // SAFETY: a live type object; the slots of a data descriptor's type.
+        let (get, set) = unsafe {
+            (
+                ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_descr_get),
+                ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_descr_set),
+            )
+        };
+        if get.is_null() || set.is_null() {
+            return Err(PyRuntimeError::new_err(
+                "_asyncio.Future._asyncio_future_blocking is not a data descriptor",
+            ));
+        }
+        Ok(FutureOps {
+            blocking: blocking.unbind(),
+            // SAFETY: the slots hold a descrgetfunc and a descrsetfunc.
+            get: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrgetfunc>(get) },
+            set: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrsetfunc>(set) },
+            add_done_callback: future.getattr("add_done_callback")?.unbind(),
+        })
+    }
+
+    /// `fut._asyncio_future_blocking`.
+    pub(crate) fn blocking(&self, fut: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = fut.py();
+        // SAFETY: the descriptor's own get on an instance of its type.
+        let value = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                (self.get)(
+                    self.blocking.as_ptr(),
+                    fut.as_ptr(),
+                    fut.get_type().as_type_ptr().cast(),
+                ),
+            )?
+        };
+        value.is_truthy()
+    }
+
+    /// `fut._asyncio_future_blocking = False`.
+    pub(crate) fn clear_blocking(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: the descriptor's own set on an instance of its type.
+        let status = unsafe { (self.set)(self.blocking.as_ptr(), fut.as_ptr(), ffi::Py_False()) };
+        if status < 0 {
+            return Err(PyErr::fetch(fut.py()));
+        }
+        Ok(())
+    }
+
+    /// `fut.add_done_callback(callback)`.
+    pub(crate) fn add_done_callback(
+        &self,
+        fut: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let args = [fut.as_ptr(), callback.as_ptr()];
+        // SAFETY: the unbound C method, called with its instance first;
+        // both arguments are live for the call.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                fut.py(),
+                super::handle::object_vectorcall(
+                    self.add_done_callback.as_ptr(),
+                    args.as_ptr(),
+                    args.len(),
+                    std::ptr::null_mut(),
+                ),
+            )
+        }
+        .map(drop)
+    }
+}
+
+/// The [`FutureOps`] for `fut`, if it is a C future or task (or a
+/// `tiffany._task.Task`), whose `_asyncio_future_blocking` and
+/// `add_done_callback` are the C `Future`'s.
+#[inline]
+pub(crate) fn future_ops<'a>(py: Python<'_>, fut: &Bound<'_, PyAny>) -> Option<&'a FutureOps> {
+    let std = STDLIB.get(py)?;
+    let ty = fut.get_type();
+    (ty.is(std.future_type.bind(py)) || ty.is(std.c_task_type.bind(py)) || ty.is(std.task_type.bind(py)))
+        .then_some(&std.future_ops)
 }
 
 // SAFETY: only used with the GIL held; the init function pointer is a
@@ -116,6 +225,9 @@ fn stdlib(py: Python<'_>) -> PyResult<&'static Stdlib> {
             .cast_into::<PyType>()?;
         Ok(Stdlib {
             task_type: task_type.unbind(),
+            future_ops: FutureOps::new(&future)?,
+            c_task_type: aio.getattr("Task")?.cast_into::<PyType>()?.unbind(),
+            future_type: future.clone().unbind(),
             current_tasks: aio
                 .getattr("_current_tasks")?
                 .cast_into::<PyDict>()?
@@ -138,9 +250,26 @@ pub(crate) fn is_task(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
         .is_some_and(|s| obj.get_type().is(s.task_type.bind(py)))
 }
 
+/// What the kernel says of a task, set once when it is made: the
+/// `_tk` slot of a `tiffany._task.Task` (one tuple, where a slot each
+/// was half of the cost of the object's making beyond the C task's).
+pub(crate) struct Facts {
+    /// Its kernel id.
+    pub(crate) id: u64,
+    /// Its scheduler's id (see `crate::current::Current::id`).
+    pub(crate) sched: u64,
+}
+
+/// The [`Facts`] of a Tiffany asyncio task (see [`is_task`]).
+pub(crate) fn facts(obj: &Bound<'_, PyAny>) -> PyResult<Facts> {
+    let tk = obj.getattr(intern!(obj.py(), "_tk"))?;
+    let (id, sched, _step, _priority, _spawned): (u64, u64, u64, u8, bool) = tk.extract()?;
+    Ok(Facts { id, sched })
+}
+
 /// The kernel id of a Tiffany asyncio task (see [`is_task`]).
 pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    obj.getattr(intern!(obj.py(), "_kid"))?.extract()
+    Ok(facts(obj)?.id)
 }
 
 /// The options of a task made through Tiffany's door (`tiffany.spawn`)
@@ -218,11 +347,22 @@ pub(crate) fn create(
     let priority = options.priority;
     let step_event = cur.kernel.new_event();
     let by_kernel = from_spawn || !fifo || priority != PRI_DEFAULT;
+    // The waker of its first step (named once the task has its id).
+    let first = if by_kernel {
+        None
+    } else {
+        Some(super::future::Waker::armed(
+            py,
+            step_event,
+            TaskId::from_raw(0),
+        )?)
+    };
     let aio = AioTask {
         task: task.clone().unbind(),
         context: context.clone_ref(py),
         lp: lp.clone().unbind(),
         step_event,
+        yield_waker: Cell::new(first.as_ref().map(|w| w.clone_ref(py))),
         started: false,
         by_kernel,
     };
@@ -249,24 +389,26 @@ pub(crate) fn create(
     };
     // The first step: an entry at the back of the loop's FIFO, as asyncio's
     // `call_soon(self.__step)`.
-    if !by_kernel && let Err(e) = super::future::queue_step(py, lp, id, step_event) {
-        cur.kernel.cancel(id);
-        return Err(e);
+    if let Some(waker) = first {
+        waker.get().set_task(id);
+        if let Err(e) = super::core::LoopCore::push_step(lp, waker.into_any()) {
+            cur.kernel.cancel(id);
+            return Err(e);
+        }
     }
-    task.setattr(intern!(py, "_kid"), id.get())?;
-    // The scheduler's id, not the scheduler: the task must not keep its
-    // scheduler (which holds the task's body, which holds the task) alive.
-    task.setattr(intern!(py, "_tsched_id"), cur.id)?;
+    // The kernel's facts (see `Facts`), with the scheduler's id, not the
+    // scheduler: the task must not keep its scheduler (which holds the
+    // task's body, which holds the task) alive. (`_ncancel` and `_cmsg`
+    // stay unset until a `cancel()`: `tiffany._task` reads them with a
+    // default.)
+    let facts = (id.get(), cur.id, step_event.get(), priority, from_spawn).into_pyobject(py)?;
+    task.setattr(intern!(py, "_tk"), facts)?;
     task.setattr(intern!(py, "_tcoro"), coro)?;
     task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
     match name {
         Some(n) => task.setattr(intern!(py, "_tname"), n)?,
         None => task.setattr(intern!(py, "_tname"), number)?,
     }
-    task.setattr(intern!(py, "_ncancel"), 0)?;
-    task.setattr(intern!(py, "_cmsg"), py.None())?;
-    task.setattr(intern!(py, "_tprio"), priority)?;
-    task.setattr(intern!(py, "_tspawn"), from_spawn)?;
     std.register_task.call1(py, (&task,))?;
     if doomed {
         cur.kernel.cancel(id);
@@ -551,6 +693,9 @@ pub(crate) fn dropped(py: Python<'_>, aio: &AioTask, unfinished: bool) {
     if let Ok(kid) = kernel_id(aio.task.bind(py)) {
         super::future::forget(TaskId::from_raw(kid));
     }
+    if let Some(waker) = aio.yield_waker.take() {
+        super::future::end_step_wait(None, waker.get());
+    }
     if let Ok((kernel, _)) = crate::current::current_kernel() {
         kernel.remove_event(aio.step_event);
     }
@@ -647,13 +792,17 @@ impl PriorityBlock {
     }
 }
 
-/// `_task_cancel(sched, kid)`: asyncio's `_must_cancel` for a task whose
+/// `_task_cancel(sched, kid, step)` (`step`: the task's step event): asyncio's `_must_cancel` for a task whose
 /// future wait was not cancelled: one `CancelledError` at its next asyncio
 /// step if it waits for one (or runs, or is queued), else (blocked in a
 /// kernel-level wait: `tiffany.sleep`, `join`, `Event`, kernel I/O) the
 /// kernel's edge, which wakes it. Whether the task was live.
 #[pyfunction]
-pub fn _task_cancel(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) -> PyResult<bool> {
+pub fn _task_cancel(
+    sched: &Bound<'_, crate::scheduler::PyScheduler>,
+    kid: u64,
+    step: u64,
+) -> PyResult<bool> {
     let kernel = kernel_of(sched)?;
     let id = TaskId::from_raw(kid);
     if kernel.edge_pending(id) || super::future::must_pending(id) {
@@ -664,9 +813,15 @@ pub fn _task_cancel(sched: &Bound<'_, crate::scheduler::PyScheduler>, kid: u64) 
         super::future::must_cancel(id);
         return Ok(true);
     }
+    let step = EventId::from_raw(step);
     Ok(match kernel.state(id) {
         None => false,
         Some(s) if s.is_terminal() => false,
+        // Waiting for its next asyncio step (a FIFO entry will wake it).
+        Some(TaskState::Waiting(WaitReason::Event(e))) if e == step => {
+            super::future::must_cancel(id);
+            true
+        }
         Some(
             TaskState::Running | TaskState::Scheduled | TaskState::Throttled | TaskState::Pending,
         ) => {
