@@ -37,6 +37,7 @@ from asyncio import base_tasks
 from typing import Any, TextIO, TypeVar
 
 from tiffany._native import (
+    _TaskFacts,
     _task_cancel,
     _task_edge_pending,
     _task_fut_waiter,
@@ -71,9 +72,8 @@ class Task(asyncio.Task[T]):
         "_ncancel",
         "_cmsg",
     )
-    #: The kernel's facts, fixed when the task is made: (kernel id,
-    #: scheduler id, step event, priority, made by ``tiffany.spawn``).
-    _tk: tuple[int, int, int, int, bool]
+    #: The kernel's facts, fixed when the task is made.
+    _tk: _TaskFacts
     _tcoro: Any
     _tctx: Any
     _tname: str | int
@@ -86,16 +86,16 @@ class Task(asyncio.Task[T]):
     @property
     def id(self) -> int:
         """The task's kernel id (unique within its scheduler, increasing)."""
-        return self._tk[0]
+        return self._tk.id
 
     @property
     def _kid(self) -> int:
-        return self._tk[0]
+        return self._tk.id
 
     @property
     def _tspawn(self) -> bool:
         """Made by ``tiffany.spawn`` (not asyncio's door)."""
-        return self._tk[4]
+        return self._tk.spawned
 
     @property
     def name(self) -> str:
@@ -105,7 +105,7 @@ class Task(asyncio.Task[T]):
     @property
     def priority(self) -> int:
         """The task's kernel priority (0 first, 255 last)."""
-        return self._tk[3]
+        return self._tk.priority
 
     @property
     def state(self) -> str:
@@ -153,14 +153,14 @@ class Task(asyncio.Task[T]):
         if self.done():
             return False
         self._ncancel = getattr(self, "_ncancel", 0) + 1
-        kid = self._tk[0]
+        kid = self._tk.id
         waiter = _task_fut_waiter(kid)
         if waiter is not None and waiter.cancel(msg=msg):
             return True
         self._cmsg = msg
         sched = self._sched
         if sched is not None:
-            _task_cancel(sched, kid, self._tk[2])
+            _task_cancel(sched, kid, self._tk.step)
         return True
 
     def cancelling(self) -> int:

@@ -304,6 +304,7 @@ pub(crate) fn join_task(
         return Ok(None);
     }
     let facts = super::task::facts(yielded)?;
+    let facts = facts.get();
     if facts.sched != sched {
         return Ok(None);
     }

@@ -190,6 +190,21 @@ impl FutureOps {
     }
 }
 
+/// `f(*args)` for a C function (an unbound method of the C `Future`),
+/// with the arguments in place: no tuple, and no `tp_call`, which is what
+/// a call through the stable ABI makes of it.
+fn call_in_place(py: Python<'_>, f: &Py<PyAny>, args: &[&Bound<'_, PyAny>]) -> PyResult<()> {
+    let argv: smallvec::SmallVec<[*mut ffi::PyObject; 2]> = args.iter().map(|a| a.as_ptr()).collect();
+    // SAFETY: a live callable, live arguments for the length of the call.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            super::handle::object_vectorcall(f.as_ptr(), argv.as_ptr(), argv.len(), std::ptr::null_mut()),
+        )
+    }
+    .map(drop)
+}
+
 /// The [`FutureOps`] for `fut`, if it is a C future or task (or a
 /// `tiffany._task.Task`), whose `_asyncio_future_blocking` and
 /// `add_done_callback` are the C `Future`'s.
@@ -250,26 +265,37 @@ pub(crate) fn is_task(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
         .is_some_and(|s| obj.get_type().is(s.task_type.bind(py)))
 }
 
-/// What the kernel says of a task, set once when it is made: the
-/// `_tk` slot of a `tiffany._task.Task` (one tuple, where a slot each
-/// was half of the cost of the object's making beyond the C task's).
-pub(crate) struct Facts {
+/// What the kernel says of a task, fixed when it is made: the `_tk`
+/// slot of a `tiffany._task.Task`. (One object, where a slot and a Python
+/// int each were half of the cost of the task object's making beyond the
+/// C task's; Rust reads it without converting anything.)
+#[pyclass(module = "tiffany._native", name = "_TaskFacts", frozen)]
+pub struct TaskFacts {
     /// Its kernel id.
+    #[pyo3(get)]
     pub(crate) id: u64,
     /// Its scheduler's id (see `crate::current::Current::id`).
+    #[pyo3(get)]
     pub(crate) sched: u64,
+    /// Its step event (see [`super::future`]).
+    #[pyo3(get)]
+    pub(crate) step: u64,
+    /// Its kernel priority.
+    #[pyo3(get)]
+    pub(crate) priority: u8,
+    /// Made by `tiffany.spawn` (not asyncio's door).
+    #[pyo3(get)]
+    pub(crate) spawned: bool,
 }
 
-/// The [`Facts`] of a Tiffany asyncio task (see [`is_task`]).
-pub(crate) fn facts(obj: &Bound<'_, PyAny>) -> PyResult<Facts> {
-    let tk = obj.getattr(intern!(obj.py(), "_tk"))?;
-    let (id, sched, _step, _priority, _spawned): (u64, u64, u64, u8, bool) = tk.extract()?;
-    Ok(Facts { id, sched })
+/// The [`TaskFacts`] of a Tiffany asyncio task (see [`is_task`]).
+pub(crate) fn facts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, TaskFacts>> {
+    Ok(obj.getattr(intern!(obj.py(), "_tk"))?.cast_into::<TaskFacts>()?)
 }
 
 /// The kernel id of a Tiffany asyncio task (see [`is_task`]).
 pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    Ok(facts(obj)?.id)
+    Ok(facts(obj)?.get().id)
 }
 
 /// The options of a task made through Tiffany's door (`tiffany.spawn`)
@@ -401,8 +427,14 @@ pub(crate) fn create(
     // task's body, which holds the task) alive. (`_ncancel` and `_cmsg`
     // stay unset until a `cancel()`: `tiffany._task` reads them with a
     // default.)
-    let facts = (id.get(), cur.id, step_event.get(), priority, from_spawn).into_pyobject(py)?;
-    task.setattr(intern!(py, "_tk"), facts)?;
+    let facts = TaskFacts {
+        id: id.get(),
+        sched: cur.id,
+        step: step_event.get(),
+        priority,
+        spawned: from_spawn,
+    };
+    task.setattr(intern!(py, "_tk"), Py::new(py, facts)?)?;
     task.setattr(intern!(py, "_tcoro"), coro)?;
     task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
     match name {
@@ -625,10 +657,10 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
             {
                 // Cancelled right before the coroutine ended: asyncio marks
                 // the task cancelled.
-                (std.future_cancel.call1(py, (task,)), Step::Cancelled)
+                (call_in_place(py, &std.future_cancel, &[task]), Step::Cancelled)
             } else {
                 (
-                    std.set_result.call1(py, (task, value)),
+                    call_in_place(py, &std.set_result, &[task, value.bind(py)]),
                     Step::Done(Value::unit()),
                 )
             }
@@ -643,7 +675,7 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
             let kwargs = PyDict::new(py);
             let _ = kwargs.set_item(intern!(py, "msg"), msg);
             (
-                std.future_cancel.call(py, (task,), Some(&kwargs)),
+                std.future_cancel.call(py, (task,), Some(&kwargs)).map(drop),
                 Step::Cancelled,
             )
         }
@@ -660,9 +692,9 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
                 .is_instance_of::<pyo3::exceptions::PyStopIteration>()
             {
                 let wrapped = PyRuntimeError::new_err("coroutine raised StopIteration");
-                std.set_exception.call1(py, (task, wrapped.into_value(py)))
+                call_in_place(py, &std.set_exception, &[task, wrapped.into_value(py).bind(py)])
             } else {
-                std.set_exception.call1(py, (task, exc.clone_ref(py)))
+                call_in_place(py, &std.set_exception, &[task, exc.bind(py)])
             };
             let failure = crate::errors::Failure {
                 exception: exc,
@@ -885,6 +917,7 @@ fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kerne
 /// Adds the task functions and `priority` to the module.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PriorityBlock>()?;
+    m.add_class::<TaskFacts>()?;
     m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(_loop_made, m)?)?;
     m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
