@@ -361,26 +361,6 @@ def join(task: Task[_T] | asyncio.Task[_T], timeout: float | None = None) -> _Aw
     """
 
 @final
-class _TaskFacts:
-    """What the kernel says of a ``tiffany._task.Task``, fixed when it is made."""
-
-    @property
-    def id(self) -> int:
-        """Its kernel id."""
-    @property
-    def sched(self) -> int:
-        """Its scheduler's id."""
-    @property
-    def step(self) -> int:
-        """Its step event."""
-    @property
-    def priority(self) -> int:
-        """Its kernel priority."""
-    @property
-    def spawned(self) -> bool:
-        """Made by ``tiffany.spawn`` (not asyncio's door)."""
-
-@final
 class priority:
     """``with tiffany.priority(n):`` — asyncio tasks made inside the block
     (``asyncio.create_task``, ``loop.create_task``, ``gather``, ``TaskGroup``,

@@ -37,7 +37,6 @@ from asyncio import base_tasks
 from typing import Any, TextIO, TypeVar
 
 from tiffany._native import (
-    _TaskFacts,
     _task_cancel,
     _task_edge_pending,
     _task_fut_waiter,
@@ -60,20 +59,26 @@ class Task(asyncio.Task[T]):
     """
 
     # Slots (no per-task dict: a dict per task is one more object for the
-    # garbage collector to allocate and walk). `_tk`, `_tcoro`, `_tctx` and
-    # `_tname` are set when the task is made (tiffany._native's
-    # aio::task::create); `_ncancel` and `_cmsg` only by a `cancel()`, and
-    # read with a default (two stores fewer per task made).
+    # garbage collector to allocate and walk). `_kid`, `_tstep`, `_tmeta`,
+    # `_tcoro`, `_tctx` and `_tname` are set when the task is made
+    # (tiffany._native's aio::task::create); `_ncancel` and `_cmsg` only by
+    # a `cancel()`, and read with a default (two stores fewer per task made).
     __slots__ = (
-        "_tk",
+        "_kid",
+        "_tstep",
+        "_tmeta",
         "_tcoro",
         "_tctx",
         "_tname",
         "_ncancel",
         "_cmsg",
     )
-    #: The kernel's facts, fixed when the task is made.
-    _tk: _TaskFacts
+    #: The task's kernel id.
+    _kid: int
+    #: Its step event (the kernel event it waits on for an asyncio step).
+    _tstep: int
+    #: Its scheduler's id, priority and door: ``sched << 9 | priority << 1 | spawned``.
+    _tmeta: int
     _tcoro: Any
     _tctx: Any
     _tname: str | int
@@ -86,16 +91,12 @@ class Task(asyncio.Task[T]):
     @property
     def id(self) -> int:
         """The task's kernel id (unique within its scheduler, increasing)."""
-        return self._tk.id
-
-    @property
-    def _kid(self) -> int:
-        return self._tk.id
+        return self._kid
 
     @property
     def _tspawn(self) -> bool:
         """Made by ``tiffany.spawn`` (not asyncio's door)."""
-        return self._tk.spawned
+        return bool(self._tmeta & 1)
 
     @property
     def name(self) -> str:
@@ -105,7 +106,7 @@ class Task(asyncio.Task[T]):
     @property
     def priority(self) -> int:
         """The task's kernel priority (0 first, 255 last)."""
-        return self._tk.priority
+        return (self._tmeta >> 1) & 0xFF
 
     @property
     def state(self) -> str:
@@ -153,14 +154,14 @@ class Task(asyncio.Task[T]):
         if self.done():
             return False
         self._ncancel = getattr(self, "_ncancel", 0) + 1
-        kid = self._tk.id
+        kid = self._kid
         waiter = _task_fut_waiter(kid)
         if waiter is not None and waiter.cancel(msg=msg):
             return True
         self._cmsg = msg
         sched = self._sched
         if sched is not None:
-            _task_cancel(sched, kid, self._tk.step)
+            _task_cancel(sched, kid, self._tstep)
         return True
 
     def cancelling(self) -> int:

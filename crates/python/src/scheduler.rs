@@ -152,7 +152,7 @@ impl Current {
                 (t.id, t.sched)
             } else if crate::aio::task::is_task(py, &d) {
                 let facts = crate::aio::task::facts(&d)?;
-                let (id, sched) = (TaskId::from_raw(facts.get().id), facts.get().sched);
+                let (id, sched) = (TaskId::from_raw(facts.id), facts.sched);
                 if sched == self.id && self.kernel.state(id).is_none() {
                     // Ended, and its record is gone: its future tells how.
                     if d.call_method0("cancelled")?.is_truthy()?

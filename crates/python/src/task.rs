@@ -266,7 +266,7 @@ pub fn join(task: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Syscall> 
         }
         Err(_) if crate::aio::task::is_task(task.py(), task) => {
             let facts = crate::aio::task::facts(task)?;
-            (facts.get().id, facts.get().sched)
+            (facts.id, facts.sched)
         }
         Err(_) => {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(

@@ -76,7 +76,11 @@ struct Task {
     input: Option<Resume>,
     outcome: Option<Outcome>,
     io: Option<(IoToken, Interest)>,
-    /// Name, dependencies, dependents and joiners, if the task has any.
+    /// Its name, if it has one. (In the record, not in [`Extra`]: every
+    /// task made through asyncio has one, and a box of its own for it was
+    /// an allocation and a sixth of such a task's memory.)
+    name: Option<Arc<str>>,
+    /// Dependencies, dependents, joiners and scopes, if the task has any.
     extra: Option<Box<Extra>>,
     /// CPU time charged so far, in nanoseconds.
     budget_used: u64,
@@ -120,7 +124,6 @@ struct Task {
 /// The parts of a task record that most tasks never use.
 #[derive(Default)]
 struct Extra {
-    name: Option<Arc<str>>,
     /// The tasks it was made to wait for (for cycle detection).
     deps: Vec<TaskId>,
     /// Tasks waiting for it to finish before they start.
@@ -149,7 +152,7 @@ impl Task {
     }
 
     fn name(&self) -> Option<&Arc<str>> {
-        self.extra.as_ref()?.name.as_ref()
+        self.name.as_ref()
     }
 
     fn has_joiners(&self) -> bool {
@@ -532,9 +535,8 @@ impl Core {
             }
         }
         let now = nanos(self.now);
-        let extra = (options.name.is_some() || !options.deps.is_empty()).then(|| {
+        let extra = (!options.deps.is_empty()).then(|| {
             Box::new(Extra {
-                name: options.name.clone(),
                 deps: options.deps.clone(),
                 ..Extra::default()
             })
@@ -547,6 +549,7 @@ impl Core {
             input: None,
             outcome: None,
             io: None,
+            name: options.name.clone(),
             extra,
             budget_used: 0,
             since: now,
@@ -1883,7 +1886,7 @@ impl Core {
             return false;
         };
         let name: Arc<str> = name.into();
-        self.tasks[slot].extra().name = Some(name.clone());
+        self.tasks[slot].name = Some(name.clone());
         if let Some(TaskEvent {
             kind: EventKind::Spawned { name: spawned, .. },
             ..

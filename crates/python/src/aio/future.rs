@@ -79,7 +79,7 @@ pub(crate) struct Waker {
 impl Waker {
     /// A waker of `task` through `event`, armed.
     pub(crate) fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
-        Py::new(
+        let waker = Py::new(
             py,
             Waker {
                 event: event.get(),
@@ -87,7 +87,11 @@ impl Waker {
                 armed: AtomicBool::new(true),
                 set: AtomicBool::new(false),
             },
-        )
+        )?;
+        // It refers to no Python object: the cycle collector has nothing
+        // to learn from it (and one per wait was a share of its walks).
+        super::task::untrack(waker.bind(py).as_any());
+        Ok(waker)
     }
 
     /// Names the task the waker wakes (a first step's waker is made before
@@ -304,7 +308,6 @@ pub(crate) fn join_task(
         return Ok(None);
     }
     let facts = super::task::facts(yielded)?;
-    let facts = facts.get();
     if facts.sched != sched {
         return Ok(None);
     }

@@ -116,7 +116,9 @@ pub(crate) struct FutureOps {
 
 impl FutureOps {
     fn new(future: &Bound<'_, PyType>) -> PyResult<Self> {
-        let blocking = future.getattr("__dict__")?.get_item("_asyncio_future_blocking")?;
+        let blocking = future
+            .getattr("__dict__")?
+            .get_item("_asyncio_future_blocking")?;
         let ty = blocking.get_type();
         // SAFETY: a live type object; the slots of a data descriptor's type.
         let (get, set) = unsafe {
@@ -194,12 +196,18 @@ impl FutureOps {
 /// with the arguments in place: no tuple, and no `tp_call`, which is what
 /// a call through the stable ABI makes of it.
 fn call_in_place(py: Python<'_>, f: &Py<PyAny>, args: &[&Bound<'_, PyAny>]) -> PyResult<()> {
-    let argv: smallvec::SmallVec<[*mut ffi::PyObject; 2]> = args.iter().map(|a| a.as_ptr()).collect();
+    let argv: smallvec::SmallVec<[*mut ffi::PyObject; 2]> =
+        args.iter().map(|a| a.as_ptr()).collect();
     // SAFETY: a live callable, live arguments for the length of the call.
     unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            super::handle::object_vectorcall(f.as_ptr(), argv.as_ptr(), argv.len(), std::ptr::null_mut()),
+            super::handle::object_vectorcall(
+                f.as_ptr(),
+                argv.as_ptr(),
+                argv.len(),
+                std::ptr::null_mut(),
+            ),
         )
     }
     .map(drop)
@@ -212,8 +220,10 @@ fn call_in_place(py: Python<'_>, f: &Py<PyAny>, args: &[&Bound<'_, PyAny>]) -> P
 pub(crate) fn future_ops<'a>(py: Python<'_>, fut: &Bound<'_, PyAny>) -> Option<&'a FutureOps> {
     let std = STDLIB.get(py)?;
     let ty = fut.get_type();
-    (ty.is(std.future_type.bind(py)) || ty.is(std.c_task_type.bind(py)) || ty.is(std.task_type.bind(py)))
-        .then_some(&std.future_ops)
+    (ty.is(std.future_type.bind(py))
+        || ty.is(std.c_task_type.bind(py))
+        || ty.is(std.task_type.bind(py)))
+    .then_some(&std.future_ops)
 }
 
 // SAFETY: only used with the GIL held; the init function pointer is a
@@ -265,37 +275,38 @@ pub(crate) fn is_task(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
         .is_some_and(|s| obj.get_type().is(s.task_type.bind(py)))
 }
 
-/// What the kernel says of a task, fixed when it is made: the `_tk`
-/// slot of a `tiffany._task.Task`. (One object, where a slot and a Python
-/// int each were half of the cost of the task object's making beyond the
-/// C task's; Rust reads it without converting anything.)
-#[pyclass(module = "tiffany._native", name = "_TaskFacts", frozen)]
-pub struct TaskFacts {
+/// What the kernel says of a task, fixed when it is made, as three
+/// `int` slots of a `tiffany._task.Task`: `_kid` (its kernel id),
+/// `_tstep` (its step event) and `_tmeta` (its scheduler's id, priority
+/// and door, packed by [`pack_meta`]). Ints, not one object: an object
+/// the cycle collector tracks was, with the collections it brings on,
+/// more than the stores it saved.
+pub(crate) struct Facts {
     /// Its kernel id.
-    #[pyo3(get)]
     pub(crate) id: u64,
     /// Its scheduler's id (see `crate::current::Current::id`).
-    #[pyo3(get)]
     pub(crate) sched: u64,
-    /// Its step event (see [`super::future`]).
-    #[pyo3(get)]
-    pub(crate) step: u64,
-    /// Its kernel priority.
-    #[pyo3(get)]
-    pub(crate) priority: u8,
-    /// Made by `tiffany.spawn` (not asyncio's door).
-    #[pyo3(get)]
-    pub(crate) spawned: bool,
 }
 
-/// The [`TaskFacts`] of a Tiffany asyncio task (see [`is_task`]).
-pub(crate) fn facts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, TaskFacts>> {
-    Ok(obj.getattr(intern!(obj.py(), "_tk"))?.cast_into::<TaskFacts>()?)
+/// `_tmeta`: the scheduler's id, the priority and whether
+/// `tiffany.spawn` made the task (`tiffany._task` unpacks it).
+fn pack_meta(sched: u64, priority: u8, spawned: bool) -> u64 {
+    (sched << 9) | (u64::from(priority) << 1) | u64::from(spawned)
+}
+
+/// The [`Facts`] of a Tiffany asyncio task (see [`is_task`]).
+pub(crate) fn facts(obj: &Bound<'_, PyAny>) -> PyResult<Facts> {
+    let py = obj.py();
+    let meta: u64 = obj.getattr(intern!(py, "_tmeta"))?.extract()?;
+    Ok(Facts {
+        id: obj.getattr(intern!(py, "_kid"))?.extract()?,
+        sched: meta >> 9,
+    })
 }
 
 /// The kernel id of a Tiffany asyncio task (see [`is_task`]).
 pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    Ok(facts(obj)?.get().id)
+    obj.getattr(intern!(obj.py(), "_kid"))?.extract()
 }
 
 /// The options of a task made through Tiffany's door (`tiffany.spawn`)
@@ -349,9 +360,9 @@ pub(crate) fn create(
         Some(n) if !n.is_none() => Some(n.str()?.into_any()),
         _ => None,
     };
-    let kernel_name: String = match &name {
-        Some(n) => n.extract()?,
-        None => format!("Task-{number}"),
+    let kernel_name: std::sync::Arc<str> = match &name {
+        Some(n) => n.extract::<&str>()?.into(),
+        None => default_name(number),
     };
     let from_spawn = spawned.is_some();
     let mut doomed = false;
@@ -359,14 +370,14 @@ pub(crate) fn create(
         Some(s) => {
             doomed = s.doomed;
             SpawnOptions {
-                name: Some(kernel_name.as_str().into()),
+                name: Some(kernel_name),
                 ..SpawnOptions::priority(s.priority)
                     .with_deps(&s.deps)
                     .daemon(s.daemon)
             }
         }
         None => SpawnOptions {
-            name: Some(kernel_name.as_str().into()),
+            name: Some(kernel_name),
             ..SpawnOptions::priority(current_priority())
         },
     };
@@ -427,14 +438,12 @@ pub(crate) fn create(
     // task's body, which holds the task) alive. (`_ncancel` and `_cmsg`
     // stay unset until a `cancel()`: `tiffany._task` reads them with a
     // default.)
-    let facts = TaskFacts {
-        id: id.get(),
-        sched: cur.id,
-        step: step_event.get(),
-        priority,
-        spawned: from_spawn,
-    };
-    task.setattr(intern!(py, "_tk"), Py::new(py, facts)?)?;
+    task.setattr(intern!(py, "_kid"), id.get())?;
+    task.setattr(intern!(py, "_tstep"), step_event.get())?;
+    task.setattr(
+        intern!(py, "_tmeta"),
+        pack_meta(cur.id, priority, from_spawn),
+    )?;
     task.setattr(intern!(py, "_tcoro"), coro)?;
     task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
     match name {
@@ -453,6 +462,19 @@ pub(crate) fn create(
     untrack(&task);
     untrack(context.bind(py));
     Ok(task.unbind())
+}
+
+/// `Task-<number>`, asyncio's name for a task made without one, written
+/// in place and copied once (not formatted into a `String` and copied
+/// again).
+fn default_name(number: u64) -> std::sync::Arc<str> {
+    use std::io::Write;
+    let mut buf = [0u8; 32];
+    let mut out = &mut buf[..];
+    // "Task-" and at most 20 digits fit in 32 bytes.
+    let _ = write!(out, "Task-{number}");
+    let len = 32 - out.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("Task").into()
 }
 
 /// The Tiffany loop asyncio runs on this thread, if its scheduler is `cur`'s.
@@ -520,7 +542,7 @@ pub(crate) fn spawn_on_loop(
 }
 
 /// Stops the cycle collector from tracking `obj` (see [`create`]).
-fn untrack(obj: &Bound<'_, PyAny>) {
+pub(crate) fn untrack(obj: &Bound<'_, PyAny>) {
     // SAFETY: the GIL is held and `obj` is a live object.
     unsafe {
         if ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 1 {
@@ -657,7 +679,10 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
             {
                 // Cancelled right before the coroutine ended: asyncio marks
                 // the task cancelled.
-                (call_in_place(py, &std.future_cancel, &[task]), Step::Cancelled)
+                (
+                    call_in_place(py, &std.future_cancel, &[task]),
+                    Step::Cancelled,
+                )
             } else {
                 (
                     call_in_place(py, &std.set_result, &[task, value.bind(py)]),
@@ -692,7 +717,11 @@ pub(crate) fn finish(py: Python<'_>, aio: &AioTask, end: End) -> tiffany_schedul
                 .is_instance_of::<pyo3::exceptions::PyStopIteration>()
             {
                 let wrapped = PyRuntimeError::new_err("coroutine raised StopIteration");
-                call_in_place(py, &std.set_exception, &[task, wrapped.into_value(py).bind(py)])
+                call_in_place(
+                    py,
+                    &std.set_exception,
+                    &[task, wrapped.into_value(py).bind(py)],
+                )
             } else {
                 call_in_place(py, &std.set_exception, &[task, exc.bind(py)])
             };
@@ -917,7 +946,6 @@ fn kernel_of(sched: &Bound<'_, crate::scheduler::PyScheduler>) -> PyResult<Kerne
 /// Adds the task functions and `priority` to the module.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PriorityBlock>()?;
-    m.add_class::<TaskFacts>()?;
     m.add_function(wrap_pyfunction!(_task_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(_loop_made, m)?)?;
     m.add_function(wrap_pyfunction!(_task_edge_pending, m)?)?;
