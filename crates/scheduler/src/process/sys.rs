@@ -191,6 +191,7 @@ pub(super) fn kill_group(pgid: libc::pid_t, signal: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
 
     /// A pipe: (read end, write end).
     fn pipe() -> (OwnedFd, OwnedFd) {
@@ -211,8 +212,7 @@ mod tests {
     /// bound: a retry that loops on an error fails the test, not hangs it.
     #[test]
     fn retry_repeats_interrupted_calls_only() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let (zero, three, interrupted_once, calls, failed) = within(|| {
             let mut calls = 0;
             let interrupted_once = retry(|| {
                 calls += 1;
@@ -226,17 +226,14 @@ mod tests {
             });
             // SAFETY: closing an invalid descriptor only fails.
             let failed = retry(|| unsafe { libc::close(-1) }).map_err(|e| e.raw_os_error());
-            let _ = tx.send((
+            (
                 retry(|| 0),
                 retry(|| 3),
                 interrupted_once.ok(),
                 calls,
                 failed,
-            ));
+            )
         });
-        let (zero, three, interrupted_once, calls, failed) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("retry looped on an error");
         assert_eq!(zero.ok(), Some(0));
         assert_eq!(three.ok(), Some(3));
         assert_eq!((interrupted_once, calls), (Some(5), 2));
