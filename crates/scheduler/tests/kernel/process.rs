@@ -14,6 +14,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a signalled child may take to exit, and the reaper to reap
@@ -32,12 +33,26 @@ fn sh(script: &str) -> ExecSpec {
     ExecSpec::new(["sh", "-c", script])
 }
 
-/// Runs one process task to its end and returns its outcome.
+/// Runs one process task to its end and returns its outcome. On a thread
+/// of its own, bounded by [`EXIT_BOUND`]: a run that never notices its
+/// child's end fails the test instead of hanging it.
 fn run(spec: ExecSpec) -> Result<Completed, ExecError> {
-    let s = sched();
-    let id = process::spawn(&s, spec, SpawnOptions::default())?;
-    s.run();
-    outcome(&s, id)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let s = sched();
+        let result = process::spawn(&s, spec, SpawnOptions::default()).and_then(|id| {
+            s.run();
+            outcome(&s, id)
+        });
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(EXIT_BOUND) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(thread.join().unwrap_err())
+        }
+        Err(e) => panic!("the process task did not end: {e}"),
+    }
 }
 
 fn outcome(s: &Scheduler, id: TaskId) -> Result<Completed, ExecError> {
@@ -220,6 +235,34 @@ fn a_zero_limit_keeps_nothing() {
     assert!(done.stdout.is_empty());
     assert!(done.stdout_truncated);
     assert_eq!(done.stdout_bytes, 4);
+}
+
+/// The run lasts until every output has ended, not only until the child
+/// exits: the shell closes its stdout, then leaves a background process
+/// that keeps the stderr pipe open and writes to it only once the shell is
+/// reaped (while the shell is a zombie, `kill -0` still finds it). The
+/// stdout's end comes before the exit, so a run that ended at the exit
+/// once one pipe had ended would miss the line, every time.
+#[test]
+fn the_run_waits_for_each_output_to_end() {
+    let done = run(sh("main=$$; echo out; exec >&-; \
+         (while kill -0 $main 2>/dev/null; do sleep 0.01; done; echo late >&2) &"))
+    .unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert_eq!(done.stdout, b"out\n");
+    assert_eq!(done.stderr, b"late\n");
+}
+
+/// The run lasts until the child exits, not only until its outputs end:
+/// a child that closes both first and then reads 4 MiB of input (the task
+/// must feed it through many resumes after it saw the outputs end) still
+/// has its exit code.
+#[test]
+fn the_run_waits_for_the_exit_after_the_outputs_end() {
+    let input = vec![b'x'; 4 << 20];
+    let done = run(sh("exec >&- 2>&-; cat >/dev/null; exit 3").stdin(input)).unwrap();
+    assert_eq!(done.returncode, Some(3));
+    assert!(done.stdout.is_empty() && done.stderr.is_empty());
 }
 
 #[test]
