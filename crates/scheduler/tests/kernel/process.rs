@@ -278,6 +278,23 @@ fn timeout_terminates_the_whole_group() {
     assert_group_gone(&done);
 }
 
+/// A timeout reaches a child that closed its outputs (the stderr alone, or
+/// both) and runs on: the timer's "nothing left to stop" check needs the
+/// exit *and* both pipes' ends. A run that took a closed pipe for the end
+/// would let the child run on: the bounded run fails.
+#[test]
+fn a_timeout_reaches_a_child_whose_outputs_are_closed() {
+    for script in ["exec 2>&-; sleep 100", "exec >&- 2>&-; sleep 100"] {
+        let done = run(sh(script)
+            .timeout(Duration::from_secs(1))
+            .kill_grace(Duration::from_secs(60)))
+        .unwrap();
+        assert!(done.timed_out, "{script}");
+        assert_eq!(done.signal, Some(libc::SIGTERM), "{script}");
+        assert_reaped(done.pid as i32);
+    }
+}
+
 #[test]
 fn a_group_that_ignores_sigterm_is_killed_after_the_grace() {
     let done = run(sh("trap '' TERM; sleep 100 & echo $!; wait")
