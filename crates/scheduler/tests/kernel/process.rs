@@ -324,12 +324,25 @@ fn a_fast_command_does_not_time_out() {
     assert_eq!(done.stdout, b"quick\n");
 }
 
-/// Runs `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'` as a process
-/// task with `grace`; a native task learns the shell's and the sleeper's
-/// pids through the fifo, opens pidfds for them while they surely run, then
-/// cancels the process task. Returns the pids and pidfds once the run ended
-/// (the process task cancelled).
-fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
+/// What the shell of [`cancel_a_running_group`] does after it started the
+/// sleeper.
+enum Shell<'a> {
+    /// `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'`: the shell
+    /// waits for the sleeper. The pidfds returned are the shell's and the
+    /// sleeper's.
+    Waits(&'a str),
+    /// `sh -c 'exec >&-; sleep 100 & echo $$ $! > fifo'`: the shell closes
+    /// its stdout and exits; the sleeper holds the stderr pipe. The cancel
+    /// comes once the process task has reaped the shell. The pidfd returned
+    /// is the sleeper's.
+    ExitsFirst,
+}
+
+/// Runs the `shell` script as a process task with `grace`; a native task
+/// learns the shell's and the sleeper's pids through the fifo, opens pidfds
+/// for them while they surely run, then cancels the process task. Returns
+/// the pids and pidfds once the run ended (the process task cancelled).
+fn cancel_a_running_group(shell: Shell<'_>, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
     let dir = temp_dir("cancel");
     let fifo = dir.join("pids");
     let path = CString::new(fifo.to_str().unwrap()).unwrap();
@@ -345,10 +358,14 @@ fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<Owned
 
     let s = sched();
     let token = s.register_io(&reader).unwrap();
-    let script = format!(
-        "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
-        fifo.display()
-    );
+    let exits_first = matches!(shell, Shell::ExitsFirst);
+    let script = match shell {
+        Shell::Waits(prefix) => format!(
+            "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
+            fifo.display()
+        ),
+        Shell::ExitsFirst => format!("exec >&-; sleep 100 & echo $$ $! > '{}'", fifo.display()),
+    };
     let exec = process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
     let watcher = s
         .spawn(move |cx| {
@@ -366,7 +383,19 @@ fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<Owned
                 }
             }
             let both = pids(&text);
-            let fds: Vec<OwnedFd> = both.iter().map(|&p| pidfd(p).expect("running")).collect();
+            let fds: Vec<OwnedFd> = if exits_first {
+                let sleeper = pidfd(both[1]).expect("running");
+                // Until the process task has reaped the shell (a zombie
+                // still has a pidfd), looking every millisecond, bounded.
+                let since = std::time::Instant::now();
+                while pidfd(both[0]).is_some() {
+                    assert!(since.elapsed() < EXIT_BOUND, "the shell was never reaped");
+                    cx.sleep(Duration::from_millis(1));
+                }
+                vec![sleeper]
+            } else {
+                both.iter().map(|&p| pidfd(p).expect("running")).collect()
+            };
             assert!(cx.cancel(exec));
             (both, fds)
         })
@@ -382,7 +411,7 @@ fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<Owned
 
 #[test]
 fn cancel_stops_the_whole_group_and_reaps_the_child() {
-    let (both, fds) = cancel_a_running_group("", Duration::from_secs(5));
+    let (both, fds) = cancel_a_running_group(Shell::Waits(""), Duration::from_secs(5));
     assert_exits(&fds[0], "the child");
     assert_exits(&fds[1], "the grandchild");
     assert!(
@@ -392,11 +421,21 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
     assert_reaped(both[0]);
 }
 
+/// A run whose child has exited but whose output is still held by a
+/// process of its group (here the stderr alone): a cancel ends that process
+/// too.
+#[test]
+fn cancel_after_the_exit_stops_what_holds_an_output() {
+    let (_, fds) = cancel_a_running_group(Shell::ExitsFirst, Duration::from_secs(5));
+    assert_exits(&fds[0], "the sleeper holding the stderr pipe");
+}
+
 /// A cancelled child that ignores `SIGTERM` is the reaper's until its grace
 /// ends or it exits: counted in `pending_reaps` meanwhile, not after.
 #[test]
 fn a_child_being_reaped_is_pending_until_it_exits() {
-    let (both, fds) = cancel_a_running_group("trap '' TERM;", Duration::from_secs(600));
+    let (both, fds) =
+        cancel_a_running_group(Shell::Waits("trap '' TERM;"), Duration::from_secs(600));
     assert_eq!(process::pending_reaps(), 1, "the reaper has the child");
     assert!(!process::wait_for_reaper(Duration::ZERO));
     // Ended from another thread, long before its grace, while this one
