@@ -14,7 +14,6 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a signalled child may take to exit, and the reaper to reap
@@ -23,7 +22,9 @@ use std::time::Duration;
 /// fails an assertion rather than a timeout.
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
-use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
+use tiffany_scheduler::{
+    EventKind, Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskEvent, TaskId,
+};
 
 fn sched() -> Scheduler {
     Scheduler::builder().build().expect("a poller")
@@ -33,26 +34,21 @@ fn sh(script: &str) -> ExecSpec {
     ExecSpec::new(["sh", "-c", script])
 }
 
-/// Runs one process task to its end and returns its outcome. On a thread
-/// of its own, bounded by [`EXIT_BOUND`]: a run that never notices its
-/// child's end fails the test instead of hanging it.
+/// Runs `f` (which makes its own scheduler and runs it) on a thread of its
+/// own, bounded by [`EXIT_BOUND`]: a run that never notices its child's end
+/// fails the test instead of hanging it.
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    crate::common::within(EXIT_BOUND, f)
+}
+
+/// Runs one process task to its end and returns its outcome (bounded).
 fn run(spec: ExecSpec) -> Result<Completed, ExecError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
+    bounded(move || {
         let s = sched();
-        let result = process::spawn(&s, spec, SpawnOptions::default()).and_then(|id| {
-            s.run();
-            outcome(&s, id)
-        });
-        let _ = tx.send(result);
-    });
-    match rx.recv_timeout(EXIT_BOUND) {
-        Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().unwrap_err())
-        }
-        Err(e) => panic!("the process task did not end: {e}"),
-    }
+        let id = process::spawn(&s, spec, SpawnOptions::default())?;
+        s.run();
+        outcome(&s, id)
+    })
 }
 
 fn outcome(s: &Scheduler, id: TaskId) -> Result<Completed, ExecError> {
@@ -356,8 +352,6 @@ fn cancel_a_running_group(shell: Shell<'_>, grace: Duration) -> (Vec<i32>, Vec<O
     // SAFETY: a new descriptor we own.
     let reader = unsafe { OwnedFd::from_raw_fd(fd) };
 
-    let s = sched();
-    let token = s.register_io(&reader).unwrap();
     let exits_first = matches!(shell, Shell::ExitsFirst);
     let script = match shell {
         Shell::Waits(prefix) => format!(
@@ -366,47 +360,52 @@ fn cancel_a_running_group(shell: Shell<'_>, grace: Duration) -> (Vec<i32>, Vec<O
         ),
         Shell::ExitsFirst => format!("exec >&-; sleep 100 & echo $$ $! > '{}'", fifo.display()),
     };
-    let exec = process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
-    let watcher = s
-        .spawn(move |cx| {
-            let mut text = Vec::new();
-            loop {
-                cx.io_wait(token, Interest::Readable).unwrap();
-                let mut buf = [0u8; 64];
-                // SAFETY: `buf` is valid for its length.
-                let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
-                if n > 0 {
-                    text.extend_from_slice(&buf[..n as usize]);
+    bounded(move || {
+        let s = sched();
+        let token = s.register_io(&reader).unwrap();
+        let exec =
+            process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
+        let watcher = s
+            .spawn(move |cx| {
+                let mut text = Vec::new();
+                loop {
+                    cx.io_wait(token, Interest::Readable).unwrap();
+                    let mut buf = [0u8; 64];
+                    // SAFETY: `buf` is valid for its length.
+                    let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
+                    if n > 0 {
+                        text.extend_from_slice(&buf[..n as usize]);
+                    }
+                    if text.ends_with(b"\n") {
+                        break;
+                    }
                 }
-                if text.ends_with(b"\n") {
-                    break;
-                }
-            }
-            let both = pids(&text);
-            let fds: Vec<OwnedFd> = if exits_first {
-                let sleeper = pidfd(both[1]).expect("running");
-                // Until the process task has reaped the shell (a zombie
-                // still has a pidfd), looking every millisecond, bounded.
-                let since = std::time::Instant::now();
-                while pidfd(both[0]).is_some() {
-                    assert!(since.elapsed() < EXIT_BOUND, "the shell was never reaped");
-                    cx.sleep(Duration::from_millis(1));
-                }
-                vec![sleeper]
-            } else {
-                both.iter().map(|&p| pidfd(p).expect("running")).collect()
-            };
-            assert!(cx.cancel(exec));
-            (both, fds)
-        })
-        .unwrap();
-    s.run();
-    let _ = std::fs::remove_dir_all(dir);
-    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    let value = s.value(watcher).expect("the watcher failed");
-    let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
-    let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
-    (both.clone(), fds)
+                let both = pids(&text);
+                let fds: Vec<OwnedFd> = if exits_first {
+                    let sleeper = pidfd(both[1]).expect("running");
+                    // Until the process task has reaped the shell (a zombie
+                    // still has a pidfd), looking every millisecond, bounded.
+                    let since = std::time::Instant::now();
+                    while pidfd(both[0]).is_some() {
+                        assert!(since.elapsed() < EXIT_BOUND, "the shell was never reaped");
+                        cx.sleep(Duration::from_millis(1));
+                    }
+                    vec![sleeper]
+                } else {
+                    both.iter().map(|&p| pidfd(p).expect("running")).collect()
+                };
+                assert!(cx.cancel(exec));
+                (both, fds)
+            })
+            .unwrap();
+        s.run();
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        let value = s.value(watcher).expect("the watcher failed");
+        let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
+        let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
+        (both.clone(), fds)
+    })
 }
 
 #[test]
@@ -461,20 +460,22 @@ fn a_child_being_reaped_is_pending_until_it_exits() {
 
 #[test]
 fn cancel_before_start_runs_nothing() {
-    let dir = temp_dir("unstarted");
-    let marker = dir.join("ran");
-    let s = sched();
-    let exec = process::spawn(
-        &s,
-        ExecSpec::new(["touch".into(), marker.clone().into_os_string()]),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    assert!(s.cancel(exec));
-    s.run();
-    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    assert!(!marker.exists());
-    let _ = std::fs::remove_dir_all(dir);
+    bounded(|| {
+        let dir = temp_dir("unstarted");
+        let marker = dir.join("ran");
+        let s = sched();
+        let exec = process::spawn(
+            &s,
+            ExecSpec::new(["touch".into(), marker.clone().into_os_string()]),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        assert!(s.cancel(exec));
+        s.run();
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        assert!(!marker.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    });
 }
 
 #[test]
@@ -528,98 +529,147 @@ fn invalid_specs_are_refused_at_spawn() {
 
 #[test]
 fn many_processes_run_side_by_side_with_other_tasks() {
-    let s = sched();
-    let ids: Vec<TaskId> = (0..16)
-        .map(|i| process::spawn(&s, sh(&format!("echo {i}")), SpawnOptions::default()).unwrap())
-        .collect();
-    let ticker = s
-        .spawn(|cx| {
-            for _ in 0..100 {
-                cx.yield_now();
-            }
-            "ticked"
-        })
-        .unwrap();
-    s.run();
-    for (i, id) in ids.into_iter().enumerate() {
-        assert_eq!(outcome(&s, id).unwrap().stdout, format!("{i}\n").as_bytes());
-    }
-    assert_eq!(
-        s.value(ticker).unwrap().downcast_ref::<&str>(),
-        Some(&"ticked")
-    );
+    bounded(|| {
+        let s = sched();
+        let ids: Vec<TaskId> = (0..16)
+            .map(|i| process::spawn(&s, sh(&format!("echo {i}")), SpawnOptions::default()).unwrap())
+            .collect();
+        let ticker = s
+            .spawn(|cx| {
+                for _ in 0..100 {
+                    cx.yield_now();
+                }
+                "ticked"
+            })
+            .unwrap();
+        s.run();
+        for (i, id) in ids.into_iter().enumerate() {
+            assert_eq!(outcome(&s, id).unwrap().stdout, format!("{i}\n").as_bytes());
+        }
+        assert_eq!(
+            s.value(ticker).unwrap().downcast_ref::<&str>(),
+            Some(&"ticked")
+        );
+    });
 }
 
 #[test]
 fn the_timeout_is_real_time_under_the_virtual_clock() {
-    // The virtual clock jumps an hour while the child runs; the child's
-    // ten-minute timeout must not fire because of it.
-    let s = crate::common::vsched();
-    let exec = process::spawn(
-        &s,
-        sh("echo fine").timeout(Duration::from_secs(600)),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
-    s.run();
-    let done = outcome(&s, exec).unwrap();
-    assert!(!done.timed_out);
-    assert_eq!(done.stdout, b"fine\n");
+    bounded(|| {
+        // The virtual clock jumps an hour while the child runs; the child's
+        // ten-minute timeout must not fire because of it.
+        let s = crate::common::vsched();
+        let exec = process::spawn(
+            &s,
+            sh("echo fine").timeout(Duration::from_secs(600)),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
+        s.run();
+        let done = outcome(&s, exec).unwrap();
+        assert!(!done.timed_out);
+        assert_eq!(done.stdout, b"fine\n");
+    });
 }
 
 #[test]
 fn joiners_receive_the_completed_value() {
-    let s = sched();
-    let exec = process::spawn(&s, sh("printf hi"), SpawnOptions::default()).unwrap();
-    let joiner = s
-        .spawn(move |cx| match cx.join(exec) {
-            tiffany_scheduler::JoinResult::Success(v) => {
-                v.downcast_ref::<Completed>().unwrap().stdout.clone()
-            }
-            other => panic!("{other:?}"),
-        })
-        .unwrap();
-    s.run();
-    assert_eq!(
-        s.value(joiner).unwrap().downcast_ref::<Vec<u8>>(),
-        Some(&b"hi".to_vec())
-    );
+    bounded(|| {
+        let s = sched();
+        let exec = process::spawn(&s, sh("printf hi"), SpawnOptions::default()).unwrap();
+        let joiner = s
+            .spawn(move |cx| match cx.join(exec) {
+                tiffany_scheduler::JoinResult::Success(v) => {
+                    v.downcast_ref::<Completed>().unwrap().stdout.clone()
+                }
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        s.run();
+        assert_eq!(
+            s.value(joiner).unwrap().downcast_ref::<Vec<u8>>(),
+            Some(&b"hi".to_vec())
+        );
+    });
 }
 
 #[test]
 fn the_start_and_the_stop_are_in_the_telemetry() {
-    let s = sched();
-    let log = crate::common::logged(&s);
-    let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
-    let slow = process::spawn(
-        &s,
-        sh("trap '' TERM; sleep 100")
-            .timeout(Duration::from_secs(1))
-            .kill_grace(Duration::from_millis(100)),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    s.run();
-    let messages = |id: TaskId| -> Vec<String> {
-        log.events()
-            .into_iter()
-            .filter(|e| e.task == Some(id))
-            .filter_map(|e| match e.kind {
-                tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
-                _ => None,
-            })
-            .collect()
-    };
-    let pid = outcome(&s, quick).unwrap().pid;
-    assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
-    let pid = outcome(&s, slow).unwrap().pid;
-    assert_eq!(
-        messages(slow),
-        [
-            format!("exec: started sh as pid {pid}"),
-            format!("exec: timeout, SIGTERM to process group {pid}"),
-            format!("exec: timeout, SIGKILL to process group {pid}"),
-        ]
-    );
+    bounded(|| {
+        let s = sched();
+        let log = crate::common::logged(&s);
+        let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
+        let slow = process::spawn(
+            &s,
+            sh("trap '' TERM; sleep 100")
+                .timeout(Duration::from_secs(1))
+                .kill_grace(Duration::from_millis(100)),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        s.run();
+        let messages = |id: TaskId| -> Vec<String> {
+            log.events()
+                .into_iter()
+                .filter(|e| e.task == Some(id))
+                .filter_map(|e| match e.kind {
+                    tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let pid = outcome(&s, quick).unwrap().pid;
+        assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
+        let pid = outcome(&s, slow).unwrap().pid;
+        assert_eq!(
+            messages(slow),
+            [
+                format!("exec: started sh as pid {pid}"),
+                format!("exec: timeout, SIGTERM to process group {pid}"),
+                format!("exec: timeout, SIGKILL to process group {pid}"),
+            ]
+        );
+    });
+}
+
+/// A process task whose I/O registration is taken away under it (its wait
+/// answered with an error by the kernel) fails with that error, and its
+/// child is stopped; it does not wait again on a token it no longer has
+/// (that spins until the bound).
+#[test]
+fn a_kernel_error_fails_the_run_and_stops_the_child() {
+    let (error, pid) = bounded(|| {
+        let s = sched();
+        let log = crate::common::logged(&s);
+        let exec = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+        // A subscriber runs on the scheduler's thread: once the process
+        // task waits on its epoll set, it takes the registration away.
+        let owner = s.clone();
+        let mut done = false;
+        s.subscribe(move |e: &TaskEvent| {
+            if let EventKind::IoWait { token, .. } = e.kind
+                && e.task == Some(exec)
+                && !done
+            {
+                done = true;
+                assert!(owner.deregister_io(token));
+            }
+        });
+        s.run();
+        let pid = log.events().into_iter().find_map(|e| match e.kind {
+            EventKind::Log { message } if e.task == Some(exec) => message
+                .strip_prefix("exec: started sh as pid ")
+                .map(|p| p.parse::<i32>().unwrap()),
+            _ => None,
+        });
+        (
+            outcome(&s, exec).unwrap_err(),
+            pid.expect("the start was logged"),
+        )
+    });
+    assert!(matches!(error, ExecError::Kernel(_)), "{error:?}");
+    if let Some(fd) = pidfd(pid) {
+        assert_exits(&fd, "the child");
+    }
 }
