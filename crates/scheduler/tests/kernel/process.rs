@@ -673,3 +673,49 @@ fn a_kernel_error_fails_the_run_and_stops_the_child() {
         assert_exits(&fd, "the child");
     }
 }
+
+/// A process task abandoned by an abort (its body dropped without being
+/// resumed again) still stops its child: dropping the body stops it.
+#[test]
+fn an_abandoned_process_task_stops_its_child() {
+    let child = bounded(|| {
+        let s = sched();
+        let log = crate::common::logged(&s);
+        let exec = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+        let handle = s.handle();
+        let aborter = s
+            .spawn(move |cx| {
+                // Until the process task has started its child and waits on
+                // it (bounded); then a pidfd for the child, and the abort.
+                let since = std::time::Instant::now();
+                loop {
+                    let events = log.events();
+                    let waiting = events.iter().any(|e| {
+                        e.task == Some(exec) && matches!(e.kind, EventKind::IoWait { .. })
+                    });
+                    let pid = events.iter().find_map(|e| match &e.kind {
+                        EventKind::Log { message } if e.task == Some(exec) => message
+                            .strip_prefix("exec: started sh as pid ")
+                            .map(|p| p.parse::<i32>().unwrap()),
+                        _ => None,
+                    });
+                    if let (true, Some(pid)) = (waiting, pid) {
+                        let fd = pidfd(pid).expect("the child runs");
+                        handle.abort().unwrap();
+                        return fd;
+                    }
+                    assert!(
+                        since.elapsed() < EXIT_BOUND,
+                        "the process task never waited"
+                    );
+                    cx.sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        s.run();
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        let fd = s.value(aborter).expect("the aborter ended");
+        fd.downcast_ref::<OwnedFd>().unwrap().try_clone().unwrap()
+    });
+    assert_exits(&child, "the child of the abandoned task");
+}
