@@ -10,9 +10,11 @@
 //! loaded machine, and the tests run side by side.
 #![cfg(all(feature = "async-io", target_os = "linux"))]
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -680,42 +682,35 @@ fn a_kernel_error_fails_the_run_and_stops_the_child() {
 fn an_abandoned_process_task_stops_its_child() {
     let child = bounded(|| {
         let s = sched();
-        let log = crate::common::logged(&s);
         let exec = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+        // A subscriber runs on the scheduler's thread: it learns the child's
+        // pid from the start's log line and, once the process task waits on
+        // its child, takes a pidfd for it and aborts the run.
         let handle = s.handle();
-        let aborter = s
-            .spawn(move |cx| {
-                // Until the process task has started its child and waits on
-                // it (bounded); then a pidfd for the child, and the abort.
-                let since = std::time::Instant::now();
-                loop {
-                    let events = log.events();
-                    let waiting = events.iter().any(|e| {
-                        e.task == Some(exec) && matches!(e.kind, EventKind::IoWait { .. })
-                    });
-                    let pid = events.iter().find_map(|e| match &e.kind {
-                        EventKind::Log { message } if e.task == Some(exec) => message
-                            .strip_prefix("exec: started sh as pid ")
-                            .map(|p| p.parse::<i32>().unwrap()),
-                        _ => None,
-                    });
-                    if let (true, Some(pid)) = (waiting, pid) {
-                        let fd = pidfd(pid).expect("the child runs");
-                        handle.abort().unwrap();
-                        return fd;
-                    }
-                    assert!(
-                        since.elapsed() < EXIT_BOUND,
-                        "the process task never waited"
-                    );
-                    cx.sleep(Duration::from_millis(1));
+        let child = Rc::new(RefCell::new(None));
+        let seen = Rc::clone(&child);
+        let mut pid = None;
+        s.subscribe(move |e: &TaskEvent| {
+            if e.task != Some(exec) {
+                return;
+            }
+            match &e.kind {
+                EventKind::Log { message } => {
+                    pid = message
+                        .strip_prefix("exec: started sh as pid ")
+                        .map(|p| p.parse::<i32>().unwrap());
                 }
-            })
-            .unwrap();
+                EventKind::IoWait { .. } if seen.borrow().is_none() => {
+                    let pid = pid.expect("the start is logged before the wait");
+                    *seen.borrow_mut() = Some(pidfd(pid).expect("the child runs"));
+                    handle.abort().unwrap();
+                }
+                _ => {}
+            }
+        });
         s.run();
         assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-        let fd = s.value(aborter).expect("the aborter ended");
-        fd.downcast_ref::<OwnedFd>().unwrap().try_clone().unwrap()
+        child.take().expect("the process task waited")
     });
     assert_exits(&child, "the child of the abandoned task");
 }
