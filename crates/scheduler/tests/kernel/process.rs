@@ -7,7 +7,10 @@
 //! process die, it waits on the process's pidfd (a bounded watchdog against
 //! hangs, never an assertion on time). The timeouts that must let a shell
 //! start a grandchild and print its pid first are a second: generous on a
-//! loaded machine, and the tests run side by side.
+//! loaded machine, and the tests run side by side. One test must cancel
+//! after the process task has reaped its child, which no event reports: it
+//! looks every millisecond, bounded. Every run is bounded too
+//! ([`bounded`]): a run that never ends fails its test.
 #![cfg(all(feature = "async-io", target_os = "linux"))]
 
 use std::cell::RefCell;
