@@ -870,6 +870,29 @@ mod tests {
         });
     }
 
+    /// A shutdown ends the tasks still queued as cancelled, on every
+    /// shard's queue, and the pool has nothing left pending. Bounded.
+    #[test]
+    fn a_shutdown_cancels_the_queued_tasks() {
+        within(|| {
+            let pool = ShardPool::new(2);
+            let mut ids = queue(&pool, 0, 2);
+            ids.extend(queue(&pool, 1, 2));
+            assert_eq!(pool.pool.pending.load(Ordering::Acquire), 4);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+            for id in ids {
+                assert!(
+                    matches!(pool.outcome(id), Some(Outcome::Cancelled)),
+                    "{id:?} was left queued"
+                );
+            }
+            assert_eq!(pool.pool.pending.load(Ordering::Acquire), 0);
+        });
+    }
+
     /// A pool has the shards asked for, and at least one.
     #[test]
     fn a_pool_has_the_shards_asked_for_and_at_least_one() {
