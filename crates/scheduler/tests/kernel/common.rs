@@ -32,8 +32,6 @@ pub fn await_signal<T>(rx: &mpsc::Receiver<T>, handle: &Handle, what: &str) -> T
 /// re-raises its panic); fails the test after `bound` instead of hanging it
 /// when `f` never returns (a run that waits for something that never comes).
 /// `f` builds its own scheduler: a scheduler stays on the thread that made it.
-/// (Used by the process tests, which need `async-io` on Linux.)
-#[cfg(all(feature = "async-io", target_os = "linux"))]
 pub fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
