@@ -555,6 +555,7 @@ mod tests {
     /// 10 s.
     #[test]
     fn a_poll_sleeps_until_it_is_woken() {
+        use crate::test_support::within;
         use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         for timeout in [None, Some(Duration::from_secs(30))] {
             let mut r = Reactor::new().unwrap();
@@ -569,14 +570,7 @@ mod tests {
             });
             // The poll on a thread of its own, so that a lost wake fails the
             // test after 10 s instead of hanging it.
-            let (done_tx, done_rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                r.poll(timeout, |_| {}).unwrap();
-                let _ = done_tx.send(());
-            });
-            done_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("the wake did not end the poll");
+            within(move || r.poll(timeout, |_| {}).unwrap());
             assert!(
                 sent.load(SeqCst),
                 "the poll ({timeout:?}) returned before the wake"

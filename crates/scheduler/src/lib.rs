@@ -85,6 +85,8 @@ pub mod syscall;
 mod table;
 pub mod task;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 mod timer;
 mod waiter;
 

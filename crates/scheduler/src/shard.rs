@@ -805,6 +805,7 @@ impl PoolHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
     use crate::waiter::Waiter;
 
     /// Each remote join gets its own key, and a key gives back the joiner
@@ -833,8 +834,7 @@ mod tests {
     /// waits on fails the test after 10 s instead of hanging it.
     #[test]
     fn a_run_returns_once_its_tasks_have_ended() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let (mut ids, mut finished) = within(|| {
             let pool = ShardPool::new(2);
             let ids: Vec<TaskId> = (0..4u64)
                 .map(|i| {
@@ -843,31 +843,11 @@ mod tests {
                 })
                 .collect();
             let finished = pool.run();
-            let _ = tx.send((ids, finished));
+            (ids, finished)
         });
-        let (mut ids, mut finished) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the run did not return");
         ids.sort();
         finished.sort();
         assert_eq!(finished, ids);
-    }
-
-    /// Runs `f` on a thread of its own and gives back what it returns (or
-    /// re-raises its panic); fails the test after 10 s instead of hanging
-    /// it when a pool's wait never ends.
-    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(v) => v,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::panic::resume_unwind(thread.join().unwrap_err())
-            }
-            Err(e) => panic!("a pool's wait did not end: {e}"),
-        }
     }
 
     /// A pool whose shards had nothing to cancel shuts down clean: one
@@ -887,6 +867,29 @@ mod tests {
                 pool.handle().shutdown(Duration::ZERO),
                 Ok(ShutdownResult::Clean)
             );
+        });
+    }
+
+    /// A shutdown ends the tasks still queued as cancelled, on every
+    /// shard's queue, and the pool has nothing left pending. Bounded.
+    #[test]
+    fn a_shutdown_cancels_the_queued_tasks() {
+        within(|| {
+            let pool = ShardPool::new(2);
+            let mut ids = queue(&pool, 0, 2);
+            ids.extend(queue(&pool, 1, 2));
+            assert_eq!(pool.pool.pending.load(Ordering::Acquire), 4);
+            assert_eq!(
+                pool.handle().shutdown(Duration::ZERO),
+                Ok(ShutdownResult::Clean)
+            );
+            for id in ids {
+                assert!(
+                    matches!(pool.outcome(id), Some(Outcome::Cancelled)),
+                    "{id:?} was left queued"
+                );
+            }
+            assert_eq!(pool.pool.pending.load(Ordering::Acquire), 0);
         });
     }
 
@@ -1144,17 +1147,12 @@ mod tests {
         pool.pool.pending.store(ended as usize, Ordering::Release);
         // On another thread, bounded: a retention loop that never ends
         // fails the test instead of hanging it.
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let p = Arc::clone(&pool.pool);
-        std::thread::spawn(move || {
+        within(move || {
             for id in 1..=ended {
                 p.finish(TaskId(id), None);
             }
-            let _ = done_tx.send(());
         });
-        done_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("finish did not return");
         assert_eq!(pool.pool.registry().done.len(), RETAIN_OUTCOMES);
         assert!(pool.outcome(TaskId(1)).is_none());
         assert!(matches!(pool.outcome(TaskId(2)), Some(Outcome::Cancelled)));

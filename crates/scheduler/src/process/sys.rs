@@ -191,6 +191,11 @@ pub(super) fn kill_group(pgid: libc::pid_t, signal: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
+
+    // Every test here runs through `within`: a `retry` that loops on an
+    // error other than EINTR (a would-block read, say) fails it after the
+    // bound instead of hanging it.
 
     /// A pipe: (read end, write end).
     fn pipe() -> (OwnedFd, OwnedFd) {
@@ -211,8 +216,7 @@ mod tests {
     /// bound: a retry that loops on an error fails the test, not hangs it.
     #[test]
     fn retry_repeats_interrupted_calls_only() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let (zero, three, interrupted_once, calls, failed) = within(|| {
             let mut calls = 0;
             let interrupted_once = retry(|| {
                 calls += 1;
@@ -226,17 +230,14 @@ mod tests {
             });
             // SAFETY: closing an invalid descriptor only fails.
             let failed = retry(|| unsafe { libc::close(-1) }).map_err(|e| e.raw_os_error());
-            let _ = tx.send((
+            (
                 retry(|| 0),
                 retry(|| 3),
                 interrupted_once.ok(),
                 calls,
                 failed,
-            ));
+            )
         });
-        let (zero, three, interrupted_once, calls, failed) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("retry looped on an error");
         assert_eq!(zero.ok(), Some(0));
         assert_eq!(three.ok(), Some(3));
         assert_eq!((interrupted_once, calls), (Some(5), 2));
@@ -247,34 +248,36 @@ mod tests {
     /// is `Some(0)`, a full pipe is `None`, a bad descriptor an error.
     #[test]
     fn reads_and_writes_do_not_block() {
-        let (r, w) = pipe();
-        set_nonblocking(r.as_raw_fd()).unwrap();
-        set_nonblocking(w.as_raw_fd()).unwrap();
-        // Twice: the flag is set, not toggled.
-        set_nonblocking(r.as_raw_fd()).unwrap();
-        assert!(is_nonblocking(&r) && is_nonblocking(&w));
-        let mut buf = [0u8; 16];
-        assert!(!readable_within(r.as_raw_fd(), Duration::ZERO));
-        assert_eq!(read(r.as_raw_fd(), &mut buf).unwrap(), None);
-        assert_eq!(write(w.as_raw_fd(), b"abc").unwrap(), Some(3));
-        assert!(readable_within(r.as_raw_fd(), Duration::ZERO));
-        assert_eq!(read(r.as_raw_fd(), &mut buf).unwrap(), Some(3));
-        assert_eq!(&buf[..3], b"abc");
-        // Fill the pipe (bounded: a pipe holds at most a few MiB).
-        let chunk = [7u8; 4096];
-        let mut filled = false;
-        for _ in 0..4096 {
-            if write(w.as_raw_fd(), &chunk).unwrap().is_none() {
-                filled = true;
-                break;
+        within(|| {
+            let (r, w) = pipe();
+            set_nonblocking(r.as_raw_fd()).unwrap();
+            set_nonblocking(w.as_raw_fd()).unwrap();
+            // Twice: the flag is set, not toggled.
+            set_nonblocking(r.as_raw_fd()).unwrap();
+            assert!(is_nonblocking(&r) && is_nonblocking(&w));
+            let mut buf = [0u8; 16];
+            assert!(!readable_within(r.as_raw_fd(), Duration::ZERO));
+            assert_eq!(read(r.as_raw_fd(), &mut buf).unwrap(), None);
+            assert_eq!(write(w.as_raw_fd(), b"abc").unwrap(), Some(3));
+            assert!(readable_within(r.as_raw_fd(), Duration::ZERO));
+            assert_eq!(read(r.as_raw_fd(), &mut buf).unwrap(), Some(3));
+            assert_eq!(&buf[..3], b"abc");
+            // Fill the pipe (bounded: a pipe holds at most a few MiB).
+            let chunk = [7u8; 4096];
+            let mut filled = false;
+            for _ in 0..4096 {
+                if write(w.as_raw_fd(), &chunk).unwrap().is_none() {
+                    filled = true;
+                    break;
+                }
             }
-        }
-        assert!(filled, "a full pipe never said so");
-        drop(w);
-        while read(r.as_raw_fd(), &mut buf).unwrap() != Some(0) {}
-        assert!(read(-1, &mut buf).is_err());
-        assert!(write(-1, b"x").is_err());
-        assert!(set_nonblocking(-1).is_err());
+            assert!(filled, "a full pipe never said so");
+            drop(w);
+            while read(r.as_raw_fd(), &mut buf).unwrap() != Some(0) {}
+            assert!(read(-1, &mut buf).is_err());
+            assert!(write(-1, b"x").is_err());
+            assert!(set_nonblocking(-1).is_err());
+        });
     }
 
     /// A timer fires once after it is armed, and `fired` consumes it; an
@@ -282,39 +285,43 @@ mod tests {
     /// one is removed.
     #[test]
     fn a_timer_fires_once_and_epoll_reports_its_key() {
-        let timer = Timer::new().unwrap();
-        assert!(!timer.fired(), "fired before it was armed");
-        let epoll = Epoll::new().unwrap();
-        epoll.add(timer.as_raw_fd(), 42, libc::EPOLLIN).unwrap();
-        let mut keys = vec![7];
-        epoll.ready(&mut keys).unwrap();
-        assert_eq!(keys, Vec::<u64>::new());
-        timer.arm(Duration::ZERO).unwrap();
-        assert!(readable_within(timer.as_raw_fd(), Duration::from_secs(10)));
-        epoll.ready(&mut keys).unwrap();
-        assert_eq!(keys, vec![42]);
-        epoll.remove(timer.as_raw_fd());
-        epoll.ready(&mut keys).unwrap();
-        assert_eq!(keys, Vec::<u64>::new(), "a removed descriptor was reported");
-        assert!(timer.fired());
-        assert!(!timer.fired(), "one expiry, seen once");
-        assert!(epoll.add(-1, 1, libc::EPOLLIN).is_err());
+        within(|| {
+            let timer = Timer::new().unwrap();
+            assert!(!timer.fired(), "fired before it was armed");
+            let epoll = Epoll::new().unwrap();
+            epoll.add(timer.as_raw_fd(), 42, libc::EPOLLIN).unwrap();
+            let mut keys = vec![7];
+            epoll.ready(&mut keys).unwrap();
+            assert_eq!(keys, Vec::<u64>::new());
+            timer.arm(Duration::ZERO).unwrap();
+            assert!(readable_within(timer.as_raw_fd(), Duration::from_secs(10)));
+            epoll.ready(&mut keys).unwrap();
+            assert_eq!(keys, vec![42]);
+            epoll.remove(timer.as_raw_fd());
+            epoll.ready(&mut keys).unwrap();
+            assert_eq!(keys, Vec::<u64>::new(), "a removed descriptor was reported");
+            assert!(timer.fired());
+            assert!(!timer.fired(), "one expiry, seen once");
+            assert!(epoll.add(-1, 1, libc::EPOLLIN).is_err());
+        });
     }
 
     /// A pidfd becomes readable when its process exits.
     #[test]
     fn a_pidfd_is_readable_once_its_process_exits() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "read line"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
-        let fd = pidfd_open(pid).unwrap();
-        assert!(!readable_within(fd.as_raw_fd(), Duration::ZERO));
-        drop(child.stdin.take());
-        assert!(readable_within(fd.as_raw_fd(), Duration::from_secs(10)));
-        child.wait().unwrap();
-        assert!(pidfd_open(-1).is_err());
+        within(|| {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "read line"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = libc::pid_t::try_from(child.id()).unwrap();
+            let fd = pidfd_open(pid).unwrap();
+            assert!(!readable_within(fd.as_raw_fd(), Duration::ZERO));
+            drop(child.stdin.take());
+            assert!(readable_within(fd.as_raw_fd(), Duration::from_secs(10)));
+            child.wait().unwrap();
+            assert!(pidfd_open(-1).is_err());
+        });
     }
 }

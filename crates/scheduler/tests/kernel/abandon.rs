@@ -38,6 +38,11 @@ fn swallower() -> (
     (body, seen, dropped)
 }
 
+/// The bound on a run that ends with an abort: an abort that does nothing
+/// leaves a swallower sleeping forever in virtual time, which fails the
+/// test here instead of hanging it.
+const BOUND: Duration = Duration::from_secs(10);
+
 fn seen(n: &std::sync::atomic::AtomicU64) -> u64 {
     n.load(std::sync::atomic::Ordering::SeqCst)
 }
@@ -101,66 +106,71 @@ fn a_shutdown_from_a_task_returns_timeout_past_a_swallower() {
 
 #[test]
 fn a_swallower_gets_cancelled_again_only_behind_the_other_ready_tasks() {
-    // After an interrupt (no deadline), a task that swallows `Cancelled`
-    // gets it again at each blocking call, one turn of the loop later: a
-    // peer that yields keeps running in between.
-    let s = vsched();
-    let (body, cancels, _dropped) = swallower();
-    let swallow = s.spawn_body(SpawnOptions::default(), body).unwrap();
-    let peer_turns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let turns = peer_turns.clone();
-    let peer = s
-        .spawn(move |cx| {
-            for _ in 0..100 {
-                turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cx.yield_now()));
-            }
+    within(BOUND, || {
+        // After an interrupt (no deadline), a task that swallows `Cancelled`
+        // gets it again at each blocking call, one turn of the loop later: a
+        // peer that yields keeps running in between.
+        let s = vsched();
+        let (body, cancels, _dropped) = swallower();
+        let swallow = s.spawn_body(SpawnOptions::default(), body).unwrap();
+        let peer_turns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let turns = peer_turns.clone();
+        let peer = s
+            .spawn(move |cx| {
+                for _ in 0..100 {
+                    turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cx.yield_now()));
+                }
+            })
+            .unwrap();
+        let handle = s.internal_handle();
+        s.spawn(move |cx| {
+            cx.yield_now();
+            handle.interrupt().unwrap();
+            cx.yield_now();
         })
         .unwrap();
-    let handle = s.internal_handle();
-    s.spawn(move |cx| {
-        cx.yield_now();
-        handle.interrupt().unwrap();
-        cx.yield_now();
-    })
-    .unwrap();
-    // The interrupt is patient: stop it with an abort once the peer is done.
-    let abort = s.internal_handle();
-    s.on_task_end(peer, move |_, _| abort.abort().unwrap());
-    s.run_until_idle();
-    let (c, p) = (seen(&cancels), seen(&peer_turns));
-    // The peer swallowed its cancellations too and ran all its turns; the
-    // swallower saw one cancellation per turn of the peer, not a burst.
-    assert_eq!(p, 100);
-    assert!((90..=102).contains(&c), "swallower saw {c} cancellations");
-    assert_eq!(s.state(swallow), Some(TaskState::Cancelled));
-    assert!(s.metrics().abandoned >= 1);
+        // The interrupt is patient: stop it with an abort once the peer is done.
+        let abort = s.internal_handle();
+        s.on_task_end(peer, move |_, _| abort.abort().unwrap());
+        s.run_until_idle();
+        let (c, p) = (seen(&cancels), seen(&peer_turns));
+        // The peer swallowed its cancellations too and ran all its turns; the
+        // swallower saw one cancellation per turn of the peer, not a burst.
+        assert_eq!(p, 100);
+        assert!((90..=102).contains(&c), "swallower saw {c} cancellations");
+        assert_eq!(s.state(swallow), Some(TaskState::Cancelled));
+        assert!(s.metrics().abandoned >= 1);
+    });
 }
 
 #[test]
 fn an_abort_abandons_every_task_at_once() {
-    let s = vsched();
-    let (body, cancels, dropped) = swallower();
-    s.spawn_body(SpawnOptions::default(), body).unwrap();
-    let (native_dropped, guard) = drop_flag();
-    s.spawn(move |cx| {
-        let _guard = guard;
-        cx.sleep(Duration::from_secs(5));
-    })
-    .unwrap();
-    let h = s.internal_handle();
-    s.spawn(move |cx| {
-        cx.sleep(ms(1));
-        h.abort().unwrap();
-    })
-    .unwrap();
-    let result = Trace::new();
-    let r = result.clone();
-    s.add_shutdown_hook(move |x: ShutdownResult| r.push(x));
-    s.run_until_idle();
-    assert_eq!(seen(&cancels), 0, "abandoned without another resume");
-    assert!(is_set(&dropped) && is_set(&native_dropped));
-    assert_eq!(result.get(), vec![ShutdownResult::Timeout]);
-    assert_eq!(s.live_tasks(), 0);
-    assert_eq!(s.now(), ms(1));
+    within(BOUND, || {
+        let s = vsched();
+        let (body, cancels, dropped) = swallower();
+        s.spawn_body(SpawnOptions::default(), body).unwrap();
+        let (native_dropped, guard) = drop_flag();
+        s.spawn(move |cx| {
+            let _guard = guard;
+            cx.sleep(Duration::from_secs(5));
+        })
+        .unwrap();
+        let h = s.internal_handle();
+        s.spawn(move |cx| {
+            cx.sleep(ms(1));
+            h.abort().unwrap();
+        })
+        .unwrap();
+        let result = Trace::new();
+        let r = result.clone();
+        s.add_shutdown_hook(move |x: ShutdownResult| r.push(x));
+        s.run_until_idle();
+        assert_eq!(seen(&cancels), 0, "abandoned without another resume");
+        assert!(is_set(&dropped) && is_set(&native_dropped));
+        assert_eq!(result.get(), vec![ShutdownResult::Timeout]);
+        assert_eq!(s.live_tasks(), 0);
+        assert_eq!(s.now(), ms(1));
+    });
 }

@@ -7,12 +7,17 @@
 //! process die, it waits on the process's pidfd (a bounded watchdog against
 //! hangs, never an assertion on time). The timeouts that must let a shell
 //! start a grandchild and print its pid first are a second: generous on a
-//! loaded machine, and the tests run side by side.
+//! loaded machine, and the tests run side by side. One test must cancel
+//! after the process task has reaped its child, which no event reports: it
+//! looks every millisecond, bounded. Every run is bounded too
+//! ([`bounded`]): a run that never ends fails its test.
 #![cfg(all(feature = "async-io", target_os = "linux"))]
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,7 +27,9 @@ use std::time::Duration;
 /// fails an assertion rather than a timeout.
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 use tiffany_scheduler::process::{self, Completed, ExecError, ExecSpec};
-use tiffany_scheduler::{Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskId};
+use tiffany_scheduler::{
+    EventKind, Interest, Outcome, Scheduler, SpawnOptions, Spawner, TaskEvent, TaskId,
+};
 
 fn sched() -> Scheduler {
     Scheduler::builder().build().expect("a poller")
@@ -32,12 +39,21 @@ fn sh(script: &str) -> ExecSpec {
     ExecSpec::new(["sh", "-c", script])
 }
 
-/// Runs one process task to its end and returns its outcome.
+/// Runs `f` (which makes its own scheduler and runs it) on a thread of its
+/// own, bounded by [`EXIT_BOUND`]: a run that never notices its child's end
+/// fails the test instead of hanging it.
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    crate::common::within(EXIT_BOUND, f)
+}
+
+/// Runs one process task to its end and returns its outcome (bounded).
 fn run(spec: ExecSpec) -> Result<Completed, ExecError> {
-    let s = sched();
-    let id = process::spawn(&s, spec, SpawnOptions::default())?;
-    s.run();
-    outcome(&s, id)
+    bounded(move || {
+        let s = sched();
+        let id = process::spawn(&s, spec, SpawnOptions::default())?;
+        s.run();
+        outcome(&s, id)
+    })
 }
 
 fn outcome(s: &Scheduler, id: TaskId) -> Result<Completed, ExecError> {
@@ -222,6 +238,34 @@ fn a_zero_limit_keeps_nothing() {
     assert_eq!(done.stdout_bytes, 4);
 }
 
+/// The run lasts until every output has ended, not only until the child
+/// exits: the shell closes its stdout, then leaves a background process
+/// that keeps the stderr pipe open and writes to it only once the shell is
+/// reaped (while the shell is a zombie, `kill -0` still finds it). The
+/// stdout's end comes before the exit, so a run that ended at the exit
+/// once one pipe had ended would miss the line, every time.
+#[test]
+fn the_run_waits_for_each_output_to_end() {
+    let done = run(sh("main=$$; echo out; exec >&-; \
+         (while kill -0 $main 2>/dev/null; do sleep 0.01; done; echo late >&2) &"))
+    .unwrap();
+    assert_eq!(done.returncode, Some(0));
+    assert_eq!(done.stdout, b"out\n");
+    assert_eq!(done.stderr, b"late\n");
+}
+
+/// The run lasts until the child exits, not only until its outputs end:
+/// a child that closes both first and then reads 4 MiB of input (the task
+/// must feed it through many resumes after it saw the outputs end) still
+/// has its exit code.
+#[test]
+fn the_run_waits_for_the_exit_after_the_outputs_end() {
+    let input = vec![b'x'; 4 << 20];
+    let done = run(sh("exec >&- 2>&-; cat >/dev/null; exit 3").stdin(input)).unwrap();
+    assert_eq!(done.returncode, Some(3));
+    assert!(done.stdout.is_empty() && done.stderr.is_empty());
+}
+
 #[test]
 fn timeout_terminates_the_whole_group() {
     // The shell starts a grandchild, prints its pid, and waits for it: both
@@ -233,6 +277,23 @@ fn timeout_terminates_the_whole_group() {
     assert!(done.timed_out);
     assert_eq!(done.signal, Some(libc::SIGTERM));
     assert_group_gone(&done);
+}
+
+/// A timeout reaches a child that closed its outputs (the stderr alone, or
+/// both) and runs on: the timer's "nothing left to stop" check needs the
+/// exit *and* both pipes' ends. A run that took a closed pipe for the end
+/// would let the child run on: the bounded run fails.
+#[test]
+fn a_timeout_reaches_a_child_whose_outputs_are_closed() {
+    for script in ["exec 2>&-; sleep 100", "exec >&- 2>&-; sleep 100"] {
+        let done = run(sh(script)
+            .timeout(Duration::from_secs(1))
+            .kill_grace(Duration::from_secs(60)))
+        .unwrap();
+        assert!(done.timed_out, "{script}");
+        assert_eq!(done.signal, Some(libc::SIGTERM), "{script}");
+        assert_reaped(done.pid as i32);
+    }
 }
 
 #[test]
@@ -264,12 +325,25 @@ fn a_fast_command_does_not_time_out() {
     assert_eq!(done.stdout, b"quick\n");
 }
 
-/// Runs `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'` as a process
-/// task with `grace`; a native task learns the shell's and the sleeper's
-/// pids through the fifo, opens pidfds for them while they surely run, then
-/// cancels the process task. Returns the pids and pidfds once the run ended
-/// (the process task cancelled).
-fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
+/// What the shell of [`cancel_a_running_group`] does after it started the
+/// sleeper.
+enum Shell<'a> {
+    /// `sh -c '<prefix> sleep 100 & echo $$ $! > fifo; wait'`: the shell
+    /// waits for the sleeper. The pidfds returned are the shell's and the
+    /// sleeper's.
+    Waits(&'a str),
+    /// `sh -c 'exec >&-; sleep 100 & echo $$ $! > fifo'`: the shell closes
+    /// its stdout and exits; the sleeper holds the stderr pipe. The cancel
+    /// comes once the process task has reaped the shell. The pidfd returned
+    /// is the sleeper's.
+    ExitsFirst,
+}
+
+/// Runs the `shell` script as a process task with `grace`; a native task
+/// learns the shell's and the sleeper's pids through the fifo, opens pidfds
+/// for them while they surely run, then cancels the process task. Returns
+/// the pids and pidfds once the run ended (the process task cancelled).
+fn cancel_a_running_group(shell: Shell<'_>, grace: Duration) -> (Vec<i32>, Vec<OwnedFd>) {
     let dir = temp_dir("cancel");
     let fifo = dir.join("pids");
     let path = CString::new(fifo.to_str().unwrap()).unwrap();
@@ -283,46 +357,65 @@ fn cancel_a_running_group(prefix: &str, grace: Duration) -> (Vec<i32>, Vec<Owned
     // SAFETY: a new descriptor we own.
     let reader = unsafe { OwnedFd::from_raw_fd(fd) };
 
-    let s = sched();
-    let token = s.register_io(&reader).unwrap();
-    let script = format!(
-        "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
-        fifo.display()
-    );
-    let exec = process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
-    let watcher = s
-        .spawn(move |cx| {
-            let mut text = Vec::new();
-            loop {
-                cx.io_wait(token, Interest::Readable).unwrap();
-                let mut buf = [0u8; 64];
-                // SAFETY: `buf` is valid for its length.
-                let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
-                if n > 0 {
-                    text.extend_from_slice(&buf[..n as usize]);
+    let exits_first = matches!(shell, Shell::ExitsFirst);
+    let script = match shell {
+        Shell::Waits(prefix) => format!(
+            "{prefix} sleep 100 & echo $$ $! > '{}'; wait",
+            fifo.display()
+        ),
+        Shell::ExitsFirst => format!("exec >&-; sleep 100 & echo $$ $! > '{}'", fifo.display()),
+    };
+    bounded(move || {
+        let s = sched();
+        let token = s.register_io(&reader).unwrap();
+        let exec =
+            process::spawn(&s, sh(&script).kill_grace(grace), SpawnOptions::default()).unwrap();
+        let watcher = s
+            .spawn(move |cx| {
+                let mut text = Vec::new();
+                loop {
+                    cx.io_wait(token, Interest::Readable).unwrap();
+                    let mut buf = [0u8; 64];
+                    // SAFETY: `buf` is valid for its length.
+                    let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
+                    if n > 0 {
+                        text.extend_from_slice(&buf[..n as usize]);
+                    }
+                    if text.ends_with(b"\n") {
+                        break;
+                    }
                 }
-                if text.ends_with(b"\n") {
-                    break;
-                }
-            }
-            let both = pids(&text);
-            let fds: Vec<OwnedFd> = both.iter().map(|&p| pidfd(p).expect("running")).collect();
-            assert!(cx.cancel(exec));
-            (both, fds)
-        })
-        .unwrap();
-    s.run();
-    let _ = std::fs::remove_dir_all(dir);
-    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    let value = s.value(watcher).expect("the watcher failed");
-    let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
-    let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
-    (both.clone(), fds)
+                let both = pids(&text);
+                let fds: Vec<OwnedFd> = if exits_first {
+                    let sleeper = pidfd(both[1]).expect("running");
+                    // Until the process task has reaped the shell (a zombie
+                    // still has a pidfd), looking every millisecond, bounded.
+                    let since = std::time::Instant::now();
+                    while pidfd(both[0]).is_some() {
+                        assert!(since.elapsed() < EXIT_BOUND, "the shell was never reaped");
+                        cx.sleep(Duration::from_millis(1));
+                    }
+                    vec![sleeper]
+                } else {
+                    both.iter().map(|&p| pidfd(p).expect("running")).collect()
+                };
+                assert!(cx.cancel(exec));
+                (both, fds)
+            })
+            .unwrap();
+        s.run();
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        let value = s.value(watcher).expect("the watcher failed");
+        let (both, fds) = value.downcast_ref::<(Vec<i32>, Vec<OwnedFd>)>().unwrap();
+        let fds = fds.iter().map(|fd| fd.try_clone().unwrap()).collect();
+        (both.clone(), fds)
+    })
 }
 
 #[test]
 fn cancel_stops_the_whole_group_and_reaps_the_child() {
-    let (both, fds) = cancel_a_running_group("", Duration::from_secs(5));
+    let (both, fds) = cancel_a_running_group(Shell::Waits(""), Duration::from_secs(5));
     assert_exits(&fds[0], "the child");
     assert_exits(&fds[1], "the grandchild");
     assert!(
@@ -332,11 +425,21 @@ fn cancel_stops_the_whole_group_and_reaps_the_child() {
     assert_reaped(both[0]);
 }
 
+/// A run whose child has exited but whose output is still held by a
+/// process of its group (here the stderr alone): a cancel ends that process
+/// too.
+#[test]
+fn cancel_after_the_exit_stops_what_holds_an_output() {
+    let (_, fds) = cancel_a_running_group(Shell::ExitsFirst, Duration::from_secs(5));
+    assert_exits(&fds[0], "the sleeper holding the stderr pipe");
+}
+
 /// A cancelled child that ignores `SIGTERM` is the reaper's until its grace
 /// ends or it exits: counted in `pending_reaps` meanwhile, not after.
 #[test]
 fn a_child_being_reaped_is_pending_until_it_exits() {
-    let (both, fds) = cancel_a_running_group("trap '' TERM;", Duration::from_secs(600));
+    let (both, fds) =
+        cancel_a_running_group(Shell::Waits("trap '' TERM;"), Duration::from_secs(600));
     assert_eq!(process::pending_reaps(), 1, "the reaper has the child");
     assert!(!process::wait_for_reaper(Duration::ZERO));
     // Ended from another thread, long before its grace, while this one
@@ -362,20 +465,22 @@ fn a_child_being_reaped_is_pending_until_it_exits() {
 
 #[test]
 fn cancel_before_start_runs_nothing() {
-    let dir = temp_dir("unstarted");
-    let marker = dir.join("ran");
-    let s = sched();
-    let exec = process::spawn(
-        &s,
-        ExecSpec::new(["touch".into(), marker.clone().into_os_string()]),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    assert!(s.cancel(exec));
-    s.run();
-    assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
-    assert!(!marker.exists());
-    let _ = std::fs::remove_dir_all(dir);
+    bounded(|| {
+        let dir = temp_dir("unstarted");
+        let marker = dir.join("ran");
+        let s = sched();
+        let exec = process::spawn(
+            &s,
+            ExecSpec::new(["touch".into(), marker.clone().into_os_string()]),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        assert!(s.cancel(exec));
+        s.run();
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        assert!(!marker.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    });
 }
 
 #[test]
@@ -429,98 +534,186 @@ fn invalid_specs_are_refused_at_spawn() {
 
 #[test]
 fn many_processes_run_side_by_side_with_other_tasks() {
-    let s = sched();
-    let ids: Vec<TaskId> = (0..16)
-        .map(|i| process::spawn(&s, sh(&format!("echo {i}")), SpawnOptions::default()).unwrap())
-        .collect();
-    let ticker = s
-        .spawn(|cx| {
-            for _ in 0..100 {
-                cx.yield_now();
-            }
-            "ticked"
-        })
-        .unwrap();
-    s.run();
-    for (i, id) in ids.into_iter().enumerate() {
-        assert_eq!(outcome(&s, id).unwrap().stdout, format!("{i}\n").as_bytes());
-    }
-    assert_eq!(
-        s.value(ticker).unwrap().downcast_ref::<&str>(),
-        Some(&"ticked")
-    );
+    bounded(|| {
+        let s = sched();
+        let ids: Vec<TaskId> = (0..16)
+            .map(|i| process::spawn(&s, sh(&format!("echo {i}")), SpawnOptions::default()).unwrap())
+            .collect();
+        let ticker = s
+            .spawn(|cx| {
+                for _ in 0..100 {
+                    cx.yield_now();
+                }
+                "ticked"
+            })
+            .unwrap();
+        s.run();
+        for (i, id) in ids.into_iter().enumerate() {
+            assert_eq!(outcome(&s, id).unwrap().stdout, format!("{i}\n").as_bytes());
+        }
+        assert_eq!(
+            s.value(ticker).unwrap().downcast_ref::<&str>(),
+            Some(&"ticked")
+        );
+    });
 }
 
 #[test]
 fn the_timeout_is_real_time_under_the_virtual_clock() {
-    // The virtual clock jumps an hour while the child runs; the child's
-    // ten-minute timeout must not fire because of it.
-    let s = crate::common::vsched();
-    let exec = process::spawn(
-        &s,
-        sh("echo fine").timeout(Duration::from_secs(600)),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
-    s.run();
-    let done = outcome(&s, exec).unwrap();
-    assert!(!done.timed_out);
-    assert_eq!(done.stdout, b"fine\n");
+    bounded(|| {
+        // The virtual clock jumps an hour while the child runs; the child's
+        // ten-minute timeout must not fire because of it.
+        let s = crate::common::vsched();
+        let exec = process::spawn(
+            &s,
+            sh("echo fine").timeout(Duration::from_secs(600)),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        s.spawn(|cx| cx.sleep(Duration::from_secs(3600))).unwrap();
+        s.run();
+        let done = outcome(&s, exec).unwrap();
+        assert!(!done.timed_out);
+        assert_eq!(done.stdout, b"fine\n");
+    });
 }
 
 #[test]
 fn joiners_receive_the_completed_value() {
-    let s = sched();
-    let exec = process::spawn(&s, sh("printf hi"), SpawnOptions::default()).unwrap();
-    let joiner = s
-        .spawn(move |cx| match cx.join(exec) {
-            tiffany_scheduler::JoinResult::Success(v) => {
-                v.downcast_ref::<Completed>().unwrap().stdout.clone()
-            }
-            other => panic!("{other:?}"),
-        })
-        .unwrap();
-    s.run();
-    assert_eq!(
-        s.value(joiner).unwrap().downcast_ref::<Vec<u8>>(),
-        Some(&b"hi".to_vec())
-    );
+    bounded(|| {
+        let s = sched();
+        let exec = process::spawn(&s, sh("printf hi"), SpawnOptions::default()).unwrap();
+        let joiner = s
+            .spawn(move |cx| match cx.join(exec) {
+                tiffany_scheduler::JoinResult::Success(v) => {
+                    v.downcast_ref::<Completed>().unwrap().stdout.clone()
+                }
+                other => panic!("{other:?}"),
+            })
+            .unwrap();
+        s.run();
+        assert_eq!(
+            s.value(joiner).unwrap().downcast_ref::<Vec<u8>>(),
+            Some(&b"hi".to_vec())
+        );
+    });
 }
 
 #[test]
 fn the_start_and_the_stop_are_in_the_telemetry() {
-    let s = sched();
-    let log = crate::common::logged(&s);
-    let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
-    let slow = process::spawn(
-        &s,
-        sh("trap '' TERM; sleep 100")
-            .timeout(Duration::from_secs(1))
-            .kill_grace(Duration::from_millis(100)),
-        SpawnOptions::default(),
-    )
-    .unwrap();
-    s.run();
-    let messages = |id: TaskId| -> Vec<String> {
-        log.events()
-            .into_iter()
-            .filter(|e| e.task == Some(id))
-            .filter_map(|e| match e.kind {
-                tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
-                _ => None,
-            })
-            .collect()
-    };
-    let pid = outcome(&s, quick).unwrap().pid;
-    assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
-    let pid = outcome(&s, slow).unwrap().pid;
-    assert_eq!(
-        messages(slow),
-        [
-            format!("exec: started sh as pid {pid}"),
-            format!("exec: timeout, SIGTERM to process group {pid}"),
-            format!("exec: timeout, SIGKILL to process group {pid}"),
-        ]
-    );
+    bounded(|| {
+        let s = sched();
+        let log = crate::common::logged(&s);
+        let quick = process::spawn(&s, sh("true"), SpawnOptions::default()).unwrap();
+        let slow = process::spawn(
+            &s,
+            sh("trap '' TERM; sleep 100")
+                .timeout(Duration::from_secs(1))
+                .kill_grace(Duration::from_millis(100)),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+        s.run();
+        let messages = |id: TaskId| -> Vec<String> {
+            log.events()
+                .into_iter()
+                .filter(|e| e.task == Some(id))
+                .filter_map(|e| match e.kind {
+                    tiffany_scheduler::EventKind::Log { message } => Some(message.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let pid = outcome(&s, quick).unwrap().pid;
+        assert_eq!(messages(quick), [format!("exec: started sh as pid {pid}")]);
+        let pid = outcome(&s, slow).unwrap().pid;
+        assert_eq!(
+            messages(slow),
+            [
+                format!("exec: started sh as pid {pid}"),
+                format!("exec: timeout, SIGTERM to process group {pid}"),
+                format!("exec: timeout, SIGKILL to process group {pid}"),
+            ]
+        );
+    });
+}
+
+/// A process task whose I/O registration is taken away under it (its wait
+/// answered with an error by the kernel) fails with that error, and its
+/// child is stopped; it does not wait again on a token it no longer has
+/// (that spins until the bound).
+#[test]
+fn a_kernel_error_fails_the_run_and_stops_the_child() {
+    let (error, pid) = bounded(|| {
+        let s = sched();
+        let log = crate::common::logged(&s);
+        let exec = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+        // A subscriber runs on the scheduler's thread: once the process
+        // task waits on its epoll set, it takes the registration away.
+        let owner = s.clone();
+        let mut done = false;
+        s.subscribe(move |e: &TaskEvent| {
+            if let EventKind::IoWait { token, .. } = e.kind
+                && e.task == Some(exec)
+                && !done
+            {
+                done = true;
+                assert!(owner.deregister_io(token));
+            }
+        });
+        s.run();
+        let pid = log.events().into_iter().find_map(|e| match e.kind {
+            EventKind::Log { message } if e.task == Some(exec) => message
+                .strip_prefix("exec: started sh as pid ")
+                .map(|p| p.parse::<i32>().unwrap()),
+            _ => None,
+        });
+        (
+            outcome(&s, exec).unwrap_err(),
+            pid.expect("the start was logged"),
+        )
+    });
+    assert!(matches!(error, ExecError::Kernel(_)), "{error:?}");
+    if let Some(fd) = pidfd(pid) {
+        assert_exits(&fd, "the child");
+    }
+}
+
+/// A process task abandoned by an abort (its body dropped without being
+/// resumed again) still stops its child: dropping the body stops it.
+#[test]
+fn an_abandoned_process_task_stops_its_child() {
+    let child = bounded(|| {
+        let s = sched();
+        let exec = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+        // A subscriber runs on the scheduler's thread: it learns the child's
+        // pid from the start's log line and, once the process task waits on
+        // its child, takes a pidfd for it and aborts the run.
+        let handle = s.handle();
+        let child = Rc::new(RefCell::new(None));
+        let seen = Rc::clone(&child);
+        let mut pid = None;
+        s.subscribe(move |e: &TaskEvent| {
+            if e.task != Some(exec) {
+                return;
+            }
+            match &e.kind {
+                EventKind::Log { message } => {
+                    pid = message
+                        .strip_prefix("exec: started sh as pid ")
+                        .map(|p| p.parse::<i32>().unwrap());
+                }
+                EventKind::IoWait { .. } if seen.borrow().is_none() => {
+                    let pid = pid.expect("the start is logged before the wait");
+                    *seen.borrow_mut() = Some(pidfd(pid).expect("the child runs"));
+                    handle.abort().unwrap();
+                }
+                _ => {}
+            }
+        });
+        s.run();
+        assert!(matches!(s.outcome(exec), Some(Outcome::Cancelled)));
+        child.take().expect("the process task waited")
+    });
+    assert_exits(&child, "the child of the abandoned task");
 }

@@ -21,26 +21,29 @@ fn sh(script: &str) -> ExecSpec {
 
 #[test]
 fn no_descriptor_outlives_its_task() {
-    let s = Scheduler::builder().build().unwrap();
-    let before = open_fds();
-    let specs = [
-        sh("echo out; echo err >&2").stdin(b"in".to_vec()),
-        ExecSpec::new(["tiffany-no-such-command"]),
-        sh("sleep 100").timeout(Duration::from_millis(50)),
-    ];
-    for _ in 0..3 {
-        for spec in specs.clone() {
-            process::spawn(&s, spec, SpawnOptions::default()).unwrap();
+    // On a thread of its own, bounded: a run that never ends fails the test.
+    crate::common::within(Duration::from_secs(20), || {
+        let s = Scheduler::builder().build().unwrap();
+        let before = open_fds();
+        let specs = [
+            sh("echo out; echo err >&2").stdin(b"in".to_vec()),
+            ExecSpec::new(["tiffany-no-such-command"]),
+            sh("sleep 100").timeout(Duration::from_millis(50)),
+        ];
+        for _ in 0..3 {
+            for spec in specs.clone() {
+                process::spawn(&s, spec, SpawnOptions::default()).unwrap();
+            }
+            let cancelled = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
+            s.spawn(move |cx| {
+                cx.yield_now();
+                cx.cancel(cancelled)
+            })
+            .unwrap();
+            s.run();
         }
-        let cancelled = process::spawn(&s, sh("sleep 100"), SpawnOptions::default()).unwrap();
-        s.spawn(move |cx| {
-            cx.yield_now();
-            cx.cancel(cancelled)
-        })
-        .unwrap();
-        s.run();
-    }
-    // Bounded well under a mutation run's per-mutant timeout.
-    assert!(process::wait_for_reaper(Duration::from_secs(10)));
-    assert_eq!(open_fds(), before);
+        // Bounded well under a mutation run's per-mutant timeout.
+        assert!(process::wait_for_reaper(Duration::from_secs(10)));
+        assert_eq!(open_fds(), before);
+    });
 }
