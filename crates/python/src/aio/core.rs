@@ -806,7 +806,7 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
         Ok(h) => run_handle(py, h),
         Err(_) => {
             if let Ok(w) = item.cast::<super::future::Waker>() {
-                super::future::Waker::fire(&w);
+                super::future::Waker::fire(w);
                 return Ok(());
             }
             if !item.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
