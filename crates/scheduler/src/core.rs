@@ -2443,9 +2443,12 @@ impl Core {
 mod tests {
     /// Every live task has a record, and a busy scheduler touches them in no
     /// particular order: its size is RSS per task and cache misses per step.
+    /// (200 since the name moved into the record: 16 bytes more for every
+    /// task, where a named task — every task of an asyncio loop — had a
+    /// box of about 130 bytes for it.)
     #[test]
     fn the_task_record_stays_small() {
-        assert!(std::mem::size_of::<super::Task>() <= 184);
+        assert!(std::mem::size_of::<super::Task>() <= 200);
         assert!(std::mem::size_of::<crate::outcome::TaskError>() <= 8);
     }
 }
