@@ -268,14 +268,11 @@ async fn compaction_keeps_every_job_and_the_pal_file_is_written() {
     ];
     let mut d = Daemon::start(dir.path(), &args);
     let mut c = d.client().await;
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        let mut s = exec(&["echo", "x"]);
-        s.key = Some(format!("k{i}"));
-        let j = c.submit(s).await.unwrap().into_inner();
-        wait(&mut c, j.id).await;
-        ids.push(j.id);
-    }
+    let ids: Vec<u64> = run_keyed_echoes(&mut c, 30)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert!(
         d.wait_line("compacted the job log", Duration::from_secs(10))
             .is_some(),

@@ -33,14 +33,9 @@ async fn a_count_keeps_the_most_recent_ends_and_frees_their_keys() {
     let dir = TempDir::new("retain-count");
     let mut d = Daemon::start(dir.path(), &["--retain-jobs", "2"]);
     let mut c = d.client().await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        let mut s = exec(&["echo", "x"]);
-        s.key = Some(format!("k{i}"));
-        let j = c.submit(s).await.unwrap().into_inner();
-        assert_eq!(state(&wait(&mut c, j.id).await), JobState::Succeeded);
-        ids.push(j.id);
-    }
+    let ended = run_keyed_echoes(&mut c, 4).await;
+    assert!(ended.iter().all(|j| state(j) == JobState::Succeeded));
+    let ids: Vec<u64> = ended.iter().map(|j| j.id).collect();
     dropped(get(&mut c, ids[0]).await.unwrap_err());
     dropped(get(&mut c, ids[1]).await.unwrap_err());
     assert_eq!(get(&mut c, ids[3]).await.unwrap().id, ids[3]);

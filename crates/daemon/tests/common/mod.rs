@@ -318,6 +318,19 @@ pub async fn wait(c: &mut UnixClient, id: u64) -> proto::Job {
     .into_inner()
 }
 
+/// Submits `n` jobs running `echo x`, keyed `k0`, `k1`, ..., one after
+/// the other, each waited for to its end; returns their final records.
+pub async fn run_keyed_echoes(c: &mut UnixClient, n: usize) -> Vec<proto::Job> {
+    let mut ended = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = exec(&["echo", "x"]);
+        s.key = Some(format!("k{i}"));
+        let j = c.submit(s).await.unwrap().into_inner();
+        ended.push(wait(c, j.id).await);
+    }
+    ended
+}
+
 /// Asks for the daemon's health until `ready` holds (at most 10 s; the
 /// polling is for a state change the daemon does not announce).
 pub async fn until_health(c: &mut UnixClient, ready: impl Fn(&proto::HealthResponse) -> bool) {

@@ -28,23 +28,11 @@ pub fn await_signal<T>(rx: &mpsc::Receiver<T>, handle: &Handle, what: &str) -> T
     }
 }
 
-/// Runs `f` on a thread of its own and gives back what it returns (or
-/// re-raises its panic); fails the test after `bound` instead of hanging it
-/// when `f` never returns (a run that waits for something that never comes).
-/// `f` builds its own scheduler: a scheduler stays on the thread that made it.
-pub fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(bound) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().unwrap_err())
-        }
-        Err(e) => panic!("did not return within {bound:?}: {e}"),
-    }
-}
+/// The kernel's own bounded-run helper (`within_for(bound, f)`), shared
+/// with its unit tests.
+#[path = "../../src/test_support.rs"]
+mod test_support;
+pub(crate) use test_support::within_for as within;
 
 /// The writer side of the I/O tests: spawns a task that sleeps `after`
 /// (virtual time), writes `bytes` to `w` and, without `async-io` (no poller
