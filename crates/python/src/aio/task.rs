@@ -92,6 +92,7 @@ pub(crate) struct Stdlib {
     future_type: Py<PyType>,
     c_task_type: Py<PyType>,
     pub(crate) future_ops: FutureOps,
+    slots: TaskSlots,
     current_tasks: Py<PyDict>,
     register_task: Py<PyAny>,
     future_init: ffi::initproc,
@@ -108,64 +109,116 @@ pub(crate) struct Stdlib {
 /// (a lookup along the type's MRO each, a bound method, an argument
 /// tuple) they were about a twentieth of a wake of a task awaiting I/O.
 pub(crate) struct FutureOps {
-    blocking: Py<PyAny>,
+    blocking: Field,
+    add_done_callback: Py<PyAny>,
+}
+
+/// The `__slots__` of `tiffany._task.Task` a task's making writes (and the
+/// kernel side reads), through their member descriptors: a store through
+/// `setattr` was a fifth of making a task, most of it the generic
+/// attribute protocol around the descriptor's own store.
+struct TaskSlots {
+    kid: Field,
+    tstep: Field,
+    tmeta: Field,
+    tcoro: Field,
+    tctx: Field,
+    tname: Field,
+}
+
+impl TaskSlots {
+    fn new(task: &Bound<'_, PyType>) -> PyResult<Self> {
+        Ok(TaskSlots {
+            kid: Field::of(task, "_kid")?,
+            tstep: Field::of(task, "_tstep")?,
+            tmeta: Field::of(task, "_tmeta")?,
+            tcoro: Field::of(task, "_tcoro")?,
+            tctx: Field::of(task, "_tctx")?,
+            tname: Field::of(task, "_tname")?,
+        })
+    }
+}
+
+/// A data descriptor of a type (a C getset or a `__slots__` member), whose
+/// own get and set are called directly: no lookup along the type's MRO, no
+/// generic attribute protocol around them.
+struct Field {
+    descr: Py<PyAny>,
     get: ffi::descrgetfunc,
     set: ffi::descrsetfunc,
-    add_done_callback: Py<PyAny>,
+}
+
+impl Field {
+    /// The data descriptor `name` of the type `ty` (in its own `__dict__`).
+    fn of(ty: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        let descr = ty.getattr("__dict__")?.get_item(name)?;
+        let dty = descr.get_type();
+        // SAFETY: a live type object; the slots of a data descriptor's type.
+        let (get, set) = unsafe {
+            (
+                ffi::PyType_GetSlot(dty.as_type_ptr(), ffi::Py_tp_descr_get),
+                ffi::PyType_GetSlot(dty.as_type_ptr(), ffi::Py_tp_descr_set),
+            )
+        };
+        if get.is_null() || set.is_null() {
+            return Err(PyRuntimeError::new_err(format!(
+                "{}.{name} is not a data descriptor",
+                ty.name()?
+            )));
+        }
+        Ok(Field {
+            descr: descr.unbind(),
+            // SAFETY: the slots hold a descrgetfunc and a descrsetfunc.
+            get: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrgetfunc>(get) },
+            set: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrsetfunc>(set) },
+        })
+    }
+
+    /// `obj.<field>`; `obj` must be an instance of the field's type.
+    #[inline]
+    fn get<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: the descriptor's own get on an instance of its type.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                obj.py(),
+                (self.get)(
+                    self.descr.as_ptr(),
+                    obj.as_ptr(),
+                    obj.get_type().as_type_ptr().cast(),
+                ),
+            )
+        }
+    }
+
+    /// `obj.<field> = value`; `obj` must be an instance of the field's type.
+    #[inline]
+    fn set(&self, obj: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: the descriptor's own set on an instance of its type.
+        let status = unsafe { (self.set)(self.descr.as_ptr(), obj.as_ptr(), value.as_ptr()) };
+        if status < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(())
+    }
 }
 
 impl FutureOps {
     fn new(future: &Bound<'_, PyType>) -> PyResult<Self> {
-        let blocking = future
-            .getattr("__dict__")?
-            .get_item("_asyncio_future_blocking")?;
-        let ty = blocking.get_type();
-        // SAFETY: a live type object; the slots of a data descriptor's type.
-        let (get, set) = unsafe {
-            (
-                ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_descr_get),
-                ffi::PyType_GetSlot(ty.as_type_ptr(), ffi::Py_tp_descr_set),
-            )
-        };
-        if get.is_null() || set.is_null() {
-            return Err(PyRuntimeError::new_err(
-                "_asyncio.Future._asyncio_future_blocking is not a data descriptor",
-            ));
-        }
         Ok(FutureOps {
-            blocking: blocking.unbind(),
-            // SAFETY: the slots hold a descrgetfunc and a descrsetfunc.
-            get: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrgetfunc>(get) },
-            set: unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::descrsetfunc>(set) },
+            blocking: Field::of(future, "_asyncio_future_blocking")?,
             add_done_callback: future.getattr("add_done_callback")?.unbind(),
         })
     }
 
     /// `fut._asyncio_future_blocking`.
     pub(crate) fn blocking(&self, fut: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let py = fut.py();
-        // SAFETY: the descriptor's own get on an instance of its type.
-        let value = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                (self.get)(
-                    self.blocking.as_ptr(),
-                    fut.as_ptr(),
-                    fut.get_type().as_type_ptr().cast(),
-                ),
-            )?
-        };
-        value.is_truthy()
+        self.blocking.get(fut)?.is_truthy()
     }
 
     /// `fut._asyncio_future_blocking = False`.
     pub(crate) fn clear_blocking(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        // SAFETY: the descriptor's own set on an instance of its type.
-        let status = unsafe { (self.set)(self.blocking.as_ptr(), fut.as_ptr(), ffi::Py_False()) };
-        if status < 0 {
-            return Err(PyErr::fetch(fut.py()));
-        }
-        Ok(())
+        self.blocking
+            .set(fut, pyo3::types::PyBool::new(fut.py(), false).as_any())
     }
 
     /// `fut.add_done_callback(callback)`.
@@ -249,6 +302,7 @@ fn stdlib(py: Python<'_>) -> PyResult<&'static Stdlib> {
             .getattr("Task")?
             .cast_into::<PyType>()?;
         Ok(Stdlib {
+            slots: TaskSlots::new(&task_type)?,
             task_type: task_type.unbind(),
             future_ops: FutureOps::new(&future)?,
             c_task_type: aio.getattr("Task")?.cast_into::<PyType>()?.unbind(),
@@ -296,17 +350,17 @@ fn pack_meta(sched: u64, priority: u8, spawned: bool) -> u64 {
 
 /// The [`Facts`] of a Tiffany asyncio task (see [`is_task`]).
 pub(crate) fn facts(obj: &Bound<'_, PyAny>) -> PyResult<Facts> {
-    let py = obj.py();
-    let meta: u64 = obj.getattr(intern!(py, "_tmeta"))?.extract()?;
+    let slots = &stdlib(obj.py())?.slots;
+    let meta: u64 = slots.tmeta.get(obj)?.extract()?;
     Ok(Facts {
-        id: obj.getattr(intern!(py, "_kid"))?.extract()?,
+        id: slots.kid.get(obj)?.extract()?,
         sched: meta >> 9,
     })
 }
 
 /// The kernel id of a Tiffany asyncio task (see [`is_task`]).
 pub(crate) fn kernel_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    obj.getattr(intern!(obj.py(), "_kid"))?.extract()
+    stdlib(obj.py())?.slots.kid.get(obj)?.extract()
 }
 
 /// The options of a task made through Tiffany's door (`tiffany.spawn`)
@@ -438,19 +492,24 @@ pub(crate) fn create(
     // task's body, which holds the task) alive. (`_ncancel` and `_cmsg`
     // stay unset until a `cancel()`: `tiffany._task` reads them with a
     // default.)
-    task.setattr(intern!(py, "_kid"), id.get())?;
-    task.setattr(intern!(py, "_tstep"), step_event.get())?;
-    task.setattr(
-        intern!(py, "_tmeta"),
-        pack_meta(cur.id, priority, from_spawn),
+    let slots = &std.slots;
+    slots.kid.set(&task, id.get().into_pyobject(py)?.as_any())?;
+    slots
+        .tstep
+        .set(&task, step_event.get().into_pyobject(py)?.as_any())?;
+    slots.tmeta.set(
+        &task,
+        pack_meta(cur.id, priority, from_spawn)
+            .into_pyobject(py)?
+            .as_any(),
     )?;
-    task.setattr(intern!(py, "_tcoro"), coro)?;
-    task.setattr(intern!(py, "_tctx"), context.clone_ref(py))?;
+    slots.tcoro.set(&task, coro)?;
+    slots.tctx.set(&task, context.bind(py))?;
     match name {
-        Some(n) => task.setattr(intern!(py, "_tname"), n)?,
-        None => task.setattr(intern!(py, "_tname"), number)?,
+        Some(n) => slots.tname.set(&task, &n)?,
+        None => slots.tname.set(&task, number.into_pyobject(py)?.as_any())?,
     }
-    std.register_task.call1(py, (&task,))?;
+    call_in_place(py, &std.register_task, &[&task])?;
     if doomed {
         cur.kernel.cancel(id);
     }
