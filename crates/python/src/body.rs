@@ -417,6 +417,7 @@ impl PyBody {
         // Whichever way it was woken, its wait for a FIFO step is over.
         if let Some(waker) = aio.yield_waker.take() {
             crate::aio::future::end_step_wait(kernel.as_ref(), waker.get());
+            aio.spare_waker.set(Some(waker));
         }
         let cancelled = matches!(answer, Some(Resume::Cancelled));
         let edge = cancelled
@@ -548,7 +549,13 @@ fn translate_aio(
         if aio.by_kernel {
             return Ok(SystemCall::Yield);
         }
-        let waker = crate::aio::future::queue_step(py, aio.lp.bind(py), id, aio.step_event)?;
+        let waker = crate::aio::future::queue_step(
+            py,
+            aio.lp.bind(py),
+            id,
+            aio.step_event,
+            aio.spare_waker.take(),
+        )?;
         aio.yield_waker.set(Some(waker));
         return Ok(SystemCall::EventWait(aio.step_event));
     }

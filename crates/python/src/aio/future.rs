@@ -94,6 +94,13 @@ impl Waker {
         Ok(waker)
     }
 
+    /// Arms a waker again for a new wait of the same task on the same event
+    /// (see [`queue_step`]).
+    fn rearm(&self) {
+        self.set.store(false, Ordering::Relaxed);
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
     /// Names the task the waker wakes (a first step's waker is made before
     /// the task has its id).
     pub(crate) fn set_task(&self, task: TaskId) {
@@ -210,7 +217,8 @@ fn note(task: TaskId, wait: Wait) {
 
 /// Queues the next step of an asyncio task at the back of loop `lp`'s
 /// FIFO (a first step, or the step after a bare `yield`) through a waker of
-/// `task` and `event`, its step event. The task keeps the waker
+/// `task` and `event`, its step event (reusing `spare`, its last one, if
+/// it can). The task keeps the waker
 /// ([`AioTask`](super::task::AioTask)) and blocks on the event until the
 /// engine reaches the entry; whichever way it resumes, it ends the wait
 /// with [`end_step_wait`]. (Such a wait is not in this module's map of
@@ -221,8 +229,19 @@ pub(crate) fn queue_step(
     lp: &Bound<'_, PyAny>,
     task: TaskId,
     event: EventId,
+    spare: Option<Py<Waker>>,
 ) -> PyResult<Py<Waker>> {
-    let waker = Waker::armed(py, event, task)?;
+    // The task's last step waker is armed again if nothing else holds it
+    // any more (the engine dropped its entry when it ran it): a switch
+    // between tasks then makes no Python object.
+    // SAFETY: a live object, the GIL held.
+    let waker = match spare {
+        Some(w) if unsafe { pyo3::ffi::Py_REFCNT(w.as_ptr()) } == 1 => {
+            w.get().rearm();
+            w
+        }
+        _ => Waker::armed(py, event, task)?,
+    };
     super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
     Ok(waker)
 }

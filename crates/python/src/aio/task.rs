@@ -76,6 +76,10 @@ pub(crate) struct AioTask {
     /// first step or the step after a bare `yield` (see
     /// [`super::future::queue_step`]).
     pub(crate) yield_waker: Cell<Option<Py<super::future::Waker>>>,
+    /// The waker of its last such wait, once that wait ended: armed again
+    /// for the next one if nothing else holds it (see
+    /// [`super::future::queue_step`]).
+    pub(crate) spare_waker: Cell<Option<Py<super::future::Waker>>>,
     /// The coroutine was started.
     pub(crate) started: bool,
     /// Its priority is not the engine's: its first step and bare `yield`s
@@ -454,6 +458,7 @@ pub(crate) fn create(
         lp: lp.clone().unbind(),
         step_event,
         yield_waker: Cell::new(first.as_ref().map(|w| w.clone_ref(py))),
+        spare_waker: Cell::new(None),
         started: false,
         by_kernel,
     };
