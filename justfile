@@ -106,6 +106,17 @@ bench *args: setup
 bench-ab base *head: setup
     {{python}} -m bench.ab {{base}} {{head}}
 
+# The same two builds, timed on the wall clock instead: for each program,
+# processes of BASE and HEAD alternate (5 each, `--procs`), each printing the
+# best of 7 in-process runs (`--inner`); the table gives each side's min,
+# median and spread, and says "no difference" when the change is within the
+# spread. Options: HEAD, --procs P, --inner R, --only SUBSTRING, -n OPS,
+# --peer uvloop, --no-build (bench/wall.py; `just bench-ab-wall main~3`).
+#
+# Wall-clock ns per operation, two revisions in alternating processes.
+bench-ab-wall base *args: setup
+    {{python}} -m bench.ab {{base}} --wall {{args}}
+
 # Counts instructions per `asyncio.sleep(0)` switch on uvloop and Tiffany and
 # with no loop at all (the Python code every loop runs): the most any loop can
 # gain over uvloop there (bench/ceiling.py; `--help` for options).

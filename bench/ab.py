@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         default=600.0,
         help="seconds one process may take (default 600)",
     )
-    args = parser.parse_args(argv)
+    # Intermixed: `just bench-ab-wall BASE HEAD` puts --wall between the revisions.
+    args = parser.parse_intermixed_args(argv)
     if args.installed and not args.wall:
         parser.error("--installed needs --wall")
     if args.installed and args.base is not None:

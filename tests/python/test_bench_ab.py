@@ -147,6 +147,9 @@ def test_a_failing_or_hanging_program_is_reported_in_its_row() -> None:
         (["--installed"], "--installed needs --wall"),
         (["--wall", "--installed", "main"], "--installed takes no revisions"),
         (["--wall"], "the BASE revision is required"),
+        # HEAD after --wall (as `just bench-ab-wall BASE HEAD` puts it) is read as HEAD;
+        # --only is checked before anything is built.
+        (["main", "--wall", "main", "--only", "no such program"], "no program's name contains"),
     ],
 )
 def test_bad_arguments_are_refused(args: list[str], message: str) -> None:
