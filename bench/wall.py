@@ -31,6 +31,16 @@ from pathlib import Path
 # times and prints the best. A program that did different work than it
 # should exits with an error instead of printing a figure.
 
+#: What every program has: a trivial coroutine, and the check-and-divide
+#: that ends a measurement.
+_COMMON = """
+async def nop():
+    return 1
+def per_op(ns, done, n):
+    if done != n:
+        raise SystemExit(f"did {done} operations, not {n}")
+    return ns / n
+"""
 #: What an asyncio program starts with: its arguments and the event loop
 #: (``LOOP``: ``tiffany``, ``uvloop`` or ``asyncio``, the stdlib's).
 _LOOP_HEAD = """\
@@ -73,11 +83,11 @@ class WallProgram:
 
 
 def _on_loop(n: int, body: str) -> WallProgram:
-    return WallProgram(n, _LOOP_HEAD + body + _LOOP_TAIL, on_loop=True)
+    return WallProgram(n, _LOOP_HEAD + _COMMON + body + _LOOP_TAIL, on_loop=True)
 
 
 def _on_scheduler(n: int, body: str) -> WallProgram:
-    return WallProgram(n, _SCHEDULER_HEAD + body + _SCHEDULER_TAIL, on_loop=False)
+    return WallProgram(n, _SCHEDULER_HEAD + _COMMON + body + _SCHEDULER_TAIL, on_loop=False)
 
 
 #: ``tasks`` tasks share the switches; each has started (and made its first
@@ -98,8 +108,6 @@ async def measure(n):
 
 #: ``n`` trivial coroutines gathered ``batch`` at a time.
 _GATHER = """
-async def nop():
-    return 1
 async def measure(n):
     batch = min({batch}, n)
     results = []
@@ -107,10 +115,7 @@ async def measure(n):
     for _ in range(n // batch):
         results.append(await asyncio.gather(*[nop() for _ in range(batch)]))
     ns = time.perf_counter_ns() - t0
-    done = sum(map(sum, results))
-    if done != n // batch * batch:
-        raise SystemExit(f"gathered {{done}} results")
-    return ns / done
+    return per_op(ns, sum(map(sum, results)), n // batch * batch)
 """
 
 #: name -> program (the unit is in the name). Only public APIs, so that
@@ -125,16 +130,12 @@ WALL_PROGRAMS: dict[str, WallProgram] = {
     "asyncio.TaskGroup of 100,000 trivial tasks, per task": _on_loop(
         100_000,
         """
-async def nop():
-    return 1
 async def measure(n):
     t0 = time.perf_counter_ns()
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(nop()) for _ in range(n)]
     ns = time.perf_counter_ns() - t0
-    if sum(t.result() for t in tasks) != n:
-        raise SystemExit("a task did not finish")
-    return ns / n
+    return per_op(ns, sum(t.result() for t in tasks), n)
 """,
     ),
     "asyncio.gather of 5,000 trivial coroutines, per task": _on_loop(
@@ -146,17 +147,12 @@ async def measure(n):
     "asyncio.create_task + await, one at a time, per task": _on_loop(
         50_000,
         """
-async def nop():
-    return 1
 async def measure(n):
     done = 0
     t0 = time.perf_counter_ns()
     for _ in range(n):
         done += await asyncio.create_task(nop())
-    ns = time.perf_counter_ns() - t0
-    if done != n:
-        raise SystemExit(f"{done} tasks finished")
-    return ns / n
+    return per_op(time.perf_counter_ns() - t0, done, n)
 """,
     ),
     "asyncio streams echo over 127.0.0.1, 100 bytes, per round trip": _on_loop(
@@ -193,18 +189,13 @@ async def measure(n):
     "tiffany.spawn + await on tiffany.Scheduler, per task": _on_scheduler(
         50_000,
         """
-async def nop():
-    return 1
 async def measure(n):
     t0 = time.perf_counter_ns()
     tasks = [tiffany.spawn(nop()) for _ in range(n)]
     done = 0
     for t in tasks:
         done += await t
-    ns = time.perf_counter_ns() - t0
-    if done != n:
-        raise SystemExit(f"{done} tasks finished")
-    return ns / n
+    return per_op(time.perf_counter_ns() - t0, done, n)
 """,
     ),
     "tiffany.sleep(0) switch on tiffany.Scheduler, 100 tasks, per switch": _on_scheduler(
