@@ -345,8 +345,8 @@ def _main_wall(args: argparse.Namespace, programs: dict[str, WallProgram]) -> No
     if args.peer is not None:
         sides.append(Side(args.peer, sides[1].env, loop=args.peer, peer=True))
     print(
-        f"{args.procs} processes per side, best of {args.inner} in each, ns per operation; "
-        f"load average before: {loadavg()}",
+        f"ns per operation; processes per side: {args.procs}, each the best of "
+        f"{args.inner} runs; load average before: {loadavg()}",
         flush=True,
     )
     rows = run_wall(sides, programs, args.procs, args.inner, args.n, args.timeout)

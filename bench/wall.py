@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,11 @@ def run_wall(
     alternating; the order rotates by one each round (A B, B A, ...). A side
     whose process fails runs no more processes of that program."""
     rows = []
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        log(f"[{time.monotonic() - started:5.0f}s] {text}")
+
     for name, program in programs.items():
         row = WallRow(name)
         active = [s for s in sides if program.on_loop or not s.peer]
@@ -298,10 +304,10 @@ def run_wall(
                 except WallError as e:
                     row.errors[s.label] = str(e)
                     row.figures[s.label] = []
-                    log(f"{name} [{s.label}] failed: {e}")
+                    say(f"{name} [{s.label}] failed: {e}")
                     continue
                 row.figures[s.label].append(figure)
-                log(f"{name} [{s.label}] {r + 1}/{procs}: {figure:,.1f} ns")
+                say(f"{name} [{s.label}] {r + 1}/{procs}: {figure:,.1f} ns")
         rows.append(row)
     return rows
 
