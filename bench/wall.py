@@ -160,7 +160,9 @@ async def measure(n):
         5_000,
         """
 def nodelay(writer):
-    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 async def echo(reader, writer):
     nodelay(writer)
     while data := await reader.read(65536):

@@ -121,22 +121,21 @@ def test_verdict_compares_the_change_with_the_spread() -> None:
 
 def test_a_failing_or_hanging_program_is_reported_in_its_row() -> None:
     sides = [Side("A", side_env(None)), Side("B", side_env(None))]
-    programs = {
-        "fails": WallProgram(1, "raise SystemExit('no such API')", on_loop=False),
-        "hangs": WallProgram(1, "import time\ntime.sleep(60)", on_loop=False),
-    }
+    fails = {"fails": WallProgram(1, "raise SystemExit('no such API')", on_loop=False)}
+    hangs = {"hangs": WallProgram(1, "import time\ntime.sleep(60)", on_loop=False)}
     log: list[str] = []
-    rows = run_wall(sides, programs, procs=3, inner=1, timeout=1.0, log=log.append)
+    rows = run_wall(sides, fails, procs=3, inner=1, timeout=60.0, log=log.append)
+    rows += run_wall(sides, hangs, procs=3, inner=1, timeout=0.5, log=log.append)
     assert [r.errors for r in rows] == [
         {"A": "no such API", "B": "no such API"},
-        {"A": "timed out after 1 s", "B": "timed out after 1 s"},
+        {"A": "timed out after 0.5 s", "B": "timed out after 0.5 s"},
     ]
     # A side that failed runs no more processes of that program.
     assert len(log) == 4
-    _, _, fails, hangs = wall_table(rows, "A", "B", None)
-    assert fails.startswith("| fails | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | failed: ")
-    assert "A: no such API; B: no such API" in fails
-    assert "A: timed out after 1 s" in hangs
+    _, _, failed, hung = wall_table(rows, "A", "B", None)
+    assert failed.startswith("| fails | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | failed: ")
+    assert "A: no such API; B: no such API" in failed
+    assert "A: timed out after 0.5 s" in hung
 
 
 @pytest.mark.parametrize(
