@@ -255,9 +255,22 @@ def per_op(site: Path, program: str, n: int) -> float | None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -307,14 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     wall.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=600.0,
         help="seconds one process may take (default 600)",
     )
     # Intermixed: `just bench-ab-wall BASE HEAD` puts --wall between the revisions.
     args = parser.parse_intermixed_args(argv)
-    if args.installed and not args.wall:
-        parser.error("--installed needs --wall")
+    for option in ("installed", "peer"):
+        if getattr(args, option) and not args.wall:
+            parser.error(f"--{option} needs --wall")
     if args.installed and args.base is not None:
         parser.error("--installed takes no revisions")
     if not args.installed and args.base is None:

@@ -142,8 +142,11 @@ def test_a_failing_or_hanging_program_is_reported_in_its_row() -> None:
     ("args", "message"),
     [
         (["--wall", "--installed", "--only", "no such program"], "no program's name contains"),
-        (["--wall", "--installed", "--procs", "0"], "must be at least 1"),
+        (["--wall", "--installed", "--procs", "0"], "must be a whole number of at least 1"),
+        (["--wall", "--installed", "-n", "many"], "must be a whole number of at least 1"),
         (["--installed"], "--installed needs --wall"),
+        (["main", "--peer", "uvloop"], "--peer needs --wall"),
+        (["--wall", "--installed", "--timeout", "0"], "must be a number of seconds above 0"),
         (["--wall", "--installed", "main"], "--installed takes no revisions"),
         (["--wall"], "the BASE revision is required"),
         # HEAD after --wall (as `just bench-ab-wall BASE HEAD` puts it) is read as HEAD;
