@@ -100,11 +100,25 @@ bench *args: setup
 
 # Runs a few fixed programs under valgrind's callgrind with release builds of
 # BASE and HEAD (default: the working tree): a host-independent answer to "did
-# this change make Tiffany slower?" (`just bench-ab main~3`).
+# this change make Tiffany slower?" (`just bench-ab main~3`). Options:
+# --only SUBSTRING, -n OPS, --no-build.
 #
 # Instructions per operation, two revisions compared (bench/ab.py).
-bench-ab base *head: setup
-    {{python}} -m bench.ab {{base}} {{head}}
+[positional-arguments]
+bench-ab base *args: setup
+    {{python}} -m bench.ab "$@"
+
+# The same two builds, timed on the wall clock instead: for each program,
+# processes of BASE and HEAD alternate (5 each, `--procs`), each printing the
+# best of 7 in-process runs (`--inner`); the table gives each side's min,
+# median and spread, and says "no difference" when the change is within the
+# spread. Options: HEAD, --procs P, --inner R, --only SUBSTRING, -n OPS,
+# --peer uvloop, --no-build (bench/wall.py; `just bench-ab-wall main~3`).
+#
+# Wall-clock ns per operation, two revisions in alternating processes.
+[positional-arguments]
+bench-ab-wall base *args: setup
+    {{python}} -m bench.ab --wall "$@"
 
 # Counts instructions per `asyncio.sleep(0)` switch on uvloop and Tiffany and
 # with no loop at all (the Python code every loop runs): the most any loop can

@@ -13,6 +13,10 @@ with each, and prints the instructions per operation side by side.
 Each program runs twice per revision, with ``n`` operations and with none;
 the difference divided by ``n`` is the cost of one operation, without the
 interpreter's start-up and imports. Needs ``valgrind`` on ``PATH``.
+
+``--wall`` measures wall-clock time instead, in alternating processes of
+both revisions (``bench/wall.py``): for the changes instruction counts
+misjudge (memory traffic, cache misses, system calls).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import ROOT
+from bench.harness import ROOT, loadavg
+from bench.wall import WALL_PROGRAMS, Side, WallProgram, run_wall, side_env, wall_table
 
 AB_DIR = ROOT / "target/ab"
 
@@ -251,13 +256,123 @@ def per_op(site: Path, program: str, n: int) -> float | None:
     return (full - empty) / n
 
 
-def main() -> None:
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
     """Builds both revisions and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("base", help="the revision to compare against (e.g. main~3)")
+    parser.add_argument("base", nargs="?", help="the revision to compare against (e.g. main~3)")
     parser.add_argument("head", nargs="?", help="the revision measured (default: the working tree)")
     parser.add_argument("--no-build", action="store_true", help="reuse the last builds")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--only",
+        metavar="SUBSTRING",
+        default="",
+        help="run only the programs whose name contains it",
+    )
+    parser.add_argument(
+        "-n",
+        type=_positive,
+        metavar="OPS",
+        help="operations per measurement for every program (default: each program's own)",
+    )
+    wall = parser.add_argument_group("wall-clock mode")
+    wall.add_argument(
+        "--wall",
+        action="store_true",
+        help="interleaved wall-clock processes instead of callgrind counts",
+    )
+    wall.add_argument(
+        "--procs", type=_positive, default=5, help="processes per side and program (default 5)"
+    )
+    wall.add_argument(
+        "--inner",
+        type=_positive,
+        default=7,
+        help="repetitions inside each process, the best kept (default 7)",
+    )
+    wall.add_argument(
+        "--peer",
+        choices=["uvloop", "asyncio"],
+        help="also run the asyncio programs on this loop, in the same alternation",
+    )
+    wall.add_argument(
+        "--installed",
+        action="store_true",
+        help="no build, no revisions: both sides (A, B) import this Python's own tiffany "
+        "(an A/A check of the method, and the test's quick run)",
+    )
+    wall.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        help="seconds one process may take (default 600)",
+    )
+    # Intermixed: `just bench-ab-wall BASE HEAD` puts --wall between the revisions.
+    args = parser.parse_intermixed_args(argv)
+    for option in ("installed", "peer"):
+        if getattr(args, option) and not args.wall:
+            parser.error(f"--{option} needs --wall")
+    if args.installed and args.base is not None:
+        parser.error("--installed takes no revisions")
+    if not args.installed and args.base is None:
+        parser.error("the BASE revision is required (or --wall --installed)")
+    names = [k for k in (WALL_PROGRAMS if args.wall else PROGRAMS) if args.only in k]
+    if not names:
+        parser.error(f"no program's name contains {args.only!r}")
+    if args.wall:
+        _main_wall(args, {k: WALL_PROGRAMS[k] for k in names})
+    else:
+        _main_callgrind(args, {k: PROGRAMS[k] for k in names})
+
+
+def _main_wall(args: argparse.Namespace, programs: dict[str, WallProgram]) -> None:
+    if args.peer == "uvloop":
+        probe = subprocess.run([sys.executable, "-c", "import uvloop"], capture_output=True)
+        if probe.returncode != 0:
+            raise SystemExit("--peer uvloop: uvloop is not installed (just setup)")
+    if args.installed:
+        sides = [Side("A", side_env(None)), Side("B", side_env(None))]
+    else:
+        AB_DIR.mkdir(parents=True, exist_ok=True)
+        base_label, base_site = build(args.base, not args.no_build)
+        head_label, head_site = build(args.head, not args.no_build)
+        if base_label == head_label:
+            head_label += " (again)"
+        sides = [Side(base_label, side_env(base_site)), Side(head_label, side_env(head_site))]
+    if args.peer is not None:
+        sides.append(Side(args.peer, sides[1].env, loop=args.peer, peer=True))
+    print(
+        f"ns per operation; processes per side: {args.procs}, each the best of "
+        f"{args.inner} runs; load average before: {loadavg()}",
+        flush=True,
+    )
+    rows = run_wall(sides, programs, args.procs, args.inner, args.n, args.timeout)
+    print()
+    for line in wall_table(rows, sides[0].label, sides[1].label, args.peer):
+        print(line)
+    print(f"\nload average after: {loadavg()}")
+
+
+def _main_callgrind(args: argparse.Namespace, programs: dict[str, tuple[int, str]]) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt install valgrind)")
     AB_DIR.mkdir(parents=True, exist_ok=True)
@@ -265,7 +380,8 @@ def main() -> None:
     head_label, head_site = build(args.head, not args.no_build)
     print(f"| program | {base_label} | {head_label} | change |")
     print("| --- | ---: | ---: | ---: |")
-    for name, (n, program) in PROGRAMS.items():
+    for name, (n, program) in programs.items():
+        n = args.n or n
         a = per_op(base_site, program, n)
         b = per_op(head_site, program, n)
         change = "n/a" if a is None or b is None else f"{(b - a) / a:+.1%}"
