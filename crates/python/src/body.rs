@@ -417,6 +417,7 @@ impl PyBody {
         // Whichever way it was woken, its wait for a FIFO step is over.
         if let Some(waker) = aio.yield_waker.take() {
             crate::aio::future::end_step_wait(kernel.as_ref(), waker.get());
+            crate::aio::future::take_handed(&waker);
             aio.spare_waker.set(Some(waker));
         }
         let cancelled = matches!(answer, Some(Resume::Cancelled));

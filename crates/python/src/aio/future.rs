@@ -57,6 +57,9 @@ thread_local! {
     /// it leaves its wake in `PENDING` for the engine.
     static ENGINE_TURN: Cell<bool> = const { Cell::new(false) };
     static PENDING: Cell<Option<Py<Waker>>> = const { Cell::new(None) };
+    /// The engine's reference to the waker whose task it is stepping now
+    /// (see [`wake_now`]).
+    static HANDED: Cell<Option<Py<Waker>>> = const { Cell::new(None) };
     /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
     /// their next step.
     static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
@@ -187,9 +190,31 @@ pub(crate) fn take_pending() -> Option<Py<Waker>> {
 /// event is set and the engine hands the turn over ([`take_handoff`]).
 #[inline]
 pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, waker: Py<Waker>) {
-    let w = waker.get();
-    if !kernel.step_now(w.task(), w.event()) {
-        w.set_event();
+    let (task, event) = {
+        let w = waker.get();
+        (w.task(), w.event())
+    };
+    // The reference is lent to the step ([`take_handed`]): the task that
+    // steps drops it with its own, so its waker is then free to be armed
+    // again for its next bare `yield` ([`queue_step`]).
+    let outer = HANDED.replace(Some(waker));
+    let stepped = kernel.step_now(task, event);
+    if let Some(waker) = HANDED.replace(outer)
+        && !stepped
+    {
+        waker.get().set_event();
+    }
+}
+
+/// Drops the engine's reference to `waker` if [`wake_now`] lent it to this
+/// step.
+#[inline]
+pub(crate) fn take_handed(waker: &Py<Waker>) {
+    let handed = HANDED.take();
+    if let Some(h) = handed
+        && !h.is(waker)
+    {
+        HANDED.set(Some(h));
     }
 }
 
