@@ -299,7 +299,7 @@ impl PyBody {
                 self.kept = Some(yielded.clone().unbind());
                 return Ok(Translated::Call(call));
             }
-            if let Some(call) = crate::aio::future::wait_future(py, yielded, None)? {
+            if let Some(call) = crate::aio::future::wait_future(py, yielded, None, None)? {
                 return Ok(Translated::Call(call));
             }
             return Err(PyTypeError::new_err(format!(
@@ -475,7 +475,11 @@ impl PyBody {
         aio: Option<&AioStep<'_>>,
     ) -> Result<Step, End> {
         let aio = if AIO { aio } else { None };
-        crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
+        let spare =
+            crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
+        if let (Some(a), Some(w)) = (aio, spare) {
+            a.aio.spare_waker.set(Some(w));
+        }
         if let Some(fd) = self.held_fd.take() {
             crate::io_registry::io_release(fd);
         }
@@ -560,7 +564,12 @@ fn translate_aio(
         aio.yield_waker.set(Some(waker));
         return Ok(SystemCall::EventWait(aio.step_event));
     }
-    match crate::aio::future::wait_future(py, yielded, Some((aio.step_event, step.kernel, id)))? {
+    match crate::aio::future::wait_future(
+        py,
+        yielded,
+        Some((aio.step_event, step.kernel, id)),
+        aio.spare_waker.take(),
+    )? {
         Some(call) => {
             if crate::aio::future::must_pending(id) {
                 // Cancelled while running: the future it now awaits is

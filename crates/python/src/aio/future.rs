@@ -97,11 +97,27 @@ impl Waker {
         Ok(waker)
     }
 
-    /// Arms a waker again for a new wait of the same task on the same event
-    /// (see [`queue_step`]).
-    fn rearm(&self) {
-        self.set.store(false, Ordering::Relaxed);
-        self.armed.store(true, Ordering::Relaxed);
+    /// A waker of `task` through `event`: `spare` (the task's waker of its
+    /// last wait on that event) armed again if nothing else holds it any
+    /// more, else a new one. (The engine dropped its entry when it ran it,
+    /// and lent its own reference to the step, see [`wake_now`]: a switch
+    /// between tasks, or a wait for a future, then makes no Python object.)
+    fn armed_or_spare(
+        py: Python<'_>,
+        event: EventId,
+        task: TaskId,
+        spare: Option<Py<Waker>>,
+    ) -> PyResult<Py<Waker>> {
+        match spare {
+            // SAFETY: a live object, the GIL held.
+            Some(w) if unsafe { pyo3::ffi::Py_REFCNT(w.as_ptr()) } == 1 => {
+                let me = w.get();
+                me.set.store(false, Ordering::Relaxed);
+                me.armed.store(true, Ordering::Relaxed);
+                Ok(w)
+            }
+            _ => Waker::armed(py, event, task),
+        }
     }
 
     /// Names the task the waker wakes (a first step's waker is made before
@@ -256,17 +272,7 @@ pub(crate) fn queue_step(
     event: EventId,
     spare: Option<Py<Waker>>,
 ) -> PyResult<Py<Waker>> {
-    // The task's last step waker is armed again if nothing else holds it
-    // any more (the engine dropped its entry when it ran it): a switch
-    // between tasks then makes no Python object.
-    // SAFETY: a live object, the GIL held.
-    let waker = match spare {
-        Some(w) if unsafe { pyo3::ffi::Py_REFCNT(w.as_ptr()) } == 1 => {
-            w.get().rearm();
-            w
-        }
-        _ => Waker::armed(py, event, task)?,
-    };
+    let waker = Waker::armed_or_spare(py, event, task, spare)?;
     super::core::LoopCore::push_step(lp, waker.clone_ref(py).into_any())?;
     Ok(waker)
 }
@@ -279,6 +285,7 @@ pub(crate) fn wait_future(
     py: Python<'_>,
     yielded: &Bound<'_, PyAny>,
     step: Option<(EventId, &tiffany_scheduler::Scheduler, TaskId)>,
+    spare: Option<Py<Waker>>,
 ) -> PyResult<Option<SystemCall>> {
     let ops = super::task::future_ops(py, yielded);
     let blocking = match ops {
@@ -311,7 +318,7 @@ pub(crate) fn wait_future(
             (fetched.new_event(), true, &fetched, task)
         }
     };
-    let waker = Waker::armed(py, event, task)?;
+    let waker = Waker::armed_or_spare(py, event, task, spare)?;
     let added = match ops {
         Some(ops) => ops.add_done_callback(yielded, waker.bind(py).as_any()),
         None => yielded
@@ -377,15 +384,19 @@ pub(crate) fn waits_for_step(task: TaskId) -> bool {
 
 /// Called when a Python task is resumed: ends its wait, if any (cancelling
 /// the awaited future if the task was cancelled). `running`: the running
-/// scheduler and the task, if the caller has them at hand.
+/// scheduler and the task, if the caller has them at hand. Gives back the
+/// waker of a wait on the task's step event, for its next wait
+/// ([`Waker::armed_or_spare`]).
 #[inline(always)]
 pub(crate) fn resumed(
     py: Python<'_>,
     answer: Option<&Resume>,
     running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
-) {
+) -> Option<Py<Waker>> {
     if WAITING.with(Cell::get) != 0 {
-        end_wait(py, answer, running);
+        end_wait(py, answer, running)
+    } else {
+        None
     }
 }
 
@@ -395,37 +406,41 @@ fn end_wait(
     py: Python<'_>,
     answer: Option<&Resume>,
     running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
-) {
+) -> Option<Py<Waker>> {
     let fetched;
     let (kernel, task) = match running {
         Some(r) => r,
         None => {
             let Ok((kernel, _)) = crate::current::current_kernel() else {
-                return;
+                return None;
             };
             let Some(task) = kernel.current_task() else {
-                return;
+                return None;
             };
             fetched = kernel;
             (&fetched, task)
         }
     };
     let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) else {
-        return;
+        return None;
     };
     WAITING.with(|n| n.set(n.get().saturating_sub(1)));
-    if wait.owned {
+    let spare = if wait.owned {
         wait.waker.get().armed.store(false, Ordering::Relaxed);
         kernel.remove_event(wait.event);
+        None
     } else {
         end_step_wait(Some(kernel), wait.waker.get());
-    }
+        take_handed(&wait.waker);
+        Some(wait.waker)
+    };
     if let Some(future) = wait.future
         && matches!(answer, Some(Resume::Cancelled))
         && let Err(e) = future.bind(py).call_method0(intern!(py, "cancel"))
     {
         crate::errors::log_callback_error(py, "cancelling an awaited asyncio future", e);
     }
+    spare
 }
 
 /// Forgets `task`'s wait (the task is gone).
