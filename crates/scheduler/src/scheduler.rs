@@ -869,9 +869,12 @@ impl Scheduler {
             self.do_chores();
             core = inner.core.borrow_mut();
         }
-        if inner.stop.get() || core.nested_target(task, event).is_none() {
+        if inner.stop.get() {
             return false;
         }
+        let Some(mut slot) = core.nested_target(task, event) else {
+            return false;
+        };
         if !self.quiet_pass(&core) {
             // The loop has something due: the hand-off stands in for its
             // pass, and does what the pass would do first (in the ordinary
@@ -880,11 +883,12 @@ impl Scheduler {
             self.pass();
             self.flush();
             core = inner.core.borrow_mut();
+            // (Again: the pass may have readied a task that runs first.)
+            let Some(again) = core.nested_target(task, event) else {
+                return false;
+            };
+            slot = again;
         }
-        // (Again: the pass may have readied a task that runs first.)
-        let Some(slot) = core.nested_target(task, event) else {
-            return false;
-        };
         let (mut body, answer, saved) = core.begin_nested(slot);
         drop(core);
         let mut input = Some(answer);
