@@ -475,8 +475,7 @@ impl PyBody {
         aio: Option<&AioStep<'_>>,
     ) -> Result<Step, End> {
         let aio = if AIO { aio } else { None };
-        let spare =
-            crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
+        let spare = crate::aio::future::resumed(py, answer.as_ref(), aio.map(|a| (a.kernel, a.id)));
         if let (Some(a), Some(w)) = (aio, spare) {
             a.aio.spare_waker.set(Some(w));
         }
