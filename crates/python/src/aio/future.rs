@@ -414,16 +414,12 @@ fn end_wait(
             let Ok((kernel, _)) = crate::current::current_kernel() else {
                 return None;
             };
-            let Some(task) = kernel.current_task() else {
-                return None;
-            };
+            let task = kernel.current_task()?;
             fetched = kernel;
             (&fetched, task)
         }
     };
-    let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) else {
-        return None;
-    };
+    let wait = WAITS.with(|w| w.borrow_mut().remove(&task))?;
     WAITING.with(|n| n.set(n.get().saturating_sub(1)));
     let spare = if wait.owned {
         wait.waker.get().armed.store(false, Ordering::Relaxed);
