@@ -15,14 +15,6 @@
 
 use pyo3::prelude::*;
 
-/// The module's Rust allocations (task records, bodies, names, buffers) go
-/// to mimalloc rather than the C library's `malloc`: making and ending a
-/// task allocates and frees a few small blocks, and glibc's `malloc`/`free`
-/// pair was about a twentieth of an asyncio task's life. Python's own
-/// objects keep Python's allocator. (pydantic-core does the same.)
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod aio;
 mod args;
 mod body;
