@@ -145,3 +145,23 @@ fn a_panicking_subscriber_is_counted_and_ignored() {
         2
     );
 }
+
+#[test]
+fn a_panicking_end_callback_and_a_reported_callback_error_are_counted() {
+    let s = vsched();
+    let t = s.spawn(|cx| cx.sleep(ms(1))).unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    assert!(s.on_task_end(t, |_, _| panic!("end callback broke")));
+    let ran_w = ran.clone();
+    assert!(s.on_task_end(t, move |_, _| {
+        ran_w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    s.run();
+    // The second callback still ran; the first one's panic is counted.
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(s.metrics().callback_errors, 1);
+    // A binding that caught its callback's failure itself reports it.
+    s.record_callback_error();
+    s.record_callback_error();
+    assert_eq!(s.metrics().callback_errors, 3);
+}
