@@ -93,3 +93,35 @@ fn request_shutdown_from_a_task_shuts_down() {
     assert!(s.is_shutting_down());
     assert_eq!(s.state(victim), Some(TaskState::Cancelled));
 }
+
+/// A deferred closure or a `with_scheduler` closure that panics is counted
+/// as a callback error; one that returns is not.
+#[test]
+fn panicking_deferred_closures_are_counted_and_the_others_are_not() {
+    let s = vsched();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = s.handle();
+    for panics in [false, false, true] {
+        let r = ran.clone();
+        assert!(
+            handle
+                .defer(Box::new(move || {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert!(!panics, "a deferred closure broke");
+                }))
+                .is_ok()
+        );
+        let r = ran.clone();
+        handle
+            .with_scheduler(move |_s: &Scheduler| {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(!panics, "a with_scheduler closure broke");
+            })
+            .unwrap();
+    }
+    drop(handle);
+    s.spawn(|_cx| ()).unwrap();
+    s.run();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(s.metrics().callback_errors, 2);
+}
