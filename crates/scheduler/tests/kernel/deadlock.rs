@@ -150,3 +150,20 @@ fn a_task_waiting_on_a_dependency_names_it() {
         );
     });
 }
+
+#[test]
+fn a_deadlock_while_paused_with_nothing_held_is_reported() {
+    within(BOUND, || {
+        // Back-pressure pauses the scheduler, but no task is held or waits
+        // at the admission gate: a new reading could let nothing go, so the
+        // lone event waiter is a deadlock as it would be unpaused.
+        let (s, reports) = reporting(Scheduler::builder().virtual_clock());
+        s.set_backpressure_listener(|| 1.0);
+        let ev = s.new_event();
+        let t = s.spawn(move |cx| cx.event_wait(ev).unwrap()).unwrap();
+        s.run_until_idle();
+        assert!(s.is_paused());
+        assert_eq!(reports.lock().unwrap().len(), 1);
+        assert_eq!(s.take_deadlock().expect("a deadlock").blocked[0].id, t);
+    });
+}
