@@ -167,3 +167,30 @@ fn a_deadlock_while_paused_with_nothing_held_is_reported() {
         assert_eq!(s.take_deadlock().expect("a deadlock").blocked[0].id, t);
     });
 }
+
+#[test]
+fn work_made_by_the_deadlock_report_is_run() {
+    within(BOUND, || {
+        // The report sets the event the lone waiter waits for: the run goes
+        // on and the waiter finishes, instead of ending with it ready.
+        let sched: std::rc::Rc<std::cell::RefCell<Option<(Scheduler, EventId)>>> =
+            Default::default();
+        let slot = sched.clone();
+        let s = Scheduler::builder()
+            .virtual_clock()
+            .on_deadlock(Box::new(move |_d: &Deadlock| {
+                if let Some((s, ev)) = slot.borrow_mut().take() {
+                    assert!(s.set_event(ev));
+                }
+            }))
+            .build()
+            .unwrap();
+        let ev = s.new_event();
+        *sched.borrow_mut() = Some((s.clone(), ev));
+        let t = s.spawn(move |cx| cx.event_wait(ev).unwrap()).unwrap();
+        s.run_until_idle();
+        assert!(sched.borrow().is_none(), "the report ran");
+        assert_eq!(s.state(t), Some(TaskState::Finished));
+        assert_eq!(s.live_tasks(), 0);
+    });
+}
