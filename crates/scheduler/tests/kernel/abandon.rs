@@ -49,59 +49,65 @@ fn seen(n: &std::sync::atomic::AtomicU64) -> u64 {
 
 #[test]
 fn a_task_swallowing_cancellation_cannot_hold_a_shutdown_past_its_deadline() {
-    for s in [vsched(), Scheduler::builder().build().expect("a poller")] {
-        let (body, cancels, dropped) = swallower();
-        let id = s.spawn_body(SpawnOptions::default(), body).unwrap();
-        let hook_ran = Trace::new();
-        let h = hook_ran.clone();
-        s.add_shutdown_hook(move |r: ShutdownResult| h.push(r));
+    within(BOUND, || {
+        for s in [vsched(), Scheduler::builder().build().expect("a poller")] {
+            let (body, cancels, dropped) = swallower();
+            let id = s.spawn_body(SpawnOptions::default(), body).unwrap();
+            let hook_ran = Trace::new();
+            let h = hook_ran.clone();
+            s.add_shutdown_hook(move |r: ShutdownResult| h.push(r));
 
-        let result = s.shutdown(ms(200));
+            let result = s.shutdown(ms(200));
 
-        assert_eq!(result, ShutdownResult::Timeout);
-        assert_eq!(hook_ran.get(), vec![ShutdownResult::Timeout]);
-        // Resumed exactly once with `Cancelled` after the deadline, then
-        // abandoned when it went back to sleep: its body was dropped.
-        assert_eq!(seen(&cancels), 1);
-        assert!(is_set(&dropped));
-        assert_eq!(s.state(id), Some(TaskState::Cancelled));
-        let m = s.metrics();
-        assert_eq!((m.cancelled, m.abandoned, m.live_tasks), (1, 1, 0));
-    }
+            assert_eq!(result, ShutdownResult::Timeout);
+            assert_eq!(hook_ran.get(), vec![ShutdownResult::Timeout]);
+            // Resumed exactly once with `Cancelled` after the deadline, then
+            // abandoned when it went back to sleep: its body was dropped.
+            assert_eq!(seen(&cancels), 1);
+            assert!(is_set(&dropped));
+            assert_eq!(s.state(id), Some(TaskState::Cancelled));
+            let m = s.metrics();
+            assert_eq!((m.cancelled, m.abandoned, m.live_tasks), (1, 1, 0));
+        }
+    });
 }
 
 #[test]
 fn a_task_that_unwinds_at_the_deadline_is_cancelled_not_abandoned() {
-    let s = vsched();
-    let (dropped, guard) = drop_flag();
-    let id = s
-        .spawn(move |cx| {
-            let _guard = guard;
-            cx.sleep(Duration::from_secs(3600));
-        })
-        .unwrap();
-    assert_eq!(s.shutdown(ms(50)), ShutdownResult::Timeout);
-    assert!(is_set(&dropped));
-    assert_eq!(s.state(id), Some(TaskState::Cancelled));
-    assert_eq!(s.metrics().abandoned, 0);
-    assert_eq!(s.now(), ms(50));
+    within(BOUND, || {
+        let s = vsched();
+        let (dropped, guard) = drop_flag();
+        let id = s
+            .spawn(move |cx| {
+                let _guard = guard;
+                cx.sleep(Duration::from_secs(3600));
+            })
+            .unwrap();
+        assert_eq!(s.shutdown(ms(50)), ShutdownResult::Timeout);
+        assert!(is_set(&dropped));
+        assert_eq!(s.state(id), Some(TaskState::Cancelled));
+        assert_eq!(s.metrics().abandoned, 0);
+        assert_eq!(s.now(), ms(50));
+    });
 }
 
 #[test]
 fn a_shutdown_from_a_task_returns_timeout_past_a_swallower() {
-    let s = vsched();
-    let (body, cancels, _dropped) = swallower();
-    s.spawn_body(SpawnOptions::default(), body).unwrap();
-    let asker = s
-        .spawn(|cx| cx.shutdown(ms(200)).expect("no shutdown under way"))
-        .unwrap();
-    s.run_until_idle();
-    assert_eq!(
-        value_of::<ShutdownResult>(&s, asker),
-        ShutdownResult::Timeout
-    );
-    assert_eq!(seen(&cancels), 1);
-    assert_eq!(s.now(), ms(200));
+    within(BOUND, || {
+        let s = vsched();
+        let (body, cancels, _dropped) = swallower();
+        s.spawn_body(SpawnOptions::default(), body).unwrap();
+        let asker = s
+            .spawn(|cx| cx.shutdown(ms(200)).expect("no shutdown under way"))
+            .unwrap();
+        s.run_until_idle();
+        assert_eq!(
+            value_of::<ShutdownResult>(&s, asker),
+            ShutdownResult::Timeout
+        );
+        assert_eq!(seen(&cancels), 1);
+        assert_eq!(s.now(), ms(200));
+    });
 }
 
 #[test]

@@ -30,60 +30,64 @@ fn spawn_admission(s: &Scheduler) -> TaskId {
 
 #[test]
 fn admission_waits_while_paused_and_proceeds_after_resume() {
-    let pressure = Pressure::new(1.0);
-    let s = with_listener(&pressure);
-    let log = logged(&s);
-    let admitted = Trace::new();
-    let mut producers = Vec::new();
-    for name in ["p1", "p2"] {
+    // Bounded: a system task held at the gate leaves every producer
+    // waiting under a pressure nobody lowers (the test fails, not hangs).
+    within(Duration::from_secs(10), || {
+        let pressure = Pressure::new(1.0);
+        let s = with_listener(&pressure);
+        let log = logged(&s);
+        let admitted = Trace::new();
+        let mut producers = Vec::new();
+        for name in ["p1", "p2"] {
+            let a = admitted.clone();
+            producers.push(
+                s.spawn(move |cx| {
+                    // Let the scheduler go idle once, so it reads the pressure.
+                    cx.sleep(ms(1));
+                    cx.admit();
+                    a.push((name, cx.now()));
+                })
+                .unwrap(),
+            );
+        }
         let a = admitted.clone();
-        producers.push(
-            s.spawn(move |cx| {
-                // Let the scheduler go idle once, so it reads the pressure.
-                cx.sleep(ms(1));
-                cx.admit();
-                a.push((name, cx.now()));
-            })
-            .unwrap(),
+        let p = pressure.clone();
+        s.spawn_with(SpawnOptions::system(), move |cx| {
+            cx.sleep(ms(2));
+            // A system task passes the gate while intake is paused.
+            cx.admit();
+            a.push(("system", cx.now()));
+            cx.sleep(ms(3));
+            p.set(0.0);
+        })
+        .unwrap();
+
+        s.run();
+
+        assert_eq!(
+            admitted.get(),
+            vec![("system", ms(2)), ("p1", ms(5)), ("p2", ms(5))]
         );
-    }
-    let a = admitted.clone();
-    let p = pressure.clone();
-    s.spawn_with(SpawnOptions::system(), move |cx| {
-        cx.sleep(ms(2));
-        // A system task passes the gate while intake is paused.
-        cx.admit();
-        a.push(("system", cx.now()));
-        cx.sleep(ms(3));
-        p.set(0.0);
-    })
-    .unwrap();
-
-    s.run();
-
-    assert_eq!(
-        admitted.get(),
-        vec![("system", ms(2)), ("p1", ms(5)), ("p2", ms(5))]
-    );
-    let events = log.events();
-    assert_eq!(global_kinds(&events), vec!["paused", "resumed"]);
-    let paused = events.iter().find(|e| e.kind.name() == "paused").unwrap();
-    assert_eq!(paused.kind, EventKind::Paused { pressure: 1.0 });
-    assert_eq!(paused.time, Duration::ZERO);
-    let resumed = events.iter().find(|e| e.kind.name() == "resumed").unwrap();
-    assert_eq!(resumed.kind, EventKind::Resumed { pressure: 0.0 });
-    assert_eq!(resumed.time, ms(5));
-    for p in producers {
-        // Each producer blocked at the gate once (its wait: sleep + admission).
-        assert_eq!(count_kind(&events, p, "running"), 3);
-    }
-    assert_eq!(s.metrics().backpressure_pauses, 1);
-    assert!(
-        s.prometheus()
-            .contains("tiffany_backpressure_pauses_total 1\n")
-    );
-    assert!(!s.is_paused());
-    assert_eq!(s.pressure(), 0.0);
+        let events = log.events();
+        assert_eq!(global_kinds(&events), vec!["paused", "resumed"]);
+        let paused = events.iter().find(|e| e.kind.name() == "paused").unwrap();
+        assert_eq!(paused.kind, EventKind::Paused { pressure: 1.0 });
+        assert_eq!(paused.time, Duration::ZERO);
+        let resumed = events.iter().find(|e| e.kind.name() == "resumed").unwrap();
+        assert_eq!(resumed.kind, EventKind::Resumed { pressure: 0.0 });
+        assert_eq!(resumed.time, ms(5));
+        for p in producers {
+            // Each producer blocked at the gate once (its wait: sleep + admission).
+            assert_eq!(count_kind(&events, p, "running"), 3);
+        }
+        assert_eq!(s.metrics().backpressure_pauses, 1);
+        assert!(
+            s.prometheus()
+                .contains("tiffany_backpressure_pauses_total 1\n")
+        );
+        assert!(!s.is_paused());
+        assert_eq!(s.pressure(), 0.0);
+    });
 }
 
 #[test]

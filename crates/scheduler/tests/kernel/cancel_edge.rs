@@ -190,3 +190,73 @@ impl TaskBody for StopAt {
         Step::Syscall(SystemCall::Sleep(Duration::from_secs(15)))
     }
 }
+
+/// Records each input with what `take_edge` answers (twice, to see the
+/// answer is given once): enters a scope with a 25 s deadline, then sleeps
+/// 10 s, 10 s and 20 s.
+struct EdgeReader {
+    seen: Arc<Mutex<Vec<(String, bool, bool)>>>,
+}
+
+impl TaskBody for EdgeReader {
+    fn resume(&mut self, input: Option<Resume>) -> Step {
+        let what = match &input {
+            None => "start".to_string(),
+            Some(Resume::Cancelled) => "cancelled".to_string(),
+            Some(other) => format!("{other:?}"),
+        };
+        let (first, second) = with_sched(|s| {
+            let me = s.current_task().expect("resumed by the scheduler");
+            (s.take_edge(me), s.take_edge(me))
+        });
+        let mut seen = self.seen.lock().unwrap();
+        seen.push((what, first, second));
+        Step::Syscall(match seen.len() {
+            1 => SystemCall::Scope(ScopeCall::Enter(
+                ScopeOptions::new().deadline(Duration::from_secs(25)),
+            )),
+            2 | 3 => SystemCall::Sleep(Duration::from_secs(10)),
+            4 => SystemCall::Sleep(Duration::from_secs(20)),
+            _ => return Step::Done(Value::unit()),
+        })
+    }
+}
+
+#[test]
+fn take_edge_tells_an_edge_from_a_scope_cancellation_once() {
+    let sched = virtual_sched();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let id = sched
+        .spawn_body(
+            SpawnOptions::default(),
+            Body::custom(Box::new(EdgeReader { seen: seen.clone() })),
+        )
+        .expect("spawn");
+    sched
+        .spawn_body(
+            SpawnOptions::default(),
+            Body::custom(Box::new(EdgeAt {
+                target: id,
+                done: false,
+            })),
+        )
+        .expect("spawn");
+    sched.run();
+    let seen = seen.lock().unwrap();
+    let row = |what: &str, first: bool| (what.to_string(), first, false);
+    assert_eq!(
+        *seen,
+        [
+            row("start", false),
+            row("Scope(Entered(ScopeId(1)))", false),
+            // The edge at 1 s: told once.
+            row("cancelled", true),
+            // A whole sleep (1 s to 11 s).
+            row("Unit", false),
+            // The scope's deadline at 25 s: not the edge.
+            row("cancelled", false),
+        ]
+    );
+    assert_eq!(sched.now(), Duration::from_secs(25));
+    assert!(!sched.take_edge(TaskId::from_raw(9_999)));
+}

@@ -199,3 +199,27 @@ fn spawns_right_after_admit_fit_with_several_throttled_producers() {
     assert!(s.metrics().throttles > 0, "the producers were throttled");
     assert_eq!(s.metrics().spawned, 903);
 }
+
+/// A spawn refused after it took its unit of capacity (here: for an
+/// unknown dependency) gives the unit back: the next spawn fits.
+#[test]
+fn a_refused_spawn_gives_its_capacity_back() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(1)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            s.spawn_with(
+                SpawnOptions::default().with_deps(&[TaskId::from_raw(9_999)]),
+                |_cx| ()
+            ),
+            Err(SpawnError::UnknownDependency(_))
+        ));
+    }
+    s.spawn(|_cx| ())
+        .expect("the refused spawns' units were given back");
+    s.run();
+    assert_eq!(s.metrics().done, 1);
+}

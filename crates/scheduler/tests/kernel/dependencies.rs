@@ -315,3 +315,28 @@ fn dependents_of_a_dependency_run_in_priority_order() {
     s.run();
     assert_eq!(trace.get(), vec![20, 45, 70]);
 }
+
+#[test]
+fn a_task_given_two_dependencies_later_waits_for_both() {
+    let s = vsched();
+    let trace = Trace::new();
+    let b = s.spawn(mark("b", Duration::ZERO, &trace)).unwrap();
+    let first = s
+        .spawn(mark("first", Duration::from_secs(1), &trace))
+        .unwrap();
+    let second = s
+        .spawn(mark("second", Duration::from_secs(2), &trace))
+        .unwrap();
+    s.add_dependency(b, first).unwrap();
+    s.add_dependency(b, second).unwrap();
+    assert_eq!(s.state(b), Some(TaskState::Pending));
+    s.run();
+    assert_eq!(
+        trace.get(),
+        vec![
+            ("first", Duration::from_secs(1)),
+            ("second", Duration::from_secs(2)),
+            ("b", Duration::from_secs(2)),
+        ]
+    );
+}

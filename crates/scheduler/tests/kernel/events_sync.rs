@@ -109,7 +109,9 @@ fn unknown_and_removed_events_are_refused() {
 #[test]
 fn an_event_with_waiters_is_not_removed_and_cancelled_waiters_are_pruned() {
     let s = vsched();
+    assert_eq!(s.event_count(), 0);
     let ev = s.new_event();
+    assert_eq!(s.event_count(), 1);
     let waiter = s.spawn(move |cx| cx.event_wait(ev)).unwrap();
     // The waiter blocks; nothing sets the event; the run ends with it blocked.
     s.run_until_idle();

@@ -5,6 +5,7 @@
 //! for something that never comes ends as a deadlock, and an I/O wait is
 //! given a (virtual) timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -92,4 +93,69 @@ fn request_shutdown_from_a_task_shuts_down() {
     assert!(s.take_deadlock().is_none(), "the shutdown request was lost");
     assert!(s.is_shutting_down());
     assert_eq!(s.state(victim), Some(TaskState::Cancelled));
+}
+
+/// A deferred closure or a `with_scheduler` closure that panics is counted
+/// as a callback error; one that returns is not.
+#[test]
+fn panicking_deferred_closures_are_counted_and_the_others_are_not() {
+    let s = vsched();
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = s.handle();
+    for panics in [false, false, true] {
+        let r = ran.clone();
+        assert!(
+            handle
+                .defer(Box::new(move || {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert!(!panics, "a deferred closure broke");
+                }))
+                .is_ok()
+        );
+        let r = ran.clone();
+        handle
+            .with_scheduler(move |_s: &Scheduler| {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(!panics, "a with_scheduler closure broke");
+            })
+            .unwrap();
+    }
+    drop(handle);
+    s.spawn(|_cx| ()).unwrap();
+    s.run();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(s.metrics().callback_errors, 2);
+}
+
+/// A command that arrives while the loop looks whether it is done (here:
+/// sent by the pressure listener, after the last task ended) is carried out
+/// before the run returns.
+#[test]
+fn a_command_sent_as_the_last_task_ends_is_carried_out_before_the_run_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = vsched();
+    let done = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicBool::new(false));
+    let (d, r) = (done.clone(), ran.clone());
+    let mut handle = Some(s.handle());
+    s.set_backpressure_listener(move || {
+        if d.load(Ordering::SeqCst)
+            && let Some(h) = handle.take()
+        {
+            let r = r.clone();
+            assert!(
+                h.defer(Box::new(move || r.store(true, Ordering::SeqCst)))
+                    .is_ok()
+            );
+        }
+        0.0
+    });
+    let d = done.clone();
+    s.spawn(move |_cx| d.store(true, Ordering::SeqCst)).unwrap();
+    s.run();
+    assert!(done.load(Ordering::SeqCst));
+    assert!(
+        ran.load(Ordering::SeqCst),
+        "the deferred closure did not run"
+    );
 }

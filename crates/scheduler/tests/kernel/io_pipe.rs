@@ -112,22 +112,26 @@ fn socket_echo_with_writer_thread_wakes_once_per_message_in_order() {
 
 #[test]
 fn readiness_reported_before_the_wait_answers_at_once() {
-    let s = vsched();
-    let log = logged(&s);
-    let (sock_r, _sock_w) = UnixStream::pair().unwrap();
-    let token = s.register_io(&sock_r).unwrap();
-    assert!(s.notify_io(token, Interest::Readable));
-    let t = s
-        .spawn(move |cx| cx.io_wait(token, Interest::Readable))
-        .unwrap();
-    s.run();
-    assert_eq!(
-        value_of::<Result<IoReady, SyscallError>>(&s, t),
-        Ok(IoReady::Ready)
-    );
-    // Answered without blocking.
-    assert_eq!(count_kind(&log.events(), t, "io_wait"), 0);
-    assert_eq!(count_kind(&log.events(), t, "running"), 1);
+    // Bounded: readiness that never reaches the reactor leaves the task
+    // waiting on a socket whose writer is alive, which is no deadlock.
+    within(std::time::Duration::from_secs(10), || {
+        let s = vsched();
+        let log = logged(&s);
+        let (sock_r, _sock_w) = UnixStream::pair().unwrap();
+        let token = s.register_io(&sock_r).unwrap();
+        assert!(s.notify_io(token, Interest::Readable));
+        let t = s
+            .spawn(move |cx| cx.io_wait(token, Interest::Readable))
+            .unwrap();
+        s.run();
+        assert_eq!(
+            value_of::<Result<IoReady, SyscallError>>(&s, t),
+            Ok(IoReady::Ready)
+        );
+        // Answered without blocking.
+        assert_eq!(count_kind(&log.events(), t, "io_wait"), 0);
+        assert_eq!(count_kind(&log.events(), t, "running"), 1);
+    });
 }
 
 #[cfg(feature = "async-io")]
@@ -213,27 +217,37 @@ fn invalid_waits_are_answered_with_errors() {
 
 #[test]
 fn deregister_wakes_the_waiter_with_an_error() {
-    let s = vsched();
-    let (sock_r, _sock_w) = UnixStream::pair().unwrap();
-    let token = s.register_io(&sock_r).unwrap();
-    // A subscriber deregisters the source once the reader blocks on it; it
-    // drops its scheduler clone afterwards so nothing stays alive in a cycle.
-    let mut sched = Some(s.clone());
-    s.subscribe(move |e: &TaskEvent| {
-        if matches!(e.kind, EventKind::IoWait { .. })
-            && let Some(sc) = sched.take()
-        {
-            assert!(sc.deregister_io(token));
-        }
+    // Bounded: a deregister that does not reach the waiter leaves it
+    // waiting on a socket whose writer is alive, which is no deadlock.
+    within(std::time::Duration::from_secs(10), || {
+        let s = vsched();
+        let (sock_r, _sock_w) = UnixStream::pair().unwrap();
+        let token = s.register_io(&sock_r).unwrap();
+        // A subscriber deregisters the source once the reader blocks on it
+        // (twice: the second finds nothing); it drops its scheduler clone
+        // afterwards so nothing stays alive in a cycle. (A panicking
+        // subscriber is only counted, so the answers are checked after.)
+        let answers = Trace::new();
+        let answers_w = answers.clone();
+        let mut sched = Some(s.clone());
+        s.subscribe(move |e: &TaskEvent| {
+            if matches!(e.kind, EventKind::IoWait { .. })
+                && let Some(sc) = sched.take()
+            {
+                answers_w.push(sc.deregister_io(token));
+                answers_w.push(sc.deregister_io(token));
+            }
+        });
+        let t = s
+            .spawn(move |cx| cx.io_wait(token, Interest::Readable))
+            .unwrap();
+        s.run();
+        assert_eq!(answers.get(), [true, false]);
+        assert_eq!(
+            value_of::<Result<IoReady, SyscallError>>(&s, t),
+            Err(SyscallError::UnknownIoToken(token))
+        );
     });
-    let t = s
-        .spawn(move |cx| cx.io_wait(token, Interest::Readable))
-        .unwrap();
-    s.run();
-    assert_eq!(
-        value_of::<Result<IoReady, SyscallError>>(&s, t),
-        Err(SyscallError::UnknownIoToken(token))
-    );
 }
 
 #[test]

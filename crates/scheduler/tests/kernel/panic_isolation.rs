@@ -145,3 +145,70 @@ fn a_panicking_subscriber_is_counted_and_ignored() {
         2
     );
 }
+
+#[test]
+fn a_panicking_end_callback_and_a_reported_callback_error_are_counted() {
+    let s = vsched();
+    let t = s.spawn(|cx| cx.sleep(ms(1))).unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    assert!(s.on_task_end(t, |_, _| panic!("end callback broke")));
+    let ran_w = ran.clone();
+    assert!(s.on_task_end(t, move |_, _| {
+        ran_w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    s.run();
+    // The second callback still ran; the first one's panic is counted.
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(s.metrics().callback_errors, 1);
+    // A binding that caught its callback's failure itself reports it.
+    s.record_callback_error();
+    s.record_callback_error();
+    assert_eq!(s.metrics().callback_errors, 3);
+}
+
+/// A subscriber whose `on_idle` panics: each panic is counted once.
+struct PanicsWhenIdle(Arc<std::sync::atomic::AtomicU64>);
+
+impl EventSubscriber for PanicsWhenIdle {
+    fn on_event(&mut self, _event: &TaskEvent) {}
+
+    fn on_idle(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("idle subscriber broke");
+    }
+}
+
+#[test]
+fn panics_of_an_idle_subscriber_and_of_the_pressure_listener_are_counted() {
+    // The subscriber: every idle call panicked, every panic counted.
+    let s = vsched();
+    let idles = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    s.subscribe(PanicsWhenIdle(idles.clone()));
+    let t = s.spawn(|cx| cx.sleep(ms(5))).unwrap();
+    s.run();
+    assert_eq!(s.state(t), Some(TaskState::Finished));
+    let idles = idles.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(idles >= 1);
+    assert_eq!(s.metrics().callback_errors, idles);
+
+    // The pressure listener: every reading panicked, every panic counted.
+    let s = vsched();
+    let readings = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let r = readings.clone();
+    s.set_backpressure_listener(move || -> f64 {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("listener broke")
+    });
+    let t = s
+        .spawn(|cx| {
+            for _ in 0..3 {
+                cx.sleep(ms(5));
+            }
+        })
+        .unwrap();
+    s.run();
+    assert_eq!(s.state(t), Some(TaskState::Finished));
+    let readings = readings.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(readings >= 1);
+    assert_eq!(s.metrics().callback_errors, readings);
+}

@@ -203,6 +203,27 @@ fn unobserved_failures_are_reported() {
     );
 }
 
+/// `observe` marks an outcome as received (a binding's `result()`) and says
+/// whether it already was: once by itself, at once for a joined task, and
+/// always for an id the scheduler does not know.
+#[test]
+fn observe_answers_whether_the_outcome_was_already_received() {
+    let s = vsched();
+    let alone = s.spawn(|cx| cx.sleep(ms(1))).unwrap();
+    let joined = s.spawn(|cx| cx.sleep(ms(1))).unwrap();
+    s.spawn(move |cx| {
+        let _ = cx.join(joined);
+    })
+    .unwrap();
+    assert!(s.retain(alone));
+    assert!(s.retain(joined));
+    s.run();
+    assert!(!s.observe(alone), "nobody had received it");
+    assert!(s.observe(alone), "received by the first observe");
+    assert!(s.observe(joined), "received by its joiner");
+    assert!(s.observe(TaskId::from_raw(9_999)));
+}
+
 /// Whether a reader woken by a pipe while a busy task keeps yielding runs
 /// before that task ends, with the maintenance pass off (an interval no run
 /// reaches) and I/O polled every `io_poll_interval`. The quantum is an hour:

@@ -241,35 +241,39 @@ fn shutdown_of_the_whole_pool() {
 
 #[test]
 fn metrics_carry_a_shard_label() {
-    let pool = ShardPool::new(2);
-    let (tx, rx) = mpsc::channel::<()>();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = Arc::new(Mutex::new(go_rx));
-    for key in 0..2 {
-        let tx = tx.clone();
-        let go = go_rx.clone();
-        pool.spawn_with(SpawnOptions::default().keyed(key), move |cx| {
-            tx.send(()).unwrap();
-            while go.lock().unwrap().try_recv().is_err() {
-                cx.yield_now();
-            }
+    // Bounded: a shard that never answers the reader (or never lets its
+    // tasks see the go) fails the test instead of hanging it.
+    let (snapshots, text) = crate::common::within(WATCHDOG, || {
+        let pool = ShardPool::new(2);
+        let (tx, rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let go_rx = Arc::new(Mutex::new(go_rx));
+        for key in 0..2 {
+            let tx = tx.clone();
+            let go = go_rx.clone();
+            pool.spawn_with(SpawnOptions::default().keyed(key), move |cx| {
+                tx.send(()).unwrap();
+                while go.lock().unwrap().try_recv().is_err() {
+                    cx.yield_now();
+                }
+            })
+            .unwrap();
+        }
+        // The pool's own accessors, from another thread while it runs.
+        std::thread::scope(|scope| {
+            let pool = &pool;
+            let reader = scope.spawn(move || {
+                rx.recv_timeout(WATCHDOG).expect("a task started");
+                rx.recv_timeout(WATCHDOG).expect("a task started");
+                let snapshots = pool.metrics();
+                let text = pool.prometheus();
+                go_tx.send(()).unwrap();
+                go_tx.send(()).unwrap();
+                (snapshots, text)
+            });
+            pool.run();
+            reader.join().unwrap()
         })
-        .unwrap();
-    }
-    // The pool's own accessors, from another thread while it runs.
-    let (snapshots, text) = std::thread::scope(|scope| {
-        let pool = &pool;
-        let reader = scope.spawn(move || {
-            rx.recv_timeout(WATCHDOG).expect("a task started");
-            rx.recv_timeout(WATCHDOG).expect("a task started");
-            let snapshots = pool.metrics();
-            let text = pool.prometheus();
-            go_tx.send(()).unwrap();
-            go_tx.send(()).unwrap();
-            (snapshots, text)
-        });
-        pool.run();
-        reader.join().unwrap()
     });
     assert_eq!(snapshots.len(), 2);
     for (shard, snap) in snapshots.iter().enumerate() {

@@ -46,6 +46,7 @@ fn clean_shutdown_drains_then_hooks_then_returns() {
         .unwrap();
     }
 
+    assert!(!s.is_shutting_down());
     let result = s.shutdown(secs(10));
     order.push("returned".to_string());
 

@@ -484,6 +484,81 @@ fn step_now_falls_back_when_the_task_must_go_the_ordinary_way() {
 }
 
 #[test]
+fn step_now_refuses_during_a_stop_and_does_what_the_loop_has_due_first() {
+    let sched = sched_with(Scheduler::builder());
+    let ev = sched.new_event();
+    let log: Log = Log::default();
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    // First run: a stop is requested, then a hand-off is tried.
+    let l = log.clone();
+    spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| {
+            if n == 1 {
+                // Let `w` block on its event first.
+                return Step::Syscall(SystemCall::Yield);
+            }
+            push(
+                &l,
+                format!("stop asked: {}", with_sched(Scheduler::stop_requested)),
+            );
+            with_sched(Scheduler::stop_run);
+            push(
+                &l,
+                format!("stop asked: {}", with_sched(Scheduler::stop_requested)),
+            );
+            push(
+                &l,
+                format!("during a stop: {}", with_sched(|s| s.step_now(w, ev))),
+            );
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.run();
+    push(&log, format!("stop asked: {}", sched.stop_requested()));
+    // Second run: a command from a handle is due (a spawn of a task of
+    // `w`'s priority); the hand-off does the loop's pass first, and the
+    // spawned task, ready, goes first.
+    let l = log.clone();
+    let mut handle = Some(sched.handle());
+    spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |_, _| {
+            let h = handle.take().expect("resumed once");
+            h.spawn(|_cx| ()).expect("a spawn through the handle");
+            drop(h);
+            push(
+                &l,
+                format!("with a command due: {}", with_sched(|s| s.step_now(w, ev))),
+            );
+            Step::Done(Value::unit())
+        }),
+    );
+    sched.run_until_idle();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "stop asked: false",
+            "stop asked: true",
+            "during a stop: false",
+            "stop asked: false",
+            "with a command due: false",
+        ]
+    );
+    assert_eq!(
+        sched.state(w),
+        Some(TaskState::Waiting(WaitReason::Event(ev)))
+    );
+}
+
+#[test]
 fn a_task_spawned_waiting_takes_no_turn_before_its_event_and_may_be_stepped_now() {
     let sched = sched_with(Scheduler::builder());
     let events = EventLog::new();

@@ -67,3 +67,62 @@ fn each_option_setter_keeps_the_others() {
     let o = SpawnOptions::priority(4).keyed(1);
     assert_eq!((o.priority, o.key), (4, Some(1)));
 }
+
+thread_local! {
+    /// The test's scheduler, for a task that renames the child it spawned.
+    static SCHED: std::cell::RefCell<Option<Scheduler>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_rename_reaches_the_info_and_the_spawned_event_not_yet_handed_out() {
+    let sched = Scheduler::builder()
+        .clock(Clock::Virtual)
+        .build()
+        .expect("scheduler");
+    SCHED.with(|s| *s.borrow_mut() = Some(sched.clone()));
+    let log = EventLog::new();
+    sched.subscribe(log.clone());
+    // Spawned from outside a run: its event is handed out at once, so the
+    // rename reaches the info only.
+    let outside = sched
+        .spawn_with(SpawnOptions::default().with_name("before"), |_cx| {})
+        .expect("spawn");
+    assert!(sched.set_name(outside, "after"));
+    assert_eq!(
+        sched.info(outside).expect("a live task").name.as_deref(),
+        Some("after")
+    );
+    // An id this scheduler never issued: nothing renamed.
+    assert!(!sched.set_name(TaskId::from_raw(9_999), "nobody"));
+    // Spawned and renamed inside a task's step (asyncio's `create_task`
+    // then `set_name`): the `Spawned` event carries the new name.
+    let child = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let child_w = child.clone();
+    sched
+        .spawn(move |_cx| {
+            let id = SCHED.with(|s| {
+                let s = s.borrow();
+                let s = s.as_ref().expect("the test's scheduler");
+                let id = s.spawn(|_cx| {}).expect("spawn");
+                assert!(s.set_name(id, "renamed"));
+                id
+            });
+            *child_w.lock().unwrap() = Some(id);
+        })
+        .expect("spawn");
+    sched.run();
+    let child = child.lock().unwrap().expect("the child was spawned");
+    let spawned_name = |id: TaskId| -> Vec<Option<String>> {
+        log.events()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Spawned { name, .. } if e.task == Some(id) => {
+                    Some(name.as_deref().map(str::to_owned))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(spawned_name(outside), [Some("before".to_owned())]);
+    assert_eq!(spawned_name(child), [Some("renamed".to_owned())]);
+}
