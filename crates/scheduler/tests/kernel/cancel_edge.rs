@@ -92,20 +92,25 @@ fn an_edge_wakes_a_sleeping_task_once() {
     let sched = virtual_sched();
     let (id2, seen2) = recorder(&sched, 3, false);
     // Let it start and sleep, then cancel it once from a helper task.
-    sched
-        .spawn_body(
-            SpawnOptions::default(),
-            Body::custom(Box::new(EdgeAt {
-                target: id2,
-                done: false,
-            })),
-        )
-        .expect("spawn");
+    spawn_edge_at(&sched, id2);
     sched.run();
     // Woken at 1 s by the edge, then a whole 10 s sleep.
     assert_eq!(*seen2.lock().unwrap(), ["start", "cancelled", "Unit"]);
     assert_eq!(sched.now(), Duration::from_secs(11));
     assert!(!sched.edge_pending(id2));
+}
+
+/// Spawns an [`EdgeAt`] of `target`.
+fn spawn_edge_at(sched: &Scheduler, target: TaskId) {
+    sched
+        .spawn_body(
+            SpawnOptions::default(),
+            Body::custom(Box::new(EdgeAt {
+                target,
+                done: false,
+            })),
+        )
+        .expect("spawn");
 }
 
 /// Sleeps 1 s, then cancels `target` once (an edge) and ends.
@@ -130,15 +135,7 @@ fn a_shield_hides_an_edge() {
     let sched = virtual_sched();
     // Enters a shield at its first resume, then sleeps 10 s three times.
     let (id, seen) = recorder(&sched, 5, true);
-    sched
-        .spawn_body(
-            SpawnOptions::default(),
-            Body::custom(Box::new(EdgeAt {
-                target: id,
-                done: false,
-            })),
-        )
-        .expect("spawn");
+    spawn_edge_at(&sched, id);
     sched.run();
     // The edge at 1 s never reached it: three whole sleeps.
     assert_eq!(
@@ -232,15 +229,7 @@ fn take_edge_tells_an_edge_from_a_scope_cancellation_once() {
             Body::custom(Box::new(EdgeReader { seen: seen.clone() })),
         )
         .expect("spawn");
-    sched
-        .spawn_body(
-            SpawnOptions::default(),
-            Body::custom(Box::new(EdgeAt {
-                target: id,
-                done: false,
-            })),
-        )
-        .expect("spawn");
+    spawn_edge_at(&sched, id);
     sched.run();
     let seen = seen.lock().unwrap();
     let row = |what: &str, first: bool| (what.to_string(), first, false);
