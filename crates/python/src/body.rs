@@ -407,10 +407,10 @@ impl PyBody {
             };
         };
         crate::aio::task::enter(py, &aio);
-        let (kernel, id) = match crate::current::current() {
-            Ok(c) => {
-                let id = c.kernel.current_task();
-                (Some(c.kernel), id)
+        let (kernel, id) = match crate::current::current_kernel() {
+            Ok((kernel, _)) => {
+                let id = kernel.current_task();
+                (Some(kernel), id)
             }
             Err(_) => (None, None),
         };

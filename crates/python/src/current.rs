@@ -83,14 +83,23 @@ pub(crate) fn channel_token(raw: u64) -> PyResult<IoToken> {
     Ok(IoToken::from_raw(raw))
 }
 
+fn not_running() -> PyErr {
+    PyRuntimeError::new_err("no tiffany scheduler is running on this thread")
+}
+
 /// The running scheduler of this thread and its id.
 pub(crate) fn current_kernel() -> PyResult<(Kernel, u64)> {
-    current().map(|c| (c.kernel, c.id))
+    // Only the kernel is cloned: `current()` clones (and later drops) every
+    // shared part of `Current`, which was a hundred instructions of each
+    // asyncio task's step and end.
+    CURRENT
+        .with(|c| c.borrow().last().map(|c| (c.kernel.clone(), c.id)))
+        .ok_or_else(not_running)
 }
 
 /// The running scheduler of this thread.
 pub(crate) fn current() -> PyResult<Current> {
     CURRENT
         .with(|c| c.borrow().last().cloned())
-        .ok_or_else(|| PyRuntimeError::new_err("no tiffany scheduler is running on this thread"))
+        .ok_or_else(not_running)
 }
