@@ -229,9 +229,18 @@ fn the_nested_step_is_charged_to_its_task_and_throttled_by_its_budget() {
     assert_eq!(sched.state(w), Some(TaskState::Finished));
 }
 
-#[test]
-fn measured_time_of_the_nested_step_is_not_the_callers() {
-    // The real clock: measured accounting reads it around each run.
+/// Busy work of `d` in real time: what measured accounting charges.
+fn busy(d: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// A hand-off under measured accounting (the real clock, read around each
+/// run): the engine works `before`, then steps a waiter that works
+/// `nested`. Returns what the waiter and the engine were charged.
+fn measured_hand_off(before: Duration, nested: Duration) -> (Duration, Duration) {
     let sched = Scheduler::builder()
         .accounting(Accounting::Measured)
         .build()
@@ -242,12 +251,8 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
     let w = spawn(
         &sched,
         PRI_DEFAULT,
-        waiter(&log, "w", ev, |_| {
-            // A busy nested step: 20 ms of work.
-            let start = std::time::Instant::now();
-            while start.elapsed() < Duration::from_millis(20) {
-                std::hint::spin_loop();
-            }
+        waiter(&log, "w", ev, move |_| {
+            busy(nested);
             Step::Done(Value::unit())
         }),
     );
@@ -257,6 +262,7 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
         script(move |n, _| match n {
             1 => Step::Syscall(SystemCall::Yield),
             _ => {
+                busy(before);
                 assert!(with_sched(|s| s.step_now(w, ev)));
                 Step::Done(Value::unit())
             }
@@ -265,12 +271,31 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
     sched.retain(w);
     sched.retain(engine);
     sched.run();
-    let w_used = sched.info(w).expect("w").budget_used;
-    let e_used = sched.info(engine).expect("engine").budget_used;
+    assert!(matches!(sched.outcome(w), Some(Outcome::Done(_))));
+    let used = |t| sched.info(t).expect("a retained task").budget_used;
+    (used(w), used(engine))
+}
+
+#[test]
+fn measured_time_of_the_nested_step_is_not_the_callers() {
+    let (w_used, e_used) = measured_hand_off(Duration::ZERO, Duration::from_millis(20));
     assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
     assert!(
         e_used < Duration::from_millis(20),
         "the engine charged {e_used:?}: the nested step's time included"
+    );
+}
+
+/// The other side of the test above: the caller is still charged its own
+/// time around the nested step. (Its slice resumes counting from the
+/// nested step's start; counted from anything else, the caller's time
+/// vanishes.)
+#[test]
+fn measured_time_of_the_caller_around_a_nested_step_is_its_own() {
+    let (_, e_used) = measured_hand_off(Duration::from_millis(25), Duration::ZERO);
+    assert!(
+        e_used >= Duration::from_millis(20),
+        "the engine charged {e_used:?} for 25 ms of its own work"
     );
 }
 
