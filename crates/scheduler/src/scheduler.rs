@@ -1398,6 +1398,7 @@ mod tests {
     use super::Scheduler;
     use crate::JoinResult;
     use crate::shard::Spawner;
+    use crate::test_support::within;
 
     /// `Handle::wake` reaches the scheduler's poller: a shard pool wakes an
     /// idle shard with it when it queues work there.
@@ -1420,36 +1421,39 @@ mod tests {
     /// without bound, and a joiner still waiting must stay listed.
     #[test]
     fn stale_joiner_entries_are_pruned_as_the_list_grows() {
-        let s = Scheduler::builder().virtual_clock().build().unwrap();
-        let ev = s.new_event();
-        let target = s.spawn(move |cx| cx.event_wait(ev).unwrap()).unwrap();
-        let patient = s
-            .spawn(move |cx| matches!(cx.join(target), JoinResult::Success(_)))
-            .unwrap();
-        let looper = s
-            .spawn(move |cx| {
-                (0..200)
-                    .map(|_| cx.join_timeout(target, Duration::from_millis(1)))
-                    .all(|r| matches!(r, JoinResult::Timeout))
-            })
-            .unwrap();
-        s.retain(looper);
-        s.retain(patient);
-        // The looper ends; the target waits for an event nobody sets and the
-        // patient for the target: a deadlock, which ends the run under the
-        // virtual clock with both still blocked.
-        s.run_until_idle();
-        assert!(s.take_deadlock().is_some());
-        let value = |t| s.value(t).and_then(|v| v.downcast_ref::<bool>().copied());
-        assert_eq!(value(looper), Some(true), "every join timed out");
-        let entries = s.inner.core.borrow().joiner_entries(target);
-        assert!(
-            (2..=64).contains(&entries),
-            "{entries} joiner entries after 200 timed-out joins and one waiting join"
-        );
-        // The patient's entry was kept: the target's end reaches it.
-        assert!(s.set_event(ev));
-        s.run_until_idle();
-        assert_eq!(value(patient), Some(true));
+        // Bounded: a run that never reaches its deadlock fails, not hangs.
+        within(|| {
+            let s = Scheduler::builder().virtual_clock().build().unwrap();
+            let ev = s.new_event();
+            let target = s.spawn(move |cx| cx.event_wait(ev).unwrap()).unwrap();
+            let patient = s
+                .spawn(move |cx| matches!(cx.join(target), JoinResult::Success(_)))
+                .unwrap();
+            let looper = s
+                .spawn(move |cx| {
+                    (0..200)
+                        .map(|_| cx.join_timeout(target, Duration::from_millis(1)))
+                        .all(|r| matches!(r, JoinResult::Timeout))
+                })
+                .unwrap();
+            s.retain(looper);
+            s.retain(patient);
+            // The looper ends; the target waits for an event nobody sets and the
+            // patient for the target: a deadlock, which ends the run under the
+            // virtual clock with both still blocked.
+            s.run_until_idle();
+            assert!(s.take_deadlock().is_some());
+            let value = |t| s.value(t).and_then(|v| v.downcast_ref::<bool>().copied());
+            assert_eq!(value(looper), Some(true), "every join timed out");
+            let entries = s.inner.core.borrow().joiner_entries(target);
+            assert!(
+                (2..=64).contains(&entries),
+                "{entries} joiner entries after 200 timed-out joins and one waiting join"
+            );
+            // The patient's entry was kept: the target's end reaches it.
+            assert!(s.set_event(ev));
+            s.run_until_idle();
+            assert_eq!(value(patient), Some(true));
+        });
     }
 }
