@@ -238,11 +238,13 @@ fn busy(d: Duration) {
 }
 
 /// A hand-off under measured accounting (the real clock, read around each
-/// run): the engine works `before`, then steps a waiter that works
-/// `nested`. Returns what the waiter and the engine were charged.
-fn measured_hand_off(before: Duration, nested: Duration) -> (Duration, Duration) {
+/// run), with the timing metrics on or off (either reads the clock around
+/// a nested step): the engine works `before`, then steps a waiter that
+/// works `nested`. Returns what the waiter and the engine were charged.
+fn measured_hand_off(timing: bool, before: Duration, nested: Duration) -> (Duration, Duration) {
     let sched = Scheduler::builder()
         .accounting(Accounting::Measured)
+        .timing_metrics(timing)
         .build()
         .expect("scheduler");
     SCHED.with(|s| *s.borrow_mut() = Some(sched.clone()));
@@ -278,12 +280,14 @@ fn measured_hand_off(before: Duration, nested: Duration) -> (Duration, Duration)
 
 #[test]
 fn measured_time_of_the_nested_step_is_not_the_callers() {
-    let (w_used, e_used) = measured_hand_off(Duration::ZERO, Duration::from_millis(20));
-    assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
-    assert!(
-        e_used < Duration::from_millis(20),
-        "the engine charged {e_used:?}: the nested step's time included"
-    );
+    for timing in [true, false] {
+        let (w_used, e_used) = measured_hand_off(timing, Duration::ZERO, Duration::from_millis(20));
+        assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
+        assert!(
+            e_used < Duration::from_millis(20),
+            "the engine charged {e_used:?} (timing {timing}): the nested step's time included"
+        );
+    }
 }
 
 /// The other side of the test above: the caller is still charged its own
@@ -292,11 +296,13 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
 /// vanishes.)
 #[test]
 fn measured_time_of_the_caller_around_a_nested_step_is_its_own() {
-    let (_, e_used) = measured_hand_off(Duration::from_millis(25), Duration::ZERO);
-    assert!(
-        e_used >= Duration::from_millis(20),
-        "the engine charged {e_used:?} for 25 ms of its own work"
-    );
+    for timing in [true, false] {
+        let (_, e_used) = measured_hand_off(timing, Duration::from_millis(25), Duration::ZERO);
+        assert!(
+            e_used >= Duration::from_millis(20),
+            "the engine charged {e_used:?} (timing {timing}) for 25 ms of its own work"
+        );
+    }
 }
 
 #[test]
