@@ -61,6 +61,21 @@ fn uneven_yield_counts_keep_the_rotation() {
     );
 }
 
+/// Tasks A and B took three turns each, in turn, and every sleep of zero
+/// was a yield (no `sleep` event).
+fn three_turns_each_by_yields(trace: &Trace<(&'static str, usize)>, log: &EventLog) {
+    assert_eq!(
+        trace.get(),
+        vec![("A", 0), ("B", 0), ("A", 1), ("B", 1), ("A", 2), ("B", 2)]
+    );
+    let events = log.events();
+    assert!(events.iter().all(|e| e.kind.name() != "sleep"));
+    assert_eq!(
+        events.iter().filter(|e| e.kind == EventKind::Yield).count(),
+        6
+    );
+}
+
 #[test]
 fn sleep_zero_is_a_yield() {
     let s = vsched();
@@ -77,16 +92,43 @@ fn sleep_zero_is_a_yield() {
         .unwrap();
     }
     s.run();
-    assert_eq!(
-        trace.get(),
-        vec![("A", 0), ("B", 0), ("A", 1), ("B", 1), ("A", 2), ("B", 2)]
-    );
-    let events = log.events();
-    assert!(events.iter().all(|e| e.kind.name() != "sleep"));
-    assert_eq!(
-        events.iter().filter(|e| e.kind == EventKind::Yield).count(),
-        6
-    );
+    three_turns_each_by_yields(&trace, &log);
+}
+
+/// Sends `Sleep(0)` itself three times (a native task's `cx.sleep(ZERO)`
+/// never reaches the kernel: it yields in the task).
+struct ZeroSleeper {
+    name: &'static str,
+    step: usize,
+    trace: Trace<(&'static str, usize)>,
+}
+
+impl TaskBody for ZeroSleeper {
+    fn resume(&mut self, _: Option<Resume>) -> Step {
+        if self.step == 3 {
+            return Step::Done(Value::unit());
+        }
+        self.trace.push((self.name, self.step));
+        self.step += 1;
+        Step::Syscall(SystemCall::Sleep(std::time::Duration::ZERO))
+    }
+}
+
+#[test]
+fn a_sleep_call_of_zero_is_a_yield() {
+    let s = vsched();
+    let log = logged(&s);
+    let trace = Trace::new();
+    for name in ["A", "B"] {
+        let body = Body::custom(Box::new(ZeroSleeper {
+            name,
+            step: 0,
+            trace: trace.clone(),
+        }));
+        s.spawn_body(SpawnOptions::default(), body).unwrap();
+    }
+    s.run();
+    three_turns_each_by_yields(&trace, &log);
 }
 
 #[test]
