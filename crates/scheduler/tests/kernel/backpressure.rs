@@ -162,6 +162,43 @@ fn system_tasks_woken_by_io_are_not_held() {
     });
 }
 
+/// Two readers woken by I/O while paused are both held; cancelling one of
+/// them takes only its own entry out of the held queue, so the other still
+/// runs when intake resumes.
+#[test]
+fn cancelling_one_held_task_leaves_the_others_held() {
+    within(Duration::from_secs(10), || {
+        let pressure = Pressure::new(1.0);
+        let s = with_listener(&pressure);
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let (sock_r, sock_w) = UnixStream::pair().unwrap();
+            let token = s.register_io(&sock_r).unwrap();
+            readers.push(
+                s.spawn(move |cx| {
+                    cx.io_wait(token, Interest::Readable).unwrap();
+                    drop(sock_r);
+                    cx.now()
+                })
+                .unwrap(),
+            );
+            spawn_writer(&s, token, ms(1), sock_w, b"x");
+        }
+        let (first, second) = (readers[0], readers[1]);
+        let p = pressure.clone();
+        s.spawn_with(SpawnOptions::system(), move |cx| {
+            cx.sleep(ms(2));
+            assert!(cx.cancel(first));
+            cx.sleep(ms(3));
+            p.set(0.0);
+        })
+        .unwrap();
+        s.run();
+        assert_eq!(s.state(first), Some(TaskState::Cancelled));
+        assert_eq!(value_of::<Duration>(&s, second), ms(5));
+    });
+}
+
 #[test]
 fn watermark_gap_prevents_flapping() {
     within(Duration::from_secs(10), || {

@@ -104,14 +104,16 @@ fn a_rename_reaches_the_info_and_the_spawned_event_not_yet_handed_out() {
                 let s = s.borrow();
                 let s = s.as_ref().expect("the test's scheduler");
                 let id = s.spawn(|_cx| {}).expect("spawn");
+                // A later spawn's event is not the one renamed.
+                let later = s.spawn(|_cx| {}).expect("spawn");
                 assert!(s.set_name(id, "renamed"));
-                id
+                (id, later)
             });
             *child_w.lock().unwrap() = Some(id);
         })
         .expect("spawn");
     sched.run();
-    let child = child.lock().unwrap().expect("the child was spawned");
+    let (child, later) = child.lock().unwrap().expect("the child was spawned");
     let spawned_name = |id: TaskId| -> Vec<Option<String>> {
         log.events()
             .iter()
@@ -125,6 +127,7 @@ fn a_rename_reaches_the_info_and_the_spawned_event_not_yet_handed_out() {
     };
     assert_eq!(spawned_name(outside), [Some("before".to_owned())]);
     assert_eq!(spawned_name(child), [Some("renamed".to_owned())]);
+    assert_eq!(spawned_name(later), [None]);
 }
 
 /// `on_task_end` for a task that has already ended (its record kept) runs
