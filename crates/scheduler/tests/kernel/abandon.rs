@@ -223,3 +223,30 @@ fn an_abort_abandons_every_task_at_once() {
         assert_eq!(s.now(), ms(1));
     });
 }
+
+/// Tasks abandoned while they wait in the ready queue leave it: once the
+/// abort is done, the queue's depth is 0.
+#[test]
+fn an_abort_empties_the_ready_queue() {
+    within(BOUND, || {
+        let s = vsched();
+        for _ in 0..2 {
+            s.spawn(|cx| {
+                loop {
+                    cx.yield_now();
+                }
+            })
+            .unwrap();
+        }
+        let h = s.internal_handle();
+        s.spawn(move |cx| {
+            cx.yield_now();
+            h.abort().unwrap();
+        })
+        .unwrap();
+        s.run_until_idle();
+        assert_eq!(s.live_tasks(), 0);
+        let m = s.metrics();
+        assert_eq!((m.abandoned, m.ready_queue_depth), (2, 0));
+    });
+}
