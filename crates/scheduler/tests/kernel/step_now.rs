@@ -685,3 +685,39 @@ fn spawn_waiting_refuses_a_set_or_unknown_event_and_dependencies() {
     assert_eq!(sched.live_tasks(), 1, "nothing refused was spawned");
     sched.run();
 }
+
+/// An abort sent before a hand-off is carried out by the pass the hand-off
+/// stands in for: the waiter is abandoned there (no hand-off), and the
+/// caller, still running, is still the current task; it is abandoned when
+/// it next parks.
+#[test]
+fn an_abort_carried_out_by_a_hand_off_leaves_the_caller_current() {
+    let sched = sched_with(Scheduler::builder());
+    let ev = sched.new_event();
+    let log: Log = Log::default();
+    let w = spawn(
+        &sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    let h = sched.internal_handle();
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| match n {
+            1 => Step::Syscall(SystemCall::Yield),
+            2 => {
+                h.abort().unwrap();
+                assert!(!with_sched(|s| s.step_now(w, ev)));
+                *s2.lock().unwrap() = Some(with_sched(|s| s.current_task()));
+                Step::Syscall(SystemCall::Yield)
+            }
+            _ => Step::Done(Value::unit()),
+        }),
+    );
+    sched.run_until_idle();
+    assert_eq!(*seen.lock().unwrap(), Some(Some(engine)));
+    assert_eq!(sched.metrics().abandoned, 2);
+}
