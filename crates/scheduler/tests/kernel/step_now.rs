@@ -73,6 +73,19 @@ fn current() -> String {
     }
 }
 
+/// A task `w` blocked on a new event at its first resume, that ends when
+/// stepped again; with its event and log.
+fn waiter_w(sched: &Scheduler) -> (EventId, Log, TaskId) {
+    let ev = sched.new_event();
+    let log: Log = Log::default();
+    let w = spawn(
+        sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    (ev, log, w)
+}
+
 /// A task that blocks on `event` at its first resume, then on each resume
 /// logs who is current and what it got, and answers `then(n)`.
 fn waiter(
@@ -517,13 +530,7 @@ fn step_now_falls_back_when_the_task_must_go_the_ordinary_way() {
 #[test]
 fn step_now_refuses_during_a_stop_and_does_what_the_loop_has_due_first() {
     let sched = sched_with(Scheduler::builder());
-    let ev = sched.new_event();
-    let log: Log = Log::default();
-    let w = spawn(
-        &sched,
-        PRI_DEFAULT,
-        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
-    );
+    let (ev, log, w) = waiter_w(&sched);
     // First run: a stop is requested, then a hand-off is tried.
     let l = log.clone();
     spawn(
@@ -693,13 +700,7 @@ fn spawn_waiting_refuses_a_set_or_unknown_event_and_dependencies() {
 #[test]
 fn an_abort_carried_out_by_a_hand_off_leaves_the_caller_current() {
     let sched = sched_with(Scheduler::builder());
-    let ev = sched.new_event();
-    let log: Log = Log::default();
-    let w = spawn(
-        &sched,
-        PRI_DEFAULT,
-        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
-    );
+    let (ev, _, w) = waiter_w(&sched);
     let h = sched.internal_handle();
     let seen = Arc::new(Mutex::new(None));
     let s2 = seen.clone();
