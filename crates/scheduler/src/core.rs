@@ -2441,6 +2441,22 @@ impl Core {
 }
 #[cfg(test)]
 mod tests {
+    use super::Core;
+    use crate::TaskId;
+
+    impl Core {
+        /// How many entries a task's joiner list holds, stale ones
+        /// included: the pruning in `join` is otherwise seen only as
+        /// memory. (`scheduler::tests` reads it.)
+        pub(crate) fn joiner_entries(&self, task: TaskId) -> usize {
+            let slot = self.slot_of(task).expect("a live task");
+            self.tasks[slot]
+                .extra
+                .as_ref()
+                .map_or(0, |e| e.joiners.len())
+        }
+    }
+
     /// Every live task has a record, and a busy scheduler touches them in no
     /// particular order: its size is RSS per task and cache misses per step.
     /// (200 since the name moved into the record: 16 bytes more for every

@@ -194,6 +194,26 @@ mod tests {
         assert_eq!(woken.last(), Some(&waiter(9_999)));
     }
 
+    /// The pruning runs only where the list's length reaches a power of two
+    /// from 64 on, so a wait costs O(1) amortized: below 64 a stale entry
+    /// in the middle of the list stays (a prune on every wait would scan
+    /// the list each time), and at 64 it goes.
+    #[test]
+    fn pruning_waits_for_the_list_to_grow() {
+        let mut events = Events::default();
+        let id = events.create();
+        // Waiter 1's wait ends once waiter 2 is listed (a stale entry last
+        // in the list would go at once); every other wait is live.
+        let live = |n: usize| move |w: &Waiter| w.slot != 1 || n <= 2;
+        for n in 0..64 {
+            events.wait(id, waiter(n), live(n));
+            assert_eq!(events.get(id).unwrap().waiters.len(), n + 1);
+        }
+        events.wait(id, waiter(64), live(64));
+        assert_eq!(events.get(id).unwrap().waiters.len(), 64);
+        assert!(!events.get(id).unwrap().waiters.contains(&waiter(1)));
+    }
+
     /// A task that waits on the same event again after its last wait ended
     /// another way leaves no entry behind: the list stays one long.
     #[test]

@@ -1393,7 +1393,12 @@ impl std::fmt::Debug for Scheduler {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::Scheduler;
+    use crate::JoinResult;
+    use crate::shard::Spawner;
+    use crate::test_support::within;
 
     /// `Handle::wake` reaches the scheduler's poller: a shard pool wakes an
     /// idle shard with it when it queues work there.
@@ -1406,5 +1411,50 @@ mod tests {
         h.wake();
         assert!(woken());
         assert!(!woken());
+    }
+
+    /// A join that times out leaves a stale entry in its target's joiner
+    /// list; `join` prunes the entries that are no longer a current wait
+    /// as the list grows (at 64, 128, … entries), also those of a task
+    /// that is blocked again — here on its next join of the same target.
+    /// A task that keeps joining with a timeout must not grow the list
+    /// without bound, and a joiner still waiting must stay listed.
+    #[test]
+    fn stale_joiner_entries_are_pruned_as_the_list_grows() {
+        // Bounded: a run that never reaches its deadlock fails, not hangs.
+        within(|| {
+            let s = Scheduler::builder().virtual_clock().build().unwrap();
+            let ev = s.new_event();
+            let target = s.spawn(move |cx| cx.event_wait(ev).unwrap()).unwrap();
+            let patient = s
+                .spawn(move |cx| matches!(cx.join(target), JoinResult::Success(_)))
+                .unwrap();
+            let looper = s
+                .spawn(move |cx| {
+                    (0..200)
+                        .map(|_| cx.join_timeout(target, Duration::from_millis(1)))
+                        .all(|r| matches!(r, JoinResult::Timeout))
+                })
+                .unwrap();
+            s.retain(looper);
+            s.retain(patient);
+            // The looper ends; the target waits for an event nobody sets and the
+            // patient for the target: a deadlock, which ends the run under the
+            // virtual clock with both still blocked.
+            s.run_until_idle();
+            assert!(s.take_deadlock().is_some());
+            let value = |t| s.value(t).and_then(|v| v.downcast_ref::<bool>().copied());
+            assert_eq!(value(looper), Some(true), "every join timed out");
+            // Pruned as the list reached 64 entries (before the looper's
+            // joins 64, 127 and 190), down to the patient's: the patient and
+            // the eleven latest joins are left, and no stale entry was dropped
+            // before the list reached 64.
+            let entries = s.inner.core.borrow().joiner_entries(target);
+            assert_eq!(entries, 12, "joiner entries after 200 timed-out joins");
+            // The patient's entry was kept: the target's end reaches it.
+            assert!(s.set_event(ev));
+            s.run_until_idle();
+            assert_eq!(value(patient), Some(true));
+        });
     }
 }

@@ -808,6 +808,57 @@ mod tests {
     use crate::test_support::within;
     use crate::waiter::Waiter;
 
+    /// Another shard's task that is live as far as a joiner can tell: every
+    /// watch is kept, and nobody is ever told of an end.
+    #[derive(Default)]
+    struct NeverEnds(Mutex<Vec<RemoteNotify>>);
+
+    impl RemoteTasks for NeverEnds {
+        fn watch(&self, _: TaskId, notify: RemoteNotify) -> Option<Option<Outcome>> {
+            self.0.lock().unwrap().push(notify);
+            Some(None)
+        }
+        fn cancel(&self, _: TaskId) -> Option<bool> {
+            Some(false)
+        }
+    }
+
+    /// A zero-timeout join of another shard's live task is answered
+    /// `Timeout` at once, as a local one is: the joiner never blocks (no
+    /// `Join` event, no timer).
+    #[test]
+    fn a_zero_timeout_join_of_a_remote_task_answers_at_once() {
+        within(|| {
+            let mut builder = Scheduler::builder().virtual_clock();
+            builder.remote = Some(Arc::new(NeverEnds::default()));
+            let s = builder.build().unwrap();
+            let log = crate::EventLog::new();
+            s.subscribe(log.clone());
+            let remote = TaskId(1_000_000);
+            let joiner = s
+                .spawn(move |cx| {
+                    matches!(
+                        cx.join_timeout(remote, Duration::ZERO),
+                        crate::JoinResult::Timeout
+                    )
+                })
+                .unwrap();
+            s.retain(joiner);
+            s.run();
+            let timed_out = s
+                .value(joiner)
+                .and_then(|v| v.downcast_ref::<bool>().copied());
+            assert_eq!(timed_out, Some(true));
+            let events = log.events();
+            assert!(
+                events
+                    .iter()
+                    .all(|e| !matches!(e.kind, crate::EventKind::Join { .. })),
+                "the joiner blocked: {events:?}"
+            );
+        });
+    }
+
     /// Each remote join gets its own key, and a key gives back the joiner
     /// it was recorded with, once: two joins from one shard in flight at
     /// the same time each wake their own joiner.

@@ -91,6 +91,49 @@ fn a_task_that_unwinds_at_the_deadline_is_cancelled_not_abandoned() {
     });
 }
 
+/// Sleeps; resumed with `Cancelled`, cleans up with a call answered at once
+/// (it sets an event), then ends as cancelled.
+struct Cleaner {
+    event: EventId,
+    log: Trace<&'static str>,
+}
+
+impl TaskBody for Cleaner {
+    fn resume(&mut self, input: Option<Resume>) -> Step {
+        match input {
+            Some(Resume::Cancelled) => {
+                self.log.push("cancelled");
+                Step::Syscall(SystemCall::EventSet(self.event))
+            }
+            Some(Resume::Bool(_)) => {
+                self.log.push("cleaned up");
+                Step::Cancelled
+            }
+            _ => Step::Syscall(SystemCall::Sleep(Duration::from_secs(3600))),
+        }
+    }
+}
+
+/// Only parking again after the deadline's resume abandons a task: a call
+/// answered at once in its cleanup (no park) lets the cleanup go on to its
+/// end.
+#[test]
+fn a_cleanup_may_make_calls_answered_at_once_past_the_deadline() {
+    within(BOUND, || {
+        let s = vsched();
+        let log = Trace::new();
+        let body = Body::custom(Box::new(Cleaner {
+            event: s.new_event(),
+            log: log.clone(),
+        }));
+        let id = s.spawn_body(SpawnOptions::default(), body).unwrap();
+        assert_eq!(s.shutdown(ms(50)), ShutdownResult::Timeout);
+        assert_eq!(log.get(), vec!["cancelled", "cleaned up"]);
+        assert_eq!(s.state(id), Some(TaskState::Cancelled));
+        assert_eq!(s.metrics().abandoned, 0);
+    });
+}
+
 #[test]
 fn a_shutdown_from_a_task_returns_timeout_past_a_swallower() {
     within(BOUND, || {
@@ -178,5 +221,32 @@ fn an_abort_abandons_every_task_at_once() {
         assert_eq!(result.get(), vec![ShutdownResult::Timeout]);
         assert_eq!(s.live_tasks(), 0);
         assert_eq!(s.now(), ms(1));
+    });
+}
+
+/// Tasks abandoned while they wait in the ready queue leave it: once the
+/// abort is done, the queue's depth is 0.
+#[test]
+fn an_abort_empties_the_ready_queue() {
+    within(BOUND, || {
+        let s = vsched();
+        for _ in 0..2 {
+            s.spawn(|cx| {
+                loop {
+                    cx.yield_now();
+                }
+            })
+            .unwrap();
+        }
+        let h = s.internal_handle();
+        s.spawn(move |cx| {
+            cx.yield_now();
+            h.abort().unwrap();
+        })
+        .unwrap();
+        s.run_until_idle();
+        assert_eq!(s.live_tasks(), 0);
+        let m = s.metrics();
+        assert_eq!((m.abandoned, m.ready_queue_depth), (2, 0));
     });
 }

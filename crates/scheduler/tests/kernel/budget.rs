@@ -226,3 +226,29 @@ fn measured_accounting_throttles_a_busy_task_on_the_real_clock() {
     assert_eq!(s.state(peer), Some(TaskState::Finished));
     assert!(s.metrics().throttles >= 1);
 }
+
+/// A scope call (a shield's enter and exit) resumes the task within its run
+/// like any call answered at once: it is a step, and charged as one.
+#[test]
+fn scope_calls_are_charged_as_steps() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .accounting(Accounting::PerStep(ms(1)))
+        .quantum(ms(1000))
+        .build()
+        .unwrap();
+    let t = s
+        .spawn(|cx| {
+            for _ in 0..3 {
+                cx.shield(|_| ());
+            }
+        })
+        .unwrap();
+    s.retain(t);
+    s.run();
+    // One run (nothing blocks, the quantum is far off): every step of it
+    // charged 1 ms, the first resume and the scope calls alike.
+    let steps = s.metrics().steps;
+    assert!(steps >= 7, "{steps} steps for a resume and three shields");
+    assert_eq!(s.info(t).unwrap().budget_used, ms(steps));
+}

@@ -74,6 +74,7 @@ fn with_sched<R>(f: impl FnOnce(&Scheduler) -> R) -> R {
 fn an_edge_is_delivered_once_and_the_task_blocks_again() {
     let sched = virtual_sched();
     let (id, seen) = recorder(&sched, 4, false);
+    assert!(!sched.edge_pending(id), "no edge yet");
     // Two edges before the task ran: one delivery (asyncio's rule), at its
     // first resume.
     assert!(sched.cancel_edge(id));

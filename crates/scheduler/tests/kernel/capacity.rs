@@ -223,3 +223,35 @@ fn a_refused_spawn_gives_its_capacity_back() {
     s.run();
     assert_eq!(s.metrics().done, 1);
 }
+
+/// A task waiting at the admission gate for room is let through as soon as
+/// a task ends and frees a unit: its spawn then fits. (Watermarks that never
+/// pause intake: a full scheduler otherwise pauses, and the resume lets the
+/// waiter through as well.)
+#[test]
+fn the_end_of_a_task_lets_an_admission_waiter_through() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .capacity(2)
+        .watermarks(Watermarks {
+            high: 2.0,
+            low: 0.5,
+            check_interval: 64,
+        })
+        .build()
+        .unwrap();
+    s.spawn(|cx| cx.sleep(ms(10))).unwrap();
+    // Two live tasks fill the capacity: the admission waits for room.
+    let w = s
+        .spawn(|cx| {
+            cx.admit();
+            let admitted_at = cx.now();
+            (admitted_at, cx.spawn(|_| ()).is_ok())
+        })
+        .unwrap();
+    s.run();
+    assert_eq!(
+        value_of::<(std::time::Duration, bool)>(&s, w),
+        (ms(10), true)
+    );
+}

@@ -72,91 +72,95 @@ fn handle_spawn_wakes_an_idle_scheduler_real_clock() {
 
 #[test]
 fn spawns_from_many_threads_all_run_before_the_shutdown_completes() {
-    const THREADS: usize = 4;
-    const EACH: usize = 25;
-    let s = vsched();
-    let count = Arc::new(AtomicUsize::new(0));
-    let handle = s.handle();
-    let c = count.clone();
-    let coordinator = std::thread::spawn(move || {
-        let spawners: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let h = handle.clone();
-                let c = c.clone();
-                std::thread::spawn(move || {
-                    (0..EACH)
-                        .map(|_| {
-                            let c = c.clone();
-                            h.spawn(move |cx| {
-                                cx.yield_now();
-                                c.fetch_add(1, Ordering::SeqCst);
+    within(WATCHDOG, || {
+        const THREADS: usize = 4;
+        const EACH: usize = 25;
+        let s = vsched();
+        let count = Arc::new(AtomicUsize::new(0));
+        let handle = s.handle();
+        let c = count.clone();
+        let coordinator = std::thread::spawn(move || {
+            let spawners: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let h = handle.clone();
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        (0..EACH)
+                            .map(|_| {
+                                let c = c.clone();
+                                h.spawn(move |cx| {
+                                    cx.yield_now();
+                                    c.fetch_add(1, Ordering::SeqCst);
+                                })
+                                .unwrap()
                             })
-                            .unwrap()
-                        })
-                        .collect::<Vec<TaskId>>()
+                            .collect::<Vec<TaskId>>()
+                    })
                 })
-            })
+                .collect();
+            let mut ids: Vec<TaskId> = spawners
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            // Accepted spawns are never lost, even if the shutdown comes first.
+            let result = handle.shutdown(Duration::from_secs(60)).unwrap();
+            ids.sort();
+            (ids, result)
+        });
+        let served = s.serve();
+        let (ids, result) = coordinator.join().unwrap();
+        assert_eq!(served, ShutdownResult::Clean);
+        assert_eq!(result, ShutdownResult::Clean);
+        assert_eq!(count.load(Ordering::SeqCst), THREADS * EACH);
+        let expected: Vec<TaskId> = (1..=(THREADS * EACH) as u64)
+            .map(TaskId::from_raw)
             .collect();
-        let mut ids: Vec<TaskId> = spawners
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        // Accepted spawns are never lost, even if the shutdown comes first.
-        let result = handle.shutdown(Duration::from_secs(60)).unwrap();
-        ids.sort();
-        (ids, result)
+        assert_eq!(ids, expected, "unique ids from every thread");
+        assert_eq!(s.metrics().done, (THREADS * EACH) as u64);
     });
-    let served = s.serve();
-    let (ids, result) = coordinator.join().unwrap();
-    assert_eq!(served, ShutdownResult::Clean);
-    assert_eq!(result, ShutdownResult::Clean);
-    assert_eq!(count.load(Ordering::SeqCst), THREADS * EACH);
-    let expected: Vec<TaskId> = (1..=(THREADS * EACH) as u64)
-        .map(TaskId::from_raw)
-        .collect();
-    assert_eq!(ids, expected, "unique ids from every thread");
-    assert_eq!(s.metrics().done, (THREADS * EACH) as u64);
 }
 
 #[test]
 fn cancel_and_notify_through_a_handle_from_another_thread() {
-    // Both tasks block on I/O nothing will report on its own (a sleeper would
-    // not do: an idle virtual clock jumps straight to its deadline).
-    let s = vsched();
-    let (tx, rx) = mpsc::channel();
-    s.subscribe(on_io_wait(tx));
-    let (sock_a, _keep_a) = std::os::unix::net::UnixStream::pair().unwrap();
-    let (sock_b, _keep_b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let token_a = s.register_io(&sock_a).unwrap();
-    let token_b = s.register_io(&sock_b).unwrap();
-    let (dropped, guard) = drop_flag();
-    let victim = s
-        .spawn(move |cx| {
-            let _guard = guard;
-            cx.io_wait(token_a, Interest::Readable)
-        })
-        .unwrap();
-    let waiter = s
-        .spawn(move |cx| cx.io_wait(token_b, Interest::Readable))
-        .unwrap();
-    let handle = s.handle();
-    let other = std::thread::spawn(move || {
-        for _ in 0..2 {
-            await_signal(&rx, &handle, "the tasks never waited");
-        }
-        handle.cancel(victim).unwrap();
-        // In-memory readiness works with and without async-io.
-        handle.notify_io(token_b, Interest::Readable).unwrap();
+    within(WATCHDOG, || {
+        // Both tasks block on I/O nothing will report on its own (a sleeper would
+        // not do: an idle virtual clock jumps straight to its deadline).
+        let s = vsched();
+        let (tx, rx) = mpsc::channel();
+        s.subscribe(on_io_wait(tx));
+        let (sock_a, _keep_a) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (sock_b, _keep_b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let token_a = s.register_io(&sock_a).unwrap();
+        let token_b = s.register_io(&sock_b).unwrap();
+        let (dropped, guard) = drop_flag();
+        let victim = s
+            .spawn(move |cx| {
+                let _guard = guard;
+                cx.io_wait(token_a, Interest::Readable)
+            })
+            .unwrap();
+        let waiter = s
+            .spawn(move |cx| cx.io_wait(token_b, Interest::Readable))
+            .unwrap();
+        let handle = s.handle();
+        let other = std::thread::spawn(move || {
+            for _ in 0..2 {
+                await_signal(&rx, &handle, "the tasks never waited");
+            }
+            handle.cancel(victim).unwrap();
+            // In-memory readiness works with and without async-io.
+            handle.notify_io(token_b, Interest::Readable).unwrap();
+        });
+        s.run();
+        other.join().unwrap();
+        assert_eq!(s.state(victim), Some(TaskState::Cancelled));
+        assert!(is_set(&dropped));
+        assert_eq!(
+            value_of::<Result<IoReady, SyscallError>>(&s, waiter),
+            Ok(IoReady::Ready)
+        );
+        assert_eq!(s.now(), Duration::ZERO);
     });
-    s.run();
-    other.join().unwrap();
-    assert_eq!(s.state(victim), Some(TaskState::Cancelled));
-    assert!(is_set(&dropped));
-    assert_eq!(
-        value_of::<Result<IoReady, SyscallError>>(&s, waiter),
-        Ok(IoReady::Ready)
-    );
-    assert_eq!(s.now(), Duration::ZERO);
 }
 
 #[test]
@@ -181,15 +185,17 @@ fn a_handle_outliving_its_scheduler_reports_closed() {
 
 #[test]
 fn spawn_through_a_handle_before_run_is_carried_out_by_run() {
-    let s = vsched();
-    let handle = s.handle();
-    let id = std::thread::spawn(move || handle.spawn(|cx| cx.now()).unwrap())
-        .join()
-        .unwrap();
-    assert_eq!(s.state(id), None, "not received yet");
-    let order = s.run();
-    assert_eq!(order, vec![id]);
-    assert_eq!(value_of::<Duration>(&s, id), Duration::ZERO);
+    within(WATCHDOG, || {
+        let s = vsched();
+        let handle = s.handle();
+        let id = std::thread::spawn(move || handle.spawn(|cx| cx.now()).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(s.state(id), None, "not received yet");
+        let order = s.run();
+        assert_eq!(order, vec![id]);
+        assert_eq!(value_of::<Duration>(&s, id), Duration::ZERO);
+    });
 }
 
 /// `Handle::with_scheduler` runs a closure with the scheduler on its thread:
@@ -197,31 +203,33 @@ fn spawn_through_a_handle_before_run_is_carried_out_by_run() {
 /// be told, without blocking, when a task ends).
 #[test]
 fn with_scheduler_reaches_the_schedulers_own_api_from_another_thread() {
-    let s = Scheduler::builder().build().unwrap();
-    let handle = s.handle();
-    let (ended_tx, ended_rx) = mpsc::channel::<(TaskId, bool)>();
-    let other = std::thread::spawn(move || {
-        let (id_tx, id_rx) = mpsc::channel();
-        handle
-            .with_scheduler(move |sched: &Scheduler| {
-                let id = sched
-                    .spawn(|cx| cx.sleep(Duration::from_millis(1)))
-                    .unwrap();
-                let tx = ended_tx.clone();
-                sched.on_task_end(id, move |id, outcome| {
-                    let _ = tx.send((id, matches!(outcome, Outcome::Done(_))));
-                });
-                let _ = id_tx.send(std::thread::current().id());
-            })
-            .unwrap();
-        let ran_on = await_signal(&id_rx, &handle, "the closure never ran");
-        let ended = await_signal(&ended_rx, &handle, "the task never ended");
-        handle.shutdown(Duration::from_secs(1)).unwrap();
-        (ran_on, ended)
+    within(WATCHDOG, || {
+        let s = Scheduler::builder().build().unwrap();
+        let handle = s.handle();
+        let (ended_tx, ended_rx) = mpsc::channel::<(TaskId, bool)>();
+        let other = std::thread::spawn(move || {
+            let (id_tx, id_rx) = mpsc::channel();
+            handle
+                .with_scheduler(move |sched: &Scheduler| {
+                    let id = sched
+                        .spawn(|cx| cx.sleep(Duration::from_millis(1)))
+                        .unwrap();
+                    let tx = ended_tx.clone();
+                    sched.on_task_end(id, move |id, outcome| {
+                        let _ = tx.send((id, matches!(outcome, Outcome::Done(_))));
+                    });
+                    let _ = id_tx.send(std::thread::current().id());
+                })
+                .unwrap();
+            let ran_on = await_signal(&id_rx, &handle, "the closure never ran");
+            let ended = await_signal(&ended_rx, &handle, "the task never ended");
+            handle.shutdown(Duration::from_secs(1)).unwrap();
+            (ran_on, ended)
+        });
+        let result = s.serve();
+        let (ran_on, (_, done)) = other.join().unwrap();
+        assert_eq!(ran_on, std::thread::current().id());
+        assert!(done);
+        assert_eq!(result, ShutdownResult::Clean);
     });
-    let result = s.serve();
-    let (ran_on, (_, done)) = other.join().unwrap();
-    assert_eq!(ran_on, std::thread::current().id());
-    assert!(done);
-    assert_eq!(result, ShutdownResult::Clean);
 }

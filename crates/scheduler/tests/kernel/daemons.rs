@@ -85,3 +85,26 @@ fn a_second_run_cancels_its_daemons_too() {
     );
     assert_eq!(s.now(), start + ms(10));
 }
+
+/// A daemon may ask for the shutdown itself: when the drain cancels the
+/// daemons, the one that asked is left out and gets the result.
+#[test]
+fn a_daemon_that_asks_for_the_shutdown_is_not_cancelled_by_it() {
+    within(Duration::from_secs(10), || {
+        let s = vsched();
+        let sleeper = s
+            .spawn_with(SpawnOptions::default().daemon(true), |cx| {
+                cx.sleep(ms(3_600_000))
+            })
+            .unwrap();
+        let asker = s
+            .spawn_with(SpawnOptions::default().daemon(true), |cx| {
+                cx.shutdown(ms(200)).expect("no shutdown under way")
+            })
+            .unwrap();
+        s.retain(asker);
+        s.run_until_idle();
+        assert_eq!(s.state(sleeper), Some(TaskState::Cancelled));
+        assert_eq!(value_of::<ShutdownResult>(&s, asker), ShutdownResult::Clean);
+    });
+}

@@ -169,6 +169,67 @@ fn a_deadlock_while_paused_with_nothing_held_is_reported() {
 }
 
 #[test]
+fn a_deadlock_after_an_admission_wait_cut_short_is_reported() {
+    within(BOUND, || {
+        // Paused, the task waits at the admission gate until its scope's
+        // deadline cancels the wait; then it waits for an event nobody
+        // sets. Its admission wait is over (nothing waits at the gate), so
+        // this is the deadlock above, reported the same way.
+        let (s, reports) = reporting(Scheduler::builder().virtual_clock());
+        s.set_backpressure_listener(|| 1.0);
+        let ev = s.new_event();
+        let t = s
+            .spawn(move |cx| {
+                // (The loop reads the pressure between steps.)
+                cx.sleep(ms(1));
+                let admitted = cx.move_on_after(ms(10), |cx| cx.admit());
+                assert!(admitted.is_none(), "admitted while paused");
+                cx.event_wait(ev).unwrap();
+            })
+            .unwrap();
+        s.run_until_idle();
+        assert!(s.is_paused());
+        assert_eq!(s.now(), ms(11));
+        assert_eq!(reports.lock().unwrap().len(), 1);
+        assert_eq!(s.take_deadlock().expect("a deadlock").blocked[0].id, t);
+    });
+}
+
+#[test]
+fn a_paused_admission_waiter_is_not_a_deadlock_while_the_pressure_may_drop() {
+    within(BOUND, || {
+        // Paused, a task waits at the admission gate with nothing else to
+        // run: not a deadlock, since the next pressure reading may let it
+        // through. The loop reads the pressure again (every 10 ms of real
+        // time) and the second reading after the wait began is low.
+        let (s, reports) = reporting(Scheduler::builder().virtual_clock());
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = waiting.clone();
+        let mut reads_since = 0;
+        s.set_backpressure_listener(move || {
+            if !w.load(std::sync::atomic::Ordering::SeqCst) {
+                return 1.0;
+            }
+            reads_since += 1;
+            if reads_since > 1 { 0.0 } else { 1.0 }
+        });
+        let t = s
+            .spawn(move |cx| {
+                // (The loop reads the pressure between steps.)
+                cx.sleep(ms(1));
+                waiting.store(true, std::sync::atomic::Ordering::SeqCst);
+                cx.admit();
+                cx.now()
+            })
+            .unwrap();
+        s.run_until_idle();
+        assert!(reports.lock().unwrap().is_empty(), "reported a deadlock");
+        assert_eq!(s.state(t), Some(TaskState::Finished));
+        assert!(!s.is_paused());
+    });
+}
+
+#[test]
 fn work_made_by_the_deadlock_report_is_run() {
     within(BOUND, || {
         // The report sets the event the lone waiter waits for: the run goes

@@ -363,3 +363,22 @@ fn scopes_are_deterministic_under_the_virtual_clock() {
     assert!(first.0.contains("step 3"));
     assert_eq!(first, workload());
 }
+
+/// A scope left before its deadline leaves its timer behind; when it fires
+/// after the task has ended and its record is gone (no retention window),
+/// it finds nothing to do.
+#[test]
+fn a_deadline_timer_outliving_its_task_does_nothing() {
+    let s = Scheduler::builder()
+        .virtual_clock()
+        .retain_finished(0)
+        .build()
+        .unwrap();
+    let t = s.spawn(|cx| cx.move_on_after(ms(10), |_| 1u8)).unwrap();
+    // Keeps the run going past the stale timer.
+    let sleeper = s.spawn(|cx| cx.sleep(ms(20))).unwrap();
+    let order = s.run();
+    assert_eq!(order, vec![t, sleeper]);
+    assert_eq!(s.now(), ms(20));
+    assert_eq!(s.state(t), None, "the record is freed at the end");
+}

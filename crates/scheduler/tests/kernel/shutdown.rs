@@ -332,3 +332,38 @@ fn a_second_shutdown_request_can_only_bring_the_deadline_closer() {
         assert!(matches!(s.outcome(sleeper), Some(Outcome::Cancelled)));
     }
 }
+
+thread_local! {
+    /// The test's scheduler, for a task body that calls it (a body is `Send`).
+    static SCHED: std::cell::RefCell<Option<Scheduler>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `Scheduler::shutdown` from inside its step (as a binding's task
+/// does) and returns the result.
+struct Requester;
+
+impl TaskBody for Requester {
+    fn resume(&mut self, _: Option<Resume>) -> Step {
+        let r = SCHED.with(|s| s.borrow().as_ref().unwrap().shutdown(ms(100)));
+        Step::Done(Value::new(r))
+    }
+}
+
+/// A task that asks for the shutdown from inside its step is not part of
+/// the drain it waits for: the drain ends clean when the others have.
+#[test]
+fn a_shutdown_asked_from_inside_a_step_does_not_wait_for_its_caller() {
+    within(Duration::from_secs(10), || {
+        let s = vsched();
+        SCHED.with(|c| *c.borrow_mut() = Some(s.clone()));
+        s.spawn(|cx| cx.sleep(ms(10))).unwrap();
+        let asker = s
+            .spawn_body(SpawnOptions::default(), Body::custom(Box::new(Requester)))
+            .unwrap();
+        s.retain(asker);
+        s.run_until_idle();
+        SCHED.with(|c| c.borrow_mut().take());
+        assert_eq!(value_of::<ShutdownResult>(&s, asker), ShutdownResult::Clean);
+        assert_eq!(s.now(), ms(10));
+    });
+}

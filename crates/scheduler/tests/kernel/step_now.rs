@@ -73,6 +73,19 @@ fn current() -> String {
     }
 }
 
+/// A task `w` blocked on a new event at its first resume, that ends when
+/// stepped again; with its event and log.
+fn waiter_w(sched: &Scheduler) -> (EventId, Log, TaskId) {
+    let ev = sched.new_event();
+    let log: Log = Log::default();
+    let w = spawn(
+        sched,
+        PRI_DEFAULT,
+        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
+    );
+    (ev, log, w)
+}
+
 /// A task that blocks on `event` at its first resume, then on each resume
 /// logs who is current and what it got, and answers `then(n)`.
 fn waiter(
@@ -229,11 +242,22 @@ fn the_nested_step_is_charged_to_its_task_and_throttled_by_its_budget() {
     assert_eq!(sched.state(w), Some(TaskState::Finished));
 }
 
-#[test]
-fn measured_time_of_the_nested_step_is_not_the_callers() {
-    // The real clock: measured accounting reads it around each run.
+/// Busy work of `d` in real time: what measured accounting charges.
+fn busy(d: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// A hand-off under measured accounting (the real clock, read around each
+/// run), with the timing metrics on or off (either reads the clock around
+/// a nested step): the engine works `before`, then steps a waiter that
+/// works `nested`. Returns what the waiter and the engine were charged.
+fn measured_hand_off(timing: bool, before: Duration, nested: Duration) -> (Duration, Duration) {
     let sched = Scheduler::builder()
         .accounting(Accounting::Measured)
+        .timing_metrics(timing)
         .build()
         .expect("scheduler");
     SCHED.with(|s| *s.borrow_mut() = Some(sched.clone()));
@@ -242,12 +266,8 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
     let w = spawn(
         &sched,
         PRI_DEFAULT,
-        waiter(&log, "w", ev, |_| {
-            // A busy nested step: 20 ms of work.
-            let start = std::time::Instant::now();
-            while start.elapsed() < Duration::from_millis(20) {
-                std::hint::spin_loop();
-            }
+        waiter(&log, "w", ev, move |_| {
+            busy(nested);
             Step::Done(Value::unit())
         }),
     );
@@ -257,6 +277,7 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
         script(move |n, _| match n {
             1 => Step::Syscall(SystemCall::Yield),
             _ => {
+                busy(before);
                 assert!(with_sched(|s| s.step_now(w, ev)));
                 Step::Done(Value::unit())
             }
@@ -265,13 +286,36 @@ fn measured_time_of_the_nested_step_is_not_the_callers() {
     sched.retain(w);
     sched.retain(engine);
     sched.run();
-    let w_used = sched.info(w).expect("w").budget_used;
-    let e_used = sched.info(engine).expect("engine").budget_used;
-    assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
-    assert!(
-        e_used < Duration::from_millis(20),
-        "the engine charged {e_used:?}: the nested step's time included"
-    );
+    assert!(matches!(sched.outcome(w), Some(Outcome::Done(_))));
+    let used = |t| sched.info(t).expect("a retained task").budget_used;
+    (used(w), used(engine))
+}
+
+#[test]
+fn measured_time_of_the_nested_step_is_not_the_callers() {
+    for timing in [true, false] {
+        let (w_used, e_used) = measured_hand_off(timing, Duration::ZERO, Duration::from_millis(20));
+        assert!(w_used >= Duration::from_millis(20), "w charged {w_used:?}");
+        assert!(
+            e_used < Duration::from_millis(20),
+            "the engine charged {e_used:?} (timing {timing}): the nested step's time included"
+        );
+    }
+}
+
+/// The other side of the test above: the caller is still charged its own
+/// time around the nested step. (Its slice resumes counting from the
+/// nested step's start; counted from anything else, the caller's time
+/// vanishes.)
+#[test]
+fn measured_time_of_the_caller_around_a_nested_step_is_its_own() {
+    for timing in [true, false] {
+        let (_, e_used) = measured_hand_off(timing, Duration::from_millis(25), Duration::ZERO);
+        assert!(
+            e_used >= Duration::from_millis(20),
+            "the engine charged {e_used:?} (timing {timing}) for 25 ms of its own work"
+        );
+    }
 }
 
 #[test]
@@ -486,13 +530,7 @@ fn step_now_falls_back_when_the_task_must_go_the_ordinary_way() {
 #[test]
 fn step_now_refuses_during_a_stop_and_does_what_the_loop_has_due_first() {
     let sched = sched_with(Scheduler::builder());
-    let ev = sched.new_event();
-    let log: Log = Log::default();
-    let w = spawn(
-        &sched,
-        PRI_DEFAULT,
-        waiter(&log, "w", ev, |_| Step::Done(Value::unit())),
-    );
+    let (ev, log, w) = waiter_w(&sched);
     // First run: a stop is requested, then a hand-off is tried.
     let l = log.clone();
     spawn(
@@ -653,4 +691,34 @@ fn spawn_waiting_refuses_a_set_or_unknown_event_and_dependencies() {
     }
     assert_eq!(sched.live_tasks(), 1, "nothing refused was spawned");
     sched.run();
+}
+
+/// An abort sent before a hand-off is carried out by the pass the hand-off
+/// stands in for: the waiter is abandoned there (no hand-off), and the
+/// caller, still running, is still the current task; it is abandoned when
+/// it next parks.
+#[test]
+fn an_abort_carried_out_by_a_hand_off_leaves_the_caller_current() {
+    let sched = sched_with(Scheduler::builder());
+    let (ev, _, w) = waiter_w(&sched);
+    let h = sched.internal_handle();
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    let engine = spawn(
+        &sched,
+        PRI_DEFAULT,
+        script(move |n, _| match n {
+            1 => Step::Syscall(SystemCall::Yield),
+            2 => {
+                h.abort().unwrap();
+                assert!(!with_sched(|s| s.step_now(w, ev)));
+                *s2.lock().unwrap() = Some(with_sched(|s| s.current_task()));
+                Step::Syscall(SystemCall::Yield)
+            }
+            _ => Step::Done(Value::unit()),
+        }),
+    );
+    sched.run_until_idle();
+    assert_eq!(*seen.lock().unwrap(), Some(Some(engine)));
+    assert_eq!(sched.metrics().abandoned, 2);
 }

@@ -104,14 +104,16 @@ fn a_rename_reaches_the_info_and_the_spawned_event_not_yet_handed_out() {
                 let s = s.borrow();
                 let s = s.as_ref().expect("the test's scheduler");
                 let id = s.spawn(|_cx| {}).expect("spawn");
+                // A later spawn's event is not the one renamed.
+                let later = s.spawn(|_cx| {}).expect("spawn");
                 assert!(s.set_name(id, "renamed"));
-                id
+                (id, later)
             });
             *child_w.lock().unwrap() = Some(id);
         })
         .expect("spawn");
     sched.run();
-    let child = child.lock().unwrap().expect("the child was spawned");
+    let (child, later) = child.lock().unwrap().expect("the child was spawned");
     let spawned_name = |id: TaskId| -> Vec<Option<String>> {
         log.events()
             .iter()
@@ -125,4 +127,20 @@ fn a_rename_reaches_the_info_and_the_spawned_event_not_yet_handed_out() {
     };
     assert_eq!(spawned_name(outside), [Some("before".to_owned())]);
     assert_eq!(spawned_name(child), [Some("renamed".to_owned())]);
+    assert_eq!(spawned_name(later), [None]);
+}
+
+/// `on_task_end` for a task that has already ended (its record kept) runs
+/// the callback at once, with the outcome; for an unknown task it refuses.
+#[test]
+fn an_end_callback_for_an_ended_task_runs_at_once() {
+    let s = crate::common::vsched();
+    let t = s.spawn(|_cx| 7u8).unwrap();
+    s.retain(t);
+    s.run();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+    let r = seen.clone();
+    assert!(s.on_task_end(t, move |id, o| r.set(Some((id, o.label())))));
+    assert_eq!(seen.get(), Some((t, "done")));
+    assert!(!s.on_task_end(TaskId::from_raw(999), |_, _| ()));
 }

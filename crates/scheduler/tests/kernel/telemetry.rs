@@ -596,3 +596,20 @@ fn a_lone_yielder_fills_batches_no_further_than_their_size() {
     // Full batches are handed over as they fill, not at the end.
     assert!(sizes.len() >= 3, "batch sizes {sizes:?}");
 }
+
+/// `steps` counts every resume of a task: a call answered at once resumes
+/// the task again within its run, and counts as one.
+#[test]
+fn a_call_answered_at_once_counts_as_a_step() {
+    let s = vsched();
+    let ev = s.new_event();
+    s.spawn(move |cx| {
+        for _ in 0..5 {
+            cx.event_set(ev);
+        }
+    })
+    .unwrap();
+    s.run();
+    // The first resume and five answered sets.
+    assert_eq!(s.metrics().steps, 6);
+}

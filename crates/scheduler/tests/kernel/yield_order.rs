@@ -61,6 +61,21 @@ fn uneven_yield_counts_keep_the_rotation() {
     );
 }
 
+/// Tasks A and B took three turns each, in turn, and every sleep of zero
+/// was a yield (no `sleep` event).
+fn three_turns_each_by_yields(trace: &Trace<(&'static str, usize)>, log: &EventLog) {
+    assert_eq!(
+        trace.get(),
+        vec![("A", 0), ("B", 0), ("A", 1), ("B", 1), ("A", 2), ("B", 2)]
+    );
+    let events = log.events();
+    assert!(events.iter().all(|e| e.kind.name() != "sleep"));
+    assert_eq!(
+        events.iter().filter(|e| e.kind == EventKind::Yield).count(),
+        6
+    );
+}
+
 #[test]
 fn sleep_zero_is_a_yield() {
     let s = vsched();
@@ -77,16 +92,43 @@ fn sleep_zero_is_a_yield() {
         .unwrap();
     }
     s.run();
-    assert_eq!(
-        trace.get(),
-        vec![("A", 0), ("B", 0), ("A", 1), ("B", 1), ("A", 2), ("B", 2)]
-    );
-    let events = log.events();
-    assert!(events.iter().all(|e| e.kind.name() != "sleep"));
-    assert_eq!(
-        events.iter().filter(|e| e.kind == EventKind::Yield).count(),
-        6
-    );
+    three_turns_each_by_yields(&trace, &log);
+}
+
+/// Sends `Sleep(0)` itself three times (a native task's `cx.sleep(ZERO)`
+/// never reaches the kernel: it yields in the task).
+struct ZeroSleeper {
+    name: &'static str,
+    step: usize,
+    trace: Trace<(&'static str, usize)>,
+}
+
+impl TaskBody for ZeroSleeper {
+    fn resume(&mut self, _: Option<Resume>) -> Step {
+        if self.step == 3 {
+            return Step::Done(Value::unit());
+        }
+        self.trace.push((self.name, self.step));
+        self.step += 1;
+        Step::Syscall(SystemCall::Sleep(std::time::Duration::ZERO))
+    }
+}
+
+#[test]
+fn a_sleep_call_of_zero_is_a_yield() {
+    let s = vsched();
+    let log = logged(&s);
+    let trace = Trace::new();
+    for name in ["A", "B"] {
+        let body = Body::custom(Box::new(ZeroSleeper {
+            name,
+            step: 0,
+            trace: trace.clone(),
+        }));
+        s.spawn_body(SpawnOptions::default(), body).unwrap();
+    }
+    s.run();
+    three_turns_each_by_yields(&trace, &log);
 }
 
 #[test]
@@ -219,4 +261,106 @@ fn a_lone_yielder_is_cancelled_from_another_thread() {
     s.run();
     canceller.join().unwrap();
     assert!(matches!(s.outcome(spinner), Some(Outcome::Cancelled)));
+}
+
+thread_local! {
+    /// The test's scheduler, for a task body that calls it (a body is `Send`).
+    static SCHED: std::cell::RefCell<Option<Scheduler>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Counts the events handed to it, in batches of up to `size`.
+struct Counter {
+    size: usize,
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EventSubscriber for Counter {
+    fn on_event(&mut self, _: &TaskEvent) {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn max_batch(&self) -> usize {
+        self.size
+    }
+}
+
+/// A yield in place adds the task's `Yield` and `Running` events without a
+/// pass of the loop between them, so it is taken only when they leave the
+/// subscriber's batch short of full; otherwise the yield goes the long way
+/// and the full batch is handed over before the task goes on. So whenever
+/// the task runs, at most one batch of its events is still undelivered —
+/// also when the subscriber came in the middle of the task's step, with no
+/// event gathered yet.
+#[test]
+fn a_lone_yielder_leaves_at_most_a_batch_of_events_undelivered() {
+    for size in 1..=6 {
+        let s = vsched();
+        SCHED.with(|c| *c.borrow_mut() = Some(s.clone()));
+        let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let d = delivered.clone();
+        let a = s
+            .spawn(move |cx| {
+                let counter = Counter {
+                    size,
+                    delivered: d.clone(),
+                };
+                SCHED.with(|c| c.borrow().as_ref().unwrap().subscribe(counter));
+                (0..8)
+                    .map(|_| {
+                        cx.yield_now();
+                        d.load(std::sync::atomic::Ordering::SeqCst)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        s.run();
+        SCHED.with(|c| c.borrow_mut().take());
+        for (i, seen) in value_of::<Vec<usize>>(&s, a).into_iter().enumerate() {
+            // Events since the subscription: a `Yield` and a `Running` per
+            // yield (the sequence `a_lone_yielder_keeps_the_bookkeeping_…`
+            // pins down).
+            let made = 2 * (i + 1);
+            assert!(
+                made - seen <= size,
+                "batch {size}: after yield {}, {} of {made} events undelivered",
+                i + 1,
+                made - seen
+            );
+        }
+    }
+}
+
+/// The end of a task cancelled before it started is a chore of the loop
+/// (its end callback runs between steps): a yield in place would skip the
+/// pass that does it, so the yielder goes the long way and finds the
+/// callback done when it resumes.
+#[test]
+fn a_yield_after_a_cancel_lets_the_end_callback_run_first() {
+    let s = vsched();
+    let trace = Trace::new();
+    let (t, t2) = (trace.clone(), trace.clone());
+    let victim_id = std::sync::Arc::new(std::sync::OnceLock::new());
+    let v = victim_id.clone();
+    let canceller = s
+        .spawn(move |cx| {
+            let victim = *v.get().unwrap();
+            // The victim waits for this task to end: never started.
+            assert!(cx.cancel(victim));
+            t.push("cancelled");
+            cx.yield_now();
+            t.push("resumed");
+        })
+        .unwrap();
+    // Spawned waiting for the canceller (never queued: with nothing else
+    // ready the canceller's yield could be done in place).
+    let victim = s
+        .spawn_with(SpawnOptions::default().with_deps(&[canceller]), |_cx| ())
+        .unwrap();
+    victim_id.set(victim).unwrap();
+    assert!(s.on_task_end(victim, move |_, o| {
+        assert!(matches!(o, Outcome::Cancelled));
+        t2.push("end callback");
+    }));
+    s.run();
+    assert_eq!(trace.get(), vec!["cancelled", "end callback", "resumed"]);
 }
