@@ -133,6 +133,34 @@ def test_sock_recv_refuses_a_blocking_socket() -> None:
         b.close()
 
 
+def test_sock_recv_refuses_a_blocking_descriptor_given_as_an_int() -> None:
+    # An int has no gettimeout(): the descriptor's own flags decide.
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(ValueError, match="non-blocking"):
+            tiffany.sock_recv(a.fileno(), 10)  # type: ignore[arg-type]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sock_recv_takes_a_socket_with_a_timeout() -> None:
+    # A timeout makes the descriptor non-blocking (as CPython does for any
+    # timeout), so the scheduler's thread cannot block in it.
+    a, b = socket.socketpair()
+    a.settimeout(5.0)
+    try:
+        b.sendall(b"hello")
+
+        async def main() -> bytes:
+            return await tiffany.sock_recv(a, 10)
+
+        assert tiffany.run(main()) == b"hello"
+    finally:
+        a.close()
+        b.close()
+
+
 def test_sock_recv_refuses_a_negative_size() -> None:
     a, b = socket.socketpair()
     a.setblocking(False)
