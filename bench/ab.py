@@ -10,9 +10,14 @@ each revision (``BASE`` and ``HEAD``, git revisions; ``HEAD`` omitted means
 the working tree), runs the same small programs under valgrind's callgrind
 with each, and prints the instructions per operation side by side.
 
-Each program runs twice per revision, with ``n`` operations and with none;
-the difference divided by ``n`` is the cost of one operation, without the
-interpreter's start-up and imports. Needs ``valgrind`` on ``PATH``.
+Each program runs twice per revision, with ``n`` operations and with
+``2 * n``; the difference divided by ``n`` is the cost of one operation,
+without the interpreter's start-up, imports and whatever runs once (a
+program's first connection, a lazily made table). A run with no operation
+would not do: its early way out skips those one-time paths, and they would be
+counted as the operations' cost. The runs use ``PYTHONHASHSEED=0``, so
+hashing (and so the order of sets and dicts) is the same in every run. Needs
+``valgrind`` on ``PATH``.
 
 ``--wall`` measures wall-clock time instead, in alternating processes of
 both revisions (``bench/wall.py``): for the changes instruction counts
@@ -236,7 +241,7 @@ def instructions(site: Path, program: str, n: int) -> int | None:
             + [sys.executable, str(script), str(n)],
             capture_output=True,
             text=True,
-            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
         )
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
@@ -249,11 +254,14 @@ def instructions(site: Path, program: str, n: int) -> int | None:
 
 
 def per_op(site: Path, program: str, n: int) -> float | None:
-    """Instructions per operation: the run with ``n`` minus the run with none, over ``n``."""
-    full, empty = instructions(site, program, n), instructions(site, program, 0)
-    if full is None or empty is None:
+    """Instructions per operation: the run with ``2 * n`` minus the run with ``n``, over ``n``.
+
+    (Not minus a run with none: see the module's documentation.)
+    """
+    once, twice = instructions(site, program, n), instructions(site, program, 2 * n)
+    if once is None or twice is None:
         return None
-    return (full - empty) / n
+    return (twice - once) / n
 
 
 def _positive(text: str) -> int:

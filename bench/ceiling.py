@@ -15,7 +15,7 @@ the figures), how many instructions an ``asyncio.sleep(0)`` switch costs
 The ratio of uvloop's count to the floor is the most any loop could be
 faster than uvloop on this benchmark (its *ceiling*), whatever it does
 natively. As in ``bench.ab``, each program runs with ``n`` operations and
-with none, and the difference over ``n`` is the cost of one operation.
+with ``2 * n``, and the difference over ``n`` is the cost of one operation.
 Needs ``valgrind`` on ``PATH`` and the peers installed in the environment
 (``just setup``). Tiffany's count is that of the build installed in the
 environment: ``just develop`` installs a debug build, so give Tiffany a

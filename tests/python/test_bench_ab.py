@@ -159,3 +159,18 @@ def test_bad_arguments_are_refused(args: list[str], message: str) -> None:
     assert proc.returncode == 2
     assert message in proc.stderr
     assert proc.stdout == ""
+
+
+def test_instructions_per_op_leave_out_what_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program's one-time path (a first connection, a lazy import) is not an
+    operation's cost: ``per_op`` compares runs of ``n`` and ``2 * n``
+    operations, never a run of none, whose early return skips that path."""
+    import bench.ab
+
+    start_up, once, each = 1_000_000, 50_000, 7
+
+    def fake_instructions(site: Path, program: str, n: int) -> int:
+        return start_up + (once if n else 0) + each * n
+
+    monkeypatch.setattr(bench.ab, "instructions", fake_instructions)
+    assert bench.ab.per_op(Path(), "", 1_000) == each
