@@ -15,9 +15,11 @@ Each program runs twice per revision, with ``n`` operations and with
 without the interpreter's start-up, imports and whatever runs once (a
 program's first connection, a lazily made table). A run with no operation
 would not do: its early way out skips those one-time paths, and they would be
-counted as the operations' cost. The runs use ``PYTHONHASHSEED=0``, so
-hashing (and so the order of sets and dicts) is the same in every run. Needs
-``valgrind`` on ``PATH``.
+counted as the operations' cost. Each run's count leaves out the real
+clock's calibration (:func:`calibration`), whose length under valgrind
+varies from run to run. The runs use ``PYTHONHASHSEED=0``, so hashing (and
+so the order of sets and dicts) is the same in every run. Needs ``valgrind``
+(and its ``callgrind_annotate``) on ``PATH``.
 
 ``--wall`` measures wall-clock time instead, in alternating processes of
 both revisions (``bench/wall.py``): for the changes instruction counts
@@ -229,7 +231,8 @@ def build(rev: str | None, rebuild: bool = True) -> tuple[str, Path]:
 
 
 def instructions(site: Path, program: str, n: int) -> int | None:
-    """Instructions callgrind counts for one run of ``program`` with ``n``.
+    """Instructions callgrind counts for one run of ``program`` with ``n``,
+    without the real clock's calibration (see :func:`calibration`).
 
     None when the program fails with that revision (an API it does not have).
     """
@@ -243,14 +246,44 @@ def instructions(site: Path, program: str, n: int) -> int | None:
             text=True,
             env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
         )
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        print(f"  failed (n={n}): {lines[-1] if lines else '?'}", file=sys.stderr)
-        return None
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if found is None:
-        raise SystemExit("no instruction count in callgrind's output")
-    return int(found.group(1))
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            print(f"  failed (n={n}): {lines[-1] if lines else '?'}", file=sys.stderr)
+            return None
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if found is None:
+            raise SystemExit("no instruction count in callgrind's output")
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no", f"{tmp}/out"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    return int(found.group(1)) - calibration(annotated)
+
+
+#: The line of ``callgrind_annotate --inclusive=yes`` output for a
+#: ``once_cell`` cell's initialisation, with its inclusive instructions.
+_ONCE_CELL_INIT = re.compile(r"^\s*([\d,]+)\s.*once_cell::imp::OnceCell<T>::initialize \[")
+
+
+def calibration(annotated: str) -> int:
+    """The instructions of the real clock's calibration in one run, from
+    ``callgrind_annotate --inclusive=yes`` output: the largest inclusive
+    count of a ``once_cell`` initialisation (``quanta`` calibrates its clock
+    in one, once per process; ``pyo3``'s are small).
+
+    The calibration reads the clock until its readings settle, and under
+    valgrind that takes a number of reads that varies from run to run by
+    a million instructions or more: with ``n`` = 2,000 operations, several
+    hundred instructions per operation of noise. It is one-time work, not an
+    operation's cost, so it is left out. 0 when there is none.
+    """
+    counts = [
+        int(m.group(1).replace(",", ""))
+        for m in map(_ONCE_CELL_INIT.match, annotated.splitlines())
+        if m is not None
+    ]
+    return max(counts, default=0)
 
 
 def per_op(site: Path, program: str, n: int) -> float | None:

@@ -47,11 +47,11 @@ def loop_factory(name: str) -> Callable[[], Any]:
     if name == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
+        return uvloop.new_event_loop  # type: ignore[no-any-return, unused-ignore]
     if name == "rloop":
-        import rloop
+        import rloop  # type: ignore[import-not-found, unused-ignore]
 
-        return rloop.new_event_loop  # type: ignore[no-any-return]
+        return rloop.new_event_loop  # type: ignore[no-any-return, unused-ignore]
     raise ValueError(f"{name} is not an asyncio-family runtime")
 
 

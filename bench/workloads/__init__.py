@@ -141,14 +141,14 @@ def _telemetry_derive(
     """
 
     def events_of(label: str) -> int:
-        counts = sorted(r["events"] for r in results[label])
+        counts = sorted(int(r["events"]) for r in results[label])
         return counts[len(counts) // 2]
 
     steps = p["tasks"] * p["yields"]
     events = events_of("tiffany + on_events")
 
     def added(label: str, base: str = "tiffany") -> float:
-        return (m[label] - m[base]) * steps / events
+        return float((m[label] - m[base]) * steps / events)
 
     batched = added("tiffany + on_events")
     per_event = added("tiffany + on_event")
@@ -163,7 +163,7 @@ def _telemetry_derive(
 
 
 def _switch_figure(r: Result, p: Params) -> float:
-    return r["seconds"] / (p["tasks"] * p["yields"]) * 1e9
+    return float(r["seconds"] / (p["tasks"] * p["yields"]) * 1e9)
 
 
 def _switch_expected(p: Params) -> dict[str, int]:
@@ -275,7 +275,7 @@ def _lateness_derive(
     """Tiffany's p99 over asyncio's (each the median over repetitions)."""
 
     def p99(label: str) -> float:
-        vs = sorted(r["p99_us"] for r in results[label])
+        vs = sorted(float(r["p99_us"]) for r in results[label])
         return vs[len(vs) // 2]
 
     t, a = p99("tiffany"), p99("asyncio")

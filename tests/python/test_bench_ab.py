@@ -174,3 +174,26 @@ def test_instructions_per_op_leave_out_what_runs_once(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(bench.ab, "instructions", fake_instructions)
     assert bench.ab.per_op(Path(), "", 1_000) == each
+
+
+def test_the_clock_calibration_is_left_out_of_a_count() -> None:
+    """The real clock's calibration (a ``once_cell`` initialisation whose
+    length varies from run to run under valgrind) is one-time work: the
+    largest such inclusive count is what a run's total is reduced by."""
+    from bench.ab import calibration
+
+    annotated = "\n".join(
+        [
+            "482,000,000 (100.0%)  PROGRAM TOTALS",
+            "  9,477,543 ( 1.97%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "once_cell::imp::OnceCell<T>::initialize [/s/_native.abi3.so]",
+            "  9,473,219 ( 1.97%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "once_cell::imp::OnceCell<T>::initialize::{{closure}} [/s/_native.abi3.so]",
+            "     41,000 ( 0.01%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "once_cell::imp::OnceCell<T>::initialize [/s/_native.abi3.so]",
+            "  3,276,528 ( 0.68%)  /r/quanta-0.12.6/src/lib.rs:"
+            "quanta::Clock::now [/s/_native.abi3.so]",
+        ]
+    )
+    assert calibration(annotated) == 9_477_543
+    assert calibration("482,000,000 (100.0%)  PROGRAM TOTALS") == 0
