@@ -44,26 +44,46 @@ struct Wait {
     owned: bool,
 }
 
-thread_local! {
+/// This thread's side of the asyncio waits, in one thread-local: a
+/// thread-local of a shared library costs a call into the dynamic linker
+/// (`__tls_get_addr`) per access, and a wake touched several of them (one
+/// per variable) where it now makes one access per function.
+struct Local {
     /// Tasks of this thread waiting for an asyncio step.
     /// (Fx-hashed: SipHash's removal was a twentieth of a `sleep(0)` switch.)
-    static WAITS: RefCell<FxHashMap<TaskId, Wait>> = RefCell::new(FxHashMap::default());
-    /// `WAITS.len()`, read on every resume of every Python task (cheap).
-    static WAITING: Cell<usize> = const { Cell::new(0) };
+    waits: RefCell<FxHashMap<TaskId, Wait>>,
+    /// `waits.len()`, read on every resume of every Python task (cheap).
+    waiting: Cell<usize>,
     /// A waker fired in the engine's current callback: the engine hands
     /// the turn over before its next one.
-    static HANDOFF: Cell<bool> = const { Cell::new(false) };
+    handoff: Cell<bool>,
     /// The engine is running one of its ready callbacks: a waker fired in
-    /// it leaves its wake in `PENDING` for the engine.
-    static ENGINE_TURN: Cell<bool> = const { Cell::new(false) };
-    static PENDING: Cell<Option<Py<Waker>>> = const { Cell::new(None) };
+    /// it leaves its wake in `pending` for the engine.
+    engine_turn: Cell<bool>,
+    pending: Cell<Option<Py<Waker>>>,
     /// The engine's reference to the waker whose task it is stepping now
     /// (see [`wake_now`]).
-    static HANDED: Cell<Option<Py<Waker>>> = const { Cell::new(None) };
+    handed: Cell<Option<Py<Waker>>>,
     /// asyncio's `_must_cancel`: tasks to throw a `CancelledError` into at
     /// their next step.
-    static MUST: RefCell<FxHashSet<TaskId>> = RefCell::new(FxHashSet::default());
-    static MUSTS: Cell<usize> = const { Cell::new(0) };
+    must: RefCell<FxHashSet<TaskId>>,
+    /// `must.len()`.
+    musts: Cell<usize>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            waits: RefCell::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher)),
+            waiting: Cell::new(0),
+            handoff: Cell::new(false),
+            engine_turn: Cell::new(false),
+            pending: Cell::new(None),
+            handed: Cell::new(None),
+            must: RefCell::new(FxHashSet::with_hasher(rustc_hash::FxBuildHasher)),
+            musts: Cell::new(0),
+        }
+    };
 }
 
 /// Wakes one task for its next asyncio step (a FIFO entry, or an awaited
@@ -137,15 +157,21 @@ impl Waker {
         if !me.armed.swap(false, Ordering::Relaxed) {
             return;
         }
-        if ENGINE_TURN.get() {
-            let pending = PENDING.take();
-            if pending.is_none() {
-                PENDING.set(Some(slf.clone().unbind()));
-                return;
+        let left = LOCAL.with(|l| {
+            if !l.engine_turn.get() {
+                return false;
             }
-            PENDING.set(pending);
+            let pending = l.pending.take();
+            if pending.is_none() {
+                l.pending.set(Some(slf.clone().unbind()));
+                return true;
+            }
+            l.pending.set(pending);
+            false
+        });
+        if !left {
+            me.set_event();
         }
-        me.set_event();
     }
 
     fn task(&self) -> TaskId {
@@ -163,7 +189,7 @@ impl Waker {
         if let Ok((kernel, _)) = crate::current::current_kernel()
             && kernel.set_event(self.event())
         {
-            HANDOFF.set(true);
+            LOCAL.with(|l| l.handoff.set(true));
         }
     }
 }
@@ -187,16 +213,16 @@ pub(crate) fn end_step_wait(kernel: Option<&tiffany_scheduler::Scheduler>, waker
 /// fires left to the engine ([`take_pending`]).
 #[inline]
 pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> R {
-    ENGINE_TURN.set(true);
+    LOCAL.with(|l| l.engine_turn.set(true));
     let r = f();
-    ENGINE_TURN.set(false);
+    LOCAL.with(|l| l.engine_turn.set(false));
     r
 }
 
 /// The wake the last engine callback left (see [`engine_turn`]), if any.
 #[inline]
 pub(crate) fn take_pending() -> Option<Py<Waker>> {
-    PENDING.take()
+    LOCAL.with(|l| l.pending.take())
 }
 
 /// Wakes a task the engine's callback left to it (see [`take_pending`]):
@@ -213,9 +239,9 @@ pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, waker: Py<Waker>) 
     // The reference is lent to the step ([`take_handed`]): the task that
     // steps drops it with its own, so its waker is then free to be armed
     // again for its next bare `yield` ([`queue_step`]).
-    let outer = HANDED.replace(Some(waker));
+    let outer = LOCAL.with(|l| l.handed.replace(Some(waker)));
     let stepped = kernel.step_now(task, event);
-    if let Some(waker) = HANDED.replace(outer)
+    if let Some(waker) = LOCAL.with(|l| l.handed.replace(outer))
         && !stepped
     {
         waker.get().set_event();
@@ -226,11 +252,17 @@ pub(crate) fn wake_now(kernel: &tiffany_scheduler::Scheduler, waker: Py<Waker>) 
 /// step.
 #[inline]
 pub(crate) fn take_handed(waker: &Py<Waker>) {
-    let handed = HANDED.take();
+    LOCAL.with(|l| take_handed_in(l, waker));
+}
+
+/// [`take_handed`] with this thread's [`Local`] at hand.
+#[inline]
+fn take_handed_in(l: &Local, waker: &Py<Waker>) {
+    let handed = l.handed.take();
     if let Some(h) = handed
         && !h.is(waker)
     {
-        HANDED.set(Some(h));
+        l.handed.set(Some(h));
     }
 }
 
@@ -245,15 +277,17 @@ impl Waker {
 /// Whether a waker fired since the last call (cleared by the reading).
 #[inline]
 pub(crate) fn take_handoff() -> bool {
-    HANDOFF.replace(false)
+    LOCAL.with(|l| l.handoff.replace(false))
 }
 
 fn note(task: TaskId, wait: Wait) {
-    let previous = WAITS.with(|w| w.borrow_mut().insert(task, wait));
-    match previous {
-        None => WAITING.with(|n| n.set(n.get() + 1)),
-        Some(old) => old.waker.get().armed.store(false, Ordering::Relaxed),
-    }
+    LOCAL.with(|l| {
+        let previous = l.waits.borrow_mut().insert(task, wait);
+        match previous {
+            None => l.waiting.set(l.waiting.get() + 1),
+            Some(old) => old.waker.get().armed.store(false, Ordering::Relaxed),
+        }
+    });
 }
 
 /// Queues the next step of an asyncio task at the back of loop `lp`'s
@@ -369,8 +403,9 @@ pub(crate) fn join_task(
 
 /// The future (or task) the task `task` awaits, if any.
 pub(crate) fn waiting_on(py: Python<'_>, task: TaskId) -> Option<Py<PyAny>> {
-    WAITS.with(|w| {
-        w.borrow()
+    LOCAL.with(|l| {
+        l.waits
+            .borrow()
             .get(&task)
             .and_then(|wait| wait.future.as_ref().map(|f| f.clone_ref(py)))
     })
@@ -379,7 +414,7 @@ pub(crate) fn waiting_on(py: Python<'_>, task: TaskId) -> Option<Py<PyAny>> {
 /// Whether `task` waits for its step event (a FIFO entry or an awaited
 /// future's callback will wake it).
 pub(crate) fn waits_for_step(task: TaskId) -> bool {
-    WAITING.with(Cell::get) > 0 && WAITS.with(|w| w.borrow().contains_key(&task))
+    LOCAL.with(|l| l.waiting.get() > 0 && l.waits.borrow().contains_key(&task))
 }
 
 /// Called when a Python task is resumed: ends its wait, if any (cancelling
@@ -393,17 +428,20 @@ pub(crate) fn resumed(
     answer: Option<&Resume>,
     running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
 ) -> Option<Py<Waker>> {
-    if WAITING.with(Cell::get) != 0 {
-        end_wait(py, answer, running)
-    } else {
-        None
-    }
+    LOCAL.with(|l| {
+        if l.waiting.get() != 0 {
+            end_wait(py, l, answer, running)
+        } else {
+            None
+        }
+    })
 }
 
 /// [`resumed`] when some task of this thread waits for an asyncio step.
 #[inline(never)]
 fn end_wait(
     py: Python<'_>,
+    l: &Local,
     answer: Option<&Resume>,
     running: Option<(&tiffany_scheduler::Scheduler, TaskId)>,
 ) -> Option<Py<Waker>> {
@@ -419,15 +457,15 @@ fn end_wait(
             (&fetched, task)
         }
     };
-    let wait = WAITS.with(|w| w.borrow_mut().remove(&task))?;
-    WAITING.with(|n| n.set(n.get().saturating_sub(1)));
+    let wait = l.waits.borrow_mut().remove(&task)?;
+    l.waiting.set(l.waiting.get().saturating_sub(1));
     let spare = if wait.owned {
         wait.waker.get().armed.store(false, Ordering::Relaxed);
         kernel.remove_event(wait.event);
         None
     } else {
         end_step_wait(Some(kernel), wait.waker.get());
-        take_handed(&wait.waker);
+        take_handed_in(l, &wait.waker);
         Some(wait.waker)
     };
     if let Some(future) = wait.future
@@ -441,8 +479,14 @@ fn end_wait(
 
 /// Forgets `task`'s wait (the task is gone).
 pub(crate) fn forget(task: TaskId) {
-    if let Some(wait) = WAITS.with(|w| w.borrow_mut().remove(&task)) {
-        WAITING.with(|n| n.set(n.get().saturating_sub(1)));
+    let removed = LOCAL.with(|l| {
+        let wait = l.waits.borrow_mut().remove(&task);
+        if wait.is_some() {
+            l.waiting.set(l.waiting.get().saturating_sub(1));
+        }
+        wait
+    });
+    if let Some(wait) = removed {
         wait.waker.get().armed.store(false, Ordering::Relaxed);
     }
     take_must(task);
@@ -450,25 +494,29 @@ pub(crate) fn forget(task: TaskId) {
 
 /// Marks `task` to be thrown a `CancelledError` at its next step.
 pub(crate) fn must_cancel(task: TaskId) {
-    if MUST.with(|m| m.borrow_mut().insert(task)) {
-        MUSTS.with(|n| n.set(n.get() + 1));
-    }
+    LOCAL.with(|l| {
+        if l.must.borrow_mut().insert(task) {
+            l.musts.set(l.musts.get() + 1);
+        }
+    });
 }
 
 /// Whether `task` is marked (see [`must_cancel`]).
 pub(crate) fn must_pending(task: TaskId) -> bool {
-    MUSTS.with(Cell::get) > 0 && MUST.with(|m| m.borrow().contains(&task))
+    LOCAL.with(|l| l.musts.get() > 0 && l.must.borrow().contains(&task))
 }
 
 /// Takes `task`'s mark (see [`must_cancel`]); whether it had one.
 #[inline]
 pub(crate) fn take_must(task: TaskId) -> bool {
-    if MUSTS.with(Cell::get) == 0 {
-        return false;
-    }
-    let had = MUST.with(|m| m.borrow_mut().remove(&task));
-    if had {
-        MUSTS.with(|n| n.set(n.get().saturating_sub(1)));
-    }
-    had
+    LOCAL.with(|l| {
+        if l.musts.get() == 0 {
+            return false;
+        }
+        let had = l.must.borrow_mut().remove(&task);
+        if had {
+            l.musts.set(l.musts.get().saturating_sub(1));
+        }
+        had
+    })
 }
