@@ -101,7 +101,7 @@ bench *args: setup
 # Runs a few fixed programs under valgrind's callgrind with release builds of
 # BASE and HEAD (default: the working tree): a host-independent answer to "did
 # this change make Tiffany slower?" (`just bench-ab main~3`). Options:
-# --only SUBSTRING, -n OPS, --no-build.
+# --only SUBSTRING, -n OPS, --no-build, --cache (cache misses too).
 #
 # Instructions per operation, two revisions compared (bench/ab.py).
 [positional-arguments]

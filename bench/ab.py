@@ -21,6 +21,12 @@ varies from run to run. The runs use ``PYTHONHASHSEED=0``, so hashing (and
 so the order of sets and dicts) is the same in every run. Needs ``valgrind``
 (and its ``callgrind_annotate``) on ``PATH``.
 
+``--cache`` turns on callgrind's cache simulation (a first-level cache as the
+host's) and adds the first-level instruction- and data-cache misses per
+operation beside the instructions: a change can keep its instruction count
+and still cost time in misses (where an asyncio task's wake on the loop
+costs most: see the book's Performance chapter).
+
 ``--wall`` measures wall-clock time instead, in alternating processes of
 both revisions (``bench/wall.py``): for the changes instruction counts
 misjudge (memory traffic, cache misses, system calls).
@@ -169,6 +175,41 @@ with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
     r.run(main())
 """,
     ),
+    # Real sockets too, with two task wakes per round trip (the server's
+    # read and the client's): the wake of an asyncio task in its cost.
+    "asyncio streams echo on the loop, per round trip": (
+        2_000,
+        """
+import sys, asyncio, socket, tiffany
+n = int(sys.argv[1])
+clients, payload = 10, b"x" * 100
+def nodelay(writer):
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def serve(reader, writer):
+    nodelay(writer)
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+async def client(port, rounds):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    nodelay(writer)
+    for _ in range(rounds):
+        writer.write(payload)
+        await writer.drain()
+        assert await reader.readexactly(len(payload)) == payload
+    writer.close()
+    await writer.wait_closed()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await asyncio.gather(*(client(port, n // clients) for _ in range(clients)))
+    server.close()
+    await server.wait_closed()
+with asyncio.Runner(loop_factory=tiffany.new_event_loop) as r:
+    r.run(main())
+""",
+    ),
     "asyncio.create_task + await, per task": (
         20_000,
         """
@@ -230,9 +271,14 @@ def build(rev: str | None, rebuild: bool = True) -> tuple[str, Path]:
     return label, site
 
 
-def instructions(site: Path, program: str, n: int) -> int | None:
-    """Instructions callgrind counts for one run of ``program`` with ``n``,
-    without the real clock's calibration (see :func:`calibration`).
+#: The events of a run with callgrind's cache simulation, in its order.
+CACHE_EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+
+
+def counts(site: Path, program: str, n: int, cache: bool = False) -> list[int] | None:
+    """What callgrind counts for one run of ``program`` with ``n``, without
+    the real clock's calibration (see :func:`calibration`): the instructions,
+    and with ``cache`` every event of :data:`CACHE_EVENTS`.
 
     None when the program fails with that revision (an API it does not have).
     """
@@ -241,6 +287,7 @@ def instructions(site: Path, program: str, n: int) -> int | None:
         script.write_text(program)
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
+            + (["--cache-sim=yes"] if cache else [])
             + [sys.executable, str(script), str(n)],
             capture_output=True,
             text=True,
@@ -250,7 +297,7 @@ def instructions(site: Path, program: str, n: int) -> int | None:
             lines = proc.stderr.strip().splitlines()
             print(f"  failed (n={n}): {lines[-1] if lines else '?'}", file=sys.stderr)
             return None
-        found = re.search(r"Collected : (\d+)", proc.stderr)
+        found = re.search(r"Collected :((?: \d+)+)", proc.stderr)
         if found is None:
             raise SystemExit("no instruction count in callgrind's output")
         annotated = subprocess.run(
@@ -258,43 +305,57 @@ def instructions(site: Path, program: str, n: int) -> int | None:
             capture_output=True,
             text=True,
         ).stdout
-    return int(found.group(1)) - calibration(annotated)
+    total = [int(x) for x in found.group(1).split()]
+    once = calibration(annotated)
+    return [t - (once[i] if i < len(once) else 0) for i, t in enumerate(total)]
 
 
-#: The line of ``callgrind_annotate --inclusive=yes`` output for a
-#: ``once_cell`` cell's initialisation, with its inclusive instructions.
-_ONCE_CELL_INIT = re.compile(r"^\s*([\d,]+)\s.*once_cell::imp::OnceCell<T>::initialize \[")
+def instructions(site: Path, program: str, n: int) -> int | None:
+    """Instructions callgrind counts for one run of ``program`` with ``n``
+    (:func:`counts` without the cache simulation)."""
+    found = counts(site, program, n)
+    return None if found is None else found[0]
 
 
-def calibration(annotated: str) -> int:
-    """The instructions of the real clock's calibration in one run, from
-    ``callgrind_annotate --inclusive=yes`` output: the largest inclusive
-    count of a ``once_cell`` initialisation (``quanta`` calibrates its clock
-    in one, once per process; ``pyo3``'s are small).
+#: A line of ``callgrind_annotate --inclusive=yes`` output for a
+#: ``once_cell`` cell's initialisation: its inclusive counts, one per event.
+_ONCE_CELL_INIT = re.compile(r"^\s*(\d[\d,]*\s.*?)\S*once_cell::imp::OnceCell<T>::initialize \[")
+#: A count's share of the total, which follows it: `` ( 1.97%)``.
+_SHARE = re.compile(r"\([^)]*\)")
+
+
+def calibration(annotated: str) -> list[int]:
+    """The counts (one per event, instructions first) of the real clock's
+    calibration in one run, from ``callgrind_annotate --inclusive=yes``
+    output: those of the ``once_cell`` initialisation with the most
+    instructions (``quanta`` calibrates its clock in one, once per process;
+    ``pyo3``'s are small).
 
     The calibration reads the clock until its readings settle, and under
     valgrind that takes a number of reads that varies from run to run by
     a million instructions or more: with ``n`` = 2,000 operations, several
     hundred instructions per operation of noise. It is one-time work, not an
-    operation's cost, so it is left out. 0 when there is none.
+    operation's cost, so it is left out. Empty when there is none.
     """
-    counts = [
-        int(m.group(1).replace(",", ""))
-        for m in map(_ONCE_CELL_INIT.match, annotated.splitlines())
-        if m is not None
-    ]
-    return max(counts, default=0)
+    found: list[list[int]] = []
+    for line in annotated.splitlines():
+        m = _ONCE_CELL_INIT.match(line)
+        if m is not None:
+            # One count per event; "." is a zero.
+            cells = _SHARE.sub(" ", m.group(1)).split()
+            found.append([0 if c == "." else int(c.replace(",", "")) for c in cells])
+    return max(found, key=lambda c: c[0], default=[])
 
 
-def per_op(site: Path, program: str, n: int) -> float | None:
-    """Instructions per operation: the run with ``2 * n`` minus the run with ``n``, over ``n``.
-
-    (Not minus a run with none: see the module's documentation.)
+def per_op(site: Path, program: str, n: int, cache: bool = False) -> list[float] | None:
+    """Counts per operation (instructions first; with ``cache`` every event of
+    :data:`CACHE_EVENTS`): the run with ``2 * n`` minus the run with ``n``,
+    over ``n``. (Not minus a run with none: see the module's documentation.)
     """
-    once, twice = instructions(site, program, n), instructions(site, program, 2 * n)
+    once, twice = counts(site, program, n, cache), counts(site, program, 2 * n, cache)
     if once is None or twice is None:
         return None
-    return (twice - once) / n
+    return [(b - a) / n for a, b in zip(once, twice, strict=True)]
 
 
 def _positive(text: str) -> int:
@@ -335,6 +396,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="OPS",
         help="operations per measurement for every program (default: each program's own)",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="callgrind's cache simulation: first-level instruction- and data-cache "
+        "misses per operation beside the instructions",
+    )
     wall = parser.add_argument_group("wall-clock mode")
     wall.add_argument(
         "--wall",
@@ -372,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     for option in ("installed", "peer"):
         if getattr(args, option) and not args.wall:
             parser.error(f"--{option} needs --wall")
+    if args.cache and args.wall:
+        parser.error("--cache is callgrind's: not with --wall")
     if args.installed and args.base is not None:
         parser.error("--installed takes no revisions")
     if not args.installed and args.base is None:
@@ -419,14 +488,46 @@ def _main_callgrind(args: argparse.Namespace, programs: dict[str, tuple[int, str
     AB_DIR.mkdir(parents=True, exist_ok=True)
     base_label, base_site = build(args.base, not args.no_build)
     head_label, head_site = build(args.head, not args.no_build)
-    print(f"| program | {base_label} | {head_label} | change |")
-    print("| --- | ---: | ---: | ---: |")
+    print(callgrind_header(base_label, head_label, args.cache))
     for name, (n, program) in programs.items():
         n = args.n or n
-        a = per_op(base_site, program, n)
-        b = per_op(head_site, program, n)
-        change = "n/a" if a is None or b is None else f"{(b - a) / a:+.1%}"
-        print(f"| {name} | {_fmt(a)} | {_fmt(b)} | {change} |", flush=True)
+        a = per_op(base_site, program, n, args.cache)
+        b = per_op(head_site, program, n, args.cache)
+        print(callgrind_row(name, a, b, args.cache), flush=True)
+
+
+def _measures(cache: bool) -> list[tuple[str, list[int]]]:
+    """The table's measures: a name and the events it adds up."""
+    if not cache:
+        return [("instructions", [0])]
+    i = CACHE_EVENTS.index
+    return [
+        ("instructions", [i("Ir")]),
+        ("I1 misses", [i("I1mr")]),
+        ("D1 misses", [i("D1mr"), i("D1mw")]),
+    ]
+
+
+def callgrind_header(base: str, head: str, cache: bool) -> str:
+    """The Markdown header of the callgrind table."""
+    cells = ["program"]
+    for measure, _ in _measures(cache):
+        suffix = f" ({measure})" if cache else ""
+        cells += [f"{base}{suffix}", f"{head}{suffix}", "change"]
+    aligns = ["---"] + ["---:"] * (len(cells) - 1)
+    return "| " + " | ".join(cells) + " |\n| " + " | ".join(aligns) + " |"
+
+
+def callgrind_row(name: str, a: list[float] | None, b: list[float] | None, cache: bool) -> str:
+    """One program's line of the callgrind table (``a``, ``b``: its counts
+    per operation on each side, as :func:`per_op` gives them)."""
+    cells = [name]
+    for _, events in _measures(cache):
+        x = None if a is None else sum(a[e] for e in events)
+        y = None if b is None else sum(b[e] for e in events)
+        change = "n/a" if x is None or y is None or x == 0 else f"{(y - x) / x:+.1%}"
+        cells += [_fmt(x), _fmt(y), change]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(x: float | None) -> str:

@@ -169,31 +169,73 @@ def test_instructions_per_op_leave_out_what_runs_once(monkeypatch: pytest.Monkey
 
     start_up, once, each = 1_000_000, 50_000, 7
 
-    def fake_instructions(site: Path, program: str, n: int) -> int:
-        return start_up + (once if n else 0) + each * n
+    def fake_counts(site: Path, program: str, n: int, cache: bool = False) -> list[int]:
+        return [start_up + (once if n else 0) + each * n, 3 * n]
 
-    monkeypatch.setattr(bench.ab, "instructions", fake_instructions)
-    assert bench.ab.per_op(Path(), "", 1_000) == each
+    monkeypatch.setattr(bench.ab, "counts", fake_counts)
+    assert bench.ab.per_op(Path(), "", 1_000) == [each, 3]
 
 
 def test_the_clock_calibration_is_left_out_of_a_count() -> None:
     """The real clock's calibration (a ``once_cell`` initialisation whose
     length varies from run to run under valgrind) is one-time work: the
-    largest such inclusive count is what a run's total is reduced by."""
+    counts of the largest such initialisation are what a run's totals are
+    reduced by, event by event ("." is a zero)."""
     from bench.ab import calibration
 
     annotated = "\n".join(
         [
-            "482,000,000 (100.0%)  PROGRAM TOTALS",
-            "  9,477,543 ( 1.97%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "482,000,000 (100.0%) 9,000 (100.0%)  PROGRAM TOTALS",
+            "  9,477,543 ( 1.97%)  6,591 ( 0.06%)  /r/once_cell-1.21.4/src/imp_std.rs:"
             "once_cell::imp::OnceCell<T>::initialize [/s/_native.abi3.so]",
-            "  9,473,219 ( 1.97%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "  9,473,219 ( 1.97%)  6,320 ( 0.05%)  /r/once_cell-1.21.4/src/imp_std.rs:"
             "once_cell::imp::OnceCell<T>::initialize::{{closure}} [/s/_native.abi3.so]",
-            "     41,000 ( 0.01%)  /r/once_cell-1.21.4/src/imp_std.rs:"
+            "     41,000 ( 0.01%)      .          /r/once_cell-1.21.4/src/imp_std.rs:"
             "once_cell::imp::OnceCell<T>::initialize [/s/_native.abi3.so]",
-            "  3,276,528 ( 0.68%)  /r/quanta-0.12.6/src/lib.rs:"
+            "  3,276,528 ( 0.68%)      4 ( 0.00%)  /r/quanta-0.12.6/src/lib.rs:"
             "quanta::Clock::now [/s/_native.abi3.so]",
         ]
     )
-    assert calibration(annotated) == 9_477_543
-    assert calibration("482,000,000 (100.0%)  PROGRAM TOTALS") == 0
+    assert calibration(annotated) == [9_477_543, 6_591]
+    assert calibration("482,000,000 (100.0%)  PROGRAM TOTALS") == []
+
+
+def test_the_cache_table_adds_up_each_measure() -> None:
+    """With ``--cache`` each program's line gives instructions, I1 misses and
+    D1 misses (read and write misses added) per operation, for both sides."""
+    from bench.ab import CACHE_EVENTS, callgrind_header, callgrind_row
+
+    def per_event(**values: float) -> list[float]:
+        return [values.get(e, 0.0) for e in CACHE_EVENTS]
+
+    a = per_event(Ir=1_000, I1mr=100, D1mr=30, D1mw=10)
+    b = per_event(Ir=1_100, I1mr=150, D1mr=20, D1mw=10)
+    headers, _ = table(callgrind_header("old", "new", True) + "\n")
+    assert headers == [
+        "program",
+        "old (instructions)",
+        "new (instructions)",
+        "change",
+        "old (I1 misses)",
+        "new (I1 misses)",
+        "change",
+        "old (D1 misses)",
+        "new (D1 misses)",
+        "change",
+    ]
+    row = callgrind_row("p", a, b, True).strip("|").split("|")
+    assert [c.strip() for c in row] == [
+        "p",
+        "1,000",
+        "1,100",
+        "+10.0%",
+        "100",
+        "150",
+        "+50.0%",
+        "40",
+        "30",
+        "-25.0%",
+    ]
+    assert "n/a" in callgrind_row("p", None, b, True)
+    plain = callgrind_row("p", [1_000.0], [900.0], False).strip("|").split("|")
+    assert [c.strip() for c in plain] == ["p", "1,000", "900", "-10.0%"]
