@@ -310,13 +310,6 @@ def counts(site: Path, program: str, n: int, cache: bool = False) -> list[int] |
     return [t - (once[i] if i < len(once) else 0) for i, t in enumerate(total)]
 
 
-def instructions(site: Path, program: str, n: int) -> int | None:
-    """Instructions callgrind counts for one run of ``program`` with ``n``
-    (:func:`counts` without the cache simulation)."""
-    found = counts(site, program, n)
-    return None if found is None else found[0]
-
-
 #: A line of ``callgrind_annotate --inclusive=yes`` output for a
 #: ``once_cell`` cell's initialisation: its inclusive counts, one per event.
 _ONCE_CELL_INIT = re.compile(r"^\s*(\d[\d,]*\s.*?)\S*once_cell::imp::OnceCell<T>::initialize \[")

@@ -79,7 +79,7 @@ def instructions_per_op(program: str, n: int) -> float:
     count = ab_per_op(Path(), program, n)
     if count is None:
         raise SystemExit("a program failed (is the loop installed? `just setup`)")
-    return count
+    return count[0]
 
 
 def wall_per_op(program: str, n: int, reps: int) -> float:
