@@ -368,6 +368,47 @@ impl LoopCore {
         Ok(h)
     }
 
+    /// Wakes the loop from another thread: one byte into its self-pipe.
+    ///
+    /// The stdlib's version sends the byte with `socket.send`, which lets go
+    /// of the GIL for the system call. The loop's thread, woken by that very
+    /// byte, can then take the GIL and run the callback while the thread that
+    /// called `call_soon_threadsafe` has not reached its next line — anyio's
+    /// worker threads, for one, still hold the call's context there. This one
+    /// keeps the GIL, as uvloop's does: a non-blocking `send` of one byte
+    /// does not wait (a full pipe means a wake is already pending), so the
+    /// caller runs on until it blocks or its switch interval ends.
+    fn _write_to_self(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let csock = slf.getattr(intern!(py, "_csock"))?;
+        if csock.is_none() {
+            return Ok(());
+        }
+        let fd: i32 = csock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Ok(()); // closed by `loop.close()`
+        }
+        let byte = 0u8;
+        loop {
+            // SAFETY: `fd` is the loop's own socket, open while `_csock`
+            // holds it (closing it needs the GIL, which this thread holds);
+            // the buffer is one byte that lives across the call.
+            let sent = unsafe {
+                libc::send(
+                    fd,
+                    (&raw const byte).cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            // As the stdlib's: a failed wake is not the caller's error (a
+            // full pipe already holds a wake).
+            if sent >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Ok(());
+            }
+        }
+    }
+
     /// Schedules `callback(*args)` at `when` on the loop's clock.
     #[pyo3(signature = (when, callback, *args, context = None))]
     fn call_at(
@@ -739,7 +780,7 @@ impl LoopCore {
             {
                 return;
             }
-            if let Err(e) = slf.call_method0(intern!(slf.py(), "_write_to_self")) {
+            if let Err(e) = Self::_write_to_self(slf) {
                 crate::errors::log_callback_error(slf.py(), "waking the asyncio engine", e);
             }
             return;
