@@ -98,6 +98,9 @@ struct State {
     /// One-shot handles that ran and that nothing refers to any more:
     /// `call_soon` and the timers reuse them (see `Handle::is_spare`).
     spares: Vec<Py<Handle>>,
+    /// What `call_soon` gives back for a task's wake (see
+    /// `LoopCore::queue_waker`), made on first use.
+    inert: Option<Py<Handle>>,
 }
 
 /// How many spare handles a loop keeps.
@@ -349,6 +352,9 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         slf.get().check_closed()?;
+        if let Some(h) = Self::queue_waker(slf, callback)? {
+            return Ok(h);
+        }
         debug_checks(slf, callback, "call_soon")?;
         Self::_call_soon(slf, callback, args, context)
     }
@@ -407,6 +413,51 @@ impl LoopCore {
                 return Ok(());
             }
         }
+    }
+
+    /// A task's wake as the done callback of the future it awaits (a
+    /// [`Waker`](super::future::Waker), which the future schedules with
+    /// `call_soon(waker, future, context=...)` when it completes): the
+    /// waker itself is the FIFO's entry, as for a task's first step, with
+    /// no handle around it. A handle would be filled, run inside the
+    /// context the future copied, call the waker through Python's call
+    /// protocol and be recycled — all for a call that ignores its argument
+    /// and its context and runs no Python code. It was about a third of the
+    /// engine's side of a wake. The future drops what `call_soon` returns;
+    /// it gets the loop's one inert handle (never queued, never run).
+    /// `None` for any other callback, and in debug mode (where every
+    /// callback has its own handle, with its source traceback).
+    #[inline]
+    fn queue_waker(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<Handle>>> {
+        let me = slf.get();
+        if !callback.is_instance_of::<super::future::Waker>() || me.debug.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let py = slf.py();
+        let inert = match me
+            .state
+            .with(py, |st| st.inert.as_ref().map(|h| h.clone_ref(py)))
+        {
+            Some(h) => h,
+            None => {
+                let h = Handle::create(
+                    py,
+                    &py.None().into_bound(py),
+                    &PyTuple::empty(py),
+                    None,
+                    slf.clone().into_any().unbind(),
+                    f64::NAN,
+                )?;
+                me.state.with(py, |st| st.inert = Some(h.clone_ref(py)));
+                h
+            }
+        };
+        me.push_ready(py, callback.clone().unbind());
+        Self::wake(slf);
+        Ok(Some(inert))
     }
 
     /// Schedules `callback(*args)` at `when` on the loop's clock.
