@@ -189,6 +189,58 @@ async def measure(n):
     return ns / n
 """,
     ),
+    # The harness's workload 14 in small: many connections, so a wake comes
+    # back to code the other tasks' steps pushed out of the caches (the one
+    # connection above is bound by its system calls' latency instead).
+    "asyncio streams echo over 127.0.0.1, 100 clients, 100 bytes, per round trip": _on_loop(
+        20_000,
+        """
+def nodelay(writer):
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def echo(reader, writer):
+    nodelay(writer)
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+async def client(port, rounds, payload, ready, go):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    nodelay(writer)
+    ready.append(1)
+    await go.wait()
+    done = 0
+    for _ in range(rounds):
+        writer.write(payload)
+        await writer.drain()
+        if await reader.readexactly(len(payload)) != payload:
+            raise SystemExit("the echo differs")
+        done += 1
+    writer.close()
+    await writer.wait_closed()
+    return done
+async def measure(n):
+    clients = min(100, n)
+    rounds = n // clients
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ready, go = [], asyncio.Event()
+    tasks = [
+        asyncio.create_task(client(port, rounds, b"x" * 100, ready, go))
+        for _ in range(clients)
+    ]
+    while len(ready) < clients:
+        await asyncio.sleep(0)
+    t0 = time.perf_counter_ns()
+    go.set()
+    done = sum(await asyncio.gather(*tasks))
+    ns = time.perf_counter_ns() - t0
+    server.close()
+    await server.wait_closed()
+    return per_op(ns, done, clients * rounds)
+""",
+    ),
     "tiffany.spawn + await on tiffany.Scheduler, per task": _on_scheduler(
         50_000,
         """
