@@ -433,7 +433,11 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<Handle>>> {
         let me = slf.get();
-        if !callback.is_instance_of::<super::future::Waker>() || me.debug.load(Ordering::Relaxed) {
+        // Exact: `_StepWaker` has no subclasses, and a callback of any other
+        // type (the usual one) is told apart without a walk of its MRO.
+        if !callback.is_exact_instance_of::<super::future::Waker>()
+            || me.debug.load(Ordering::Relaxed)
+        {
             return Ok(None);
         }
         let py = slf.py();
