@@ -352,8 +352,8 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         slf.get().check_closed()?;
-        if let Some(h) = Self::queue_waker(slf, callback)? {
-            return Ok(h);
+        if super::future::is_waker(callback) && !slf.get().debug.load(Ordering::Relaxed) {
+            return Self::queue_waker(slf, callback);
         }
         debug_checks(slf, callback, "call_soon")?;
         Self::_call_soon(slf, callback, args, context)
@@ -425,21 +425,11 @@ impl LoopCore {
     /// and its context and runs no Python code. It was about a third of the
     /// engine's side of a wake. The future drops what `call_soon` returns;
     /// it gets the loop's one inert handle (never queued, never run).
-    /// `None` for any other callback, and in debug mode (where every
-    /// callback has its own handle, with its source traceback).
-    #[inline]
-    fn queue_waker(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<Py<Handle>>> {
+    /// Not in debug mode, where every callback has its own handle, with its
+    /// source traceback.
+    #[inline(never)]
+    fn queue_waker(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<Py<Handle>> {
         let me = slf.get();
-        // Exact: `_StepWaker` has no subclasses, and a callback of any other
-        // type (the usual one) is told apart without a walk of its MRO.
-        if !callback.is_exact_instance_of::<super::future::Waker>()
-            || me.debug.load(Ordering::Relaxed)
-        {
-            return Ok(None);
-        }
         let py = slf.py();
         let inert = match me
             .state
@@ -461,7 +451,7 @@ impl LoopCore {
         };
         me.push_ready(py, callback.clone().unbind());
         Self::wake(slf);
-        Ok(Some(inert))
+        Ok(inert)
     }
 
     /// Schedules `callback(*args)` at `when` on the loop's clock.

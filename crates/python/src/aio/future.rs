@@ -26,7 +26,7 @@
 //! the kernel's edge (see [`super::task`]).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -99,9 +99,30 @@ pub(crate) struct Waker {
     set: AtomicBool,
 }
 
+/// The type object of [`Waker`], once one was made (until then nothing can
+/// be one): what [`is_waker`] compares with.
+static WAKER_TYPE: AtomicPtr<pyo3::ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether `obj` is a [`Waker`]: one load and one comparison, for
+/// `call_soon`, which asks it of every callback (pyo3's type check looks
+/// the class's type object up first).
+#[inline]
+pub(crate) fn is_waker(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a live object; its type pointer is read, not dereferenced.
+    let ty = unsafe { pyo3::ffi::Py_TYPE(obj.as_ptr()) };
+    std::ptr::eq(ty, WAKER_TYPE.load(Ordering::Relaxed))
+}
+
 impl Waker {
     /// A waker of `task` through `event`, armed.
     pub(crate) fn armed(py: Python<'_>, event: EventId, task: TaskId) -> PyResult<Py<Waker>> {
+        if WAKER_TYPE.load(Ordering::Relaxed).is_null() {
+            // (`_StepWaker` has no subclasses: its instances are exactly of it.)
+            WAKER_TYPE.store(
+                <Waker as pyo3::PyTypeInfo>::type_object_raw(py),
+                Ordering::Relaxed,
+            );
+        }
         let waker = Py::new(
             py,
             Waker {
