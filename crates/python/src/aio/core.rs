@@ -989,12 +989,14 @@ impl Engine {
             let Some(item) = core.pop_ready(py) else {
                 break;
             };
-            let ran = super::future::engine_turn(|| self.run_one(py, item.into_bound(py), debug));
+            let (ran, pending, mut handoff) =
+                super::future::engine_turn(|| self.run_one(py, item.into_bound(py), debug));
             // The task a callback woke steps now, in the engine's turn, or
             // (when the kernel must schedule it) the engine hands the turn
             // over to it.
-            let stopped = super::future::take_pending().is_some_and(|wake| {
+            let stopped = pending.is_some_and(|wake| {
                 super::future::wake_now(kernel, wake);
+                handoff |= super::future::take_handoff();
                 kernel.stop_requested()
             });
             if let Err(e) = ran {
@@ -1003,7 +1005,7 @@ impl Engine {
             }
             // A step that ended the run (`KeyboardInterrupt` in the task)
             // parks the engine too, with the rest of its iteration kept.
-            if super::future::take_handoff() || stopped {
+            if handoff || stopped {
                 self.remaining = Some(n - i - 1);
                 return Ok(true);
             }

@@ -231,19 +231,19 @@ pub(crate) fn end_step_wait(kernel: Option<&tiffany_scheduler::Scheduler>, waker
 }
 
 /// Runs `f` (one callback of the engine's ready queue) with the wakes it
-/// fires left to the engine ([`take_pending`]).
+/// fires left to the engine; gives back what `f` returned, the wake it left
+/// ([`wake_now`] steps its task) and whether it asked for a hand-off
+/// ([`take_handoff`]). (One access to the thread-local before the callback
+/// and one after: four, one per question, were a share of every callback.)
 #[inline]
-pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> (R, Option<Py<Waker>>, bool) {
     LOCAL.with(|l| l.engine_turn.set(true));
     let r = f();
-    LOCAL.with(|l| l.engine_turn.set(false));
-    r
-}
-
-/// The wake the last engine callback left (see [`engine_turn`]), if any.
-#[inline]
-pub(crate) fn take_pending() -> Option<Py<Waker>> {
-    LOCAL.with(|l| l.pending.take())
+    let (pending, handoff) = LOCAL.with(|l| {
+        l.engine_turn.set(false);
+        (l.pending.take(), l.handoff.replace(false))
+    });
+    (r, pending, handoff)
 }
 
 /// Wakes a task the engine's callback left to it (see [`take_pending`]):
