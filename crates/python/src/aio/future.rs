@@ -169,7 +169,7 @@ impl Waker {
 
     /// Wakes the task if the wait it was made for is still on. In a
     /// callback of the engine's ready queue, the wake is left to the engine
-    /// ([`take_pending`]), which steps the task at once, right after the
+    /// ([`engine_turn`]), which steps the task at once, right after the
     /// callback ([`wake_now`]); anywhere else it sets the event and asks
     /// the engine to hand the turn over.
     #[inline]
@@ -246,7 +246,7 @@ pub(crate) fn engine_turn<R>(f: impl FnOnce() -> R) -> (R, Option<Py<Waker>>, bo
     (r, pending, handoff)
 }
 
-/// Wakes a task the engine's callback left to it (see [`take_pending`]):
+/// Wakes a task the engine's callback left to it (see [`engine_turn`]):
 /// the direct hand-off — the kernel steps the task now, inside the
 /// engine's turn ([`Kernel::step_now`](tiffany_scheduler::Scheduler::step_now)) —
 /// or, when the kernel says the task must go the ordinary way, its step
