@@ -415,45 +415,6 @@ impl LoopCore {
         }
     }
 
-    /// A task's wake as the done callback of the future it awaits (a
-    /// [`Waker`](super::future::Waker), which the future schedules with
-    /// `call_soon(waker, future, context=...)` when it completes): the
-    /// waker itself is the FIFO's entry, as for a task's first step, with
-    /// no handle around it. A handle would be filled, run inside the
-    /// context the future copied, call the waker through Python's call
-    /// protocol and be recycled — all for a call that ignores its argument
-    /// and its context and runs no Python code. It was about a third of the
-    /// engine's side of a wake. The future drops what `call_soon` returns;
-    /// it gets the loop's one inert handle (never queued, never run).
-    /// Not in debug mode, where every callback has its own handle, with its
-    /// source traceback.
-    #[inline(never)]
-    fn queue_waker(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<Py<Handle>> {
-        let me = slf.get();
-        let py = slf.py();
-        let inert = match me
-            .state
-            .with(py, |st| st.inert.as_ref().map(|h| h.clone_ref(py)))
-        {
-            Some(h) => h,
-            None => {
-                let h = Handle::create(
-                    py,
-                    &py.None().into_bound(py),
-                    &PyTuple::empty(py),
-                    None,
-                    slf.clone().into_any().unbind(),
-                    f64::NAN,
-                )?;
-                me.state.with(py, |st| st.inert = Some(h.clone_ref(py)));
-                h
-            }
-        };
-        me.push_ready(py, callback.clone().unbind());
-        Self::wake(slf);
-        Ok(inert)
-    }
-
     /// Schedules `callback(*args)` at `when` on the loop's clock.
     #[pyo3(signature = (when, callback, *args, context = None))]
     fn call_at(
@@ -708,6 +669,45 @@ impl LoopCore {
         me.fatal.lock().expect("fatal").get_or_insert(err);
         kernel.stop_run();
         true
+    }
+
+    /// A task's wake as the done callback of the future it awaits (a
+    /// [`Waker`](super::future::Waker), which the future schedules with
+    /// `call_soon(waker, future, context=...)` when it completes): the
+    /// waker itself is the FIFO's entry, as for a task's first step, with
+    /// no handle around it. A handle would be filled, run inside the
+    /// context the future copied, call the waker through Python's call
+    /// protocol and be recycled — all for a call that ignores its argument
+    /// and its context and runs no Python code. It was about a third of the
+    /// engine's side of a wake. The future drops what `call_soon` returns;
+    /// it gets the loop's one inert handle (never queued, never run).
+    /// Not in debug mode, where every callback has its own handle, with its
+    /// source traceback.
+    #[inline(never)]
+    fn queue_waker(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<Py<Handle>> {
+        let me = slf.get();
+        let py = slf.py();
+        let inert = match me
+            .state
+            .with(py, |st| st.inert.as_ref().map(|h| h.clone_ref(py)))
+        {
+            Some(h) => h,
+            None => {
+                let h = Handle::create(
+                    py,
+                    &py.None().into_bound(py),
+                    &PyTuple::empty(py),
+                    None,
+                    slf.clone().into_any().unbind(),
+                    f64::NAN,
+                )?;
+                me.state.with(py, |st| st.inert = Some(h.clone_ref(py)));
+                h
+            }
+        };
+        me.push_ready(py, callback.clone().unbind());
+        Self::wake(slf);
+        Ok(inert)
     }
 
     /// Queues `item` (a task's step: a [`Waker`](super::future::Waker)) at
