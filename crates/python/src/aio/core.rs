@@ -675,11 +675,11 @@ impl LoopCore {
     /// [`Waker`](super::future::Waker), which the future schedules with
     /// `call_soon(waker, future, context=...)` when it completes): the
     /// waker itself is the FIFO's entry, as for a task's first step, with
-    /// no handle around it. A handle would be filled, run inside the
-    /// context the future copied, call the waker through Python's call
-    /// protocol and be recycled — all for a call that ignores its argument
-    /// and its context and runs no Python code. It was about a third of the
-    /// engine's side of a wake. The future drops what `call_soon` returns;
+    /// no handle around it. A handle would be filled with the waker, its
+    /// argument and the context the future copied, taken apart when run and
+    /// recycled — all for a call that ignores its argument and its context
+    /// and runs no Python code (with it, a streams echo's round trip missed
+    /// the instruction cache 4% more often). The future drops what `call_soon` returns;
     /// it gets the loop's one inert handle (never queued, never run).
     /// Not in debug mode, where every callback has its own handle, with its
     /// source traceback.
