@@ -119,6 +119,21 @@ async def measure(n):
     return per_op(ns, sum(map(sum, results)), n // batch * batch)
 """
 
+#: What the streams echoes share: ``nodelay(writer)`` and the server's
+#: connection handler ``echo``.
+_ECHO_SERVER = """
+def nodelay(writer):
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def echo(reader, writer):
+    nodelay(writer)
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+"""
+
 #: name -> program (the unit is in the name). Only public APIs, so that
 #: every revision runs them.
 WALL_PROGRAMS: dict[str, WallProgram] = {
@@ -158,17 +173,8 @@ async def measure(n):
     ),
     "asyncio streams echo over 127.0.0.1, 100 bytes, per round trip": _on_loop(
         5_000,
-        """
-def nodelay(writer):
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-async def echo(reader, writer):
-    nodelay(writer)
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
+        _ECHO_SERVER
+        + """
 async def measure(n):
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -194,17 +200,8 @@ async def measure(n):
     # connection above is bound by its system calls' latency instead).
     "asyncio streams echo over 127.0.0.1, 100 clients, 100 bytes, per round trip": _on_loop(
         20_000,
-        """
-def nodelay(writer):
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-async def echo(reader, writer):
-    nodelay(writer)
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
+        _ECHO_SERVER
+        + """
 async def client(port, rounds, payload, ready, go):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     nodelay(writer)

@@ -679,8 +679,9 @@ impl LoopCore {
     /// argument and the context the future copied, taken apart when run and
     /// recycled — all for a call that ignores its argument and its context
     /// and runs no Python code (with it, a streams echo's round trip missed
-    /// the instruction cache 4% more often). The future drops what `call_soon` returns;
-    /// it gets the loop's one inert handle (never queued, never run).
+    /// the instruction cache 4% more often). The future drops what
+    /// `call_soon` returns: it gets the loop's one inert handle (never
+    /// queued, never run).
     /// Not in debug mode, where every callback has its own handle, with its
     /// source traceback.
     #[inline(never)]
